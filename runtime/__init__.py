@@ -1,0 +1,10 @@
+"""apdspec runtime: target models, data, target training and APD on NumPy + HIPS autograd.
+
+Needs only numpy and autograd (matplotlib is imported lazily by the plotting code).
+"""
+from .spec import (  # noqa: F401
+    Attribution, Data, Decompose, Experiment, Expectation, FileTarget, GatedTarget, Losses, Optimizer,
+    Report, ResidMlpTarget, Schedule, Sweep, SweepAxis, TmsTarget, TopK, Training, check, resolve, validate,
+)
+
+__version__ = "0.1.0"

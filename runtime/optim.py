@@ -1,0 +1,62 @@
+"""Adam / AdamW with PyTorch semantics, and the learning-rate schedules of notes §6.
+
+Parameters are a dict name -> array; the optimiser updates them in place (outside autograd).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .spec import Optimizer, Schedule
+
+
+def lr_at(step: int, steps: int, base_lr: float, schedule: Schedule) -> float:
+    """LR for `step` (0-based) of a run with `steps` updates (notes §6).
+
+    Warmup: lr * step / warmup_steps for step < warmup_steps (step 0 has LR 0); afterwards
+    lr * f(step - warmup_steps, steps - warmup_steps)."""
+    warmup_steps = int(steps * schedule.warmup)
+    if step < warmup_steps:
+        return base_lr * step / warmup_steps
+    s, S = step - warmup_steps, steps - warmup_steps
+    kind = schedule.kind
+    if kind == "constant":
+        f = 1.0
+    elif kind == "linear":
+        f = 1.0 - s / S
+    elif kind == "cosine":
+        f = 1.0 if S == 1 else math.cos(math.pi / 2 * s / (S - 1))
+    elif kind == "exponential":
+        f = 0.5 ** (s / schedule.halflife)
+    else:
+        raise ValueError(f"unknown schedule {kind!r}")
+    return base_lr * f
+
+
+class Adam:
+    """torch.optim.AdamW semantics (Adam when weight_decay = 0): bias-corrected moments,
+    decoupled weight decay p <- p * (1 - lr * wd) applied before the Adam step."""
+
+    def __init__(self, params: dict[str, np.ndarray], cfg: Optimizer):
+        self.cfg = cfg
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.t = 0
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        c = self.cfg
+        self.t += 1
+        bc1 = 1.0 - c.beta1 ** self.t
+        bc2 = 1.0 - c.beta2 ** self.t
+        for k, p in params.items():
+            g = grads[k]
+            if c.weight_decay:
+                p *= 1.0 - lr * c.weight_decay
+            m, v = self.m[k], self.v[k]
+            m *= c.beta1
+            m += (1.0 - c.beta1) * g
+            v *= c.beta2
+            v += (1.0 - c.beta2) * (g * g)
+            denom = np.sqrt(v / bc2) + c.eps
+            p -= (lr / bc1) * m / denom

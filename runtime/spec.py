@@ -1,0 +1,672 @@
+"""The typed experiment description the runtime consumes.
+
+Everything an APD experiment can vary lives here as frozen dataclasses with their defaults, so that
+(a) the `.apd` language (package `apdspec`) compiles text into exactly these objects, and (b) a user
+embedding the runtime builds them directly in Python. Defaults live in one place: the dataclass
+field defaults, plus `resolve()` for the few defaults that depend on the target kind.
+
+`validate()` does every range and cross-field check and reports problems by *field path*
+(``"decompose.topk"``); the language layer maps paths back to file/line/column.
+
+Symbols (paper / method notes): C = components, m = inner rank, k = top-k, W = A @ B per component
+(row-vector convention h = a @ W), N = number of decomposed weights per replicate.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+# --------------------------------------------------------------------------------------------
+# Target architectures
+
+
+@dataclass(frozen=True)
+class TmsTarget:
+    """Toy model of superposition: y = ReLU(h_K W^T + b), h_0 = x W, h_k = h_{k-1} V_k (tied W)."""
+
+    features: int = 5
+    hidden: int = 2
+    hidden_layers: int = 0
+    bias: bool = True
+    kind: str = field(default="tms", init=False)
+
+
+@dataclass(frozen=True)
+class ResidMlpTarget:
+    """Residual MLP (compressed computation): fixed unit-norm embedding W_E, W_U = W_E^T."""
+
+    features: int = 100
+    d_embed: int = 1000
+    d_mlp: int = 50
+    layers: int = 1
+    activation: str = "relu"  # relu | gelu
+    in_bias: bool = False
+    out_bias: bool = False
+    embedding: str = "random"  # random (fixed random unit-norm rows) | identity (needs features == d_embed)
+    init_scale: float = 1.0
+    output_activation: bool = False
+    kind: str = field(default="resid_mlp", init=False)
+
+
+@dataclass(frozen=True)
+class GatedTarget:
+    """Hand-coded gated-function network (paper App. B.1, notes §1.3): y = sum_i alpha_i g_i(x).
+
+    F_i(x) = a sin(b x + c) + d cos(e x + f) + g with a, d, g ~ U(amplitude), b, e ~ U(frequency),
+    c, f ~ U(phase); g_i is its piecewise-linear interpolant with `neurons` ReLU neurons.
+    """
+
+    functions: int = 4
+    neurons: int = 10  # per function
+    layers: int = 2
+    input_range: tuple[float, float] = (0.0, 5.0)
+    amplitude_range: tuple[float, float] = (-1.0, 1.0)
+    frequency_range: tuple[float, float] = (0.1, 1.0)
+    phase_range: tuple[float, float] = (-math.pi, math.pi)
+    simple_bias: bool = False
+    seed: int | None = None  # seed of the trig coefficients; None -> experiment seed
+    kind: str = field(default="gated", init=False)
+
+
+@dataclass(frozen=True)
+class FileTarget:
+    """A target saved by apdspec as `.npz` (the run directory's `target.npz`)."""
+
+    path: str = ""
+    kind: str = field(default="file", init=False)
+
+
+Target = Union[TmsTarget, ResidMlpTarget, GatedTarget, FileTarget]
+TARGET_KINDS = {"tms": TmsTarget, "resid_mlp": ResidMlpTarget, "gated": GatedTarget, "file": FileTarget}
+
+# --------------------------------------------------------------------------------------------
+# Optimisation
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """Adam / AdamW (decoupled weight decay, PyTorch semantics)."""
+
+    name: str = "adam"  # adam | adamw
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """LR multiplier after `warmup` (a fraction of steps, linear from 0): notes §6."""
+
+    kind: str = "constant"  # constant | linear | cosine | exponential
+    warmup: float = 0.0
+    halflife: float | None = None  # steps; exponential only
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the target network is trained (TMS and residual MLP; gated targets are hand-coded)."""
+
+    steps: int = 5000
+    batch: int = 1024
+    optimizer: Optimizer = Optimizer(name="adamw", lr=5e-3, weight_decay=0.01)
+    schedule: Schedule = Schedule(kind="linear")
+    seed: int | None = None  # None -> experiment seed
+    labels: str | None = None  # identity | act_plus_resid | abs ; None -> per target kind
+    label_coeffs: str = "ones"  # ones | uniform (U[1,2), seeded by label_seed)
+    label_seed: int = 0
+    importance: float = 1.0  # feature i is weighted importance**i
+    log_every: int = 500
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True)
+class Data:
+    """Sparse features: each value ~ U(values) kept with probability `probability` (notes §2).
+
+    For gated targets `probability` is the probability of each control bit and `values` the range
+    of x (default: the target's input range).
+    """
+
+    probability: float = 0.05
+    values: tuple[float, float] | None = None  # None -> (0,1) tms, (-1,1) resid_mlp, input_range gated
+    mode: str = "at_least_zero_active"  # at_least_zero_active | exactly_n_active
+    n_active: int = 1  # exactly_n_active only
+    synced: tuple[tuple[int, ...], ...] = ()  # groups of features that fire together
+
+
+# --------------------------------------------------------------------------------------------
+# Decomposition
+
+
+@dataclass(frozen=True)
+class TopK:
+    """batch: k = floor(value * B) over the flattened (B x C) attributions (value may exceed 1);
+    sample: integer k per sample; exact: k = number of nonzero input features in the batch."""
+
+    mode: str = "batch"  # batch | sample | exact
+    value: float = 1.0
+
+
+@dataclass(frozen=True)
+class Attribution:
+    kind: str = "gradient"  # gradient | activation | ablation
+    source: str = "target"  # target (notes §5.1) | apd (older variant, notes §5.2); gradient only
+
+
+@dataclass(frozen=True)
+class Losses:
+    """Coefficients (None = term off) and exponents of the loss terms (notes §4)."""
+
+    faithfulness: float | None = 1.0  # param match, / N
+    minimality: float | None = 1.0  # top-k reconstruction MSE vs target output
+    act_recon: float | None = None  # hidden-activation reconstruction
+    simplicity: float | None = None  # factorised Schatten-p, / (N B)
+    simplicity_p: float = 1.0
+    sparsity: float | None = None  # Lp on attributions (the Lp formulation)
+    sparsity_p: float = 1.0
+    output_recon: float | None = None  # unmasked output MSE vs target output
+
+
+@dataclass(frozen=True)
+class Decompose:
+    components: int = 5
+    rank: int | None = None  # None -> min(F,H)+1 (tms), min(D,d_mlp) (resid), min(d_in,d_out) (gated)
+    topk: TopK | None = TopK()
+    attribution: Attribution = Attribution()
+    loss: Losses = Losses()
+    unit_norm: bool = False
+    optimizer: Optimizer = Optimizer(name="adam", lr=1e-3)
+    schedule: Schedule = Schedule()
+    steps: int = 1000
+    batch: int = 256
+    seed: int | None = None  # None -> experiment seed
+    init_scale: float | None = None  # None -> 1.0 (tms, gated), 2.0 (resid_mlp xavier gain)
+    log_every: int = 100
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """`expect METRIC OP VALUE` evaluated on each replicate (`reduce="all"`, or at least `at_least`
+    replicates), or on a reduction over replicates (`mean`, `min`, `max`, `median`)."""
+
+    metric: str
+    op: str  # >= | <= | > | < | ==
+    value: float
+    reduce: str = "all"  # all | mean | min | max | median
+    at_least: int | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    metrics: tuple[str, ...] | None = None  # None -> every metric that applies to the target
+    plots: tuple[str, ...] | None = None  # None -> every plot that applies to the target
+    expect: tuple[Expectation, ...] = ()
+    eval_batches: int = 20  # batches used by sampled analyses (scrubbing, per-feature losses)
+    paper: str | None = None  # key of the paper's reference numbers, e.g. "tms_5_2"
+
+
+@dataclass(frozen=True)
+class SweepAxis:
+    path: str  # e.g. "decompose.loss.simplicity" or "seed"
+    values: tuple[Any, ...]
+    group: int | None = None  # axes with the same group are zipped; others form a grid
+
+
+@dataclass(frozen=True)
+class Sweep:
+    axes: tuple[SweepAxis, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# The experiment
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str = "experiment"
+    seed: int = 0
+    replicates: int = 1  # independent copies (target + decomposition) trained as one vectorised model
+    dtype: str = "float32"  # float32 | float64
+    target: Target = TmsTarget()
+    train: Training | None = Training()
+    data: Data = Data()
+    decompose: Decompose = Decompose()
+    report: Report = Report()
+    sweep: Sweep | None = None
+
+
+# Metrics and plots the runtime can produce, with the target kinds they apply to.
+ALL_KINDS = ("tms", "resid_mlp", "gated")
+METRICS: dict[str, tuple[tuple[str, ...], str]] = {
+    "faithfulness": (ALL_KINDS, "final faithfulness (param-match) loss"),
+    "minimality": (ALL_KINDS, "final top-k reconstruction loss"),
+    "act_recon": (ALL_KINDS, "final activation-reconstruction loss"),
+    "simplicity": (ALL_KINDS, "final Schatten simplicity loss"),
+    "sparsity": (ALL_KINDS, "final Lp sparsity loss"),
+    "output_recon": (ALL_KINDS, "final unmasked output-reconstruction loss"),
+    "total": (ALL_KINDS, "final total loss"),
+    "target_loss": (ALL_KINDS, "target model MSE against the true labels"),
+    "topk_mse": (ALL_KINDS, "MSE of the top-k APD output against the target output (eval batches)"),
+    "mean_active": (ALL_KINDS, "mean number of active components per sample with a nonzero input"),
+    "dead_components": (ALL_KINDS, "components never selected by top-k on eval batches"),
+    "mmcs": (("tms",), "mean max cosine similarity between component rows and target rows (paper eq. 3)"),
+    "ml2r": (("tms",), "mean L2 ratio of the best-matching component rows (paper eq. 4)"),
+    "dedicated_features": (("resid_mlp",), "features with a component that represents only them"),
+    "mono_components": (("resid_mlp",), "components representing exactly one feature"),
+    "duo_components": (("resid_mlp",), "components representing exactly two features"),
+    "poly_components": (("resid_mlp",), "components representing more than two features"),
+    "scrubbed_loss": (("resid_mlp",), "mean MSE with the active features' components forced on"),
+    "anti_scrubbed_loss": (("resid_mlp",), "mean MSE with the active features' components forced off"),
+    "random_loss": (("resid_mlp",), "mean MSE with random half of the components on"),
+    "scrub_ratio": (("resid_mlp",), "anti_scrubbed_loss / scrubbed_loss"),
+    "per_feature_loss_top1": (("resid_mlp",), "mean per-feature MSE with per-sample top-1"),
+    "per_feature_loss_topk": (("resid_mlp",), "mean per-feature MSE with batch top-k"),
+    "active_per_feature": (("resid_mlp",), "mean number of active components per single feature"),
+    "separated_functions": (("gated",), "functions carried by their own component"),
+    "function_mse": (("gated",), "MSE of APD top-k vs target on one-hot control bits"),
+}
+
+PLOTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "losses": (ALL_KINDS, "training curves of every loss term"),
+    "components": (ALL_KINDS, "component weight matrices"),
+    "attributions": (ALL_KINDS, "attributions on one-hot inputs per component"),
+    "polygons": (("tms",), "Fig. 3: 2-D feature directions of target, sum and components (hidden = 2)"),
+    "mse_by_sparsity": (("tms", "resid_mlp"), "MSE by number of active features"),
+    "neuron_contributions": (("resid_mlp",), "Figs. 6, 10: neuron contributions, target vs component"),
+    "feature_response": (("resid_mlp",), "Figs. 7, 24: feature response with scrubbed subnets"),
+    "scrub_histogram": (("resid_mlp",), "Figs. 8, 25: ablation loss histograms"),
+    "target_response": (("resid_mlp",), "Figs. 14-15, 19-20: target model responses"),
+    "per_feature_loss": (("resid_mlp",), "Figs. 16-17, 21-22: per-feature losses, top-1 vs batch top-k"),
+    "active_components": (("resid_mlp",), "Figs. 18, 23: active components per feature"),
+    "component_categories": (("resid_mlp",), "dead / mono / duo / poly components"),
+    "gated_functions": (("gated",), "Fig. 12: target vs APD top-k per function"),
+    "gated_network": (("gated",), "Fig. 13: component weights of the gated network"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Defaults that depend on the target, and validation
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A problem with an experiment, located by field path (e.g. ``"decompose.rank"``)."""
+
+    path: str
+    message: str
+    hint: str = ""
+    also: tuple[str, ...] = ()  # other paths involved in a cross-field problem
+
+
+class SpecValidationError(ValueError):
+    def __init__(self, issues: list[Issue]):
+        self.issues = issues
+        super().__init__("; ".join(f"{i.path}: {i.message}" for i in issues))
+
+
+def target_kind(exp: Experiment) -> str:
+    """The architecture kind; for file targets, read from the file's metadata."""
+    if isinstance(exp.target, FileTarget):
+        from .io import read_target_meta
+
+        return read_target_meta(exp.target.path)["kind"]
+    return exp.target.kind
+
+
+def resolve(exp: Experiment) -> Experiment:
+    """Fill every default that depends on the target kind. Idempotent."""
+    t = exp.target
+    if isinstance(t, FileTarget):
+        from .io import read_target_meta
+
+        t_arch = target_from_dict(read_target_meta(t.path)["target"])
+    else:
+        t_arch = t
+    kind = t_arch.kind
+    data = exp.data
+    if data.values is None:
+        values = {"tms": (0.0, 1.0), "resid_mlp": (-1.0, 1.0)}.get(kind)
+        if kind == "gated":
+            values = tuple(t_arch.input_range)
+        data = dataclasses.replace(data, values=values)
+    train = exp.train
+    if kind == "gated" or isinstance(t, FileTarget):
+        train = None
+    elif train is not None:
+        labels = train.labels or ("identity" if kind == "tms" else "act_plus_resid")
+        train = dataclasses.replace(train, labels=labels, seed=exp.seed if train.seed is None else train.seed)
+    dec = exp.decompose
+    rank = dec.rank
+    if rank is None:
+        if kind == "tms":
+            rank = min(t_arch.features, t_arch.hidden) + 1
+        elif kind == "resid_mlp":
+            rank = min(t_arch.d_embed, t_arch.d_mlp)
+        else:
+            rank = t_arch.functions + 2  # min(d_embed, d_mlp) = d_embed = functions + 2
+            rank = min(rank, t_arch.functions * t_arch.neurons // t_arch.layers)
+    init_scale = dec.init_scale if dec.init_scale is not None else (2.0 if kind == "resid_mlp" else 1.0)
+    seed = exp.seed if dec.seed is None else dec.seed
+    dec = dataclasses.replace(dec, rank=rank, init_scale=init_scale, seed=seed)
+    report = exp.report
+    if report.metrics is None:
+        report = dataclasses.replace(report, metrics=tuple(k for k, (kinds, _) in METRICS.items() if kind in kinds))
+    if report.plots is None:
+        report = dataclasses.replace(report, plots=tuple(k for k, (kinds, _) in PLOTS.items() if kind in kinds))
+    return dataclasses.replace(exp, data=data, train=train, decompose=dec, report=report)
+
+
+def _in(path: str, value: Any, choices: tuple[str, ...], issues: list[Issue]) -> None:
+    if value not in choices:
+        issues.append(Issue(path, f"unknown value {value!r}", "one of: " + ", ".join(choices)))
+
+
+def _positive(path: str, value: float | None, issues: list[Issue], strict: bool = True) -> None:
+    if value is None:
+        return
+    if (value <= 0) if strict else (value < 0):
+        issues.append(Issue(path, f"must be {'> 0' if strict else '>= 0'}, got {value}"))
+
+
+def _optimizer_issues(path: str, o: Optimizer, issues: list[Issue]) -> None:
+    _in(f"{path}.name", o.name, ("adam", "adamw"), issues)
+    _positive(f"{path}.lr", o.lr, issues)
+    _positive(f"{path}.weight_decay", o.weight_decay, issues, strict=False)
+    for name in ("beta1", "beta2"):
+        v = getattr(o, name)
+        if not 0 <= v < 1:
+            issues.append(Issue(f"{path}.{name}", f"must be in [0, 1), got {v}"))
+    _positive(f"{path}.eps", o.eps, issues)
+
+
+def _schedule_issues(path: str, s: Schedule, issues: list[Issue]) -> None:
+    _in(f"{path}.kind", s.kind, ("constant", "linear", "cosine", "exponential"), issues)
+    if not 0 <= s.warmup <= 1:
+        issues.append(Issue(f"{path}.warmup", f"warmup is a fraction of the steps in [0, 100%], got {s.warmup}",
+                            "write e.g. warmup = 5%"))
+    if s.kind == "exponential" and s.halflife is None:
+        issues.append(Issue(f"{path}.halflife", "an exponential schedule needs a half-life",
+                            "write e.g. schedule = exponential(halflife = 1000)"))
+    _positive(f"{path}.halflife", s.halflife, issues)
+
+
+def _range_issues(path: str, r: tuple[float, float] | None, issues: list[Issue]) -> None:
+    if r is not None and not r[0] < r[1]:
+        issues.append(Issue(path, f"range must have low < high, got ({r[0]}, {r[1]})"))
+
+
+def validate(exp: Experiment) -> list[Issue]:
+    """Every range and cross-field check; returns [] for a runnable experiment.
+
+    Expects a `resolve()`d experiment (target-dependent defaults filled)."""
+    issues: list[Issue] = []
+    if exp.replicates < 1:
+        issues.append(Issue("replicates", f"must be >= 1, got {exp.replicates}"))
+    _in("dtype", exp.dtype, ("float32", "float64"), issues)
+    t = exp.target
+    if isinstance(t, FileTarget):
+        try:
+            kind = target_kind(exp)
+        except (OSError, KeyError, ValueError) as e:
+            issues.append(Issue("target.path", f"cannot read target file {t.path!r}: {e}",
+                                "give the path of a target.npz written by `apdspec run`"))
+            return issues
+        from .io import read_target_meta
+
+        arch = target_from_dict(read_target_meta(t.path)["target"])
+    else:
+        kind, arch = t.kind, t
+    if isinstance(arch, TmsTarget):
+        for f in ("features", "hidden"):
+            _positive(f"target.{f}", getattr(arch, f), issues)
+        _positive("target.hidden_layers", arch.hidden_layers, issues, strict=False)
+        n_features, d_ins = arch.features, [(arch.features, arch.hidden)] + [(arch.hidden, arch.hidden)] * arch.hidden_layers
+    elif isinstance(arch, ResidMlpTarget):
+        for f in ("features", "d_embed", "d_mlp", "layers"):
+            _positive(f"target.{f}", getattr(arch, f), issues)
+        _in("target.activation", arch.activation, ("relu", "gelu"), issues)
+        _in("target.embedding", arch.embedding, ("random", "identity"), issues)
+        _positive("target.init_scale", arch.init_scale, issues)
+        if arch.embedding == "identity" and arch.features != arch.d_embed:
+            issues.append(Issue("target.embedding", "an identity embedding needs features == d_embed",
+                                f"features = {arch.features}, d_embed = {arch.d_embed}", ("target.features",)))
+        n_features = arch.features
+        d_ins = [(arch.d_embed, arch.d_mlp), (arch.d_mlp, arch.d_embed)]
+    else:
+        assert isinstance(arch, GatedTarget)
+        for f in ("functions", "neurons", "layers"):
+            _positive(f"target.{f}", getattr(arch, f), issues)
+        for f in ("input_range", "amplitude_range", "frequency_range", "phase_range"):
+            _range_issues(f"target.{f}", getattr(arch, f), issues)
+        if arch.layers > 0 and (arch.functions * arch.neurons) % arch.layers:
+            issues.append(Issue("target.layers", f"functions x neurons = {arch.functions * arch.neurons} "
+                                f"neurons cannot be split evenly into {arch.layers} layers",
+                                "choose layers that divide functions x neurons"))
+        n_features = arch.functions
+        d_mlp = max(1, arch.functions * arch.neurons // max(arch.layers, 1))
+        d_ins = [(arch.functions + 2, d_mlp), (d_mlp, arch.functions + 2)]
+        if arch.neurons < 2:
+            issues.append(Issue("target.neurons", "a piecewise-linear function needs at least 2 neurons"))
+
+    # training
+    tr = exp.train
+    if tr is not None:
+        _positive("train.steps", tr.steps, issues)
+        _positive("train.batch", tr.batch, issues)
+        _optimizer_issues("train.optimizer", tr.optimizer, issues)
+        _schedule_issues("train.schedule", tr.schedule, issues)
+        _in("train.labels", tr.labels, ("identity", "act_plus_resid", "abs"), issues)
+        _in("train.label_coeffs", tr.label_coeffs, ("ones", "uniform"), issues)
+        _positive("train.log_every", tr.log_every, issues)
+        if kind == "tms" and tr.labels != "identity":
+            issues.append(Issue("train.labels", f"a TMS target reconstructs its input; labels must be identity, got {tr.labels!r}"))
+        if kind == "resid_mlp" and tr.labels == "identity":
+            issues.append(Issue("train.labels", "a residual MLP target needs act_plus_resid or abs labels"))
+
+    # data
+    d = exp.data
+    if not 0 < d.probability <= 1:
+        issues.append(Issue("data.probability", f"a probability must be in (0, 1], got {d.probability}",
+                            "write e.g. probability = 0.05 or 5%"))
+    _range_issues("data.values", d.values, issues)
+    _in("data.mode", d.mode, ("at_least_zero_active", "exactly_n_active"), issues)
+    if d.mode == "exactly_n_active" and not 1 <= d.n_active <= n_features:
+        issues.append(Issue("data.n_active", f"n_active must be in [1, {n_features}] (the number of features), got {d.n_active}",
+                            also=("target.features",)))
+    seen: set[int] = set()
+    for gi, group in enumerate(d.synced):
+        for f in group:
+            if not 0 <= f < n_features:
+                issues.append(Issue("data.synced", f"feature index {f} is out of range: the target has {n_features} features "
+                                    f"(indices 0..{n_features - 1})", also=("target.features",)))
+            elif f in seen:
+                issues.append(Issue("data.synced", f"feature {f} is in overlapping synced groups",
+                                    "each feature may be in at most one group"))
+            seen.add(f)
+    if kind == "gated" and d.synced:
+        issues.append(Issue("data.synced", "synced groups apply to sparse-feature data, not to gated control bits"))
+    if kind == "gated" and d.mode != "at_least_zero_active":
+        issues.append(Issue("data.mode", "gated targets draw independent control bits; only at_least_zero_active applies"))
+
+    # decomposition
+    dc = exp.decompose
+    _positive("decompose.components", dc.components, issues)
+    _positive("decompose.steps", dc.steps, issues)
+    _positive("decompose.batch", dc.batch, issues)
+    _positive("decompose.log_every", dc.log_every, issues)
+    _positive("decompose.init_scale", dc.init_scale, issues)
+    _optimizer_issues("decompose.optimizer", dc.optimizer, issues)
+    _schedule_issues("decompose.schedule", dc.schedule, issues)
+    if dc.rank is not None:
+        _positive("decompose.rank", dc.rank, issues)
+        max_rank = max(min(a, b) for a, b in d_ins)
+        if dc.rank > max_rank:
+            issues.append(Issue("decompose.rank", f"rank {dc.rank} exceeds the largest rank a decomposed matrix allows "
+                                f"({' , '.join(f'{a}x{b}' for a, b in d_ins)}: at most {max_rank})",
+                                f"use rank <= {max_rank}, or leave it out for the default"))
+    at = dc.attribution
+    _in("decompose.attribution.kind", at.kind, ("gradient", "activation", "ablation"), issues)
+    _in("decompose.attribution.source", at.source, ("target", "apd"), issues)
+    if at.kind != "gradient" and at.source == "target":
+        pass  # activation / ablation attributions always come from the APD model
+    L = dc.loss
+    for name in ("faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon"):
+        _positive(f"decompose.loss.{name}", getattr(L, name), issues, strict=False)
+    _positive("decompose.loss.simplicity_p", L.simplicity_p, issues)
+    _positive("decompose.loss.sparsity_p", L.sparsity_p, issues)
+    tk = dc.topk
+    if tk is None:
+        if L.minimality is not None:
+            issues.append(Issue("decompose.loss.minimality", "the minimality (top-k reconstruction) loss needs top-k",
+                                "set decompose.topk, or use the Lp formulation: loss { sparsity = ... } with topk = none",
+                                ("decompose.topk",)))
+        if L.sparsity is None:
+            issues.append(Issue("decompose.topk", "without top-k, the Lp sparsity loss must be on to select components",
+                                "set decompose.loss.sparsity, or a top-k"))
+        if L.act_recon is not None and kind == "resid_mlp":
+            issues.append(Issue("decompose.loss.act_recon", "activation reconstruction of a residual MLP uses the top-k pass",
+                                "set decompose.topk", ("decompose.topk",)))
+    else:
+        _in("decompose.topk.mode", tk.mode, ("batch", "sample", "exact"), issues)
+        if tk.mode == "batch":
+            if tk.value <= 0:
+                issues.append(Issue("decompose.topk", f"batch top-k must be > 0, got {tk.value}"))
+            elif int(tk.value * dc.batch) < 1:
+                issues.append(Issue("decompose.topk", f"batch top-k {tk.value} x batch {dc.batch} = "
+                                    f"{tk.value * dc.batch:g} selects no component",
+                                    f"use topk >= {1 / dc.batch:.3g} or a larger batch", ("decompose.batch",)))
+            elif tk.value > dc.components:
+                issues.append(Issue("decompose.topk", f"batch top-k {tk.value} exceeds the number of components {dc.components}",
+                                    also=("decompose.components",)))
+        elif tk.mode == "sample":
+            if tk.value != int(tk.value) or not 1 <= tk.value <= dc.components:
+                issues.append(Issue("decompose.topk", f"per-sample top-k must be an integer in [1, {dc.components}], got {tk.value:g}",
+                                    also=("decompose.components",)))
+        elif tk.mode == "exact" and exp.replicates != 1:
+            issues.append(Issue("decompose.topk", "exact top-k needs replicates = 1", also=("replicates",)))
+        if exp.replicates > 1 and dc.topk.mode == "exact":
+            pass
+    if at.kind == "gradient" and at.source == "apd" and kind not in ALL_KINDS:
+        issues.append(Issue("decompose.attribution.source", f"target kind {kind!r} cannot provide APD-model gradients"))
+    if at.source == "apd" and at.kind != "gradient":
+        issues.append(Issue("decompose.attribution.source", f"source applies to gradient attributions; {at.kind} "
+                            "attributions always come from the APD model", "remove source"))
+    if at.kind == "ablation" and L.sparsity is not None:
+        issues.append(Issue("decompose.attribution.kind", "ablation attributions are not differentiable; the Lp sparsity loss needs gradient or activation attributions",
+                            also=("decompose.loss.sparsity",)))
+    if dc.unit_norm and kind == "gated":
+        pass
+
+    # report
+    rp = exp.report
+    for name in rp.metrics or ():
+        if name not in METRICS:
+            issues.append(Issue("report.metrics", f"unknown metric {name!r}", "known: " + ", ".join(METRICS)))
+        elif kind not in METRICS[name][0]:
+            issues.append(Issue("report.metrics", f"metric {name!r} does not apply to a {kind} target"))
+    for name in rp.plots or ():
+        if name not in PLOTS:
+            issues.append(Issue("report.plots", f"unknown plot {name!r}", "known: " + ", ".join(PLOTS)))
+        elif kind not in PLOTS[name][0]:
+            issues.append(Issue("report.plots", f"plot {name!r} does not apply to a {kind} target"))
+        elif name == "polygons" and isinstance(arch, TmsTarget) and arch.hidden != 2:
+            issues.append(Issue("report.plots", "the polygons plot needs a 2-D hidden layer (hidden = 2)", also=("target.hidden",)))
+    for i, e in enumerate(rp.expect):
+        path = f"report.expect[{i}]"
+        if e.metric not in METRICS:
+            issues.append(Issue(path, f"unknown metric {e.metric!r} in expectation", "known: " + ", ".join(METRICS)))
+        elif kind not in METRICS[e.metric][0]:
+            issues.append(Issue(path, f"metric {e.metric!r} does not apply to a {kind} target"))
+        _in(path, e.op, (">=", "<=", ">", "<", "=="), issues)
+        _in(path, e.reduce, ("all", "mean", "min", "max", "median"), issues)
+        if e.at_least is not None and not 1 <= e.at_least <= exp.replicates:
+            issues.append(Issue(path, f"'for {e.at_least} replicates' needs 1 <= n <= replicates ({exp.replicates})",
+                                also=("replicates",)))
+    _positive("report.eval_batches", rp.eval_batches, issues)
+    return issues
+
+
+def check(exp: Experiment) -> Experiment:
+    """resolve() then validate(); raises SpecValidationError listing every issue."""
+    exp = resolve(exp)
+    issues = validate(exp)
+    if issues:
+        raise SpecValidationError(issues)
+    return exp
+
+
+# --------------------------------------------------------------------------------------------
+# Plain-data round trip (spec.json, run summaries)
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass tree -> JSON-able dict (tuples become lists; target carries its kind)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def target_from_dict(d: dict) -> Target:
+    d = dict(d)
+    cls = TARGET_KINDS[d.pop("kind")]
+    return _build(cls, d)
+
+
+def _build(cls: type, d: dict) -> Any:
+    kwargs = {}
+    hints = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for k, v in d.items():
+        if k not in hints:
+            continue
+        kwargs[k] = _coerce(cls, k, v)
+    return cls(**kwargs)
+
+
+_NESTED = {
+    (Experiment, "train"): Training, (Experiment, "data"): Data, (Experiment, "decompose"): Decompose,
+    (Experiment, "report"): Report, (Experiment, "sweep"): Sweep, (Training, "optimizer"): Optimizer,
+    (Training, "schedule"): Schedule, (Decompose, "topk"): TopK, (Decompose, "attribution"): Attribution,
+    (Decompose, "loss"): Losses, (Decompose, "optimizer"): Optimizer, (Decompose, "schedule"): Schedule,
+}
+
+
+def _coerce(cls: type, name: str, v: Any) -> Any:
+    if v is None:
+        return None
+    if cls is Experiment and name == "target":
+        return target_from_dict(v)
+    sub = _NESTED.get((cls, name))
+    if sub is not None:
+        return _build(sub, v)
+    if cls is Report and name == "expect":
+        return tuple(_build(Expectation, e) for e in v)
+    if cls is Sweep and name == "axes":
+        return tuple(SweepAxis(a["path"], tuple(a["values"]), a.get("group")) for a in v)
+    if cls is Data and name == "synced":
+        return tuple(tuple(g) for g in v)
+    if isinstance(v, list):
+        return tuple(v)
+    return v
+
+
+def from_dict(d: dict) -> Experiment:
+    return _build(Experiment, d)
+
+
+def to_json(exp: Experiment) -> str:
+    return json.dumps(to_dict(exp), indent=2)
