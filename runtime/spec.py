@@ -512,10 +512,12 @@ def validate(exp: Experiment) -> list[Issue]:
     _schedule_issues("decompose.schedule", dc.schedule, issues)
     if dc.rank is not None:
         _positive("decompose.rank", dc.rank, issues)
-        max_rank = max(min(a, b) for a, b in d_ins)
+        # A component's rank cannot exceed min(d_in, d_out); one spare is allowed because the
+        # reference's TMS default is min(F, H) + 1.
+        max_rank = max(min(a, b) for a, b in d_ins) + 1
         if dc.rank > max_rank:
             issues.append(Issue("decompose.rank", f"rank {dc.rank} exceeds the largest rank a decomposed matrix allows "
-                                f"({' , '.join(f'{a}x{b}' for a, b in d_ins)}: at most {max_rank})",
+                                f"({', '.join(f'{a}x{b}' for a, b in d_ins)}: at most min(d_in, d_out) + 1 = {max_rank})",
                                 f"use rank <= {max_rank}, or leave it out for the default"))
     at = dc.attribution
     _in("decompose.attribution.kind", at.kind, ("gradient", "activation", "ablation"), issues)
