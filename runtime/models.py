@@ -254,3 +254,25 @@ def trainable_target_params(arch: Target) -> tuple[str, ...]:
         if has_bias(arch, l, "out"):
             names.append(f"layers.{l}.b_out")
     return tuple(names)
+
+
+def random_params(arch: Target, replicates: int, rng: np.random.Generator, dtype=np.float64,
+                  scale: float = 0.5) -> Params:
+    """Random parameters of the right shapes for any architecture (tests and benchmarks)."""
+    I = replicates
+    if isinstance(arch, TmsTarget):
+        F, H = arch.features, arch.hidden
+        p = {"W": rng.normal(0, scale, (I, F, H)), "b": rng.normal(0, 0.1, (I, F))}
+        for k in range(arch.hidden_layers):
+            p[f"hidden.{k}"] = rng.normal(0, scale, (I, H, H))
+    else:
+        D, d_mlp, n_layers = residual_dims(arch)
+        p = {"W_E": rng.normal(0, scale, (I, n_inputs(arch), D)), "W_U": rng.normal(0, scale, (I, D, n_outputs(arch)))}
+        for l in range(n_layers):
+            p[f"layers.{l}.W_in"] = rng.normal(0, scale, (I, D, d_mlp))
+            p[f"layers.{l}.W_out"] = rng.normal(0, scale, (I, d_mlp, D))
+            if has_bias(arch, l, "in"):
+                p[f"layers.{l}.b_in"] = rng.normal(0, 0.1, (I, d_mlp))
+            if has_bias(arch, l, "out"):
+                p[f"layers.{l}.b_out"] = rng.normal(0, 0.1, (I, D))
+    return {k: v.astype(dtype) for k, v in p.items()}

@@ -1,0 +1,22 @@
+"""Small random models of every kind, shared by the APD tests."""
+import numpy as np
+
+from runtime.spec import GatedTarget, ResidMlpTarget, TmsTarget
+
+ARCHS = {
+    "tms": TmsTarget(features=5, hidden=3),
+    "tms_hidden2": TmsTarget(features=4, hidden=3, hidden_layers=2),
+    "resid_1l": ResidMlpTarget(features=4, d_embed=6, d_mlp=3, layers=1),
+    "resid_2l_bias": ResidMlpTarget(features=4, d_embed=6, d_mlp=3, layers=2, in_bias=True, out_bias=True),
+    "resid_gelu_outact": ResidMlpTarget(features=3, d_embed=5, d_mlp=4, layers=2, activation="gelu", output_activation=True),
+    "gated": GatedTarget(functions=2, neurons=3, layers=2),
+}
+
+
+def inputs(arch, I, B, rng, dtype=np.float64):
+    """Dense random inputs (no exact ReLU kinks) with some exact zeros."""
+    from runtime.models import n_inputs
+
+    x = rng.uniform(-1, 1, (I, B, n_inputs(arch)))
+    x[rng.uniform(size=x.shape) < 0.3] = 0.0
+    return x.astype(dtype)
