@@ -35,8 +35,8 @@ def lr_at(step: int, steps: int, base_lr: float, schedule: Schedule) -> float:
 
 
 class Adam:
-    """torch.optim.AdamW semantics (Adam when weight_decay = 0): bias-corrected moments,
-    decoupled weight decay p <- p * (1 - lr * wd) applied before the Adam step."""
+    """torch.optim semantics: bias-corrected moments; `adamw` applies decoupled weight decay
+    p <- p * (1 - lr * wd) before the step, `adam` adds wd * p to the gradient (L2)."""
 
     def __init__(self, params: dict[str, np.ndarray], cfg: Optimizer):
         self.cfg = cfg
@@ -51,8 +51,10 @@ class Adam:
         bc2 = 1.0 - c.beta2 ** self.t
         for k, p in params.items():
             g = grads[k]
-            if c.weight_decay:
+            if c.weight_decay and c.name == "adamw":
                 p *= 1.0 - lr * c.weight_decay
+            elif c.weight_decay:
+                g = g + c.weight_decay * p
             m, v = self.m[k], self.v[k]
             m *= c.beta1
             m += (1.0 - c.beta1) * g

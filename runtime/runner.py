@@ -158,7 +158,8 @@ def save_arrays(result: RunResult, out_dir: str) -> list[str]:
         params = {k: v[r] for k, v in result.target.items()}
         extras = {k: v[r] for k, v in result.extras.items()}
         written.append(save_target(os.path.join(d, "target.npz"), result.arch, params, extras,
-                                   meta={"replicate": r, "experiment": result.experiment.name}))
+                                   meta={"replicate": r, "experiment": result.experiment.name,
+                                         "train": to_dict(result.experiment.train)}))
         arrays = {}
         for name in decomposed_params(result.arch):
             A, B = result.components(name, r)

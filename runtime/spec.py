@@ -496,6 +496,9 @@ def validate(exp: Experiment) -> list[Issue]:
                 issues.append(Issue("data.synced", f"feature {f} is in overlapping synced groups",
                                     "each feature may be in at most one group"))
             seen.add(f)
+    if d.synced and d.mode != "at_least_zero_active":
+        issues.append(Issue("data.synced", "synced groups apply to at_least_zero_active data only",
+                            "remove synced, or use mode = at_least_zero_active", ("data.mode",)))
     if kind == "gated" and d.synced:
         issues.append(Issue("data.synced", "synced groups apply to sparse-feature data, not to gated control bits"))
     if kind == "gated" and d.mode != "at_least_zero_active":
