@@ -8,3 +8,4 @@ from .spec import (  # noqa: F401
 )
 
 __version__ = "0.1.0"
+from .runner import RunResult, load_run, run, run_to_dir  # noqa: F401,E402
