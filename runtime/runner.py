@@ -42,6 +42,7 @@ class RunResult:
     expectations: list  # dicts: text, passed, values
     seeds: dict
     timings: dict
+    analysis: Any = dataclasses.field(default=None, repr=False, compare=False)  # cache of analysis.py
 
     @property
     def status(self) -> str:
@@ -218,7 +219,11 @@ def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = Non
     if report:
         from .report import render
 
-        summary["report"] = render(out_dir, result=result)
+        try:
+            summary["report"] = render(out_dir, result=result)
+        except Exception as e:  # the arrays are saved; a report failure must not lose them
+            summary["report_error"] = f"{type(e).__name__}: {e}"
+            _write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
 
 

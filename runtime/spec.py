@@ -261,7 +261,7 @@ METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     "target_loss": (ALL_KINDS, "target model MSE against the true labels"),
     "topk_mse": (ALL_KINDS, "MSE of the top-k APD output against the target output (eval batches)"),
     "mean_active": (ALL_KINDS, "mean number of active components per sample with a nonzero input"),
-    "dead_components": (ALL_KINDS, "components never selected by top-k on eval batches"),
+    "dead_components": (ALL_KINDS, "components never selected by top-k (with a positive attribution) on eval batches"),
     "mmcs": (("tms",), "mean max cosine similarity between component rows and target rows (paper eq. 3)"),
     "ml2r": (("tms",), "mean L2 ratio of the best-matching component rows (paper eq. 4)"),
     "dedicated_features": (("resid_mlp",), "features with a component that represents only them"),
@@ -365,7 +365,9 @@ def resolve(exp: Experiment) -> Experiment:
     if report.metrics is None:
         report = dataclasses.replace(report, metrics=tuple(k for k, (kinds, _) in METRICS.items() if kind in kinds))
     if report.plots is None:
-        report = dataclasses.replace(report, plots=tuple(k for k, (kinds, _) in PLOTS.items() if kind in kinds))
+        flat_tms = isinstance(t_arch, TmsTarget) and t_arch.hidden != 2  # polygons need a 2-D hidden layer
+        report = dataclasses.replace(report, plots=tuple(k for k, (kinds, _) in PLOTS.items()
+                                                         if kind in kinds and not (flat_tms and k == "polygons")))
     return dataclasses.replace(exp, data=data, train=train, decompose=dec, report=report)
 
 

@@ -1,0 +1,241 @@
+"""Analyses on constructed arrays and hand-built runs with known answers."""
+import numpy as np
+import pytest
+
+from run_cases import gated_run, replace_report, resid_run, tms_run
+from runtime import analysis_gated as ag
+from runtime import analysis_resid as ar
+from runtime import apd
+from runtime.analysis import analysis_for, masked_mean, reduced_residual
+from runtime.analysis_diagnostics import diagnose
+from runtime.attributions import gradient_attributions
+from runtime.models import random_params, target_forward
+from runtime.spec import GatedTarget, ResidMlpTarget, TmsTarget, check, Experiment, Decompose
+
+
+# ------------------------------------------------------------------------------------------
+# Residual MLP: contributions and categories
+
+
+def test_component_contributions_match_dense_weights():
+    rng = np.random.default_rng(0)
+    F, D, d, C, m, L = 3, 7, 4, 5, 2, 2
+    W_E, W_U = rng.normal(size=(F, D)), rng.normal(size=(D, F))
+    factors, dense = [], []
+    for _ in range(L):
+        A_in, B_in = rng.normal(size=(C, D, m)), rng.normal(size=(C, m, d))
+        A_out, B_out = rng.normal(size=(C, d, m)), rng.normal(size=(C, m, D))
+        factors.append((A_in, B_in, A_out, B_out))
+        dense.append((A_in @ B_in, A_out @ B_out))
+    got = ar.component_contributions(W_E, W_U, factors)
+    assert got.shape == (C, F, L * d)
+    for c in range(C):
+        want = ar.contributions(W_E, W_U, [(W_in[c], W_out[c]) for W_in, W_out in dense])
+        np.testing.assert_allclose(got[c], want, rtol=1e-10, atol=1e-12)
+
+
+def test_contributions_by_hand():
+    W_E = np.eye(2)
+    W_in = np.array([[2.0, 0.0], [0.0, 3.0]])
+    W_out = np.array([[0.5, 1.0], [0.0, -1.0]])
+    got = ar.contributions(W_E, W_E.T, [(W_in, W_out)])
+    # contrib[f, n] = W_in[f, n] * W_out[n, f]
+    np.testing.assert_allclose(got, [[1.0, 0.0], [0.0, -3.0]])
+
+
+def test_categories_on_a_hand_built_tensor():
+    C, F, N = 5, 4, 3
+    contrib = np.zeros((C, F, N))
+    contrib[0, 0, 1] = 0.5  # mono: f0
+    contrib[1, 1, 0] = contrib[1, 2, 2] = 0.3  # duo: f1, f2
+    contrib[2, 1:, 0] = 0.2  # poly: f1, f2, f3
+    contrib[3, :, :] = 0.03  # dead (below the cutoff)
+    contrib[4, 0, 0] = 0.05  # mono: f0 again
+    cat = ar.categories(contrib)
+    assert (cat["dead"], cat["mono"], cat["duo"], cat["poly"]) == (1, 2, 1, 1)
+    assert cat["dedicated_features"] == 1  # only f0 has a component of its own
+    assert cat["features_represented"] == 4
+    assert list(cat["features_per_component"]) == [1, 2, 3, 0, 1]
+    assert list(ar.dominant_components(contrib)) == [0, 1, 1, 2]
+
+
+def test_scrub_masks_force_the_mapped_components():
+    rng = np.random.default_rng(0)
+    I, B, F, C = 2, 500, 4, 6
+    active = rng.random((I, B, F)) < 0.3
+    fmap = np.array([[0, 2, 2, 5], [1, 1, 3, 4]])
+    s, a, r = ar.scrub_masks(active, fmap, C, rng)
+    forced = ar.forced_components(active, fmap, C)
+    assert np.all(s[forced]) and not np.any(a[forced])
+    assert np.array_equal(s & ~forced, r & ~forced) and np.array_equal(a, r & ~forced)
+    # Bernoulli(1/2) over ALL components, including those with index >= F (the reference's bug)
+    assert 0.4 < r[..., F:].mean() < 0.6
+    for i in range(I):
+        for b in range(5):
+            want = {int(fmap[i, f]) for f in np.flatnonzero(active[i, b])}
+            assert set(np.flatnonzero(forced[i, b])) == want
+
+
+def test_single_feature_and_per_feature_mean():
+    x = np.array([[[0, 1.0, 0], [0.5, 0, 0], [0.2, 0.3, 0], [0, 0, 0], [0, -0.4, 0]]])
+    feat = ar.single_feature(x)
+    assert feat.tolist() == [[1, 0, -1, -1, 1]]
+    vals = np.array([[1.0, 2.0, 100.0, 100.0, 3.0]])
+    means, counts = ar.per_feature_mean(feat, vals, 3)
+    assert means[0, 0] == 2.0 and means[0, 1] == 2.0 and np.isnan(means[0, 2])
+    assert counts.tolist() == [[1, 2, 0]]
+    assert ar.nanmean_features(means)[0] == pytest.approx(2.0)
+
+
+def test_monosemantic_baselines_and_masked_mean():
+    from runtime.analysis_tms import monosemantic_tms
+
+    x = np.array([[[0.5, -0.5, 0.2]]])
+    lab = x + np.maximum(x, 0)
+    np.testing.assert_allclose(ar.monosemantic_resid(x, lab, 2), [[[1.0, -0.5, 0.2]]])
+    np.testing.assert_allclose(monosemantic_tms(x, 1), [[[0.5, 0.0, 0.0]]])
+    v = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    w = np.array([[True, False, True], [False, False, False]])
+    got = masked_mean(v, w)
+    assert got[0] == 2.0 and np.isnan(got[1])
+
+
+def test_log_bins():
+    b = ar.log_bins(1.0)
+    assert len(b) == 51 and b[0] == pytest.approx(1e-7) and b[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(np.log(b)) > 0)
+    assert ar.log_bins(0.0)[-1] > 1e-7  # degenerate upper bound still gives valid bins
+
+
+# ------------------------------------------------------------------------------------------
+# The exact narrow copy of a 1-layer residual MLP
+
+
+@pytest.mark.parametrize("kw", [{}, {"in_bias": True, "out_bias": True, "activation": "gelu", "output_activation": True}])
+def test_reduced_residual_is_exact(kw):
+    rng = np.random.default_rng(3)
+    arch = ResidMlpTarget(features=3, d_embed=20, d_mlp=4, layers=1, **kw)
+    I, C, m = 2, 5, 2
+    target = random_params(arch, I, rng, np.float64)
+    comps = {k: rng.normal(0, 0.5, v.shape) for k, v in apd.init_components(arch, C, m, I, 1.0, rng, np.float64).items()}
+    small = reduced_residual(arch, target, comps)
+    assert small is not None and small[0].d_embed <= 6
+    x = rng.uniform(-1, 1, (I, 9, 3))
+    mask = (rng.random((I, 9, C)) < 0.5).astype(float)
+    sarch, st, sc = small
+    np.testing.assert_allclose(target_forward(sarch, st, x).y, target_forward(arch, target, x).y, atol=1e-10)
+    np.testing.assert_allclose(apd.apd_forward(sarch, st, sc, x, mask=mask, m=m).y,
+                               apd.apd_forward(arch, target, comps, x, mask=mask, m=m).y, atol=1e-10)
+    np.testing.assert_allclose(gradient_attributions(sarch, st, target_forward(sarch, st, x), sc, C),
+                               gradient_attributions(arch, target, target_forward(arch, target, x), comps, C),
+                               rtol=1e-8, atol=1e-10)
+    assert reduced_residual(ResidMlpTarget(features=3, d_embed=20, d_mlp=4, layers=2), random_params(
+        ResidMlpTarget(features=3, d_embed=20, d_mlp=4, layers=2), 1, rng), comps) is None
+
+
+# ------------------------------------------------------------------------------------------
+# Run-level analyses
+
+
+def test_perfect_resid_decomposition_scrubbing_and_feature_map():
+    r = resid_run(F=4, probability=0.4)
+    an = analysis_for(r)
+    assert an.feature_map().tolist() == [[0, 1, 2, 3]]
+    s = an.sampled()
+    act = s["active_input"]
+    assert s["scrubbed"][act].max() < 1e-20  # the forced components restore the output exactly
+    assert s["anti_scrubbed"][act].mean() > 1e-2
+    assert s["random"][act].mean() > s["scrubbed"][act].mean()
+    c = an.contributions()
+    assert c["target"].shape == (1, 4, 4) and c["components"].shape == (1, 4, 4, 4)
+    np.testing.assert_allclose(c["components"].sum(axis=1), c["target"])  # no cross terms here
+    assert c["dominant"].tolist() == [[0, 1, 2, 3]]
+    fr = an.feature_response()
+    assert fr["feature"] == 3 and fr["scrubbed"].shape == (1, 200, 4)
+    np.testing.assert_allclose(fr["scrubbed"][0], np.broadcast_to(fr["target"][0], (200, 4)), atol=1e-12)
+    assert np.all(fr["anti_scrubbed"][0][:, 3] == 0)  # feature 3's ReLU part needs component 3
+    pf = an.per_feature()
+    assert np.all(pf["counts"] > 0) and np.nanmax(pf["top1_vs_labels"]) < 1e-20
+
+
+def test_target_response_of_the_exact_model():
+    an = analysis_for(resid_run(F=3))
+    t = an.target_response()
+    np.testing.assert_allclose(t["onehot_out"][0], 2 * np.eye(3))  # x + ReLU(x) at x = 1
+    np.testing.assert_allclose(t["sweep_out"], t["sweep_labels"], atol=1e-12)
+    assert t["sweep_out"].shape == (1, 3, 41)
+
+
+def test_mse_by_sparsity_levels_and_models():
+    an = analysis_for(replace_report(resid_run(F=4), eval_batches=10))
+    t = an.mse_by_sparsity()
+    assert list(t) == ["training", "exactly 1", "exactly 2", "exactly 3", "exactly 4"]
+    assert set(t["exactly 2"]) == {"target", "apd", "monosemantic", "input"}
+    assert t["exactly 1"]["target"][0] < 1e-20 and t["exactly 1"]["apd"][0] < 1e-20
+    assert t["exactly 4"]["monosemantic"][0] == pytest.approx(0.0)  # n_mono = d_mlp = F: every feature handled
+
+
+def test_gated_separation_on_hand_built_decompositions():
+    g = analysis_for(gated_run(functions=3, neurons=4, layers=2)).gated()
+    assert g["separated"].tolist() == [3]
+    assert g["assignment"][0].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(g["topk"], g["target"], atol=1e-12)
+    np.testing.assert_allclose(g["activity"][0], np.eye(3))
+    assert g["true"].shape == g["target"].shape
+    g = analysis_for(gated_run(functions=3, neurons=4, layers=2, swap=True)).gated()
+    assert g["separated"].tolist() == [0]
+
+
+def test_separated_functions_rule():
+    freq = np.array([[0.9, 0.1, 0.0], [0.0, 0.6, 0.4], [0.0, 0.55, 0.45]])
+    n, assign, sep = ag.separated_functions(freq)
+    assert assign.tolist() == [0, 1, 1] and sep.tolist() == [True, False, False] and n == 1
+
+
+def test_gated_neuron_and_edge_functions_match_the_permutation():
+    from runtime.gated import build_gated
+
+    arch = GatedTarget(functions=3, neurons=4, layers=2)
+    rng = np.random.default_rng(5)
+    target, extras = build_gated(arch, 1, rng, rng, np.float64)
+    perm = extras["permutation"][0]
+    d = 6
+    for l in range(2):
+        fn = ag.neuron_functions(target[f"layers.{l}.W_in"][0], 3)
+        assert fn.tolist() == (perm[l * d:(l + 1) * d] // 4).tolist()
+        lab = ag.edge_functions(target[f"layers.{l}.W_out"][0], fn, 0)
+        assert np.all(lab[:, :-1] == -1) and lab[:, -1].tolist() == fn.tolist()
+
+
+def test_function_grid_and_attribution_share():
+    xs, x = ag.function_grid(2, 0.0, 5.0, 4, 3)
+    assert x.shape == (3, 8, 3) and xs.tolist() == pytest.approx([0, 5 / 3, 10 / 3, 5])
+    assert x[0, :4, 1].tolist() == [1] * 4 and x[0, 4:, 2].tolist() == [1] * 4 and x[0, :4, 2].sum() == 0
+    attr = np.array([[[1.0, 3.0], [0.0, 0.0]]])  # second point has no attribution: skipped
+    np.testing.assert_allclose(ag.attribution_share(attr), [[0.25, 0.75]])
+
+
+def test_analyses_are_reproducible_and_cached():
+    r1, r2 = tms_run(I=2), tms_run(I=2)
+    a1, a2 = analysis_for(r1), analysis_for(r2)
+    assert a1 is analysis_for(r1)
+    assert a1.sampled() is a1.sampled()
+    np.testing.assert_array_equal(a1.sampled()["topk_vs_target"], a2.sampled()["topk_vs_target"])
+
+
+def test_diagnostics_name_known_failure_modes():
+    exp = check(Experiment(target=TmsTarget(features=5, hidden=2), decompose=Decompose(components=5)))
+    metrics = {"ml2r": [0.6], "mmcs": [0.95], "dead_components": [2.0], "faithfulness": [0.5]}
+    text = " ".join(t for _, t in diagnose(exp, exp.target, metrics, [], weight_scale=1.0))
+    assert "Shrinkage" in text and "dead" in text and "MMCS" in text and "Faithfulness not converged" in text
+    resid = check(Experiment(target=ResidMlpTarget(features=10, d_embed=20, d_mlp=5), train=None,
+                             decompose=Decompose(components=12)))
+    m = {"duo_components": [2.0], "poly_components": [1.0], "dedicated_features": [6.0], "scrub_ratio": [1.5],
+         "per_feature_loss_top1": [1.0], "per_feature_loss_topk": [0.1]}
+    text = " ".join(t for _, t in diagnose(resid, resid.target, m, []))
+    assert "two features" in text and "dedicated" in text and "not specialised" in text and "spread" in text
+    assert diagnose(exp, exp.target, {"mmcs": [1.0], "ml2r": [1.0]}, []) == []
+    hist = [{"step": s, "total": float(np.exp(-s / 10))} for s in range(0, 100, 10)]
+    assert any("still falling" in t for _, t in diagnose(exp, exp.target, {}, hist))
+    flat = [{"step": s, "total": 1.0 + float(np.exp(-s))} for s in range(0, 100, 10)]
+    assert not any("still falling" in t for _, t in diagnose(exp, exp.target, {}, flat))
