@@ -134,10 +134,17 @@ def finish(result: RunResult) -> None:
 
 
 def _versions() -> dict:
-    import autograd
+    from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": sys.version.split()[0], "numpy": np.__version__,
-           "autograd": getattr(autograd, "__version__", "unknown"), "platform": platform.platform()}
+    def v(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "not installed"
+
+    out = {"python": sys.version.split()[0], "numpy": np.__version__, "autograd": v("autograd"),
+           "scipy": v("scipy"), "matplotlib": v("matplotlib"), "platform": platform.platform(),
+           "cpus": os.cpu_count(), "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default")}
     from . import __version__
 
     out["apdspec"] = __version__

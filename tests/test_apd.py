@@ -160,29 +160,28 @@ def test_mask_of_ones_is_the_full_pass_and_zero_mask_removes_components():
 # attributions against their generic definitions
 
 
-@pytest.mark.parametrize("name", list(ARCHS))
-def test_gradient_attributions_equal_directional_derivatives(name):
-    arch, target, comps, x = setup(name)
-    tgt = target_forward(arch, target, x)
-    attr = gradient_attributions(arch, target, tgt, comps, C)
+def assert_attributions_are_squared_directional_derivatives(attr, arch, base, comps, x):
+    """Attr_c == ||d/dt y(base + t P_c)||^2 by central finite differences (the definition)."""
     eps = 1e-6
     for c in range(C):
         P = component_params(arch, comps, c, C)
-        d = (target_forward(arch, shifted(target, P, eps), x).y - target_forward(arch, shifted(target, P, -eps), x).y) / (2 * eps)
+        d = (target_forward(arch, shifted(base, P, eps), x).y - target_forward(arch, shifted(base, P, -eps), x).y) / (2 * eps)
         np.testing.assert_allclose(attr[:, :, c], np.sum(d * d, axis=-1), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_gradient_attributions_equal_directional_derivatives(name):
+    arch, target, comps, x = setup(name)
+    attr = gradient_attributions(arch, target, target_forward(arch, target, x), comps, C)
+    assert_attributions_are_squared_directional_derivatives(attr, arch, target, comps, x)
 
 
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_apd_source_attributions_are_derivatives_of_the_apd_model(name):
     arch, target, comps, x = setup(name, seed=1)
-    tgt = target_forward(arch, target, x)
-    attr = attributions("gradient", "apd", arch, target, tgt, comps, x, C, M)
-    summed = apd.dense_sum_params(arch, target, comps)
-    eps = 1e-6
-    for c in range(C):
-        P = component_params(arch, comps, c, C)
-        d = (target_forward(arch, shifted(summed, P, eps), x).y - target_forward(arch, shifted(summed, P, -eps), x).y) / (2 * eps)
-        np.testing.assert_allclose(attr[:, :, c], np.sum(d * d, axis=-1), rtol=1e-6, atol=1e-8)
+    attr = attributions("gradient", "apd", arch, target, target_forward(arch, target, x), comps, x, C, M)
+    summed = apd.dense_sum_params(arch, target, comps)  # the APD model's own weights
+    assert_attributions_are_squared_directional_derivatives(attr, arch, summed, comps, x)
 
 
 @pytest.mark.parametrize("name", list(ARCHS))
