@@ -206,7 +206,7 @@ class Expectation:
     value: float
     reduce: str = "all"  # all | mean | min | max | median
     at_least: int | None = None
-    text: str = ""
+    text: str = field(default="", compare=False)  # the clause as written (display only)
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,10 @@ def resolve(exp: Experiment) -> Experiment:
     if isinstance(t, FileTarget):
         from .io import read_target_meta
 
-        t_arch = target_from_dict(read_target_meta(t.path)["target"])
+        try:
+            t_arch = target_from_dict(read_target_meta(t.path)["target"])
+        except (OSError, KeyError, ValueError, TypeError):
+            return exp  # validate() reports the unreadable file
     else:
         t_arch = t
     kind = t_arch.kind
@@ -357,7 +360,7 @@ def resolve(exp: Experiment) -> Experiment:
             rank = min(t_arch.d_embed, t_arch.d_mlp)
         else:
             rank = t_arch.functions + 2  # min(d_embed, d_mlp) = d_embed = functions + 2
-            rank = min(rank, t_arch.functions * t_arch.neurons // t_arch.layers)
+            rank = min(rank, t_arch.functions * t_arch.neurons // max(t_arch.layers, 1))
     init_scale = dec.init_scale if dec.init_scale is not None else (2.0 if kind == "resid_mlp" else 1.0)
     seed = exp.seed if dec.seed is None else dec.seed
     dec = dataclasses.replace(dec, rank=rank, init_scale=init_scale, seed=seed)
@@ -410,6 +413,9 @@ def _range_issues(path: str, r: tuple[float, float] | None, issues: list[Issue])
         issues.append(Issue(path, f"range must have low < high, got ({r[0]}, {r[1]})"))
 
 
+MAX_LAYERS = 1000  # a sanity bound: validation and models build per-layer lists
+
+
 def validate(exp: Experiment) -> list[Issue]:
     """Every range and cross-field check; returns [] for a runnable experiment.
 
@@ -423,7 +429,7 @@ def validate(exp: Experiment) -> list[Issue]:
         try:
             kind = target_kind(exp)
         except (OSError, KeyError, ValueError) as e:
-            issues.append(Issue("target.path", f"cannot read target file {t.path!r}: {e}",
+            issues.append(Issue("target.path", f"cannot read target file {t.path!r}: {e.strerror if isinstance(e, OSError) and e.strerror else e}",
                                 "give the path of a target.npz written by `apdspec run`"))
             return issues
         from .io import read_target_meta
@@ -431,6 +437,15 @@ def validate(exp: Experiment) -> list[Issue]:
         arch = target_from_dict(read_target_meta(t.path)["target"])
     else:
         kind, arch = t.kind, t
+    for path, v in (("seed", exp.seed), ("train.seed", exp.train.seed if exp.train else None),
+                    ("train.label_seed", exp.train.label_seed if exp.train else None),
+                    ("decompose.seed", exp.decompose.seed), ("target.seed", getattr(arch, "seed", None))):
+        _positive(path, v, issues, strict=False)
+    n_layers = arch.hidden_layers if isinstance(arch, TmsTarget) else getattr(arch, "layers", 0)
+    if n_layers > MAX_LAYERS:
+        field_name = "hidden_layers" if isinstance(arch, TmsTarget) else "layers"
+        issues.append(Issue(f"target.{field_name}", f"must be <= {MAX_LAYERS}, got {n_layers}"))
+        return issues
     if isinstance(arch, TmsTarget):
         for f in ("features", "hidden"):
             _positive(f"target.{f}", getattr(arch, f), issues)
@@ -551,7 +566,7 @@ def validate(exp: Experiment) -> list[Issue]:
         if tk.mode == "batch":
             if tk.value <= 0:
                 issues.append(Issue("decompose.topk", f"batch top-k must be > 0, got {tk.value}"))
-            elif int(tk.value * dc.batch) < 1:
+            elif dc.batch > 0 and int(tk.value * dc.batch) < 1:
                 issues.append(Issue("decompose.topk", f"batch top-k {tk.value} x batch {dc.batch} = "
                                     f"{tk.value * dc.batch:g} selects no component",
                                     f"use topk >= {1 / dc.batch:.3g} or a larger batch", ("decompose.batch",)))
@@ -603,6 +618,12 @@ def validate(exp: Experiment) -> list[Issue]:
             issues.append(Issue(path, f"'for {e.at_least} replicates' needs 1 <= n <= replicates ({exp.replicates})",
                                 also=("replicates",)))
     _positive("report.eval_batches", rp.eval_batches, issues)
+    if rp.paper is not None:
+        from .paper import PAPER
+
+        if rp.paper not in PAPER:
+            issues.append(Issue("report.paper", f"no paper reference numbers named {rp.paper!r}",
+                                "known: " + ", ".join(PAPER)))
     return issues
 
 

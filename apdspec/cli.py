@@ -1,0 +1,259 @@
+"""The `apdspec` command line (also `python -m apdspec`).
+
+Exit codes: 0 success; 1 a run failed or did not meet its expectations, `fmt --check` found files
+to reformat, or the runtime is missing; 2 spec errors (and command-line usage errors);
+3 an internal error (a bug: rerun with --debug for the traceback).
+"""
+from __future__ import annotations
+
+import os
+
+# Pin BLAS to one thread before anything imports numpy (oversubscription is 100x slower on small VMs).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+from .errors import SpecError  # noqa: E402
+
+EXIT_OK, EXIT_FAILED, EXIT_SPEC, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _runtime_missing(command: str) -> int:
+    _err(f"apdspec {command}: the runtime is not available yet")
+    return EXIT_FAILED
+
+
+# ------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_check(args) -> int:
+    from .loader import load
+    from .summary import summary_lines
+
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            spec = load(path, args.set)
+        except SpecError as e:
+            _err(e.render())
+            n = len(e.diagnostics)
+            _err(f"{path}: {n} error{'' if n == 1 else 's'}")
+            status = EXIT_SPEC
+            continue
+        print(f"{path}: ok")
+        try:
+            lines = summary_lines(spec.experiment)
+        except Exception as e:  # the summary is informative only; never fail a valid spec on it
+            if args.debug:
+                traceback.print_exc()
+            lines = [f"  (no summary: {type(e).__name__}: {e})"]
+        print("\n".join(lines))
+    return status
+
+
+def cmd_fmt(args) -> int:
+    from .fmt import format_text
+    from .loader import read_source
+
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            text = read_source(path)
+            new = format_text(text, path)
+        except SpecError as e:
+            _err(e.render())
+            status = EXIT_SPEC
+            continue
+        if new == text:
+            continue
+        if args.check:
+            print(f"would reformat: {path}")
+            status = max(status, EXIT_FAILED)
+        else:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(new)
+            print(f"reformatted: {path}")
+    return status
+
+
+def cmd_run(args) -> int:
+    from .loader import load
+
+    spec = load(args.spec, args.set)
+    try:
+        from runtime.runner import run_to_dir
+    except ImportError:
+        if args.debug:
+            traceback.print_exc()
+        return _runtime_missing("run")
+    exp = spec.experiment
+    out = args.out or os.path.join("runs", exp.name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    summary = run_to_dir(exp, out, spec_text=spec.text, spec_files=list(spec.files), progress=not args.quiet)
+    status = summary.get("status") if isinstance(summary, dict) else None
+    print(f"{out}: {status}")
+    return EXIT_OK if status == "ok" else EXIT_FAILED
+
+
+def cmd_report(args) -> int:
+    if not os.path.isdir(args.run_dir):
+        _err(f"apdspec report: '{args.run_dir}' is not a run directory")
+        return EXIT_SPEC
+    try:
+        from runtime.report import render
+    except ImportError:
+        if args.debug:
+            traceback.print_exc()
+        return _runtime_missing("report")
+    for path in render(args.run_dir):
+        print(path)
+    return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    from .loader import load
+
+    spec = load(args.spec, args.set)
+    try:
+        from runtime.bench import bench
+    except ImportError:
+        if args.debug:
+            traceback.print_exc()
+        return _runtime_missing("bench")
+    result = bench(spec.experiment) if args.steps is None else bench(spec.experiment, steps=args.steps)
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        width = max((len(str(k)) for k in result), default=0)
+        for k, v in result.items():
+            print(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    return EXIT_OK
+
+
+def cmd_explain(args) -> int:
+    from .explain import explain
+    from .loader import load
+
+    spec = load(args.file, args.set)
+    print("\n".join(explain(spec, args.key)))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------
+# Parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="apdspec",
+        description="Check, format and run .apd specs of Attribution-based Parameter Decomposition experiments.",
+        epilog="exit codes: 0 ok; 1 run failed / files to reformat / runtime missing; 2 spec or usage errors; "
+               "3 internal error",
+    )
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="BLAS/OpenMP threads (sets OPENBLAS/OMP/MKL_NUM_THREADS; default 1)")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks of internal errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def overrides(sp):
+        sp.add_argument("-s", "--set", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a field after the file is read, e.g. -s decompose.steps=200 "
+                             "(a grid(...)/seeds(n)/range(...)/logspace(...) value adds a sweep axis); repeatable")
+
+    c = sub.add_parser("check", help="check specs and print a resolved summary",
+                       description="Check each spec (syntax, keys, types, ranges, cross-field rules) and print the "
+                                   "resolved target, decomposed matrices, C, m, top-k, parameter count, and memory "
+                                   "and FLOP estimates. Exit 0 if every spec is valid, 2 otherwise.")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    overrides(c)
+    c.set_defaults(func=cmd_check)
+
+    f = sub.add_parser("fmt", help="rewrite specs in canonical layout",
+                       description="Rewrite each file in canonical layout (2-space indent, one statement per line, "
+                                   "comments kept). With --check, change nothing: list the files that would change "
+                                   "and exit 1 if there are any. Exit 2 on syntax errors.")
+    f.add_argument("--check", action="store_true", help="only report files that would change")
+    f.add_argument("files", nargs="+", metavar="FILE")
+    f.set_defaults(func=cmd_fmt)
+
+    r = sub.add_parser("run", help="check a spec and run it",
+                       description="Check the spec, then train the target and the decomposition with the runtime, "
+                                   "writing a run directory. Exit 0 if the run finished with every expectation met, "
+                                   "1 otherwise, 2 on spec errors.")
+    r.add_argument("spec", metavar="SPEC")
+    r.add_argument("--out", metavar="DIR", help="run directory (default runs/<experiment>/<UTC timestamp>)")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    overrides(r)
+    r.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="render metrics and plots of a run directory",
+                         description="Render the report (tables and plots) of a finished run directory and print "
+                                     "the paths written.")
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.set_defaults(func=cmd_report)
+
+    b = sub.add_parser("bench", help="time a few optimiser steps of a spec",
+                       description="Check the spec and time a few APD steps with the runtime; print the results as a "
+                                   "table, or as one JSON object with --json.")
+    b.add_argument("spec", metavar="SPEC")
+    b.add_argument("--steps", type=_positive_int, metavar="N", help="steps to time (default: the runtime's)")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    overrides(b)
+    b.set_defaults(func=cmd_bench)
+
+    e = sub.add_parser("explain", help="show field values and where they were set",
+                       description="Print the resolved value of KEY (a field or a block, e.g. decompose.optimizer; "
+                                   "every field when KEY is omitted) and the file:line:column that set it, or "
+                                   "'default'.")
+    e.add_argument("file", metavar="FILE")
+    e.add_argument("key", nargs="?", metavar="KEY")
+    overrides(e)
+    e.set_defaults(func=cmd_explain)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
+    try:
+        return args.func(args)
+    except SpecError as e:
+        _err(e.render())
+        return EXIT_SPEC
+    except KeyboardInterrupt:
+        _err("apdspec: interrupted")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # a bug in apdspec or the runtime, not a user mistake
+        if args.debug:
+            traceback.print_exc()
+        else:
+            _err(f"apdspec: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

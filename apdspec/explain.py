@@ -1,0 +1,65 @@
+"""`apdspec explain`: the value of each field and the file:line that set it (or "default")."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+from runtime import spec as S
+
+from .state import lang_path
+from .errors import Diagnostic, SpecError, did_you_mean
+from .fmt import render_value
+from .loader import LoadedSpec
+from .unparse import leaf_at, value_node
+
+
+def _leaves(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    """(runtime path, value) of every plain field under a dataclass value."""
+    for f in dataclasses.fields(obj):
+        if (f.name == "kind" and isinstance(obj, tuple(S.TARGET_KINDS.values()))) or f.name in ("expect", "sweep"):
+            continue
+        v = getattr(obj, f.name)
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(v):
+            yield from _leaves(v, path)
+        else:
+            yield path, v
+
+
+def _default(rt: str) -> Any:
+    obj: Any = S.Experiment()
+    for part in rt.split("."):
+        if obj is None or not hasattr(obj, part):
+            return None
+        obj = getattr(obj, part)
+    return obj
+
+
+def explain(spec: LoadedSpec, key: str | None = None) -> list[str]:
+    """One line per field under `key` (a language path such as decompose.optimizer)."""
+    exp = spec.experiment
+    kind = exp.target.kind
+    rows = [(rt, v) for rt, v in _leaves(exp, "") if rt != "name"]
+    if key:
+        wanted = [r for r in rows if lang_path(r[0]) == key or lang_path(r[0]).startswith(key + ".")]
+        if not wanted:
+            near = did_you_mean(key, [lang_path(r) for r, _ in rows])
+            raise SpecError([Diagnostic(f"no field '{key}' in this spec", None, file=key,
+                                        hint=f"did you mean '{near}'?" if near else "e.g. decompose.steps")])
+        rows = wanted
+    out = []
+    for rt, v in rows:
+        leaf = leaf_at(rt, kind)
+        text = render_value(value_node(leaf.kind, v, percent=rt.endswith(".warmup"))) if leaf else repr(v)
+        span = spec.where(rt)
+        if span is not None:
+            origin = f"{span.file}:{span.line}:{span.column}"
+        elif v != _default(rt):
+            origin = "default, resolved for this target"
+        else:
+            origin = "default"
+        out.append(f"{lang_path(rt)} = {text}  ({origin})")
+    if key is None or key in ("report", "report.expect", "expect"):
+        for e in exp.report.expect:
+            out.append(f"expect {e.text}")
+    return out
