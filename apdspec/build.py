@@ -14,7 +14,7 @@ from runtime import spec as S
 from . import ast as A
 from .errors import Collector, Note
 from .schema import EXPERIMENT, TARGETS, TRAIN, Obj
-from .state import NONE, RESET, State, TargetKind, join_path, prefixes, lang_path
+from .state import NONE, RESET, State, join_path, prefixes, lang_path
 
 
 def build(state: State, default_name: str) -> S.Experiment:

@@ -1,0 +1,254 @@
+"""Memory-lean NumPy kernels and process settings for the training loop (no autograd).
+
+* `FastAdam` is `optim.Adam` with the same arithmetic, element by element and in the same order
+  (so results are bitwise identical), evaluated in place over cache-sized chunks: the plain version
+  allocates ~6 full-size temporaries per parameter per step, which for the residual MLP's 13.65 M
+  float32 parameters cost more page faults and memory traffic than the forward pass (66-137 ms ->
+  25 ms per step).
+* `col_sq_norms`, `row_sq_norms`, `add_scaled`, `add_sum_scaled`: column/row norms and scaled
+  accumulations without full-size temporaries (Schatten term, unit-norm projection).
+* `tune_malloc`: keep freed NumPy buffers in the heap (glibc mallopt) instead of page-faulting
+  fresh memory every step.
+* `blas_info`, `set_blas_threads`, `default_blas_threads`: OpenBLAS's thread count through its C
+  API (ctypes; no threadpoolctl), and the runtime's default of 1 thread.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numpy as np
+
+from .optim import Adam
+
+CHUNK = 1 << 17  # elements per chunk: a few 512 KiB float32 temporaries stay in cache
+
+
+class FastAdam(Adam):
+    """Drop-in replacement for `optim.Adam` (same constructor, same state, bitwise-equal updates)."""
+
+    def __init__(self, params, cfg):
+        super().__init__(params, cfg)
+        self._buf: dict = {}
+
+    def _buffers(self, dtype, n):
+        key = np.dtype(dtype)
+        bufs = self._buf.get(key)
+        if bufs is None or bufs[0].size < n:
+            bufs = tuple(np.empty(n, dtype=key) for _ in range(3))
+            self._buf[key] = bufs
+        return bufs
+
+    def _step_plain(self, p, g, m, v, lr, bc1, bc2) -> None:
+        """optim.Adam's arithmetic on whole arrays (for non-contiguous parameters)."""
+        c = self.cfg
+        if c.weight_decay and c.name == "adamw":
+            p *= 1.0 - lr * c.weight_decay
+        elif c.weight_decay:
+            g = g + c.weight_decay * p
+        m *= c.beta1
+        m += (1.0 - c.beta1) * g
+        v *= c.beta2
+        v += (1.0 - c.beta2) * (g * g)
+        denom = np.sqrt(v / bc2) + c.eps
+        p -= (lr / bc1) * m / denom
+
+    def step(self, params, grads, lr: float) -> None:
+        c = self.cfg
+        self.t += 1
+        bc1 = 1.0 - c.beta1 ** self.t
+        bc2 = 1.0 - c.beta2 ** self.t
+        decoupled = bool(c.weight_decay) and c.name == "adamw"
+        l2 = bool(c.weight_decay) and not decoupled
+        step_size = lr / bc1
+        for k, p in params.items():
+            if not (p.flags.c_contiguous and self.m[k].flags.c_contiguous and self.v[k].flags.c_contiguous):
+                self._step_plain(p, grads[k], self.m[k], self.v[k], lr, bc1, bc2)
+                continue
+            pf, mf, vf = p.reshape(-1), self.m[k].reshape(-1), self.v[k].reshape(-1)
+            gf = np.ascontiguousarray(grads[k], dtype=p.dtype).reshape(-1)
+            n = pf.size
+            t1, t2, t3 = self._buffers(p.dtype, min(n, CHUNK))
+            for s in range(0, n, CHUNK):
+                e = min(s + CHUNK, n)
+                L = e - s
+                pc, mc, vc, gc = pf[s:e], mf[s:e], vf[s:e], gf[s:e]
+                a, b, d = t1[:L], t2[:L], t3[:L]
+                if decoupled:
+                    pc *= 1.0 - lr * c.weight_decay
+                elif l2:
+                    np.multiply(c.weight_decay, pc, out=a)
+                    np.add(gc, a, out=a)
+                    gc = a
+                mc *= c.beta1
+                np.multiply(1.0 - c.beta1, gc, out=b)
+                mc += b
+                vc *= c.beta2
+                np.multiply(gc, gc, out=b)
+                np.multiply(1.0 - c.beta2, b, out=b)
+                vc += b
+                np.divide(vc, bc2, out=b)
+                np.sqrt(b, out=b)
+                b += c.eps
+                np.multiply(step_size, mc, out=d)
+                np.divide(d, b, out=d)
+                pc -= d
+
+
+# ------------------------------------------------------------------------------------------
+# Reductions and scaled adds without full-size temporaries
+
+
+def col_sq_norms(A: np.ndarray) -> np.ndarray:
+    """(I, d, n) -> (I, n): sum over d of A^2 (no (I, d, n) temporary)."""
+    return np.einsum("idn,idn->in", A, A)
+
+
+def row_sq_norms(B: np.ndarray) -> np.ndarray:
+    """(I, n, d) -> (I, n): sum over d of B^2."""
+    return np.einsum("ind,ind->in", B, B)
+
+
+ROWS = 1 << 15  # elements per block of add_scaled
+
+
+def add_scaled(G: np.ndarray, A: np.ndarray, u: np.ndarray, axis: int) -> None:
+    """G += A * u in place, u broadcast along `axis` (1: u is (I, n) per column of (I, d, n);
+    2: u is (I, n) per row of (I, n, d)), in row blocks so the product stays in cache."""
+    I, d0, d1 = A.shape
+    uu = u[:, None, :] if axis == 1 else u[:, :, None]
+    step = max(1, ROWS // max(d1, 1))
+    tmp = np.empty((min(step, d0), d1), dtype=np.result_type(A, u))
+    for i in range(I):
+        for s in range(0, d0, step):
+            e = min(s + step, d0)
+            t = tmp[: e - s]
+            np.multiply(A[i, s:e], uu[i] if axis == 1 else uu[i, s:e], out=t)
+            G[i, s:e] += t
+
+
+def add_sum_scaled(G: np.ndarray, S: np.ndarray, A: np.ndarray, u: np.ndarray) -> None:
+    """G += S + A * u (2-D (d, n) arrays, u (n,) per column) in one blocked pass."""
+    d, n = A.shape
+    step = max(1, ROWS // max(n, 1))
+    tmp = np.empty((min(step, d), n), dtype=np.result_type(A, u))
+    for s in range(0, d, step):
+        e = min(s + step, d)
+        t = tmp[: e - s]
+        np.multiply(A[s:e], u, out=t)
+        t += S[s:e]
+        G[s:e] += t
+
+
+# ------------------------------------------------------------------------------------------
+# Allocator tuning (glibc)
+
+_MALLOC_TUNED = False
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def tune_malloc(mmap_threshold: int = 256 << 20, trim_threshold: int = 512 << 20, top_pad: int = 64 << 20) -> bool:
+    """Keep freed NumPy buffers in the process heap instead of returning them to the OS.
+
+    glibc serves allocations above M_MMAP_THRESHOLD (128 KiB until its dynamic adjustment kicks
+    in) with fresh mmap'd pages, which are returned to the kernel on free: a training step that
+    allocates its ~1-30 MB temporaries anew every step then pays a page fault per 4 KiB touched
+    (measured: gated network 27 -> 10 ms/step, TMS 5-2 4.6 -> 3.5 ms, residual MLP 218 -> 190 ms).
+    Raising the mmap and trim thresholds makes freed buffers reusable. Process-wide, idempotent,
+    a no-op where glibc's mallopt is unavailable; set APDSPEC_MALLOC_TUNING=0 to disable.
+    Returns True if the thresholds were set."""
+    global _MALLOC_TUNED
+    import os
+
+    if _MALLOC_TUNED:
+        return True
+    if os.environ.get("APDSPEC_MALLOC_TUNING", "1") == "0":
+        return False
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = all(mallopt(ctypes.c_int(p), ctypes.c_int(v)) == 1
+             for p, v in ((M_MMAP_THRESHOLD, mmap_threshold), (M_TRIM_THRESHOLD, trim_threshold), (M_TOP_PAD, top_pad)))
+    _MALLOC_TUNED = ok
+    return ok
+
+
+# ------------------------------------------------------------------------------------------
+# BLAS introspection (no threadpoolctl: OpenBLAS's C API through ctypes)
+
+
+def _openblas():
+    """The loaded OpenBLAS library and its symbol prefix/suffix, or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and line.split()[-1].startswith("/")})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pre, suf in (("scipy_", "64_"), ("", "64_"), ("", ""), ("scipy_", "")):
+            if hasattr(lib, f"{pre}openblas_get_num_threads{suf}"):
+                return lib, pre, suf
+    return None
+
+
+def blas_info() -> dict:
+    """{"blas": config string, "blas_threads": int or None}."""
+    ob = _openblas()
+    if ob is None:
+        env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+        return {"blas": "unknown (not OpenBLAS)", "blas_threads": int(env) if env and env.isdigit() else None}
+    lib, pre, suf = ob
+    get_cfg = getattr(lib, f"{pre}openblas_get_config{suf}", None)
+    cfg = "OpenBLAS"
+    if get_cfg is not None:
+        get_cfg.restype = ctypes.c_char_p
+        cfg = get_cfg().decode()
+    return {"blas": cfg, "blas_threads": int(getattr(lib, f"{pre}openblas_get_num_threads{suf}")())}
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set OpenBLAS's thread count at run time; False if OpenBLAS is not found."""
+    ob = _openblas()
+    if ob is None:
+        return False
+    lib, pre, suf = ob
+    fn = getattr(lib, f"{pre}openblas_set_num_threads{suf}", None)
+    if fn is None:
+        return False
+    fn(ctypes.c_int(int(n)))
+    return True
+
+
+# ------------------------------------------------------------------------------------------
+# BLAS threads
+
+_THREADS_DEFAULTED = False
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def default_blas_threads(n: int = 1) -> bool:
+    """Use `n` BLAS threads (default 1) unless the user chose a count through the environment.
+
+    Measured on the 2-core machines this targets (benchmarks/RESULTS.md): one thread is as fast or
+    faster for every paper shape, by far for small GEMMs (gated network: 9 ms/step with 1 thread,
+    139 ms with 2), and 2 threads lose badly whenever another job uses the second core. The CLI
+    pins 1 thread itself (`--threads`); this gives Python-API users (runtime.run, decompose) the
+    same default. Only the first call in a process acts; returns True if it set the count."""
+    global _THREADS_DEFAULTED
+    import os
+
+    if _THREADS_DEFAULTED:
+        return False
+    _THREADS_DEFAULTED = True
+    if any(v in os.environ for v in THREAD_VARS):
+        return False
+    return set_blas_threads(n)
