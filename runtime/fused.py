@@ -505,23 +505,33 @@ class TmsLoss(_Common):
                 out = np.matmul(u, second)
                 acts.append((a, u, out))
                 a = out
-            z = a if self.b is None else a + self.b
-            y = np.where(z > 0, z, 0.0).astype(dt, copy=False)
-            save["acts"], save["z"], save["y"] = acts, z, y
-            if "minimality" in self.terms:
-                d = y - self.y_ref
-                vals["minimality"] = np.sum(d * d, axis=(1, 2)) / (B * d.shape[-1])
-            if "act_recon" in self.terms:
-                sq = 0.0
-                for layer, (_, _, out) in zip(self.layers, acts):
-                    d = out - self.ar_ref[layer.name]
-                    sq = sq + np.sum(d * d, axis=(1, 2))
-                vals["act_recon"] = sq / (B * self.ar_units)
+            save["acts"] = acts
+            self._output_terms([out for _, _, out in acts], save, vals)
+        return self._weight_terms(F, save, vals)
+
+    def _output_terms(self, outs, save, vals) -> None:
+        """ReLU(z) with the frozen bias, then the minimality and act-recon values (both variants)."""
+        B, dt = self.B, self.dtype
+        z = outs[-1] if self.b is None else outs[-1] + self.b
+        y = np.where(z > 0, z, 0.0).astype(dt, copy=False)
+        save["z"], save["y"] = z, y
+        if "minimality" in self.terms:
+            d = y - self.y_ref
+            vals["minimality"] = np.sum(d * d, axis=(1, 2)) / (B * d.shape[-1])
+        if "act_recon" in self.terms:
+            sq = 0.0
+            for layer, out in zip(self.layers, outs):
+                d = out - self.ar_ref[layer.name]
+                sq = sq + np.sum(d * d, axis=(1, 2))
+            vals["act_recon"] = sq / (B * self.ar_units)
+
+    def _weight_terms(self, F, save, vals):
+        """Faithfulness and Schatten (no activations needed), stacked with the others in term order."""
         if "faithfulness" in self.terms:
             vals["faithfulness"] = self._faith_forward(F, save)
         if "simplicity" in self.terms:
-            vals["simplicity"] = self._schatten_forward(F, self.n_active, B, save)
-        return np.stack([np.asarray(vals[t], dtype=dt) for t in self.terms])
+            vals["simplicity"] = self._schatten_forward(F, self.n_active, self.B, save)
+        return np.stack([np.asarray(vals[t], dtype=self.dtype) for t in self.terms])
 
     def backward(self, factors, g):
         F = dict(zip(self.factor_names, factors))
@@ -611,24 +621,9 @@ class TmsSparseLoss(TmsLoss):
         vals = {t: np.zeros(I, dtype=dt) for t in self.terms}
         if "minimality" in self.terms or "act_recon" in self.terms:
             per_layer, outs = self._masked_pass(F)
-            a = outs[-1]
-            z = a if self.b is None else a + self.b
-            y = np.where(z > 0, z, 0.0).astype(dt, copy=False)
-            save["pairs"], save["outs"], save["z"], save["y"] = per_layer, outs, z, y
-            if "minimality" in self.terms:
-                d = y - self.y_ref
-                vals["minimality"] = np.sum(d * d, axis=(1, 2)) / (B * d.shape[-1])
-            if "act_recon" in self.terms:
-                sq = 0.0
-                for layer, out in zip(self.layers, outs):
-                    d = out - self.ar_ref[layer.name]
-                    sq = sq + np.sum(d * d, axis=(1, 2))
-                vals["act_recon"] = sq / (B * self.ar_units)
-        if "faithfulness" in self.terms:
-            vals["faithfulness"] = self._faith_forward(F, save)
-        if "simplicity" in self.terms:
-            vals["simplicity"] = self._schatten_forward(F, self.n_active, B, save)
-        return np.stack([np.asarray(vals[t], dtype=dt) for t in self.terms])
+            save["pairs"], save["outs"] = per_layer, outs
+            self._output_terms(outs, save, vals)
+        return self._weight_terms(F, save, vals)
 
     def backward(self, factors, g):
         F = dict(zip(self.factor_names, factors))
