@@ -98,16 +98,40 @@ def cmd_run(args) -> int:
             traceback.print_exc()
         return _runtime_missing("run")
     exp = spec.experiment
+    if exp.sweep is not None:
+        n = len(exp.sweep.axes)
+        _err(f"apdspec run: note: the spec has a sweep ({n} axis{'es' if n != 1 else ''}); running sweeps is "
+             "not supported yet, so this runs the base experiment only")
     out = args.out or os.path.join("runs", exp.name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     summary = run_to_dir(exp, out, spec_text=spec.text, spec_files=list(spec.files), progress=not args.quiet)
     status = summary.get("status") if isinstance(summary, dict) else None
+    _print_run_summary(summary)
     print(f"{out}: {status}")
     return EXIT_OK if status == "ok" else EXIT_FAILED
 
 
+def _print_run_summary(summary: dict) -> None:
+    """Metrics (mean over replicates) and each expectation, so the terminal shows the verdict."""
+    for name, values in summary.get("metrics", {}).items():
+        vals = [v for v in values if isinstance(v, (int, float))]
+        if vals:
+            mean = sum(vals) / len(vals)
+            per = "" if len(vals) == 1 else "  [" + ", ".join(f"{v:.4g}" for v in vals) + "]"
+            print(f"  {name:<24} {mean:.4g}{per}")
+    for e in summary.get("expectations", []):
+        print(f"  {'PASS' if e['passed'] else 'FAIL'}  {e['text']}  (observed {e['observed']}; needed {e['needed']})")
+    for path in summary.get("report", []):
+        if path.endswith((".md", ".html")):
+            print(f"  report: {path}")
+    if summary.get("report_error"):
+        print(f"  report failed: {summary['report_error']}")
+
+
 def cmd_report(args) -> int:
-    if not os.path.isdir(args.run_dir):
-        _err(f"apdspec report: '{args.run_dir}' is not a run directory")
+    if not os.path.isdir(args.run_dir) or not any(
+            os.path.exists(os.path.join(args.run_dir, f)) for f in ("summary.json", "spec.json")):
+        _err(f"apdspec report: '{args.run_dir}' is not a run directory (no summary.json or spec.json); "
+             "give a directory written by `apdspec run`")
         return EXIT_SPEC
     try:
         from runtime.report import render

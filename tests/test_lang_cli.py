@@ -95,6 +95,19 @@ def test_run_calls_the_runtime(tmp_path, monkeypatch, capsys):
     assert calls["out_dir"] == str(tmp_path / "o") and calls["progress"] is True
 
 
+def test_run_prints_metrics_and_verdicts(monkeypatch, capsys):
+    summary = {"status": "expectations_failed", "metrics": {"mmcs": [0.999, 0.97]},
+               "expectations": [{"text": "expect mmcs >= 0.99", "passed": False, "observed": 1, "needed": "2 of 2 replicates"}],
+               "report": ["o/report.md"]}
+    _fake_module(monkeypatch, "runtime.runner", run_to_dir=lambda *a, **k: summary)
+    assert main(["run", QUICK, "--out", "o", "-s", "seed=seeds(2)"]) == 1
+    captured = capsys.readouterr()
+    assert "mmcs" in captured.out and "0.9845  [0.999, 0.97]" in captured.out
+    assert "FAIL  expect mmcs >= 0.99  (observed 1; needed 2 of 2 replicates)" in captured.out
+    assert "report: o/report.md" in captured.out
+    assert "running sweeps is not supported yet" in captured.err
+
+
 def test_run_exit_code_follows_status(monkeypatch):
     _fake_module(monkeypatch, "runtime.runner", run_to_dir=lambda *a, **k: {"status": "expectations_failed"})
     assert main(["run", QUICK, "--out", "unused"]) == 1
@@ -126,6 +139,9 @@ def test_bench_and_report(tmp_path, monkeypatch, capsys):
     assert main(["bench", QUICK]) == 0
     assert seen["steps"] == 20 and "ms_per_step  1.5" in capsys.readouterr().out
     _fake_module(monkeypatch, "runtime.report", render=lambda run_dir: [os.path.join(run_dir, "report.md")])
+    assert main(["report", str(tmp_path)]) == 2  # not a run directory: no summary.json / spec.json
+    assert "is not a run directory" in capsys.readouterr().err
+    (tmp_path / "summary.json").write_text("{}")
     assert main(["report", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == os.path.join(str(tmp_path), "report.md")
     assert main(["report", str(tmp_path / "missing")]) == 2
