@@ -28,9 +28,17 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _runtime_missing(command: str) -> int:
-    _err(f"apdspec {command}: the runtime is not available yet")
-    return EXIT_FAILED
+def _runtime(command: str, module: str, name: str, debug: bool):
+    """`runtime.<module>.<name>`, or None after telling the user the runtime is missing."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(f"runtime.{module}"), name)
+    except ImportError:
+        if debug:
+            traceback.print_exc()
+        _err(f"apdspec {command}: the runtime is not available yet")
+        return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -91,12 +99,9 @@ def cmd_run(args) -> int:
     from .loader import load
 
     spec = load(args.spec, args.set)
-    try:
-        from runtime.runner import run_to_dir
-    except ImportError:
-        if args.debug:
-            traceback.print_exc()
-        return _runtime_missing("run")
+    run_to_dir = _runtime("run", "runner", "run_to_dir", args.debug)
+    if run_to_dir is None:
+        return EXIT_FAILED
     exp = spec.experiment
     if exp.sweep is not None:
         n = len(exp.sweep.axes)
@@ -133,12 +138,9 @@ def cmd_report(args) -> int:
         _err(f"apdspec report: '{args.run_dir}' is not a run directory (no summary.json or spec.json); "
              "give a directory written by `apdspec run`")
         return EXIT_SPEC
-    try:
-        from runtime.report import render
-    except ImportError:
-        if args.debug:
-            traceback.print_exc()
-        return _runtime_missing("report")
+    render = _runtime("report", "report", "render", args.debug)
+    if render is None:
+        return EXIT_FAILED
     for path in render(args.run_dir):
         print(path)
     return EXIT_OK
@@ -148,12 +150,9 @@ def cmd_bench(args) -> int:
     from .loader import load
 
     spec = load(args.spec, args.set)
-    try:
-        from runtime.bench import bench
-    except ImportError:
-        if args.debug:
-            traceback.print_exc()
-        return _runtime_missing("bench")
+    bench = _runtime("bench", "bench", "bench", args.debug)
+    if bench is None:
+        return EXIT_FAILED
     result = bench(spec.experiment) if args.steps is None else bench(spec.experiment, steps=args.steps)
     if args.json:
         print(json.dumps(result, default=str))
