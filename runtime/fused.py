@@ -493,21 +493,23 @@ class TmsLoss(_Common):
     def forward(self, factors):
         F = dict(zip(self.factor_names, factors))
         save = self._save = {"factors": tuple(factors)}
-        I, B, dt = self.I, self.B, self.dtype
-        vals = {t: np.zeros(I, dtype=dt) for t in self.terms}
+        vals = {t: np.zeros(self.I, dtype=self.dtype) for t in self.terms}
         if "minimality" in self.terms or "act_recon" in self.terms:
-            a = self.x
-            acts = []
-            for layer in self.layers:
-                first, second = self._pair(F, layer)
-                u = np.matmul(a, first)
-                u *= self.S
-                out = np.matmul(u, second)
-                acts.append((a, u, out))
-                a = out
-            save["acts"] = acts
-            self._output_terms([out for _, _, out in acts], save, vals)
+            self._output_terms(self._masked_outputs(F, save), save, vals)
         return self._weight_terms(F, save, vals)
+
+    def _masked_outputs(self, F, save) -> list:
+        """Every layer's masked output (dense bottleneck); saves what the backward pass needs."""
+        a, acts = self.x, []
+        for layer in self.layers:
+            first, second = self._pair(F, layer)
+            u = np.matmul(a, first)
+            u *= self.S
+            out = np.matmul(u, second)
+            acts.append((a, u, out))
+            a = out
+        save["acts"] = acts
+        return [out for _, _, out in acts]
 
     def _output_terms(self, outs, save, vals) -> None:
         """ReLU(z) with the frozen bias, then the minimality and act-recon values (both variants)."""
@@ -533,7 +535,9 @@ class TmsLoss(_Common):
             vals["simplicity"] = self._schatten_forward(F, self.n_active, self.B, save)
         return np.stack([np.asarray(vals[t], dtype=self.dtype) for t in self.terms])
 
-    def backward(self, factors, g):
+    def _backward_start(self, factors, g):
+        """Gradients of the weight-only terms, and the seed gradient at the output layer (both
+        variants): (F, save, grads, g_out or None, act-recon scale or None)."""
         F = dict(zip(self.factor_names, factors))
         save = self._saved_for(factors)
         dt, B = self.dtype, self.B
@@ -546,8 +550,9 @@ class TmsLoss(_Common):
                 grads[n] = np.zeros_like(F[n])
         if "simplicity" in self.terms:
             self._schatten_backward(F, self.n_active, B, save, g["simplicity"], grads)
+        g_out = ar_scale = None
         if "minimality" in self.terms or "act_recon" in self.terms:
-            acts, z, y = save["acts"], save["z"], save["y"]
+            z, y = save["z"], save["y"]
             if "minimality" in self.terms:
                 scale = (2.0 * g["minimality"] / (B * y.shape[-1])).astype(dt)[:, None, None]
                 g_out = np.where(z > 0, (y - self.y_ref) * scale, 0.0).astype(dt, copy=False)
@@ -555,6 +560,12 @@ class TmsLoss(_Common):
                 g_out = np.zeros_like(z)
             if "act_recon" in self.terms:
                 ar_scale = (2.0 * g["act_recon"] / (B * self.ar_units)).astype(dt)[:, None, None]
+        return F, save, grads, g_out, ar_scale
+
+    def backward(self, factors, g):
+        F, save, grads, g_out, ar_scale = self._backward_start(factors, g)
+        if g_out is not None:
+            acts = save["acts"]
             for j in reversed(range(len(self.layers))):
                 layer = self.layers[j]
                 a, u, out = acts[j]
@@ -614,39 +625,16 @@ class TmsSparseLoss(TmsLoss):
             a_all = out
         return per_layer, outs
 
-    def forward(self, factors):
-        F = dict(zip(self.factor_names, factors))
-        save = self._save = {"factors": tuple(factors)}
-        I, B, dt = self.I, self.B, self.dtype
-        vals = {t: np.zeros(I, dtype=dt) for t in self.terms}
-        if "minimality" in self.terms or "act_recon" in self.terms:
-            per_layer, outs = self._masked_pass(F)
-            save["pairs"], save["outs"] = per_layer, outs
-            self._output_terms(outs, save, vals)
-        return self._weight_terms(F, save, vals)
+    def _masked_outputs(self, F, save) -> list:
+        per_layer, outs = self._masked_pass(F)
+        save["pairs"], save["outs"] = per_layer, outs
+        return outs
 
     def backward(self, factors, g):
-        F = dict(zip(self.factor_names, factors))
-        save = self._saved_for(factors)
-        dt, B, m = self.dtype, self.B, self.m
-        g = {t: np.asarray(g[k], dtype=dt) for k, t in enumerate(self.terms)}
-        grads: dict = {}
-        if "faithfulness" in self.terms:
-            self._faith_backward(F, save, g["faithfulness"], grads)
-        else:
-            for n in self.factor_names:
-                grads[n] = np.zeros_like(F[n])
-        if "simplicity" in self.terms:
-            self._schatten_backward(F, self.n_active, B, save, g["simplicity"], grads)
-        if "minimality" in self.terms or "act_recon" in self.terms:
-            per_layer, outs, z, y = save["pairs"], save["outs"], save["z"], save["y"]
-            if "minimality" in self.terms:
-                scale = (2.0 * g["minimality"] / (B * y.shape[-1])).astype(dt)[:, None, None]
-                g_out = np.where(z > 0, (y - self.y_ref) * scale, 0.0).astype(dt, copy=False)
-            else:
-                g_out = np.zeros_like(z)
-            if "act_recon" in self.terms:
-                ar_scale = (2.0 * g["act_recon"] / (B * self.ar_units)).astype(dt)[:, None, None]
+        F, save, grads, g_out, ar_scale = self._backward_start(factors, g)
+        dt, m = self.dtype, self.m
+        if g_out is not None:
+            per_layer, outs = save["pairs"], save["outs"]
             for j in reversed(range(len(self.layers))):
                 layer = self.layers[j]
                 if "act_recon" in self.terms:
