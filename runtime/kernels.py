@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from .optim import Adam
+from .optim import Adam, adam_update
 
 CHUNK = 1 << 17  # elements per chunk: a few 512 KiB float32 temporaries stay in cache
 
@@ -41,17 +41,7 @@ class FastAdam(Adam):
 
     def _step_plain(self, p, g, m, v, lr, bc1, bc2) -> None:
         """optim.Adam's arithmetic on whole arrays (for non-contiguous parameters)."""
-        c = self.cfg
-        if c.weight_decay and c.name == "adamw":
-            p *= 1.0 - lr * c.weight_decay
-        elif c.weight_decay:
-            g = g + c.weight_decay * p
-        m *= c.beta1
-        m += (1.0 - c.beta1) * g
-        v *= c.beta2
-        v += (1.0 - c.beta2) * (g * g)
-        denom = np.sqrt(v / bc2) + c.eps
-        p -= (lr / bc1) * m / denom
+        adam_update(self.cfg, p, g, m, v, lr, bc1, bc2)
 
     def step(self, params, grads, lr: float) -> None:
         c = self.cfg

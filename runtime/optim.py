@@ -50,15 +50,20 @@ class Adam:
         bc1 = 1.0 - c.beta1 ** self.t
         bc2 = 1.0 - c.beta2 ** self.t
         for k, p in params.items():
-            g = grads[k]
-            if c.weight_decay and c.name == "adamw":
-                p *= 1.0 - lr * c.weight_decay
-            elif c.weight_decay:
-                g = g + c.weight_decay * p
-            m, v = self.m[k], self.v[k]
-            m *= c.beta1
-            m += (1.0 - c.beta1) * g
-            v *= c.beta2
-            v += (1.0 - c.beta2) * (g * g)
-            denom = np.sqrt(v / bc2) + c.eps
-            p -= (lr / bc1) * m / denom
+            adam_update(c, p, grads[k], self.m[k], self.v[k], lr, bc1, bc2)
+
+
+def adam_update(c: Optimizer, p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray,
+                lr: float, bc1: float, bc2: float) -> None:
+    """One in-place Adam/AdamW update of parameter p with gradient g and moments m, v, given the
+    bias corrections bc1 = 1 - beta1^t and bc2 = 1 - beta2^t."""
+    if c.weight_decay and c.name == "adamw":
+        p *= 1.0 - lr * c.weight_decay
+    elif c.weight_decay:
+        g = g + c.weight_decay * p
+    m *= c.beta1
+    m += (1.0 - c.beta1) * g
+    v *= c.beta2
+    v += (1.0 - c.beta2) * (g * g)
+    denom = np.sqrt(v / bc2) + c.eps
+    p -= (lr / bc1) * m / denom
