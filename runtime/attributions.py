@@ -18,7 +18,7 @@ import autograd.numpy as anp
 import numpy as np
 
 from .apd import Comps, apd_forward, dense_sum_params, layer_factors
-from .models import Params, Trace, activation, has_bias, layers_of, residual_dims
+from .models import Params, Trace, activation, forward, has_bias, layers_of, residual_dims
 from .spec import ResidMlpTarget, Target, TmsTarget
 
 
@@ -203,33 +203,16 @@ def _tms_apd_attributions_plain(arch: TmsTarget, frozen: Params, comps: Comps, x
 
 
 def _apd_forward_residual_plain(arch: Target, frozen: Params, comps: Comps, x):
-    """The APD model's unmasked pass of a residual network on plain arrays: the same operations
-    as `apd.apd_forward` (so the same values), also returning each layer's bottleneck a @ A."""
-    act, _ = activation(arch)
-    _, _, n_layers = residual_dims(arch)
-    pre, post, preact, u = {}, {}, {}, {}
-    r = np.matmul(x, frozen["W_E"])
-    for l in range(n_layers):
-        name = f"layers.{l}.W_in"
-        pre[name] = r
-        u[(l, "W_in")] = np.matmul(r, comps[f"{name}.A"])
-        z = post[name] = np.matmul(u[(l, "W_in")], comps[f"{name}.B"])
-        if has_bias(arch, l, "in"):
-            z = z + frozen[f"layers.{l}.b_in"][:, None, :]
-        preact[f"layers.{l}"] = z
-        h = act(z)
-        name = f"layers.{l}.W_out"
-        pre[name] = h
-        u[(l, "W_out")] = np.matmul(h, comps[f"{name}.A"])
-        o = post[name] = np.matmul(u[(l, "W_out")], comps[f"{name}.B"])
-        if has_bias(arch, l, "out"):
-            o = o + frozen[f"layers.{l}.b_out"][:, None, :]
-        r = r + o
-    y = np.matmul(r, frozen["W_U"])
-    if isinstance(arch, ResidMlpTarget) and arch.output_activation:
-        preact["out"] = y
-        y = act(y)
-    return Trace(y, pre, post, preact), u
+    """The APD model's unmasked pass of a residual network (`models.forward` with the component
+    bottleneck, as `apd.apd_forward`), also returning each layer's bottleneck a @ A."""
+    u = {}
+
+    def linear(name, a):
+        _, l, kind = name.split(".")
+        u[(int(l), kind)] = inner = np.matmul(a, comps[f"{name}.A"])
+        return np.matmul(inner, comps[f"{name}.B"])
+
+    return forward(arch, frozen, x, linear), u
 
 
 def _residual_reverse_plain(arch: Target, ref: Params, ref_trace: Trace, comps: Comps, C: int,
