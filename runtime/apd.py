@@ -21,7 +21,7 @@ import autograd.numpy as anp
 import numpy as np
 
 from .models import GatedTarget, Layer, Params, Trace, forward, layers_of, decomposed_params
-from .spec import Target, TmsTarget
+from .spec import Target
 
 Comps = dict  # "NAME.A" / "NAME.B" -> array
 SCHATTEN_EPS = 1e-16

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import resource
 import time
 import tracemalloc
@@ -34,7 +33,7 @@ import tracemalloc
 import numpy as np
 
 from .kernels import blas_info, set_blas_threads  # noqa: F401  (re-exported)
-from .spec import Experiment, FileTarget, GatedTarget, ResidMlpTarget, TmsTarget, check
+from .spec import Experiment, FileTarget, GatedTarget, TmsTarget, check
 
 # ------------------------------------------------------------------------------------------
 # BLAS introspection: kernels.blas_info / kernels.set_blas_threads (OpenBLAS's C API via ctypes)

@@ -30,7 +30,7 @@ from autograd.tracer import getval
 from . import apd
 from . import fused as fused_kernels
 from .attributions import attributions, topk_mask
-from .models import Params, layers_of, n_outputs, target_forward
+from .models import Params, n_outputs, target_forward
 from .kernels import FastAdam, add_scaled, col_sq_norms, default_blas_threads, tune_malloc
 from .optim import lr_at
 from .spec import Experiment, Target

@@ -1,6 +1,5 @@
 """APD model, losses, attributions and masks: hand-computed values (notes §9), closed forms
 against their generic definitions, and gradients against central finite differences (float64)."""
-import dataclasses
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ Each fused loss is an autograd primitive with a hand-written VJP: checked with
 autograd.test_util.check_grads, against central finite differences (float64), and against the plain
 path (`LossProblem.loss` differentiated by autograd): values and gradients to float64 rounding, and
 in float32 to float32 tolerance. No wall-clock assertions."""
-import dataclasses
 
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from runtime import runner
 from runtime.io import load_npz, load_target
