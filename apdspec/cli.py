@@ -1,8 +1,8 @@
 """The `apdspec` command line (also `python -m apdspec`).
 
-Exit codes: 0 success; 1 a run failed or did not meet its expectations, `fmt --check` found files
-to reformat, or the runtime is missing; 2 spec errors (and command-line usage errors);
-3 an internal error (a bug: rerun with --debug for the traceback).
+Exit codes: 0 success; 1 a run (or a sweep point) failed or did not meet its expectations,
+`fmt --check` found files to reformat, or the runtime is missing; 2 spec errors (and command-line
+usage errors); 3 an internal error (a bug: rerun with --debug for the traceback).
 """
 from __future__ import annotations
 
@@ -99,20 +99,78 @@ def cmd_run(args) -> int:
     from .loader import load
 
     spec = load(args.spec, args.set)
+    exp = spec.experiment
+    out = args.out or os.path.join("runs", exp.name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    if exp.sweep is not None:
+        return _run_sweep(args, spec, out)
     run_to_dir = _runtime("run", "runner", "run_to_dir", args.debug)
     if run_to_dir is None:
         return EXIT_FAILED
-    exp = spec.experiment
-    if exp.sweep is not None:
-        n = len(exp.sweep.axes)
-        _err(f"apdspec run: note: the spec has a sweep ({n} axis{'es' if n != 1 else ''}); running sweeps is "
-             "not supported yet, so this runs the base experiment only")
-    out = args.out or os.path.join("runs", exp.name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    if args.jobs > 1 or args.scheduler:
+        _err("apdspec run: note: --jobs and --scheduler apply to sweeps; this spec has no sweep")
     summary = run_to_dir(exp, out, spec_text=spec.text, spec_files=list(spec.files), progress=not args.quiet)
     status = summary.get("status") if isinstance(summary, dict) else None
     _print_run_summary(summary)
     print(f"{out}: {status}")
     return EXIT_OK if status == "ok" else EXIT_FAILED
+
+
+def _run_sweep(args, spec, out: str) -> int:
+    """Every point of the sweep into OUT/<label>/; one line per finished point, then sweep.md."""
+    from .build import build
+    from .state import lang_path
+
+    points = _runtime("run", "sweep", "points", args.debug)
+    if points is None:
+        return EXIT_FAILED
+    from runtime.spec import SpecValidationError
+    from runtime.sweep import DistributedUnavailable, run_sweep
+
+    # The unresolved experiment, so that defaults derived from swept fields (the train and
+    # decompose seeds from `seed`, the rank from the target) are derived per point.
+    raw = build(spec.state, spec.experiment.name)
+    try:
+        pts = points(raw)
+    except SpecValidationError as e:
+        for i in e.issues:
+            _err(f"{args.spec}: error: {lang_path(i.path)}: {i.message}")
+        return EXIT_SPEC
+    first = pts[0].experiment
+    key = list(dict.fromkeys([x.metric for x in first.report.expect] + list(first.report.metrics or ())))[:4]
+    width = len(str(len(pts)))
+    finished = [0]
+
+    def line(rec: dict) -> None:
+        finished[0] += 1
+        status = rec["status"] + (" (reused)" if rec.get("resumed") else "")
+        parts = [f"[{finished[0]:>{width}}/{len(pts)}] {rec['label']}  {status}"]
+        if rec["status"] == "error":
+            parts.append(rec.get("error", ""))
+        parts += [f"{m} {rec['metrics'][m]:.4g}" for m in key if rec["metrics"].get(m) is not None]
+        if rec["expectations"]:
+            parts.append(f"expectations {sum(e['passed'] for e in rec['expectations'])}/{len(rec['expectations'])}")
+        if rec.get("wall_time_s") is not None:
+            parts.append(f"({rec['wall_time_s']:.1f} s)")
+        print("  ".join(parts), flush=True)
+
+    print(f"sweep: {len(pts)} points into {out}" + (f" on {args.scheduler}" if args.scheduler else
+                                                       f", {args.jobs} at a time" if args.jobs > 1 else ""), flush=True)
+    try:
+        sweep = run_sweep(raw, out, jobs=args.jobs, scheduler=args.scheduler, progress=not args.quiet and args.jobs == 1,
+                          spec_text=spec.text, spec_files=tuple(spec.files), on_point=line)
+    except DistributedUnavailable as e:
+        _err(f"apdspec run: {e}")
+        return EXIT_FAILED
+    except OSError as e:
+        if not args.scheduler:
+            raise
+        _err(f"apdspec run: cannot use the scheduler {args.scheduler}: {e}")
+        return EXIT_FAILED
+    for e in sweep["expectations"]:
+        print(f"  {e['text']}: passed at {e['passed_points']} of {e['points']} points")
+    print(f"  table: {os.path.join(out, 'sweep.md')}")
+    print(f"{out}: {sweep['status']}")
+    return EXIT_OK if sweep["status"] == "ok" else EXIT_FAILED
 
 
 def _print_run_summary(summary: dict) -> None:
@@ -219,13 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("files", nargs="+", metavar="FILE")
     f.set_defaults(func=cmd_fmt)
 
-    r = sub.add_parser("run", help="check a spec and run it",
+    r = sub.add_parser("run", help="check a spec and run it (every point of a sweep)",
                        description="Check the spec, then train the target and the decomposition with the runtime, "
-                                   "writing a run directory. Exit 0 if the run finished with every expectation met, "
-                                   "1 otherwise, 2 on spec errors.")
+                                   "writing a run directory. A spec with a sweep runs every point into "
+                                   "DIR/<point label>/ and writes DIR/sweep.json and DIR/sweep.md; run it again with "
+                                   "the same --out to resume (finished points are reused). Exit 0 if every run "
+                                   "finished with every expectation met, 1 otherwise, 2 on spec errors.")
     r.add_argument("spec", metavar="SPEC")
-    r.add_argument("--out", metavar="DIR", help="run directory (default runs/<experiment>/<UTC timestamp>)")
+    r.add_argument("--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                       help="run N sweep points at a time (default 1), each in its own process with --threads "
+                            "BLAS threads")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run the sweep points on a dask.distributed scheduler, e.g. tcp://host:8786 "
+                            "(needs pip install 'apdspec[distributed]' and workers that share DIR's filesystem)")
     overrides(r)
     r.set_defaults(func=cmd_run)
 

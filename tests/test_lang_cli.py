@@ -100,12 +100,11 @@ def test_run_prints_metrics_and_verdicts(monkeypatch, capsys):
                "expectations": [{"text": "expect mmcs >= 0.99", "passed": False, "observed": 1, "needed": "2 of 2 replicates"}],
                "report": ["o/report.md"]}
     _fake_module(monkeypatch, "runtime.runner", run_to_dir=lambda *a, **k: summary)
-    assert main(["run", QUICK, "--out", "o", "-s", "seed=seeds(2)"]) == 1
+    assert main(["run", QUICK, "--out", "o"]) == 1
     captured = capsys.readouterr()
     assert "mmcs" in captured.out and "0.9845  [0.999, 0.97]" in captured.out
     assert "FAIL  expect mmcs >= 0.99  (observed 1; needed 2 of 2 replicates)" in captured.out
     assert "report: o/report.md" in captured.out
-    assert "running sweeps is not supported yet" in captured.err
 
 
 def test_run_exit_code_follows_status(monkeypatch):
