@@ -51,9 +51,15 @@ def build(state: State, default_name: str) -> S.Experiment:
 
 
 def check_experiment(state: State, exp: S.Experiment, diags: Collector) -> S.Experiment | None:
-    """resolve() and validate(); every Issue becomes a diagnostic at the span that set its field."""
+    """resolve() and validate(); every Issue becomes a diagnostic at the span that set its field.
+
+    With a sweep, the points are what runs: every point is validated (`check_points`), and an issue
+    of the spec without its sweep counts only if every point has it."""
     resolved = S.resolve(exp)  # an unreadable target file is left for validate() to report
-    for issue in S.validate(resolved):
+    issues = S.validate(resolved)
+    if exp.sweep is not None:
+        issues = check_points(state, exp, diags, issues)
+    for issue in issues:
         span = locate(state, issue.path)
         notes = []
         for other in issue.also:
@@ -62,9 +68,134 @@ def check_experiment(state: State, exp: S.Experiment, diags: Collector) -> S.Exp
                 notes.append(Note(f"'{lang_path(other)}' is set here", other_span))
             elif other_span is None:
                 notes.append(Note(f"'{lang_path(other)}' has its default value"))
-        path = "expect" if issue.path.startswith("report.expect[") else lang_path(issue.path)
-        diags.error(f"{path}: {issue.message}", span, issue.hint, tuple(notes))
+        diags.error(f"{_issue_path(issue)}: {issue.message}", span, issue.hint, tuple(notes))
     return resolved
+
+
+def _issue_path(issue: S.Issue) -> str:
+    return "expect" if issue.path.startswith("report.expect[") else lang_path(issue.path)
+
+
+# -- sweep points
+
+MAX_NAMED = 3  # points named in the "same error in N more points" note
+
+
+def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S.Issue] = ()) -> list[S.Issue]:
+    """Validate every point of `exp`'s sweep (`exp` as built: unresolved, so that derived defaults
+    follow swept fields) and report each issue at the sweep value that produced it.
+
+    An issue is pointed at the value, in its point, of the first swept field it involves (its own
+    field, then its `also` fields). One that involves no swept field (a rank too large for a swept
+    target size) is pointed at the value of the axis that makes the difference: the first axis
+    whose values are not all among the failing points; the field itself gets a note. The same
+    issue at the same place in several points (the other axes varying) is one diagnostic naming
+    the first point.
+
+    `base` are the issues of the spec without its sweep; returns those every point has too (they
+    do not depend on the sweep: the caller reports them as usual). The others are left out: the
+    value a swept field has outside the sweep is never run."""
+    from runtime.sweep import expand
+
+    try:
+        good, issues = expand(exp)
+    except S.SpecValidationError:  # zipped axes of different lengths: the checker reported them
+        return list(base)
+    n_points = len(good) + len({pi.index for pi in issues})
+    where: dict[tuple, set] = {}
+    for pi in issues:
+        where.setdefault((pi.issue.path, pi.issue.message), set()).add(pi.index)
+    everywhere = {(i.path, i.message) for i in base} & {k for k, idx in where.items() if len(idx) == n_points}
+    sizes = {a.path: len(a.values) for a in exp.sweep.axes} if exp.sweep else {}
+    by_issue: dict[tuple, list] = {}
+    for pi in issues:
+        if (pi.issue.path, pi.issue.message) not in everywhere:
+            by_issue.setdefault((pi.issue.path, pi.issue.message, pi.issue.hint, _culprit(pi)), []).append(pi)
+    grouped: dict[tuple, tuple] = {}  # (issue, span) -> (axis, culprit, causes, points)
+    for key, same in by_issue.items():
+        culprit = key[-1]
+        # the axes that make the difference: not every one of their values fails
+        causes = [a for a in same[0].values if len({p.positions[a] for p in same}) < sizes.get(a, 0)]
+        axis = culprit or (causes[0] if causes else None)
+        for pi in same:
+            span = _value_span(state, pi, axis) if axis is not None else locate(state, pi.issue.path)
+            grouped.setdefault((key, span), (axis, culprit, causes, []))[3].append(pi)
+    for (_, span), (axis, culprit, causes, same) in grouped.items():
+        first, issue = same[0], same[0].issue
+        notes = []
+        if axis is not None:
+            hint = issue.hint or (f"every sweep point must be a valid experiment: change or remove this value "
+                                  f"of '{lang_path(axis)}'")
+            others = causes[1:] if culprit is None else []
+            for other in (issue.path, *issue.also):
+                swept = _swept(first, other)
+                if swept and swept[0] == axis:
+                    continue
+                if swept:
+                    notes.append(_value_note(state, first, swept[0]))
+                    continue
+                other_span = locate(state, other, exact=True)
+                name = "the expectation" if other.startswith("report.expect[") else f"'{lang_path(other)}'"
+                if other_span is not None and other_span != span:
+                    notes.append(Note(f"{name} is set here", other_span))
+                elif other_span is None:
+                    notes.append(Note(f"{name} has its default value"))
+            notes += [_value_note(state, first, a) for a in others]
+        else:
+            hint = issue.hint or "every sweep point must be a valid experiment; the sweep values of this point are noted"
+            notes += [_value_note(state, first, a) for a in first.values]
+        if len(same) > 1:
+            names = "; ".join(point_name(p.values) for p in same[1:1 + MAX_NAMED])
+            more = "; ..." if len(same) > 1 + MAX_NAMED else ""
+            notes.append(Note(f"the same error in {len(same) - 1} more point{'s' if len(same) > 2 else ''}: "
+                              f"{names}{more}"))
+        diags.error(f"sweep point {point_name(first.values)}: {_issue_path(issue)}: {issue.message}", span, hint,
+                    tuple(notes))
+    return [i for i in base if (i.path, i.message) in everywhere]
+
+
+def _swept(pi: Any, rt_path: str) -> list[str]:
+    """The point's axes that set `rt_path`, a field inside it, or the object holding it."""
+    return [a for a in pi.values if a == rt_path or a.startswith(rt_path + ".") or rt_path.startswith(a + ".")]
+
+
+def _culprit(pi: Any) -> str | None:
+    """The axis whose value in this point the issue is reported at, or None if it involves none."""
+    for path in (pi.issue.path, *pi.issue.also):
+        swept = _swept(pi, path)
+        if swept:
+            return swept[0]
+    return None
+
+
+def _value_span(state: State, pi: Any, axis: str) -> A.Span | None:
+    spans = state.axis_values.get(axis)
+    if spans is not None and pi.positions[axis] < len(spans):
+        return spans[pi.positions[axis]]
+    return state.axes[axis][1] if axis in state.axes else None
+
+
+def _value_note(state: State, pi: Any, axis: str) -> Note:
+    return Note(f"'{lang_path(axis)}' is {value_text(pi.values[axis])} in this point", _value_span(state, pi, axis))
+
+
+def point_name(values: dict) -> str:
+    """A sweep point as the user writes its fields: `seed=3,decompose.steps=0` (runtime paths -> values)."""
+    return ",".join(f"{lang_path(p)}={value_text(v)}" for p, v in values.items()) or "base"
+
+
+def value_text(v: Any) -> str:
+    from .unparse import format_number
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "none"
+    if isinstance(v, float):
+        return format_number(v)
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(value_text(x) for x in v) + "]"
+    return str(v)
 
 
 def provenance(state: State, rt_path: str) -> A.Span | None:

@@ -515,13 +515,14 @@ class FileEval:
             return
         key = ".".join(path)
         try:
-            values = self.sweep_values(value, leaf)
+            values, value_spans = self.sweep_values(value, leaf)
         except Bad as e:
             return self.bad(e, path[-1])
         if not self.mark("sweep:" + rt, spans[0].to(spans[-1]), "sweep " + key):
             return
         axis = S.SweepAxis(rt, tuple(values), scope.group)
         self.state.axes[rt] = (axis, spans[0].to(spans[-1]))
+        self.state.axis_values[rt] = value_spans
 
     def resolve_leaf(self, path: tuple[str, ...], spans: tuple[A.Span, ...]) -> tuple[Leaf | None, str]:
         scope = EXP
@@ -545,7 +546,8 @@ class FileEval:
             return None, ""
         return node, join_path(scope.rt, path[-1])
 
-    def sweep_values(self, value: A.Value, leaf: Leaf) -> list:
+    def sweep_values(self, value: A.Value, leaf: Leaf) -> tuple[list, tuple[A.Span, ...]]:
+        """The axis's values, and the span of each (of seeds/range/logspace: the whole call)."""
         env = self.state.env
         node = env.deref(value)
         if isinstance(node, A.ListValue):
@@ -563,7 +565,7 @@ class FileEval:
                       "write grid(a, b, c), [a, b, c], seeds(n), range(start, stop, step) or logspace(low, high, n)")
         if not items:
             raise Bad(node.span, "a sweep axis needs at least one value")
-        return [leaf.kind.coerce(v, env) for v in items]
+        return [leaf.kind.coerce(v, env) for v in items], tuple(v.span for v in items)
 
     def check_zip(self, scope: Scope) -> None:
         axes = [(a, s) for a, s in self.state.axes.values() if a.group == scope.group]

@@ -1,7 +1,7 @@
 """The `apdspec` command line (also `python -m apdspec`).
 
-Exit codes: 0 success; 1 a run (or a sweep point) failed or did not meet its expectations,
-`fmt --check` found files to reformat, or the runtime is missing; 2 spec errors (and command-line
+Exit codes: 0 success; 1 a run (or a sweep point) failed or did not meet its expectations, a
+sweep point's report failed to render, `fmt --check` found files to reformat, or the runtime is missing; 2 spec errors (and command-line
 usage errors); 3 an internal error (a bug: rerun with --debug for the traceback).
 """
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _run_sweep(args, spec, out: str) -> int:
     # decompose seeds from `seed`, the rank from the target) are derived per point.
     raw = build(spec.state, spec.experiment.name)
     try:
-        pts = points(raw)
+        pts = points(raw)  # load() has checked every point; this fails only if e.g. a target file changed since
     except SpecValidationError as e:
         for i in e.issues:
             _err(f"{args.spec}: error: {lang_path(i.path)}: {i.message}")
@@ -191,17 +191,46 @@ def _print_run_summary(summary: dict) -> None:
 
 
 def cmd_report(args) -> int:
+    if os.path.exists(os.path.join(args.run_dir, "sweep.json")):
+        return _report_sweep(args)
     if not os.path.isdir(args.run_dir) or not any(
             os.path.exists(os.path.join(args.run_dir, f)) for f in ("summary.json", "spec.json")):
-        _err(f"apdspec report: '{args.run_dir}' is not a run directory (no summary.json or spec.json); "
+        _err(f"apdspec report: '{args.run_dir}' is not a run directory (no summary.json, spec.json or sweep.json); "
              "give a directory written by `apdspec run`")
         return EXIT_SPEC
+    if args.points:
+        _err("apdspec report: note: --points applies to sweep directories; this is a single run")
     render = _runtime("report", "report", "render", args.debug)
     if render is None:
         return EXIT_FAILED
     for path in render(args.run_dir):
         print(path)
     return EXIT_OK
+
+
+def _report_sweep(args) -> int:
+    """sweep.md from sweep.json; with --points, first every finished point's report."""
+    render = _runtime("report", "sweep", "render", args.debug)
+    if render is None:
+        return EXIT_FAILED
+    from runtime.sweep import load_sweep
+
+    try:
+        load_sweep(args.run_dir)
+    except ValueError as e:  # not JSON, or not a sweep.json this version writes
+        _err(f"apdspec report: {e}")
+        return EXIT_SPEC
+    failed = []
+
+    def on_error(label: str, e: Exception) -> None:
+        if args.debug:
+            traceback.print_exception(type(e), e, e.__traceback__)
+        _err(f"apdspec report: point {label}: the report failed: {type(e).__name__}: {e}")
+        failed.append(label)
+
+    for path in render(args.run_dir, point_reports=args.points, on_error=on_error):
+        print(path)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_bench(args) -> int:
@@ -248,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apdspec",
         description="Check, format and run .apd specs of Attribution-based Parameter Decomposition experiments.",
-        epilog="exit codes: 0 ok; 1 run failed / files to reformat / runtime missing; 2 spec or usage errors; "
+        epilog="exit codes: 0 ok; 1 run or report failed / files to reformat / runtime missing; 2 spec or usage errors; "
                "3 internal error",
     )
     p.add_argument("--threads", type=_positive_int, metavar="N",
@@ -262,9 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(a grid(...)/seeds(n)/range(...)/logspace(...) value adds a sweep axis); repeatable")
 
     c = sub.add_parser("check", help="check specs and print a resolved summary",
-                       description="Check each spec (syntax, keys, types, ranges, cross-field rules) and print the "
-                                   "resolved target, decomposed matrices, C, m, top-k, parameter count, and memory "
-                                   "and FLOP estimates. Exit 0 if every spec is valid, 2 otherwise.")
+                       description="Check each spec (syntax, keys, types, ranges, cross-field rules, every sweep point) and "
+                                   "print the resolved target, decomposed matrices, C, m, top-k, parameter count, and "
+                                   "memory and FLOP estimates. Exit 0 if every spec is valid, 2 otherwise.")
     c.add_argument("files", nargs="+", metavar="FILE")
     overrides(c)
     c.set_defaults(func=cmd_check)
@@ -296,10 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     overrides(r)
     r.set_defaults(func=cmd_run)
 
-    rep = sub.add_parser("report", help="render metrics and plots of a run directory",
-                         description="Render the report (tables and plots) of a finished run directory and print "
-                                     "the paths written.")
-    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep = sub.add_parser("report", help="re-render the report of a run (or sweep) directory",
+                         description="Render the report (tables and plots) of a finished run directory from its saved "
+                                     "outputs and print the paths written. For a sweep directory (one with "
+                                     "sweep.json) re-render sweep.md, and with --points also the report of every "
+                                     "finished point. Exit 0 on success, 1 if a point's report failed, 2 if DIR is "
+                                     "not a run or sweep directory.")
+    rep.add_argument("run_dir", metavar="DIR")
+    rep.add_argument("--points", action="store_true",
+                     help="sweep directory: also re-render each finished point's plots and report (slower: "
+                          "each redraws its plots)")
     rep.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="time a few optimiser steps of a spec",

@@ -25,7 +25,8 @@ MAX_BYTES = 4 * 1024 * 1024  # a spec is a few KB; refuse to lex a stray data fi
 
 @dataclass(frozen=True)
 class LoadedSpec:
-    experiment: S.Experiment  # checked and resolved
+    experiment: S.Experiment  # checked and resolved; with a sweep, every point is checked instead (a swept
+    # field keeps its value from outside the sweep here, which is never run and so not checked on its own)
     text: str  # canonical resolved spec (to_apd), what the run directory stores
     files: tuple[str, ...]  # absolute paths of every file read, in reading order (for hashing)
     state: State = field(repr=False, compare=False)

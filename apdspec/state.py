@@ -42,7 +42,8 @@ class State:
     values: dict[str, Setting] = field(default_factory=dict)  # runtime path -> setting
     blocks: dict[str, A.Span] = field(default_factory=dict)  # runtime path -> last block header
     expects: list[tuple[S.Expectation, A.Span]] = field(default_factory=list)
-    axes: dict[str, tuple[S.SweepAxis, A.Span]] = field(default_factory=dict)
+    axes: dict[str, tuple[S.SweepAxis, A.Span]] = field(default_factory=dict)  # runtime path -> axis, its path's span
+    axis_values: dict[str, tuple[A.Span, ...]] = field(default_factory=dict)  # runtime path -> span of each value
     groups: int = 0
     env: Env = field(default_factory=Env)
     name: tuple[str, A.Span] | None = None
@@ -51,8 +52,9 @@ class State:
     target_failed: bool = False  # a target block was reported already: no "missing target" too
 
     def copy(self) -> "State":
-        return State(dict(self.values), dict(self.blocks), list(self.expects), dict(self.axes), self.groups,
-                     Env(dict(self.env.consts)), self.name, self.header, self.broken, self.target_failed)
+        return State(dict(self.values), dict(self.blocks), list(self.expects), dict(self.axes),
+                     dict(self.axis_values), self.groups, Env(dict(self.env.consts)), self.name, self.header,
+                     self.broken, self.target_failed)
 
     @property
     def kind(self) -> str | None:

@@ -208,7 +208,7 @@ def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = Non
     except Exception as e:  # record the failure, then let the caller decide how to show it
         mf.close()
         summary.update(status="error", error=f"{type(e).__name__}: {e}", wall_time_s=time.time() - t0)
-        _write_json(os.path.join(out_dir, "summary.json"), summary)
+        write_json(os.path.join(out_dir, "summary.json"), summary)
         raise
     finally:
         if printer is not None:
@@ -219,10 +219,10 @@ def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = Non
         status=result.status, wall_time_s=time.time() - t0, timings=result.timings,
         final_losses={k: v for k, v in result.decomposition.history[-1].items() if k not in ("step", "lr")},
         metrics=result.metrics, expectations=result.expectations, seeds=result.seeds, versions=_versions(),
-        replicates=exp.replicates, spec_files=[_file_record(p) for p in spec_files],
+        replicates=exp.replicates, spec_files=[file_record(p) for p in spec_files],
         steps_per_s=result.decomposition.steps_per_second,
     )
-    _write_json(os.path.join(out_dir, "summary.json"), summary)
+    write_json(os.path.join(out_dir, "summary.json"), summary)
     if report:
         from .report import render
 
@@ -230,18 +230,20 @@ def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = Non
             summary["report"] = render(out_dir, result=result)
         except Exception as e:  # the arrays are saved; a report failure must not lose them
             summary["report_error"] = f"{type(e).__name__}: {e}"
-            _write_json(os.path.join(out_dir, "summary.json"), summary)
+            write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
 
 
-def _file_record(path: str) -> dict:
+def file_record(path: str) -> dict:
+    """`{path, sha256}` of a spec file, as summary.json and sweep.json list them."""
     import hashlib
 
     with open(path, "rb") as f:
         return {"path": os.path.abspath(path), "sha256": hashlib.sha256(f.read()).hexdigest()}
 
 
-def _write_json(path: str, obj: Any) -> None:
+def write_json(path: str, obj: Any) -> None:
+    """Write `obj` as indented JSON atomically (via a .tmp file); NumPy scalars and arrays allowed."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, default=_json_default)

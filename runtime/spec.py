@@ -665,7 +665,9 @@ def _build(cls: type, d: dict) -> Any:
     return cls(**kwargs)
 
 
-_NESTED = {
+# (class, field) -> the dataclass of a nested optional object: how from_dict builds it, and what
+# runtime.sweep brings back (with defaults) when a sweep sets a field of an object that is None.
+NESTED = {
     (Experiment, "train"): Training, (Experiment, "data"): Data, (Experiment, "decompose"): Decompose,
     (Experiment, "report"): Report, (Experiment, "sweep"): Sweep, (Training, "optimizer"): Optimizer,
     (Training, "schedule"): Schedule, (Decompose, "topk"): TopK, (Decompose, "attribution"): Attribution,
@@ -678,7 +680,7 @@ def _coerce(cls: type, name: str, v: Any) -> Any:
         return None
     if cls is Experiment and name == "target":
         return target_from_dict(v)
-    sub = _NESTED.get((cls, name))
+    sub = NESTED.get((cls, name))
     if sub is not None:
         return _build(sub, v)
     if cls is Report and name == "expect":

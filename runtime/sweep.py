@@ -2,6 +2,10 @@
 
     pts = runtime.sweep.points(exp)                     # the concrete, checked experiments
     summary = runtime.sweep.run_sweep(exp, "runs/s")    # runs them; writes sweep.json and sweep.md
+    runtime.sweep.render("runs/s")                      # sweep.md again, from sweep.json
+
+`expand(exp)` is `points` without raising: the points that check and the issues of those that do
+not, with each point's position on every axis (apdspec locates the issues in the spec by it).
 
 Axes with the same `group` are zipped; the others (and each zipped group as one unit) form a grid
 in the order the axes are listed, the last varying fastest. Point `label` names its run directory
@@ -32,7 +36,7 @@ import numpy as np
 from . import runner
 from .expectations import describe
 from .spec import (
-    _NESTED, Experiment, Issue, SpecValidationError, SweepAxis, check, from_dict, resolve, to_dict,
+    NESTED, Experiment, Issue, SpecValidationError, SweepAxis, check, from_dict, resolve, to_dict,
 )
 
 SWEEP_FORMAT = "apdspec-sweep/1"
@@ -54,6 +58,16 @@ class SweepPoint:
     experiment: Experiment  # checked (resolved), with sweep=None
 
 
+@dataclasses.dataclass(frozen=True)
+class PointIssue:
+    """An issue of a sweep point that does not check (`expand`)."""
+    index: int
+    label: str
+    values: dict  # runtime path -> value, as SweepPoint.values
+    positions: dict  # runtime path -> the index of this point's value in that axis's values
+    issue: Issue
+
+
 # ------------------------------------------------------------------------------------------
 # Expansion
 
@@ -70,7 +84,7 @@ def replace_path(obj: Any, path: str, value: Any) -> Any:
         return dataclasses.replace(obj, **{name: _plain(value)})
     inner = getattr(obj, name)
     if inner is None:
-        inner = _NESTED[(type(obj), name)]()
+        inner = NESTED[(type(obj), name)]()
     return dataclasses.replace(obj, **{name: replace_path(inner, rest, value)})
 
 
@@ -155,29 +169,40 @@ def _labels(values: list[dict]) -> list[str]:
     return labels
 
 
-def points(exp: Experiment) -> list[SweepPoint]:
-    """Every point of `exp.sweep` (one point, label "base", without a sweep), each checked.
+def expand(exp: Experiment) -> tuple[list[SweepPoint], list[PointIssue]]:
+    """Every point of `exp.sweep` that checks, and every issue of the points that do not.
 
-    Raises SpecValidationError listing every issue of every point that does not check."""
+    Validation only (resolve + validate per point), nothing runs. Raises SpecValidationError for a
+    malformed sweep (an axis path that names no field, zipped axes of different lengths)."""
     axes = exp.sweep.axes if exp.sweep is not None else ()
     units = _units(axes)
     base = dataclasses.replace(_follow_derived(exp, {a.path for a in axes}), sweep=None)
-    values = []
+    values, positions = [], []
     for idx in itertools.product(*(range(len(u[0].values)) for u in units)):
         values.append({a.path: _plain(a.values[i]) for u, i in zip(units, idx) for a in u})
+        positions.append({a.path: i for u, i in zip(units, idx) for a in u})
     out, issues = [], []
-    for i, (vals, label) in enumerate(zip(values, _labels(values))):
+    for i, (vals, pos, label) in enumerate(zip(values, positions, _labels(values))):
         try:
             e = base
             for path, v in vals.items():
                 e = replace_path(e, path, v)
             out.append(SweepPoint(i, vals, label, check(e)))
         except SpecValidationError as err:
-            issues += [dataclasses.replace(x, message=f"in sweep point {label}: {x.message}") for x in err.issues]
+            issues += [PointIssue(i, label, vals, pos, x) for x in err.issues]
         except ValueError as err:  # a path that names no field: the same for every point
             raise SpecValidationError([Issue(path, f"sweep axis: {err}")]) from None
+    return out, issues
+
+
+def points(exp: Experiment) -> list[SweepPoint]:
+    """Every point of `exp.sweep` (one point, label "base", without a sweep), each checked.
+
+    Raises SpecValidationError listing every issue of every point that does not check."""
+    out, issues = expand(exp)
     if issues:
-        raise SpecValidationError(issues)
+        raise SpecValidationError([dataclasses.replace(x.issue, message=f"in sweep point {x.label}: {x.issue.message}")
+                                   for x in issues])
     return out
 
 
@@ -303,7 +328,7 @@ def run_sweep(exp: Experiment | dict, out_dir: str, *, jobs: int = 1, progress: 
              "axes": [to_dict(a) for a in (exp.sweep.axes if exp.sweep else ())],
              "table_metrics": _metric_columns(pts[0].experiment), "expectations": [],
              "points": [{"index": p.index, "label": p.label, "values": p.values, "status": "pending"} for p in pts],
-             "spec_files": [runner._file_record(p) for p in files], "wall_time_s": None}
+             "spec_files": [runner.file_record(p) for p in files], "wall_time_s": None}
 
     def done(point: SweepPoint, summary: dict, resumed: bool) -> None:
         rec = _record(point, summary, resumed)
@@ -346,11 +371,53 @@ def _write(out_dir: str, sweep: dict, exp: Experiment) -> None:
          "passed_points": sum(1 for r in recs if i < len(r.get("expectations", [])) and r["expectations"][i]["passed"]),
          "points": len(sweep["points"])}
         for i, e in enumerate(exp.report.expect)]
-    runner._write_json(os.path.join(out_dir, "sweep.json"), sweep)
-    tmp = os.path.join(out_dir, "sweep.md.tmp")
-    with open(tmp, "w") as f:
+    runner.write_json(os.path.join(out_dir, "sweep.json"), sweep)
+    write_markdown(out_dir, sweep)
+
+
+def write_markdown(out_dir: str, sweep: dict) -> str:
+    """Write `out_dir/sweep.md` (atomically) for sweep.json's content `sweep`; returns its path."""
+    path = os.path.join(out_dir, "sweep.md")
+    with open(path + ".tmp", "w") as f:
         f.write(markdown(sweep, out_dir))
-    os.replace(tmp, os.path.join(out_dir, "sweep.md"))
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load_sweep(out_dir: str) -> dict:
+    """sweep.json's content; ValueError if it is not a sweep file this version writes."""
+    with open(os.path.join(out_dir, "sweep.json")) as f:
+        sweep = json.load(f)
+    if not isinstance(sweep, dict) or sweep.get("format") != SWEEP_FORMAT:
+        found = sweep.get("format") if isinstance(sweep, dict) else type(sweep).__name__
+        raise ValueError(f"{os.path.join(out_dir, 'sweep.json')} is not an {SWEEP_FORMAT} file (format {found!r})")
+    return sweep
+
+
+def render(out_dir: str, point_reports: bool = False,
+           on_error: Callable[[str, Exception], None] | None = None) -> list[str]:
+    """Re-render sweep.md from the saved sweep.json; returns the paths written.
+
+    With `point_reports`, first re-render the plots and report of every finished point (status ok or
+    expectations_failed) with `runtime.report.render`, so sweep.md links them. A point whose report
+    raises is passed to `on_error(label, exception)` and skipped (without `on_error` it raises)."""
+    sweep = load_sweep(out_dir)
+    written: list[str] = []
+    if point_reports:
+        from .report import render as render_report
+
+        for rec in sweep["points"]:
+            point_dir = os.path.join(out_dir, rec["label"])
+            if rec.get("status") not in FINISHED or not os.path.exists(os.path.join(point_dir, "summary.json")):
+                continue
+            try:
+                written += render_report(point_dir)
+            except Exception as e:
+                if on_error is None:
+                    raise
+                on_error(rec["label"], e)
+    written.append(write_markdown(out_dir, sweep))
+    return written
 
 
 def _cell(v: Any) -> str:
@@ -358,6 +425,8 @@ def _cell(v: Any) -> str:
         return ""
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4g}"
+    if isinstance(v, (tuple, list)):  # tuples in memory, lists once read back from sweep.json
+        return "[" + ", ".join(_cell(x) for x in v) + "]"
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 

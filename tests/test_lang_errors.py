@@ -103,6 +103,25 @@ CASES = [
     ("zip of unequal lengths", OPEN + "  sweep {\n    zip {\n      decompose.steps = [10, 20]\n"
      "      decompose.batch = [64]\n    }\n  }\n}\n", 15, 7, "zipped axes need the same number of values", ""),
     ("single sweep value", OPEN + "  sweep { seed = 3 }\n}\n", 12, 18, "a sweep axis needs several values", "grid("),
+    # sweep points that do not validate: at the sweep value that made the point invalid
+    ("sweep point with an invalid value", OPEN + "  sweep {\n    seed = seeds(2)\n    decompose.steps = grid(10, 0)\n"
+     "  }\n}\n", 14, 32, "sweep point seed=0,decompose.steps=0: decompose.steps: must be > 0, got 0",
+     "change or remove this value of 'decompose.steps'"),
+    ("zip of incompatible values", OPEN + "  sweep {\n    zip {\n      decompose.topk.value = [0.25, 0.01]\n"
+     "      decompose.batch = [64, 32]\n    }\n  }\n}\n", 14, 37,
+     "sweep point decompose.topk.value=0.01,decompose.batch=32: decompose.topk: batch top-k 0.01 x batch 32 = 0.32 "
+     "selects no component", "use topk >= 0.0312"),
+    ("sweep value that breaks another field", OPEN + "  sweep { decompose.batch = grid(64, 2) }\n}\n", 12, 38,
+     "sweep point decompose.batch=2: decompose.topk: batch top-k 0.25 x batch 2 = 0.5 selects no component",
+     "use topk >= 0.5"),
+    ("swept size the rank does not fit", edit("    components = 5", "    components = 5\n    rank = 3").rstrip()[:-1]
+     + "  sweep { target.hidden = grid(2, 1) }\n}\n", 13, 35,
+     "sweep point target.hidden=1: decompose.rank: rank 3 exceeds the largest rank", "use rank <= 2"),
+    ("generated sweep values", OPEN + "  sweep { decompose.steps = range(-10, 30, 20) }\n}\n", 12, 29,
+     "sweep point decompose.steps=-10: decompose.steps: must be > 0, got -10", "this value of 'decompose.steps'"),
+    ("swept replicates below an expectation", OPEN + "  report { expect mmcs >= 0.9 for at least 3 replicates }\n"
+     "  sweep { replicates = grid(3, 1) }\n}\n", 13, 32,
+     "sweep point replicates=1: expect: 'for 3 replicates' needs 1 <= n <= replicates (1)", ""),
     # cross-field and range checks from runtime.spec.validate, mapped to the span that set the field
     ("probability out of range", edit("  decompose {", "  data { probability = 1.5 }\n  decompose {"), 6, 24,
      "data.probability: a probability must be in (0, 1]", "5%"),
@@ -200,3 +219,59 @@ def test_unreadable_files_are_spec_errors(tmp_path):
 def test_nul_bytes_are_a_syntax_error():
     with pytest.raises(SpecError, match="unexpected character"):
         apdspec.loads("experiment t {\x00}")
+
+
+# ------------------------------------------------------------------------------------------
+# sweep points
+
+
+def _diags(text, overrides=()):
+    with pytest.raises(SpecError) as info:
+        apdspec.loads(text, "t.apd", overrides)
+    return info.value
+
+
+def test_sweep_point_error_rendering_is_exact():
+    err = _diags(OPEN + "  sweep {\n    seed = seeds(3)\n    decompose.steps = grid(10, 0)\n  }\n}\n")
+    assert str(err) == (
+        "t.apd:14:32: error: sweep point seed=0,decompose.steps=0: decompose.steps: must be > 0, got 0\n"
+        "   14 |     decompose.steps = grid(10, 0)\n"
+        "      |                                ^\n"
+        "hint: every sweep point must be a valid experiment: change or remove this value of 'decompose.steps'\n"
+        "note: the same error in 2 more points: seed=1,decompose.steps=0; seed=2,decompose.steps=0"
+    )
+
+
+def test_sweep_point_errors_are_all_collected_with_notes():
+    text = (edit("    components = 5", "    components = 5\n    rank = 3").rstrip()[:-1]
+            + "  sweep {\n    zip {\n      decompose.topk.value = [0.25, 0.01]\n      decompose.batch = [64, 32]\n"
+              "    }\n    target.hidden = grid(2, 1)\n  }\n}\n")
+    err = _diags(text, ["decompose.optimizer.lr=grid(1e-3, -1)"])
+    got = [(d.span.file, d.span.line, d.span.column, d.message.split(": ")[1]) for d in err.diagnostics]
+    assert got == [("t.apd", 15, 37, "decompose.topk"), ("t.apd", 18, 29, "decompose.rank"),
+                   ("<override 1>", 1, 35, "decompose.optimizer.lr")]
+    topk, rank, lr = err.diagnostics
+    assert topk.message.startswith("sweep point decompose.topk.value=0.01,decompose.batch=32,target.hidden=2,"
+                                   "decompose.optimizer.lr=0.001: ")
+    # the other swept field of a cross-field problem, and the set field a swept size breaks, are noted
+    assert [(n.message, n.span.line, n.span.column) for n in topk.notes[:1]] == [
+        ("'decompose.batch' is 32 in this point", 16, 30)]
+    assert [(n.message, n.span.line, n.span.column) for n in rank.notes[:1]] == [("'decompose.rank' is set here", 8, 12)]
+    assert rank.notes[-1].message.startswith("the same error in 3 more points: ")
+    assert lr.message.endswith("decompose.optimizer.lr: must be > 0, got -1.0")
+    assert "Traceback" not in str(err)
+
+
+def test_an_error_of_every_point_is_reported_once_as_the_spec_s():
+    err = _diags(edit("steps = 100", "steps = -5").rstrip()[:-1] + "  sweep { seed = seeds(4) }\n}\n")
+    (d,) = err.diagnostics
+    assert (d.span.line, d.span.column, d.message) == (9, 13, "decompose.steps: must be > 0, got -5")
+
+
+def test_a_swept_field_s_value_outside_the_sweep_is_not_checked():
+    # replicates defaults to 1, too few for the expectation, but every point sets it
+    text = OPEN + "  report { expect mmcs >= 0.9 for at least 3 replicates }\n  sweep { replicates = grid(3, 5) }\n}\n"
+    assert [a.values for a in apdspec.loads(text, "t.apd").experiment.sweep.axes] == [(3, 5)]
+    # the same for a top-k that only the base batch makes invalid
+    text = edit("batch(0.25)", "batch(0.001)").rstrip()[:-1] + "  sweep { decompose.batch = grid(1000, 2000) }\n}\n"
+    apdspec.loads(text, "t.apd")

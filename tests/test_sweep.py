@@ -248,9 +248,11 @@ def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     failing = _spec(tmp_path, "expect mmcs >= 2")
     assert main(["run", failing, "--out", str(tmp_path / "a"), "-s", "seed=seeds(2)", *tiny_args]) == 1
     assert f"{tmp_path / 'a'}: expectations_failed" in capsys.readouterr().out
-    # a point that cannot be checked: exit 2 before anything runs
+    # a point that cannot be checked: exit 2 before anything runs, the error at the sweep value
     assert main(["run", QUICK, "--out", str(tmp_path / "b"), "-s", "decompose.batch=grid(256, 2)", *tiny_args]) == 2
-    assert "in sweep point decompose.batch=2" in capsys.readouterr().err and not os.path.exists(tmp_path / "b")
+    err = capsys.readouterr().err
+    assert "<override 1>:1:27: error: sweep point decompose.batch=2: decompose.topk: batch top-k" in err
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "b")
     # a point that raises: the others still run, exit 1
     real = runner.run
     monkeypatch.setattr(runner, "run", lambda e, **kw: real(e, **kw) if e.seed == 0 else 1 / 0)
@@ -275,3 +277,67 @@ def test_cli_keeps_a_seed_the_spec_sets_while_sweeping_seed(tmp_path, capsys):
     with open(os.path.join(out, "seed=1", "spec.json")) as f:
         spec = json.load(f)
     assert (spec["seed"], spec["train"]["seed"], spec["decompose"]["seed"]) == (1, 1, 0)
+
+
+def test_cli_check_and_run_report_invalid_points_at_the_sweep_value(tmp_path, capsys):
+    spec = tmp_path / "bad.apd"
+    spec.write_text(f'use "{QUICK}"\nexperiment bad {{\n  sweep {{\n    seed = seeds(2)\n'
+                    f'    decompose.steps = grid(10, 0)\n  }}\n}}\n')
+    assert main(["check", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{spec}:5:32: error: sweep point seed=0,decompose.steps=0: decompose.steps: must be > 0, "
+                          "got 0\n    5 |     decompose.steps = grid(10, 0)\n      |" + " " * 32 + "^\nhint: ")
+    assert err.endswith(f"{spec}: 1 error\n") and "Traceback" not in err
+    out = str(tmp_path / "o")
+    assert main(["run", str(spec), "--out", out]) == 2
+    assert capsys.readouterr().err == err[: err.index(f"{spec}: 1 error")].rstrip("\n") + "\n"
+    assert not os.path.exists(out)
+
+
+# ------------------------------------------------------------------------------------------
+# apdspec report on a sweep directory
+
+
+def test_report_rerenders_sweep_md_and_with_points_each_report(tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "s")
+    axes = (SweepAxis("data.values", ((0.0, 1.0), (0.0, 2.0))),)  # tuple values: lists once read back
+    sweep.run_sweep(tiny(axes, expect=(Expectation("mmcs", ">=", 2.0, text="mmcs >= 2"),)), out)
+    md_path = os.path.join(out, "sweep.md")
+    written = open(md_path).read()
+    assert "[data.values=0.0_1.0](data.values=0.0_1.0/report.md) | [0, 1] |" in written
+    os.remove(md_path)
+    assert main(["report", out]) == 0
+    assert capsys.readouterr().out == md_path + "\n"  # only sweep.md by default
+    assert open(md_path).read() == written
+    # --points: every finished point's report too (here one was lost), then sweep.md
+    report = os.path.join(out, "data.values=0.0_2.0", "report.md")
+    os.remove(report)
+    os.remove(md_path)
+    assert main(["report", out, "--points"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert report in printed and printed[-1] == md_path and os.path.exists(report)
+    assert open(md_path).read() == written
+    # a point whose report fails: named, the others and sweep.md still rendered, exit 1
+    from runtime import report as report_module
+
+    real = report_module.render
+    monkeypatch.setattr(report_module, "render",
+                        lambda d, **kw: 1 / 0 if d.endswith("0.0_1.0") else real(d, **kw))
+    assert main(["report", out, "--points"]) == 1
+    captured = capsys.readouterr()
+    assert "point data.values=0.0_1.0: the report failed: ZeroDivisionError" in captured.err
+    assert report in captured.out and captured.out.splitlines()[-1] == md_path
+
+
+def test_report_refuses_a_foreign_sweep_json(tmp_path, capsys):
+    (tmp_path / "sweep.json").write_text('{"format": "something-else/9"}')
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not an apdspec-sweep/1 file" in capsys.readouterr().err
+    (tmp_path / "sweep.json").write_text("{not json")
+    assert main(["report", str(tmp_path)]) == 2
+
+
+def test_runtime_reexports_the_sweep_entry_points():
+    import runtime
+
+    assert runtime.run_sweep is sweep.run_sweep and runtime.points is sweep.points
