@@ -235,6 +235,8 @@ DECOMPOSE = Obj(
         "seed": Leaf(Optional(Int()), "seed of APD init and data; none = the experiment seed"),
         "init_scale": Leaf(Optional(Float()), "gain of the component init; none = per target", valid="> 0"),
         "log_every": Leaf(Int(), "steps between log lines", valid="> 0"),
+        "restarts": Leaf(Int(), "independent inits per replicate; the lowest held-out top-k MSE is kept",
+                         valid="> 0"),
     },
     "the decomposition (paper §2, App. A.2.2)",
 )

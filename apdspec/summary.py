@@ -35,7 +35,7 @@ def costs(exp: S.Experiment, arch) -> Costs:
 
     layers = layers_of(arch)
     d = exp.decompose
-    C, m, B, I = d.components, d.rank, d.batch, exp.replicates
+    C, m, B, I = d.components, d.rank, d.batch, exp.replicates * d.restarts  # every restart trains
     per_param = {}
     for layer in layers:
         if not layer.transposed:
@@ -114,11 +114,14 @@ def summary_lines(exp: S.Experiment) -> list[str]:
     rows.append(("components", f"C = {d.components}, rank m = {d.rank}"))
     rows.append(("top-k", _topk_line(exp)))
     rows.append(("decompose", f"{d.steps:,} steps, batch B = {d.batch:,}, {d.optimizer.name} lr {d.optimizer.lr:g} "
-                              f"{d.schedule.kind}"))
+                              f"{d.schedule.kind}"
+                              + (f"; {d.restarts} inits per replicate, the best held-out top-k MSE kept"
+                                 if d.restarts > 1 else "")))
     if arch is not None:
         c = costs(exp, arch)
-        per = c.params // exp.replicates
-        rows.append(("parameters", f"{per:,} trainable APD parameters per replicate ({c.params:,} in all)"))
+        per = c.params // (exp.replicates * d.restarts)
+        rows.append(("parameters", f"{per:,} trainable APD parameters per replicate ({c.params:,} in all"
+                                   + (f", {d.restarts} restarts each)" if d.restarts > 1 else ")")))
         rows.append(("memory", f"~{_bytes(c.memory_bytes)} (parameters, 2 Adam buffers, activations)"))
         rows.append(("compute", f"~{_size(c.flops_per_step, 'FLOP')} per step, "
                                 f"~{_size(c.flops_per_step * d.steps, 'FLOP')} for {d.steps:,} steps"))

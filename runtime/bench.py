@@ -283,6 +283,9 @@ def bench(exp: Experiment, steps: int = 20, warmup: int = 3, threads: int | None
     from .kernels import default_blas_threads
 
     exp = check(exp)
+    if exp.decompose.restarts > 1:  # one step trains every restart of every replicate
+        exp = dataclasses.replace(exp, replicates=exp.replicates * exp.decompose.restarts,
+                                  decompose=dataclasses.replace(exp.decompose, restarts=1))
     dc = exp.decompose
     default_blas_threads()  # what Trainer would do; an explicit `threads` then overrides it
     old_threads = None

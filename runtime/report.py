@@ -125,7 +125,7 @@ def _history(run_dir: str, result: Any) -> list[dict]:
         with open(os.path.join(run_dir, "metrics.jsonl")) as f:
             for line in f:
                 e = json.loads(line)
-                if e.get("phase") != "target":
+                if e.get("phase", "decompose") == "decompose":  # not target training, not every restart
                     out.append(e)
     except (OSError, ValueError):
         pass

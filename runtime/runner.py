@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import apd, seeding
+from . import apd, restarts, seeding
 from .data import sample_inputs
 from .decompose import Decomposition, decompose
 from .models import Params, decomposed_params, init_target
@@ -43,6 +43,7 @@ class RunResult:
     seeds: dict
     timings: dict
     analysis: Any = dataclasses.field(default=None, repr=False, compare=False)  # cache of analysis.py
+    selection: dict | None = None  # decompose.restarts > 1: scores per (replicate, restart), chosen restart
 
     @property
     def status(self) -> str:
@@ -104,16 +105,30 @@ def run(exp: Experiment | dict, *, log: Callable[[dict], None] | None = None,
     rng_data = seeding.stream(dc.seed, "apd_data")
     dtype = np.dtype(exp.dtype)
 
-    def sample(batch: int) -> np.ndarray:
-        return sample_inputs(arch, exp.data, exp.replicates, batch, rng_data, dtype)
+    # With restarts, R inits of every replicate train as one model of I*R instances (restarts.py).
+    wide, wide_target, wide_extras = restarts.expand(exp, target, extras) if dc.restarts > 1 else (exp, target, extras)
 
-    cb = None if log is None else (lambda entry: log(dict(entry, phase="decompose")))
-    dec = decompose(exp, arch, target, sample, seeding.stream(dc.seed, "apd_init"), log=cb, progress=progress)
+    def sample(batch: int) -> np.ndarray:
+        return sample_inputs(arch, exp.data, wide.replicates, batch, rng_data, dtype)
+
+    phase = "restarts" if dc.restarts > 1 else "decompose"
+    cb = None if log is None else (lambda entry: log(dict(entry, phase=phase)))
+    dec = decompose(wide, arch, wide_target, sample, seeding.stream(dc.seed, "apd_init"), log=cb, progress=progress)
+    selection = None
+    if dc.restarts > 1:
+        score = restarts.scores(RunResult(wide, arch, wide_target, wide_extras, dec, [], {}, [], {}, {}))
+        chosen = restarts.choose(score, exp.replicates, dc.restarts)
+        dec = restarts.take(dec, chosen)
+        selection = {"restarts": dc.restarts, "criterion": "held-out batch top-k MSE vs target output",
+                     "scores": score.reshape(exp.replicates, dc.restarts).tolist(),
+                     "chosen": [int(c) % dc.restarts for c in chosen]}
+        for entry in dec.history if log is not None else ():
+            log(dict(entry, phase="decompose"))
     t2 = time.perf_counter()
     result = RunResult(exp, arch, target, extras, dec, target_history, {}, [],
                        {"experiment": seeding.describe(exp.seed), "decompose": seeding.describe(dc.seed)},
                        {"target_s": t1 - t0, "decompose_s": t2 - t1,
-                        "decompose_steps_per_s": dc.steps / max(t2 - t1, 1e-9)})
+                        "decompose_steps_per_s": dc.steps / max(t2 - t1, 1e-9)}, selection=selection)
     if with_metrics:
         finish(result)
         result.timings["metrics_s"] = time.perf_counter() - t2
@@ -222,6 +237,8 @@ def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = Non
         replicates=exp.replicates, spec_files=[file_record(p) for p in spec_files],
         steps_per_s=result.decomposition.steps_per_second,
     )
+    if result.selection is not None:
+        summary["restarts"] = result.selection
     write_json(os.path.join(out_dir, "summary.json"), summary)
     if report:
         from .report import render
@@ -291,8 +308,12 @@ def load_run(run_dir: str) -> RunResult:
         with open(mp) as f:
             for line in f:
                 entry = json.loads(line)
-                (target_history if entry.get("phase") == "target" else history).append(entry)
+                if entry.get("phase") == "target":
+                    target_history.append(entry)
+                elif entry.get("phase", "decompose") == "decompose":  # "restarts": every init, not kept
+                    history.append(entry)
     dec = Decomposition(arch, C, m, comps, history, summary.get("timings", {}).get("decompose_s", 0.0),
                         summary.get("steps_per_s", 0.0))
     return RunResult(exp, arch, target, extras, dec, target_history, summary.get("metrics", {}),
-                     summary.get("expectations", []), summary.get("seeds", {}), summary.get("timings", {}))
+                     summary.get("expectations", []), summary.get("seeds", {}), summary.get("timings", {}),
+                     selection=summary.get("restarts"))

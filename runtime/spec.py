@@ -190,6 +190,9 @@ class Decompose:
     seed: int | None = None  # None -> experiment seed
     init_scale: float | None = None  # None -> 1.0 (tms, gated), 2.0 (resid_mlp xavier gain)
     log_every: int = 100
+    # Independent inits per replicate; the one with the lowest held-out top-k reconstruction MSE
+    # is kept (no ground truth is used). 1 = the paper's single run.
+    restarts: int = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,6 +531,7 @@ def validate(exp: Experiment) -> list[Issue]:
     _positive("decompose.batch", dc.batch, issues)
     _positive("decompose.log_every", dc.log_every, issues)
     _positive("decompose.init_scale", dc.init_scale, issues)
+    _positive("decompose.restarts", dc.restarts, issues)
     _optimizer_issues("decompose.optimizer", dc.optimizer, issues)
     _schedule_issues("decompose.schedule", dc.schedule, issues)
     if dc.rank is not None:

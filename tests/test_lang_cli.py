@@ -22,7 +22,9 @@ def test_check_prints_a_resolved_summary(capsys):
     assert "C = 5, rank m = 3" in out
     assert "k = 432 active of B x C = 10,240 per batch" in out
     # per replicate: C * m * (d_in + d_out) for the one decomposed parameter W = 5 * 3 * 7
-    assert "105 trainable APD parameters per replicate (525 in all)" in out
+    # ... trained as 4 restarts of each of the 5 replicates
+    assert "105 trainable APD parameters per replicate (2,100 in all, 4 restarts each)" in out
+    assert "4 inits per replicate, the best held-out top-k MSE kept" in out
 
 
 def test_check_all_specs(capsys):
