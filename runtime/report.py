@@ -190,6 +190,12 @@ def provenance_section(run_dir: str, summary: dict, exp: Experiment | None) -> S
         rows.append(["seed", k, fmt(v.get("seed") if isinstance(v, dict) else v)])
     if exp is not None:
         rows.append(["replicates / dtype", fmt(exp.replicates), exp.dtype])
+    sel = summary.get("restarts")
+    if sel:
+        scores = "; ".join("[" + ", ".join(fmt(v) for v in row) + "]" for row in sel.get("scores", []))
+        rows.append(["restarts", f"{sel.get('restarts')} inits per replicate; kept restart per replicate: "
+                     f"{', '.join(str(c) for c in sel.get('chosen', []))}",
+                     f"lowest {sel.get('criterion')}: {scores}"])
     ver = summary.get("versions", {})
     if ver:
         rows.append(["packages", ", ".join(f"{k} {v}" for k, v in ver.items() if k != "platform"), ""])

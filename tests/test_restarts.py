@@ -112,3 +112,13 @@ def test_the_language_sets_restarts(tmp_path):
         apdspec.load(os.path.join(os.path.dirname(__file__), "..", "specs", "quickstart.apd"),
                      ["decompose.restarts=0"])
     assert "restarts" in str(e.value) and "<override 1>:1:" in str(e.value)
+
+
+def test_the_report_states_the_restarts(tmp_path):
+    from runtime.report import render
+
+    exp = tiny(restarts_=2, replicates=1)
+    summary = runner.run_to_dir(exp, str(tmp_path), report=False)
+    render(str(tmp_path))
+    text = open(tmp_path / "report.md").read()
+    assert f"kept restart per replicate: {summary['restarts']['chosen'][0]}" in text
