@@ -21,6 +21,7 @@ from .decompose import Decomposition
 from .spec import Experiment, Report
 
 SELECT_BATCHES = 10  # fresh batches of decompose.batch samples scored per instance
+CRITERION = "held-out batch top-k MSE vs target output"
 
 
 def expand(exp: Experiment, target: dict, extras: dict) -> tuple[Experiment, dict, dict]:
@@ -56,6 +57,16 @@ def choose(score: np.ndarray, replicates: int, restarts: int) -> np.ndarray:
     s = np.asarray(score, dtype=np.float64).reshape(replicates, restarts)
     s = np.where(np.isnan(s), np.inf, s)
     return np.arange(replicates) * restarts + np.argmin(s, axis=1)
+
+
+def select(wide_result: Any, replicates: int, restarts: int) -> tuple[Decomposition, dict]:
+    """(the kept decomposition, the record of the choice for summary.json) of a wide run."""
+    score = scores(wide_result)
+    chosen = choose(score, replicates, restarts)
+    record = {"restarts": restarts, "criterion": CRITERION,
+              "scores": score.reshape(replicates, restarts).tolist(),
+              "chosen": [int(c) % restarts for c in chosen]}
+    return take(wide_result.decomposition, chosen), record
 
 
 def take(dec: Decomposition, idx: np.ndarray) -> Decomposition:

@@ -116,14 +116,10 @@ def run(exp: Experiment | dict, *, log: Callable[[dict], None] | None = None,
     dec = decompose(wide, arch, wide_target, sample, seeding.stream(dc.seed, "apd_init"), log=cb, progress=progress)
     selection = None
     if dc.restarts > 1:
-        score = restarts.scores(RunResult(wide, arch, wide_target, wide_extras, dec, [], {}, [], {}, {}))
-        chosen = restarts.choose(score, exp.replicates, dc.restarts)
-        dec = restarts.take(dec, chosen)
-        selection = {"restarts": dc.restarts, "criterion": "held-out batch top-k MSE vs target output",
-                     "scores": score.reshape(exp.replicates, dc.restarts).tolist(),
-                     "chosen": [int(c) % dc.restarts for c in chosen]}
+        wide_result = RunResult(wide, arch, wide_target, wide_extras, dec, [], {}, [], {}, {})
+        dec, selection = restarts.select(wide_result, exp.replicates, dc.restarts)
         for entry in dec.history if log is not None else ():
-            log(dict(entry, phase="decompose"))
+            log(dict(entry, phase="decompose"))  # the kept inits' curves, what readers of the run see
     t2 = time.perf_counter()
     result = RunResult(exp, arch, target, extras, dec, target_history, {}, [],
                        {"experiment": seeding.describe(exp.seed), "decompose": seeding.describe(dc.seed)},
