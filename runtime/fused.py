@@ -105,6 +105,23 @@ class Pairs:
         else:
             self.levels = []
 
+    def bottleneck(self, X: np.ndarray, first: np.ndarray, second: np.ndarray, m: int, dtype,
+                   inner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The masked rank-m pass of every pair k = (b, c): inner_k = X_k first_c and
+        out_k = inner_k second_c, where first_c / second_c are component c's column / row block of
+        the flat factors. X holds the pairs' input rows (K, d_in); a given `inner` skips its GEMM.
+        Returns (inner (K, m), out (K, d_out)), per pair (see `scatter`)."""
+        out = np.empty((self.K, second.shape[-1]), dtype=dtype)
+        given = inner is not None
+        if not given:
+            inner = np.empty((self.K, m), dtype=dtype)
+        for c, s, e in self.groups:
+            sl = slice(c * m, (c + 1) * m)
+            if not given:
+                np.matmul(X[s:e], first[:, sl], out=inner[s:e])
+            np.matmul(inner[s:e], second[sl], out=out[s:e])
+        return inner, out
+
     def scatter(self, vals: np.ndarray, width: int, dtype) -> np.ndarray:
         """(K, width) per-pair rows -> (B, width) sums over each sample's pairs."""
         out = np.zeros((self.B, width), dtype=dtype)
@@ -289,30 +306,16 @@ class ResidualLoss(_Common):
             A_in, B_in = F[f"layers.{l}.W_in.A"][i], F[f"layers.{l}.W_in.B"][i]
             A_out, B_out = F[f"layers.{l}.W_out.A"][i], F[f"layers.{l}.W_out.B"][i]
             R = r[P.b]  # (K, D) inputs of the active pairs
-            zp = np.empty((P.K, self.d_mlp), dtype=dt)
             pre = save.get("pre")
-            if l == 0 and pre is not None:
-                # r_0 A_in = x (W_E A_in): the attribution pass computed it for every row
-                inner = pre.inner0[i].reshape(-1, self.C, m)[P.b, P.c]
-                for c, s, e in P.groups:
-                    np.matmul(inner[s:e], B_in[c * m:(c + 1) * m], out=zp[s:e])
-            else:
-                inner = np.empty((P.K, m), dtype=dt)
-                for c, s, e in P.groups:
-                    sl = slice(c * m, (c + 1) * m)
-                    np.matmul(R[s:e], A_in[:, sl], out=inner[s:e])
-                    np.matmul(inner[s:e], B_in[sl], out=zp[s:e])
+            # r_0 A_in = x (W_E A_in): the attribution pass computed it for every row
+            inner0 = pre.inner0[i].reshape(-1, self.C, m)[P.b, P.c] if l == 0 and pre is not None else None
+            inner, zp = P.bottleneck(R, A_in, B_in, m, dt, inner=inner0)
             z = P.scatter(zp, self.d_mlp, dt)
             post[f"layers.{l}.W_in"] = z
             zb = z if self.b_in[l] is None else z + self.b_in[l][i]
             h = np.asarray(self.act(zb), dtype=dt)
             H = h[P.b]
-            inner2 = np.empty((P.K, m), dtype=dt)
-            op = np.empty((P.K, self.D), dtype=dt)
-            for c, s, e in P.groups:
-                sl = slice(c * m, (c + 1) * m)
-                np.matmul(H[s:e], A_out[:, sl], out=inner2[s:e])
-                np.matmul(inner2[s:e], B_out[sl], out=op[s:e])
+            inner2, op = P.bottleneck(H, A_out, B_out, m, dt)
             o = P.scatter(op, self.D, dt)
             post[f"layers.{l}.W_out"] = o
             save[(i, l)] = (R, inner, zb, H, inner2)
@@ -611,13 +614,7 @@ class TmsSparseLoss(TmsLoss):
             for i in range(I):
                 P = self.pairs[i]
                 Ai = a_all[i][P.b]
-                inner = np.empty((P.K, m), dtype=dt)
-                op = np.empty((P.K, d_out), dtype=dt)
-                f_i, s_i = first[i], second[i]
-                for c, s, e in P.groups:
-                    sl = slice(c * m, (c + 1) * m)
-                    np.matmul(Ai[s:e], f_i[:, sl], out=inner[s:e])
-                    np.matmul(inner[s:e], s_i[sl], out=op[s:e])
+                inner, op = P.bottleneck(Ai, first[i], second[i], m, dt)
                 out[i] = P.scatter(op, d_out, dt)
                 saved.append((Ai, inner))
             per_layer.append(saved)
