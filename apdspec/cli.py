@@ -124,7 +124,7 @@ def _run_sweep(args, spec, out: str) -> int:
     if points is None:
         return EXIT_FAILED
     from runtime.spec import SpecValidationError
-    from runtime.sweep import DistributedUnavailable, run_sweep
+    from runtime.sweep import DistributedUnavailable, metric_columns, run_sweep
 
     # The unresolved experiment, so that defaults derived from swept fields (the train and
     # decompose seeds from `seed`, the rank from the target) are derived per point.
@@ -135,8 +135,7 @@ def _run_sweep(args, spec, out: str) -> int:
         for i in e.issues:
             _err(f"{args.spec}: error: {lang_path(i.path)}: {i.message}")
         return EXIT_SPEC
-    first = pts[0].experiment
-    key = list(dict.fromkeys([x.metric for x in first.report.expect] + list(first.report.metrics or ())))[:4]
+    key = metric_columns(pts[0].experiment)[:4]
     width = len(str(len(pts)))
     finished = [0]
 

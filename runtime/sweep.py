@@ -326,7 +326,7 @@ def run_sweep(exp: Experiment | dict, out_dir: str, *, jobs: int = 1, progress: 
     sweep = {"format": SWEEP_FORMAT, "experiment": exp.name,
              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "status": "running",
              "axes": [to_dict(a) for a in (exp.sweep.axes if exp.sweep else ())],
-             "table_metrics": _metric_columns(pts[0].experiment), "expectations": [],
+             "table_metrics": metric_columns(pts[0].experiment), "expectations": [],
              "points": [{"index": p.index, "label": p.label, "values": p.values, "status": "pending"} for p in pts],
              "spec_files": [runner.file_record(p) for p in files], "wall_time_s": None}
 
@@ -358,8 +358,8 @@ def run_sweep(exp: Experiment | dict, out_dir: str, *, jobs: int = 1, progress: 
 # sweep.json and sweep.md
 
 
-def _metric_columns(exp: Experiment) -> list[str]:
-    """Metrics with expectations first, then the report's metrics."""
+def metric_columns(exp: Experiment) -> list[str]:
+    """The metrics a sweep shows per point: those with expectations first, then the report's."""
     names = [e.metric for e in exp.report.expect] + list(exp.report.metrics or ())
     return list(dict.fromkeys(names))
 
