@@ -196,6 +196,16 @@ class _Common:
             total = total + self.uses[n] * np.sum(diff * diff, axis=(-2, -1))
         return total / self.N
 
+    def _grads_with_faithfulness(self, F, save, g) -> dict:
+        """Fresh gradient arrays of every factor, holding the faithfulness term's (zeros without it)."""
+        grads: dict = {}
+        if "faithfulness" in self.terms:
+            self._faith_backward(F, save, g["faithfulness"], grads)
+        else:
+            for n in self.factor_names:
+                grads[n] = np.zeros_like(F[n])
+        return grads
+
     def _faith_backward(self, F, save, g_pm, grads):
         """g_pm (I,): upstream gradient of the faithfulness term. Initialises grads[*]."""
         pre = save.get("pre")
@@ -362,12 +372,7 @@ class ResidualLoss(_Common):
         F = dict(zip(self.factor_names, factors))
         save = self._saved_for(factors)
         g = {t: g[k] for k, t in enumerate(self.terms)}
-        grads: dict = {}
-        if "faithfulness" in self.terms:
-            self._faith_backward(F, save, g["faithfulness"], grads)
-        else:
-            for n in self.factor_names:
-                grads[n] = np.zeros_like(F[n])
+        grads = self._grads_with_faithfulness(F, save, g)
         sparse_pass = "minimality" in self.terms or "act_recon" in self.terms
         if "simplicity" in self.terms:
             # the sparse pass makes a full pass over A_in's and B_out's gradients: apply the
@@ -545,12 +550,7 @@ class TmsLoss(_Common):
         save = self._saved_for(factors)
         dt, B = self.dtype, self.B
         g = {t: np.asarray(g[k], dtype=dt) for k, t in enumerate(self.terms)}
-        grads: dict = {}
-        if "faithfulness" in self.terms:
-            self._faith_backward(F, save, g["faithfulness"], grads)
-        else:
-            for n in self.factor_names:
-                grads[n] = np.zeros_like(F[n])
+        grads = self._grads_with_faithfulness(F, save, g)
         if "simplicity" in self.terms:
             self._schatten_backward(F, self.n_active, B, save, g["simplicity"], grads)
         g_out = ar_scale = None
