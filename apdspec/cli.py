@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the same --out to resume (finished points are reused). Exit 0 if every run "
                                    "finished with every expectation met, 1 otherwise, 2 on spec errors.")
     r.add_argument("spec", metavar="SPEC")
-    r.add_argument("--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
+    r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     where = r.add_mutually_exclusive_group()
     where.add_argument("--jobs", type=_positive_int, default=1, metavar="N",

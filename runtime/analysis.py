@@ -37,7 +37,8 @@ GATED_POINTS = 200  # x grid of the gated-function panels (Fig. 12)
 SPARSITY_LEVELS = (1, 2, 3, 4)  # "exactly n active" rows of the MSE-by-sparsity table (notes §7.2)
 
 # Which requested outputs need the residual-MLP parts of the sampled pass.
-RESID_SAMPLED = {"scrubbed_loss", "anti_scrubbed_loss", "random_loss", "scrub_ratio", "per_feature_loss_top1",
+RESID_SAMPLED = {"scrubbed_loss", "anti_scrubbed_loss", "random_loss", "scrub_ratio", "canonical_scrubbed_loss",
+                 "canonical_anti_scrubbed_loss", "canonical_scrub_ratio", "per_feature_loss_top1",
                  "per_feature_loss_topk", "active_per_feature", "scrub_histogram", "per_feature_loss",
                  "active_components"}
 
@@ -243,8 +244,10 @@ class RunAnalysis:
         Residual MLP, when `scrub` is set or a scrubbing / per-feature output is requested, adds
         "feature" (single active feature or -1) and the MSEs "target_vs_labels",
         "top1_vs_labels", "topk_vs_labels", "top1_vs_target", "scrubbed", "anti_scrubbed",
-        "random", "monosemantic" (the last four vs the target output). Both variants draw the
-        same batches, so the shared entries agree."""
+        "random", "monosemantic" (the last four vs the target output); a 1-layer model also
+        "canonical_scrubbed" and "canonical_anti_scrubbed" (the same test on the target's
+        canonical decomposition, `canonical`). Both variants draw the same batches, so the shared
+        entries agree."""
         resid = isinstance(self.arch, ResidMlpTarget) and (scrub or bool(self.wanted & RESID_SAMPLED))
         key = "sampled_full" if resid else "sampled"
         if "sampled_full" in self._cache:
@@ -255,7 +258,8 @@ class RunAnalysis:
 
     def _sampled(self, resid: bool) -> dict:
         exp = self.exp
-        rng_data, rng_mask = self.rng("sampled"), self.rng("scrub")
+        rng_data, rng_mask, rng_canon = self.rng("sampled"), self.rng("scrub"), self.rng("canonical_scrub")
+        canon = self.canonical() if resid else None
         fmap = self.feature_map() if resid else None
         labels = self.labels_fn()[0] if resid else None
         n_mono = residual_dims(self.arch)[1] * residual_dims(self.arch)[2] if resid else 0
@@ -294,10 +298,30 @@ class RunAnalysis:
             put("anti_scrubbed", mse_per_sample(self.masked(x, anti), y_t))
             put("random", mse_per_sample(self.masked(x, rnd), y_t))
             put("monosemantic", mse_per_sample(ar.monosemantic_resid(x, lab, n_mono), y_t))
+            if canon is not None:
+                for name, mask in zip(("canonical_scrubbed", "canonical_anti_scrubbed"),
+                                      ar.canonical_scrub_masks(x != 0, rng_canon)):
+                    y_c = apd.apd_forward(canon[0], canon[1], canon[2], x, mask=mask.astype(np.float64), m=1).y
+                    put(name, mse_per_sample(np.asarray(y_c), y_t))
         out = {k: np.concatenate(v, axis=1) for k, v in parts.items()}
         if self.topk is not None:
             out["selected"] = selected
         return out
+
+    @_cached
+    def canonical(self) -> tuple | None:
+        """(arch, target, components) of the target's canonical one-feature-per-component
+        decomposition (`analysis_resid.canonical_factors`, C = F, rank 1, float64) on the analysis
+        model; None unless the target is a 1-layer residual MLP (with 2+ layers the projected
+        weights no longer reproduce the target: later layers read MLP outputs off the embedding span)."""
+        arch, target, _ = self.model
+        if not isinstance(arch, ResidMlpTarget) or arch.layers != 1:
+            return None
+        f64 = lambda k: np.asarray(target[k], dtype=np.float64)  # noqa: E731
+        A_in, B_in, A_out, B_out = ar.canonical_factors(f64("W_E"), f64("W_U"), f64("layers.0.W_in"),
+                                                        f64("layers.0.W_out"))
+        comps = {**apd.from_components("layers.0.W_in", A_in, B_in), **apd.from_components("layers.0.W_out", A_out, B_out)}
+        return arch, target, comps
 
     # -- TMS -----------------------------------------------------------------------------
 

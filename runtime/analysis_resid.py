@@ -88,6 +88,34 @@ def scrub_masks(active: np.ndarray, feature_map: np.ndarray, C: int,
     return random | forced, random & ~forced, random
 
 
+def canonical_factors(W_E: np.ndarray, W_U: np.ndarray, W_in: np.ndarray, W_out: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The canonical one-feature-per-component decomposition of a 1-layer residual MLP: component f
+    reads only feature f's embedding direction and writes only to feature f's readout, rank 1 in
+    each matrix (the yardstick for the scrubbing test; not something APD trains):
+
+        W_in,f  = d_f (W_E W_in)[f, :]      d_f  = column f of pinv(W_E), so W_E d_f = e_f
+        W_out,f = (W_out W_U)[:, f] u_f     u_f  = row f of pinv(W_U), so u_f W_U = e_f^T
+
+    The sums are W_in and W_out projected onto the embedding and readout spans, so with every
+    component on the output is the target's; with a subset S on, pre-activations see only the
+    features in S and readout g is written only when g is in S. Arguments carry a leading replicate
+    axis: W_E (I, F, D), W_U (I, D, F), W_in (I, D, d), W_out (I, d, D). Returns the factors
+    A_in (I, F, D, 1), B_in (I, F, 1, d), A_out (I, F, d, 1), B_out (I, F, 1, D)."""
+    dual_in = np.linalg.pinv(W_E)  # (I, D, F)
+    dual_out = np.linalg.pinv(W_U)  # (I, F, D)
+    reads = W_E @ W_in  # (I, F, d)
+    writes = np.swapaxes(W_out @ W_U, 1, 2)  # (I, F, d): row f = (W_out W_U)[:, f]
+    return (np.swapaxes(dual_in, 1, 2)[..., None], reads[:, :, None, :], writes[..., None], dual_out[:, :, None, :])
+
+
+def canonical_scrub_masks(active: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(scrubbed, anti_scrubbed) masks (I, B, F) over the canonical decomposition's components (one
+    per feature): every one kept with probability 1/2, the active features' forced on / off."""
+    random = rng.random(active.shape) < 0.5
+    return random | active, random & ~active
+
+
 def single_feature(x: np.ndarray) -> np.ndarray:
     """(I, B) index of the active feature of samples with exactly one nonzero feature, else -1."""
     nz = x != 0

@@ -45,10 +45,14 @@ def _dead(an: RunAnalysis):
     return (s["selected"] == 0).sum(axis=1) if "selected" in s else None
 
 
-def _scrub_ratio(an: RunAnalysis):
-    s, a = _sampled_mean("scrubbed")(an), _sampled_mean("anti_scrubbed")(an)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(s > 0, a / np.where(s > 0, s, 1.0), np.where(a > 0, np.inf, np.nan))
+def _scrub_ratio(prefix: str = "") -> Callable[[RunAnalysis], Any]:
+    def f(an: RunAnalysis):
+        s, a = _sampled_mean(prefix + "scrubbed")(an), _sampled_mean(prefix + "anti_scrubbed")(an)
+        if s is None or a is None:
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(s > 0, a / np.where(s > 0, s, 1.0), np.where(a > 0, np.inf, np.nan))
+    return f
 
 
 def _per_feature(key: str) -> Callable[[RunAnalysis], Any]:
@@ -76,7 +80,10 @@ COMPUTED: dict[str, Callable[[RunAnalysis], Any]] = {
     "scrubbed_loss": _sampled_mean("scrubbed"),
     "anti_scrubbed_loss": _sampled_mean("anti_scrubbed"),
     "random_loss": _sampled_mean("random"),
-    "scrub_ratio": _scrub_ratio,
+    "scrub_ratio": _scrub_ratio(),
+    "canonical_scrubbed_loss": _sampled_mean("canonical_scrubbed"),
+    "canonical_anti_scrubbed_loss": _sampled_mean("canonical_anti_scrubbed"),
+    "canonical_scrub_ratio": _scrub_ratio("canonical_"),
     "per_feature_loss_top1": _per_feature("top1_vs_labels"),
     "per_feature_loss_topk": _per_feature("topk_vs_labels"),
     "active_per_feature": _per_feature("n_components"),

@@ -275,6 +275,12 @@ METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     "anti_scrubbed_loss": (("resid_mlp",), "mean MSE with the active features' components forced off"),
     "random_loss": (("resid_mlp",), "mean MSE with random half of the components on"),
     "scrub_ratio": (("resid_mlp",), "anti_scrubbed_loss / scrubbed_loss"),
+    "canonical_scrubbed_loss": (("resid_mlp",), "scrubbed loss of the target's one-feature-per-component "
+                                                "decomposition (1 layer)"),
+    "canonical_anti_scrubbed_loss": (("resid_mlp",), "anti-scrubbed loss of the target's one-feature-per-component "
+                                                     "decomposition (1 layer)"),
+    "canonical_scrub_ratio": (("resid_mlp",), "canonical_anti_scrubbed_loss / canonical_scrubbed_loss: the yardstick "
+                                              "for scrub_ratio"),
     "per_feature_loss_top1": (("resid_mlp",), "mean per-feature MSE with per-sample top-1"),
     "per_feature_loss_topk": (("resid_mlp",), "mean per-feature MSE with batch top-k"),
     "active_per_feature": (("resid_mlp",), "mean number of active components per single feature"),

@@ -133,6 +133,72 @@ def test_reduced_residual_is_exact(kw):
         ResidMlpTarget(features=3, d_embed=20, d_mlp=4, layers=2), 1, rng), comps) is None
 
 
+def _small_resid_target(rng, F=5, D=9, d=3):
+    """A 1-layer residual MLP in superposition (d < F neurons, random unit embeddings, W_U = W_E^T)."""
+    arch = ResidMlpTarget(features=F, d_embed=D, d_mlp=d, layers=1)
+    target = random_params(arch, 1, rng)
+    W_E = rng.normal(size=(1, F, D))
+    W_E /= np.linalg.norm(W_E, axis=-1, keepdims=True)
+    target.update({"W_E": W_E, "W_U": np.swapaxes(W_E, 1, 2).copy()})
+    return arch, target
+
+
+def test_canonical_factors_follow_their_definition():
+    rng = np.random.default_rng(3)
+    arch, t = _small_resid_target(rng)
+    W_E, W_U, W_in, W_out = t["W_E"][0], t["W_U"][0], t["layers.0.W_in"][0], t["layers.0.W_out"][0]
+    A_in, B_in, A_out, B_out = (a[0] for a in ar.canonical_factors(t["W_E"], t["W_U"], t["layers.0.W_in"],
+                                                                   t["layers.0.W_out"]))
+    F = W_E.shape[0]
+    for f in range(F):
+        d_f = np.linalg.lstsq(W_E, np.eye(F)[f], rcond=None)[0]  # minimum-norm solution of W_E d = e_f
+        u_f = np.linalg.lstsq(W_U.T, np.eye(F)[f], rcond=None)[0]  # u W_U = e_f^T
+        np.testing.assert_allclose(A_in[f] @ B_in[f], np.outer(d_f, W_E[f] @ W_in), atol=1e-12)
+        np.testing.assert_allclose(A_out[f] @ B_out[f], np.outer(W_out @ W_U[:, f], u_f), atol=1e-12)
+    # the sums act on the embedding span exactly as the target's weights do
+    np.testing.assert_allclose(W_E @ np.einsum("fdi,fio->do", A_in, B_in), W_E @ W_in, atol=1e-12)
+    np.testing.assert_allclose(np.einsum("fdi,fio->do", A_out, B_out) @ W_U, W_out @ W_U, atol=1e-12)
+
+
+def test_canonical_decomposition_forward_by_hand():
+    rng = np.random.default_rng(4)
+    arch, t = _small_resid_target(rng)
+    F = arch.features
+    factors = ar.canonical_factors(t["W_E"], t["W_U"], t["layers.0.W_in"], t["layers.0.W_out"])
+    comps = {**apd.from_components("layers.0.W_in", *factors[:2]), **apd.from_components("layers.0.W_out", *factors[2:])}
+    x = rng.uniform(-1, 1, (1, 6, F)) * (rng.random((1, 6, F)) < 0.5)
+    np.testing.assert_allclose(apd.apd_forward(arch, t, comps, x, mask=np.ones((1, 6, F)), m=1).y,
+                               target_forward(arch, t, x).y, atol=1e-12)  # all on = the target
+    # feature f alone with only component f on: readout f is the target's, readout g != f has only the
+    # residual path (the MLP's interference on g is gone)
+    f, v = 2, 0.7
+    xf = np.zeros((1, 1, F)); xf[0, 0, f] = v
+    only_f = np.zeros((1, 1, F)); only_f[0, 0, f] = 1.0
+    y = apd.apd_forward(arch, t, comps, xf, mask=only_f, m=1).y[0, 0]
+    W_E, W_U = t["W_E"][0], t["W_U"][0]
+    h = np.maximum(v * W_E[f] @ t["layers.0.W_in"][0], 0.0)
+    want = v * W_E[f] @ W_U
+    want[f] += h @ t["layers.0.W_out"][0] @ W_U[:, f]
+    np.testing.assert_allclose(y, want, atol=1e-12)
+
+
+def test_canonical_decomposition_only_for_one_layer():
+    from runtime.analysis import RunAnalysis
+
+    an = RunAnalysis(resid_run())
+    assert an.canonical()[2]["layers.0.W_in.A"].shape == (1, 4, 4)  # (I, D, F * rank 1)
+    two = RunAnalysis(resid_run())
+    two.model = (ResidMlpTarget(features=4, d_embed=4, d_mlp=4, layers=2),) + two.model[1:]
+    assert two.canonical() is None  # later layers read MLP outputs off the embedding span
+
+
+def test_canonical_scrub_masks():
+    active = np.array([[[True, False, False, True]] * 500])
+    s, a = ar.canonical_scrub_masks(active, np.random.default_rng(0))
+    assert s[..., [0, 3]].all() and not a[..., [0, 3]].any()
+    assert np.array_equal(s[..., 1:3], a[..., 1:3]) and 0.4 < a[..., 1:3].mean() < 0.6
+
+
 # ------------------------------------------------------------------------------------------
 # Run-level analyses
 
@@ -234,6 +300,11 @@ def test_diagnostics_name_known_failure_modes():
          "per_feature_loss_top1": [1.0], "per_feature_loss_topk": [0.1]}
     text = " ".join(t for _, t in diagnose(resid, resid.target, m, []))
     assert "two features" in text and "dedicated" in text and "not specialised" in text and "spread" in text
+    # a scrub ratio at or above the target's canonical decomposition's is a note about the target
+    kinds = dict((t, k) for k, t in diagnose(resid, resid.target, {"scrub_ratio": [5.0], "canonical_scrub_ratio": [3.8]}, []))
+    assert list(kinds.values()) == ["note"] and "canonical" in next(iter(kinds))
+    below = diagnose(resid, resid.target, {"scrub_ratio": [2.0], "canonical_scrub_ratio": [3.8]}, [])
+    assert below[0][0] == "problem" and "canonical decomposition: 3.8x" in below[0][1]
     assert diagnose(exp, exp.target, {"mmcs": [1.0], "ml2r": [1.0]}, []) == []
     hist = [{"step": s, "total": float(np.exp(-s / 10))} for s in range(0, 100, 10)]
     assert any("still falling" in t for _, t in diagnose(exp, exp.target, {}, hist))

@@ -95,6 +95,8 @@ def test_run_calls_the_runtime(tmp_path, monkeypatch, capsys):
     assert calls["spec_files"] == [QUICK]
     assert main(["run", QUICK, "--out", str(tmp_path / "o")]) == 0
     assert calls["out_dir"] == str(tmp_path / "o") and calls["progress"] is True
+    assert main(["run", QUICK, "-o", str(tmp_path / "short")]) == 0  # -o is --out
+    assert calls["out_dir"] == str(tmp_path / "short")
 
 
 def test_run_prints_metrics_and_verdicts(monkeypatch, capsys):

@@ -85,6 +85,8 @@ def test_resid_metrics_of_a_perfect_decomposition():
     assert out["scrubbed_loss"][0] < 1e-12
     assert out["anti_scrubbed_loss"][0] > 1e-3
     assert out["scrub_ratio"][0] > 1e6
+    # one neuron per feature, identity embedding: the canonical decomposition is the same perfect one
+    assert out["canonical_scrubbed_loss"][0] < 1e-12 and out["canonical_anti_scrubbed_loss"][0] > 1e-3
     assert out["target_loss"][0] < 1e-12  # y = x + ReLU(x) exactly
     assert out["per_feature_loss_top1"][0] < 1e-12
     assert out["per_feature_loss_topk"][0] < 1e-3
@@ -121,6 +123,7 @@ def test_scrub_ratio_edge_cases():
         def sampled(self, scrub=False):
             return {k: (v[:, None] if v.ndim == 1 else v) for k, v in self._s.items()}
 
-    assert metrics._scrub_ratio(Fake(0.0, 1.0))[0] == math.inf
-    assert np.isnan(metrics._scrub_ratio(Fake(0.0, 0.0))[0])
-    assert metrics._scrub_ratio(Fake(0.5, 1.0))[0] == pytest.approx(2.0)
+    assert metrics._scrub_ratio()(Fake(0.0, 1.0))[0] == math.inf
+    assert np.isnan(metrics._scrub_ratio()(Fake(0.0, 0.0))[0])
+    assert metrics._scrub_ratio()(Fake(0.5, 1.0))[0] == pytest.approx(2.0)
+    assert metrics._scrub_ratio("canonical_")(Fake(0.5, 1.0)) is None  # no canonical entries: not computed
