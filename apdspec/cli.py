@@ -174,12 +174,14 @@ def _run_sweep(args, spec, out: str) -> int:
 
 def _print_run_summary(summary: dict) -> None:
     """Metrics (mean over replicates) and each expectation, so the terminal shows the verdict."""
-    for name, values in summary.get("metrics", {}).items():
+    metrics = summary.get("metrics", {})
+    width = max((len(name) for name in metrics), default=0)
+    for name, values in metrics.items():
         vals = [v for v in values if isinstance(v, (int, float))]
         if vals:
             mean = sum(vals) / len(vals)
             per = "" if len(vals) == 1 else "  [" + ", ".join(f"{v:.4g}" for v in vals) + "]"
-            print(f"  {name:<24} {mean:.4g}{per}")
+            print(f"  {name:<{width}} {mean:.4g}{per}")
     for e in summary.get("expectations", []):
         print(f"  {'PASS' if e['passed'] else 'FAIL'}  {e['text']}  (observed {e['observed']}; needed {e['needed']})")
     for path in summary.get("report", []):

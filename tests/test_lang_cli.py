@@ -100,13 +100,15 @@ def test_run_calls_the_runtime(tmp_path, monkeypatch, capsys):
 
 
 def test_run_prints_metrics_and_verdicts(monkeypatch, capsys):
-    summary = {"status": "expectations_failed", "metrics": {"mmcs": [0.999, 0.97]},
+    summary = {"status": "expectations_failed", "metrics": {"mmcs": [0.999, 0.97], "canonical_anti_scrubbed_loss": [2.0]},
                "expectations": [{"text": "expect mmcs >= 0.99", "passed": False, "observed": 1, "needed": "2 of 2 replicates"}],
                "report": ["o/report.md"]}
     _fake_module(monkeypatch, "runtime.runner", run_to_dir=lambda *a, **k: summary)
     assert main(["run", QUICK, "--out", "o"]) == 1
     captured = capsys.readouterr()
     assert "mmcs" in captured.out and "0.9845  [0.999, 0.97]" in captured.out
+    lines = captured.out.splitlines()  # values line up after the longest metric name
+    assert lines[0].index("0.9845") == lines[1].index(" 2") + 1 == len("  canonical_anti_scrubbed_loss ")
     assert "FAIL  expect mmcs >= 0.99  (observed 1; needed 2 of 2 replicates)" in captured.out
     assert "report: o/report.md" in captured.out
 
