@@ -19,6 +19,7 @@ performance work) with the same harness, through `decompose()` (older runtimes h
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -224,7 +225,18 @@ def main(argv=None) -> int:
                       f"({r['cpu_ms_per_step_median']:.1f} cpu-ms)", flush=True)
             if base_root is not None and rep == 0:
                 bsteps = min(steps, 10) if n.startswith("resid") else min(steps, 30)
-                r = run_one(exp, bsteps, 1, root=base_root, legacy=True)
+                # the old runtime checks reports too; a bench needs none (and may not know newer metrics)
+                # restarts as plain replicates (what one step trains), since older runtimes have no restarts
+                bexp = dataclasses.replace(exp, report=dataclasses.replace(exp.report, metrics=(), plots=(), expect=()),
+                                           replicates=exp.replicates * exp.decompose.restarts,
+                                           decompose=dataclasses.replace(exp.decompose, restarts=1))
+                try:
+                    r = run_one(bexp, bsteps, 1, root=base_root, legacy=True)
+                except RuntimeError as e:  # e.g. a field the old runtime does not have (restarts)
+                    del results[n]["baseline"]
+                    print(f"[baseline] {n:14s} the runtime at {args.baseline} cannot run this spec: "
+                          f"{str(e).strip().splitlines()[-1]}", flush=True)
+                    continue
                 results[n]["baseline"].append(r)
                 print(f"[baseline] {n:14s} 1 thr: {r['ms_per_step_median']:9.2f} ms/step", flush=True)
     info["load_end"] = os.getloadavg()
@@ -246,9 +258,9 @@ def write_markdown(path, info, exps, summary, threads, args) -> None:
     L.append(f"- CPU: {info['cpu']}, {info['cores']} cores")
     L.append(f"- Python {info['python']}, NumPy {info['numpy']} ({numpy_blas()}), autograd {info['autograd']}")
     L.append(f"- {info['platform']}")
-    L.append(f"- Load average (1 min) at start {info['load'][0]:.2f} / end {info['load_end'][0]:.2f}: the 2 cores were "
-             "shared with other engineers' jobs while this ran, so every figure is the median over repeated "
-             "runs (each itself the median of its timed steps), and single runs vary by up to ~2x. "
+    L.append(f"- Load average (1 min) at start {info['load'][0]:.2f} / end {info['load_end'][0]:.2f}: the machine "
+             "may be shared with other jobs, so every figure is the median over repeated runs (each itself the median of its timed "
+             "steps); single runs vary by up to ~2x on a busy machine. "
              "`cpu ms` (process CPU time per step) is less sensitive to time-slicing.\n")
     L.append("What is timed: `decompose.Trainer.step()` — one full decomposition step (batch sampling, target "
              "forward, attributions and top-k mask, loss and gradient, unit-norm handling, Adam) on the spec's "
