@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -145,3 +145,14 @@ def load_target(path: str | os.PathLike) -> tuple[Target, dict, dict, dict]:
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path!r} is corrupt: {e}") from e
     return arch, params, extras, meta
+
+
+def log_entries(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
+    """(phase, entry) for every line of a run's metrics.jsonl, in order. Phases: "target" (target
+    training), "restarts" (every init of a restarts run), "decompose" (the kept decomposition; also
+    entries without a phase). A line that is not JSON raises ValueError when it is reached, so a
+    reader may keep what came before it."""
+    with open(path) as f:
+        for line in f:
+            entry = json.loads(line)
+            yield entry.get("phase", "decompose"), entry

@@ -120,14 +120,14 @@ def _experiment(run_dir: str, result: Any) -> Experiment | None:
 def _history(run_dir: str, result: Any) -> list[dict]:
     if result is not None:
         return result.decomposition.history
+    from .io import log_entries
+
     out = []
     try:
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            for line in f:
-                e = json.loads(line)
-                if e.get("phase", "decompose") == "decompose":  # not target training, not every restart
-                    out.append(e)
-    except (OSError, ValueError):
+        for phase, e in log_entries(os.path.join(run_dir, "metrics.jsonl")):
+            if phase == "decompose":  # not target training, not every restart
+                out.append(e)
+    except (OSError, ValueError):  # a missing or truncated log: what was read so far
         pass
     return out
 

@@ -273,7 +273,7 @@ def _json_default(o: Any) -> Any:
 
 def load_run(run_dir: str) -> RunResult:
     """Rebuild a RunResult (every replicate) from a run directory, for re-analysis and reports."""
-    from .io import load_npz, load_target
+    from .io import load_npz, load_target, log_entries
 
     with open(os.path.join(run_dir, "spec.json")) as f:
         exp = from_dict(json.load(f))
@@ -301,13 +301,11 @@ def load_run(run_dir: str) -> RunResult:
     history, target_history = [], []
     mp = os.path.join(run_dir, "metrics.jsonl")
     if os.path.exists(mp):
-        with open(mp) as f:
-            for line in f:
-                entry = json.loads(line)
-                if entry.get("phase") == "target":
-                    target_history.append(entry)
-                elif entry.get("phase", "decompose") == "decompose":  # "restarts": every init, not kept
-                    history.append(entry)
+        for phase, entry in log_entries(mp):
+            if phase == "target":
+                target_history.append(entry)
+            elif phase == "decompose":  # "restarts": every init, not kept
+                history.append(entry)
     dec = Decomposition(arch, C, m, comps, history, summary.get("timings", {}).get("decompose_s", 0.0),
                         summary.get("steps_per_s", 0.0))
     return RunResult(exp, arch, target, extras, dec, target_history, summary.get("metrics", {}),
