@@ -19,7 +19,6 @@ performance work) with the same harness, through `decompose()` (older runtimes h
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -205,6 +204,8 @@ def main(argv=None) -> int:
     names = args.only.split(",") if args.only else list(SUITE)
     threads = [int(t) for t in args.threads.split(",")]
     info = machine_info()
+    from runtime.restarts import widened
+
     exps = {n: load_experiment(n) for n in names}
     results: dict = {n: {} for n in names}
     base_root = None
@@ -225,11 +226,9 @@ def main(argv=None) -> int:
                       f"({r['cpu_ms_per_step_median']:.1f} cpu-ms)", flush=True)
             if base_root is not None and rep == 0:
                 bsteps = min(steps, 10) if n.startswith("resid") else min(steps, 30)
-                # the old runtime checks reports too; a bench needs none (and may not know newer metrics)
-                # restarts as plain replicates (what one step trains), since older runtimes have no restarts
-                bexp = dataclasses.replace(exp, report=dataclasses.replace(exp.report, metrics=(), plots=(), expect=()),
-                                           replicates=exp.replicates * exp.decompose.restarts,
-                                           decompose=dataclasses.replace(exp.decompose, restarts=1))
+                # what one step trains (restarts as plain replicates, no report): older runtimes have
+                # no restarts and may not know newer metrics
+                bexp = widened(exp)
                 try:
                     r = run_one(bexp, bsteps, 1, root=base_root, legacy=True)
                 except RuntimeError as e:  # e.g. a field the old runtime does not have (restarts)

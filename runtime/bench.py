@@ -278,14 +278,10 @@ def bench(exp: Experiment, steps: int = 20, warmup: int = 3, threads: int | None
     (10^6 bytes)."""
     from .data import sample_inputs
     from .decompose import Trainer
-    from . import seeding
-
+    from . import restarts, seeding
     from .kernels import default_blas_threads
 
-    exp = check(exp)
-    if exp.decompose.restarts > 1:  # one step trains every restart of every replicate
-        exp = dataclasses.replace(exp, replicates=exp.replicates * exp.decompose.restarts,
-                                  decompose=dataclasses.replace(exp.decompose, restarts=1))
+    exp = restarts.widened(check(exp))  # one step trains every restart of every replicate
     dc = exp.decompose
     default_blas_threads()  # what Trainer would do; an explicit `threads` then overrides it
     old_threads = None

@@ -24,12 +24,19 @@ SELECT_BATCHES = 10  # fresh batches of decompose.batch samples scored per insta
 CRITERION = "held-out batch top-k MSE vs target output"
 
 
+def widened(exp: Experiment) -> Experiment:
+    """What one training step of `exp` trains: I*R replicates of one init each, with no report
+    (the wide run is scored by `select`, not reported). Also what `bench` times."""
+    R = exp.decompose.restarts
+    return dataclasses.replace(exp, replicates=exp.replicates * R, report=Report(metrics=(), plots=()),
+                               decompose=dataclasses.replace(exp.decompose, restarts=1))
+
+
 def expand(exp: Experiment, target: dict, extras: dict) -> tuple[Experiment, dict, dict]:
     """The experiment, target params and extras for I*R instances (replicate-major)."""
     R = exp.decompose.restarts
-    wide = dataclasses.replace(exp, replicates=exp.replicates * R, report=Report(metrics=(), plots=()))
     rep = lambda d: {k: np.repeat(np.asarray(v), R, axis=0) for k, v in d.items()}  # noqa: E731
-    return wide, rep(target), rep(extras)
+    return widened(exp), rep(target), rep(extras)
 
 
 def scores(result: Any) -> np.ndarray:
