@@ -38,6 +38,15 @@ from .spec import Experiment, Target
 TERMS = ("faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon")
 
 
+def used_components(mask: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(I,) how many components the top-k mask (I, B, C) switches on for at least one sample of the
+    batch x (I, B, n_in) with a nonzero input. Logged during training: a component that drops out
+    of this count for good has died, and the curve shows when (zero inputs are left out because
+    ties among their all-zero attributions pick components arbitrarily)."""
+    live = np.any(x != 0, axis=-1)[..., None]
+    return np.count_nonzero(np.any(mask & live, axis=1), axis=-1)
+
+
 @dataclasses.dataclass
 class Decomposition:
     """Trained components (flat layout of `apd.py`, leading replicate axis) and the loss history."""
@@ -128,6 +137,7 @@ class LossProblem:
             if L.minimality is not None:
                 terms["minimality"] = apd.mse_loss(masked.y, tgt.y)
             record["mean_active"] = mask.sum(axis=2).mean(axis=1)
+            record["used_components"] = used_components(mask, x)
         if L.act_recon is not None:
             terms["act_recon"] = apd.act_recon_loss(arch, masked if masked is not None else full, tgt)
         if L.simplicity is not None:
@@ -199,6 +209,7 @@ class LossProblem:
         factors = [comps[n] for n in fl.factor_names]
         vals = fl.forward(factors)
         record["mean_active"] = mask.sum(axis=(1, 2)) / fl.B
+        record["used_components"] = used_components(mask, x)
         total = 0.0
         coeffs = []
         for k, name in enumerate(fl.terms):

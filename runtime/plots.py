@@ -21,11 +21,14 @@ MAX_REPLICATES_SHOWN = 4
 
 def plot_losses(history: list[dict], path: str, target_history: list[dict] | None = None, title: str = "") -> str:
     """Training curves (log y) of every logged loss term, mean over replicates (thick) and each
-    replicate (thin); plus the target's training loss and the mean number of active components."""
+    replicate (thin); plus the target's training loss, the mean number of active components per
+    sample and the number of components used in each logged batch (where components die)."""
     panels: list[tuple[str, list, str, bool]] = [(k, history, k, True) for k in LOSS_TERMS
                                                  if any(k in e for e in history)]
     if any("mean_active" in e for e in history):
         panels.append(("mean_active", history, "active components / sample", False))
+    if any("used_components" in e for e in history):
+        panels.append(("used_components", history, "components used in the batch", False))
     if target_history:
         panels.append(("loss_mean", target_history, "target training loss", True))
     if not panels:
@@ -45,6 +48,8 @@ def plot_losses(history: list[dict], path: str, target_history: list[dict] | Non
         ax.plot(steps, positive(mean) if log else mean, color="black", lw=1.6, label="mean over replicates")
         if log and np.isfinite(positive(mean)).any():
             ax.set_yscale("log")
+        if key == "used_components":
+            integer_ticks(ax)  # a count
         ax.set_title(label)
         ax.set_xlabel("step")
         ax.set_ylabel("value" + (" (log)" if log else ""))

@@ -345,3 +345,36 @@ def test_apd_source_lp_gradient_stops_at_the_jacobian(name):
     fd = (frozen(shifted(comps, v, eps)) - frozen(shifted(comps, v, -eps))) / (2 * eps)
     an = sum(np.sum(g[k] * v[k]) for k in comps)
     assert an == pytest.approx(fd, rel=1e-5, abs=1e-9)
+
+
+def test_used_components_counts_components_on_nonzero_inputs():
+    """Hand-computed: a component counts once however many samples use it; one chosen only on an
+    all-zero input (a tie among zero attributions) does not count."""
+    from runtime.decompose import used_components
+
+    x = np.array([[[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]],
+                  [[0.0, 0.0], [0.0, 0.0], [3.0, 0.0]]])  # (I=2, B=3, F=2)
+    mask = np.zeros((2, 3, 4), dtype=bool)
+    mask[0, 0, [0, 2]] = True
+    mask[0, 2, [2, 3]] = True
+    mask[0, 1, 1] = True  # zero input: not counted
+    mask[1, 0, [0, 1, 3]] = True  # zero input: not counted
+    mask[1, 2, 1] = True
+    np.testing.assert_array_equal(used_components(mask, x), [3, 1])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_training_record_logs_used_components(fused):
+    """Both loss paths log the count, and it matches the mask the step used."""
+    from runtime.decompose import used_components
+
+    arch, target, comps, x = setup("tms", seed=2)
+    exp = Experiment(replicates=I, dtype="float64", target=arch, train=None,
+                     decompose=Decompose(components=C, rank=M, topk=TopK("batch", 1.0), batch=B))
+    problem = LossProblem(exp, arch, target, fused=fused)
+    tgt = target_forward(arch, target, x)
+    mask = problem.constant_mask(comps, x, tgt)
+    record = {}
+    problem.value_and_grad(comps, x, tgt, record)
+    np.testing.assert_array_equal(record["used_components"], used_components(mask, x))
+    assert 1 <= record["used_components"].min() and record["used_components"].max() <= C

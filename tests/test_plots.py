@@ -22,7 +22,8 @@ def is_png(path):
 
 
 HIST = [{"step": s, "lr": 1e-3, "total": 1.0 / (s + 1), "total/replicates": [1.0 / (s + 1), 2.0 / (s + 1)],
-         "faithfulness": 0.0 if s == 0 else 1e-3 / s, "mean_active": 1.2} for s in range(0, 50, 10)]
+         "faithfulness": 0.0 if s == 0 else 1e-3 / s, "mean_active": 1.2, "used_components": 5.0 - s // 20,
+         "used_components/replicates": [5.0, 5.0 - s // 20]} for s in range(0, 50, 10)]
 
 CASES = {
     "losses": lambda p: plots.plot_losses(HIST, p, [{"step": 0, "loss": [1.0, 2.0], "loss_mean": 1.5},
