@@ -43,6 +43,23 @@ def _still_falling(history: list[dict], key: str, factor: float = 0.5) -> bool:
     return bool(np.isfinite(ref) and np.isfinite(v[-1]) and ref > 0 and v[-1] < factor * ref)
 
 
+def _settled(history: list[dict], key: str = "used_components") -> tuple[list[float], list[int], int] | None:
+    """When a logged count stopped falling, per replicate: (final level, first step from which it
+    stays at or below that level, last step). The final level is the largest value of the last
+    tenth of the log, so one batch that happens to miss a rarely used component does not count."""
+    entries = [e for e in history if key in e]
+    if len(entries) < 5:
+        return None
+    steps = [int(e["step"]) for e in entries]
+    per = np.array([e.get(f"{key}/replicates") or [e[key]] for e in entries], dtype=float)  # (T, I)
+    tail = per[-max(1, len(entries) // 10):].max(axis=0)
+    settled = []
+    for r in range(per.shape[1]):
+        above = np.nonzero(per[:, r] > tail[r])[0]
+        settled.append(steps[above[-1] + 1] if above.size else steps[0])
+    return [float(t) for t in tail], settled, steps[-1]
+
+
 def diagnose(exp: Any, arch: Any, metrics: dict, history: list[dict], *, status: str = "ok", error: str | None = None,
              expectations: list[dict] = (), weight_scale: float | None = None, output_power: float | None = None,
              errors: dict | None = None) -> list[tuple[str, str]]:
@@ -79,6 +96,14 @@ def diagnose(exp: Any, arch: Any, metrics: dict, history: list[dict], *, status:
                 f"({n_feat}): some must share a component. Try more components or a smaller simplicity coefficient.")
         elif np.nanmax(dead) > 0:
             add("note", msg + " The paper over-provisions components and expects the surplus to die.")
+        when = _settled(history) if np.nanmax(dead) > 0 else None
+        if when is not None:
+            level, at, end = when
+            add("note", "Components used per training batch (the `used_components` curve in the losses plot) "
+                f"settled at {', '.join(_fmt(v) for v in level)} by step {', '.join(str(a) for a in at)} of {end}"
+                + (" (per replicate)." if len(level) > 1 else ".")
+                + (" That is within the first quarter of training: which components die is decided early, by "
+                   "the initialisation and the first updates." if max(at) <= end / 4 else ""))
 
     # TMS geometry
     mmcs, ml2r = _mean(metrics, "mmcs"), _mean(metrics, "ml2r")

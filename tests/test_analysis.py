@@ -310,3 +310,29 @@ def test_diagnostics_name_known_failure_modes():
     assert any("still falling" in t for _, t in diagnose(exp, exp.target, {}, hist))
     flat = [{"step": s, "total": 1.0 + float(np.exp(-s))} for s in range(0, 100, 10)]
     assert not any("still falling" in t for _, t in diagnose(exp, exp.target, {}, flat))
+
+
+def test_diagnostics_say_when_components_stopped_being_used():
+    """Hand-made log: replicate 0 drops from 8 to 6 used components by step 300, replicate 1 from 8
+    to 7 at step 1200; replicate 0 misses one component in a single late batch (not a drop)."""
+    exp = check(Experiment(target=TmsTarget(features=5, hidden=2), decompose=Decompose(components=8), replicates=2))
+
+    def log(end):
+        hist = []
+        for s in range(0, end + 1, 100):
+            r0 = 8 if s < 200 else 7 if s < 300 else 6
+            r1 = 8 if s < 1200 else 7
+            if s == end - 500:
+                r0 = 5
+            hist.append({"step": s, "used_components": (r0 + r1) / 2, "used_components/replicates": [r0, r1]})
+        return hist
+
+    def settled(hist, dead=(2.0, 1.0)):
+        return [t for _, t in diagnose(exp, exp.target, {"dead_components": list(dead)}, hist) if "settled" in t]
+
+    notes = settled(log(4000))
+    assert len(notes) == 1
+    assert "settled at 6, 7 by step 300, 1200 of 4000 (per replicate)" in notes[0]
+    assert "first quarter" not in notes[0]  # 1200 > 4000 / 4
+    assert "first quarter" in settled(log(8000))[0]  # 1200 <= 8000 / 4
+    assert settled(log(4000), dead=(0.0, 0.0)) == []  # nothing died: nothing to say
