@@ -110,6 +110,14 @@ class LossProblem:
                         and self.topk is not None and self.topk.mode in ("batch", "exact"))
         # Residual MLPs: attributions and loss share their largest GEMMs (fused.ResidualPre)
         self.use_pre = self.fused and fused_kernels.residual_pre_applies(arch, self.attr)
+        self.last_mask: tuple[np.ndarray, np.ndarray] | None = None  # (mask, inputs) of the last loss
+
+    def mask_stats(self) -> dict:
+        """Statistics of the top-k mask of the last loss evaluated (empty without top-k); computed
+        on request, so that only logged steps pay for them."""
+        if self.last_mask is None:
+            return {}
+        return {"used_components": used_components(*self.last_mask)}
 
     def constant_mask(self, comps: apd.Comps, x: np.ndarray, tgt) -> np.ndarray | None:
         """Top-k mask from attributions computed on plain arrays (no gradient needed)."""
@@ -137,7 +145,7 @@ class LossProblem:
             if L.minimality is not None:
                 terms["minimality"] = apd.mse_loss(masked.y, tgt.y)
             record["mean_active"] = mask.sum(axis=2).mean(axis=1)
-            record["used_components"] = used_components(mask, x)
+            self.last_mask = (mask, x)
         if L.act_recon is not None:
             terms["act_recon"] = apd.act_recon_loss(arch, masked if masked is not None else full, tgt)
         if L.simplicity is not None:
@@ -209,7 +217,7 @@ class LossProblem:
         factors = [comps[n] for n in fl.factor_names]
         vals = fl.forward(factors)
         record["mean_active"] = mask.sum(axis=(1, 2)) / fl.B
-        record["used_components"] = used_components(mask, x)
+        self.last_mask = (mask, x)
         total = 0.0
         coeffs = []
         for k, name in enumerate(fl.terms):
@@ -284,6 +292,7 @@ def decompose(exp: Experiment, arch: Target, target: Params, sample: Callable[[i
         lr, record = trainer.step()
         is_log = step % dc.log_every == 0 or step == dc.steps
         if is_log or progress is not None:
+            record.update(trainer.problem.mask_stats())
             entry = {"step": step, "lr": lr}
             for k, v in record.items():
                 entry[k] = float(np.mean(v))
