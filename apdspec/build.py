@@ -24,6 +24,8 @@ def build(state: State, default_name: str) -> S.Experiment:
         marker = v.get(rt)
         if marker is not None and marker.value is NONE:
             return None
+        if default is None and marker is None and not any(k.startswith(rt + ".") for k in v):
+            return None  # an object that is off by default (decompose.revive) and not set
         base = schema.cls() if (default is None or (marker is not None and marker.value is RESET)) else default
         changes = {}
         for name, node in schema.fields.items():

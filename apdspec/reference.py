@@ -14,7 +14,7 @@ from typing import Any
 from runtime import spec as S
 
 from .fmt import render_value
-from .schema import (ATTRIBUTION, DATA, DECOMPOSE, EXPERIMENT, LOSSES, REPORT, TARGETS, TOPK, TRAIN, Leaf, Obj,
+from .schema import (ATTRIBUTION, DATA, DECOMPOSE, EXPERIMENT, LOSSES, REPORT, REVIVE, TARGETS, TOPK, TRAIN, Leaf, Obj,
                      optimizer, schedule)
 from .unparse import _as_call, value_node
 from .values import Bool, Enum, Float, Groups, Int, Key, Kind, Names, Optional, Range, Str
@@ -33,6 +33,7 @@ TABLES: list[tuple[str, str, Obj, Any]] = [
     ("attribution", "attribution = gradient(...) | activation | ablation", ATTRIBUTION, S.Attribution()),
     ("optimizer", "optimizer = adam(...) | adamw(...)", optimizer(""), S.Optimizer()),
     ("schedule", "schedule = constant(...) | linear(...) | cosine(...) | exponential(...)", schedule(""), S.Schedule()),
+    ("revive", "revive = split(...) | none", REVIVE, S.Revive()),
     ("report", "report { ... }", REPORT, S.Report()),
 ]
 

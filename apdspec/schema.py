@@ -195,6 +195,21 @@ ATTRIBUTION = Obj(
     },
 )
 
+REVIVE = Obj(
+    S.Revive,
+    {
+        "kind": Leaf(Enum("split"), "split: a dead component takes one of two input groups of a most-chosen live one"),
+        "every": Leaf(Int(), "steps between revivals", valid="> 0"),
+        "until": Leaf(Int(), "last step at which components are revived", valid="> 0"),
+        "window": Leaf(Int(), "a component chosen in fewer than half of this many steps before a revival is dead",
+                       valid="(0, every]"),
+    },
+    "dead-component revival, not part of APD (runtime/revive.py); none = off, as in the paper",
+    forms={"split": Form(fixed={"kind": "split"},
+                         keywords={k: k for k in ("every", "until", "window")})},
+    optional=True,
+)
+
 _COEF = "coefficient; none = term off"
 LOSSES = Obj(
     S.Losses,
@@ -237,6 +252,7 @@ DECOMPOSE = Obj(
         "log_every": Leaf(Int(), "steps between log lines", valid="> 0"),
         "restarts": Leaf(Int(), "independent inits per replicate; the lowest held-out top-k MSE is kept",
                          valid="> 0"),
+        "revive": REVIVE,
     },
     "the decomposition (paper §2, App. A.2.2)",
 )

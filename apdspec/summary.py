@@ -117,6 +117,10 @@ def summary_lines(exp: S.Experiment) -> list[str]:
                               f"{d.schedule.kind}"
                               + (f"; {d.restarts} inits per replicate, the best held-out top-k MSE kept"
                                  if d.restarts > 1 else "")))
+    if d.revive is not None:
+        r = d.revive
+        rows.append(("revive", f"every {r.every:,} steps up to step {r.until:,}, dead components (chosen in under "
+                               f"half of the last {r.window:,} steps) split busy ones (not part of APD)"))
     if arch is not None:
         c = costs(exp, arch)
         per = c.params // (exp.replicates * d.restarts)

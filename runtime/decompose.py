@@ -33,6 +33,7 @@ from .attributions import attributions, topk_mask
 from .models import Params, n_outputs, target_forward
 from .kernels import FastAdam, add_scaled, col_sq_norms, default_blas_threads, tune_malloc
 from .optim import lr_at
+from .revive import Reviver
 from .spec import Experiment, Target
 
 TERMS = ("faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon")
@@ -58,6 +59,7 @@ class Decomposition:
     history: list
     wall_time: float = 0.0
     steps_per_second: float = 0.0
+    revivals: list = dataclasses.field(default_factory=list)  # decompose.revive splits (revive.py)
 
     def components(self, name: str, replicate: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """A (C, d_in, m), B (C, m, d_out) of one decomposed parameter and replicate."""
@@ -254,6 +256,7 @@ class Trainer:
         self.problem = LossProblem(exp, arch, target)
         self.opt = FastAdam(comps, dc.optimizer)
         self.step_index = 0
+        self.reviver = None if dc.revive is None else Reviver(dc.revive, exp.replicates, dc.components, dc.rank)
 
     def step(self) -> tuple[float, dict]:
         dc = self.exp.decompose
@@ -271,8 +274,20 @@ class Trainer:
             if dc.unit_norm:
                 project_gradients(grads, comps, arch)
             self.opt.step(comps, grads, lr)
+        rv = self.reviver
+        if rv is not None and not last:
+            if rv.watching(step):
+                rv.observe(*self.problem.last_mask)
+            if rv.is_revival_step(step):
+                rv.revive(step, comps, (self.opt.m, self.opt.v), self.layer_inputs)
         self.step_index += 1
         return lr, record
+
+
+    def layer_inputs(self, x: np.ndarray) -> dict:
+        """The target's input to every decomposed parameter on inputs x (what revive.py splits by)."""
+        pre = target_forward(self.arch, self.target, x).pre
+        return {name: pre[name] for name in apd.param_shapes(self.arch)}
 
 
 def decompose(exp: Experiment, arch: Target, target: Params, sample: Callable[[int], np.ndarray],
@@ -305,4 +320,6 @@ def decompose(exp: Experiment, arch: Target, target: Params, sample: Callable[[i
             if progress is not None:
                 progress(step, dc.steps, entry)
     wall = time.perf_counter() - t0
-    return Decomposition(arch, dc.components, dc.rank, trainer.comps, history, wall, dc.steps / max(wall, 1e-9))
+    revivals = [] if trainer.reviver is None else trainer.reviver.events
+    return Decomposition(arch, dc.components, dc.rank, trainer.comps, history, wall, dc.steps / max(wall, 1e-9),
+                         revivals)

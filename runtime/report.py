@@ -178,6 +178,24 @@ def expectations_section(expectations: list[dict]) -> Section:
     return sec
 
 
+def revivals_text(events: list[dict]) -> str:
+    """Per replicate: how many dead components took over part of a live one, at which steps, and
+    how many were left dead (no donor to split) at the last revival step."""
+    if not events:
+        return "none (no component was dead at a revival step)"
+    per: dict[int, list[dict]] = {}
+    for e in events:
+        per.setdefault(e["replicate"], []).append(e)
+    parts = []
+    for r, evs in sorted(per.items()):
+        steps = [str(e["step"]) for e in evs if e["dead"]]
+        text = f"replicate {r}: {sum(len(e['dead']) for e in evs)} revived"
+        text += f" (steps {', '.join(steps)})" if steps else ""
+        still = evs[-1].get("still_dead", [])
+        parts.append(text + (f", {len(still)} left dead at step {evs[-1]['step']}" if still else ""))
+    return "; ".join(parts)
+
+
 def provenance_section(run_dir: str, summary: dict, exp: Experiment | None) -> Section:
     rows = []
     for rec in summary.get("spec_files", []) or []:
@@ -196,6 +214,8 @@ def provenance_section(run_dir: str, summary: dict, exp: Experiment | None) -> S
         rows.append(["restarts", f"{sel.get('restarts')} inits per replicate; kept restart per replicate: "
                      f"{', '.join(str(c) for c in sel.get('chosen', []))}",
                      f"lowest {sel.get('criterion')}: {scores}"])
+    if "revivals" in summary:
+        rows.append(["revived components", revivals_text(summary["revivals"]), "decompose.revive (not part of APD)"])
     ver = summary.get("versions", {})
     if ver:
         rows.append(["packages", ", ".join(f"{k} {v}" for k, v in ver.items() if k != "platform"), ""])

@@ -89,4 +89,6 @@ def take(dec: Decomposition, idx: np.ndarray) -> Decomposition:
                 if len(idx) > 1:
                     e[k] = kept
         history.append(e)
-    return dataclasses.replace(dec, comps=comps, history=history)
+    where = {int(j): n for n, j in enumerate(idx)}  # revival events of kept instances, renumbered
+    revivals = [dict(ev, replicate=where[ev["replicate"]]) for ev in dec.revivals if ev["replicate"] in where]
+    return dataclasses.replace(dec, comps=comps, history=history, revivals=revivals)

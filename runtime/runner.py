@@ -235,6 +235,8 @@ def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = Non
     )
     if result.selection is not None:
         summary["restarts"] = result.selection
+    if result.experiment.decompose.revive is not None:
+        summary["revivals"] = result.decomposition.revivals
     write_json(os.path.join(out_dir, "summary.json"), summary)
     if report:
         from .report import render
@@ -307,7 +309,7 @@ def load_run(run_dir: str) -> RunResult:
             elif phase == "decompose":  # "restarts": every init, not kept
                 history.append(entry)
     dec = Decomposition(arch, C, m, comps, history, summary.get("timings", {}).get("decompose_s", 0.0),
-                        summary.get("steps_per_s", 0.0))
+                        summary.get("steps_per_s", 0.0), summary.get("revivals", []))
     return RunResult(exp, arch, target, extras, dec, target_history, summary.get("metrics", {}),
                      summary.get("expectations", []), summary.get("seeds", {}), summary.get("timings", {}),
                      selection=summary.get("restarts"))

@@ -176,6 +176,18 @@ class Losses:
 
 
 @dataclass(frozen=True)
+class Revive:
+    """Not part of APD (off by default; runtime/revive.py): every `every` steps up to step `until`,
+    each component chosen in fewer than half of the last `window` steps takes over one of the two
+    input groups of a most-chosen live component."""
+
+    kind: str = "split"
+    every: int = 1000
+    until: int = 10_000
+    window: int = 200
+
+
+@dataclass(frozen=True)
 class Decompose:
     components: int = 5
     rank: int | None = None  # None -> min(F,H)+1 (tms), min(D,d_mlp) (resid), min(d_in,d_out) (gated)
@@ -193,6 +205,7 @@ class Decompose:
     # Independent inits per replicate; the one with the lowest held-out top-k reconstruction MSE
     # is kept (no ground truth is used). 1 = the paper's single run.
     restarts: int = 1
+    revive: Revive | None = None  # dead-component revival; None = the paper's APD
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,6 +551,8 @@ def validate(exp: Experiment) -> list[Issue]:
     _positive("decompose.log_every", dc.log_every, issues)
     _positive("decompose.init_scale", dc.init_scale, issues)
     _positive("decompose.restarts", dc.restarts, issues)
+    if dc.revive is not None:
+        _revive_issues(dc, issues)
     _optimizer_issues("decompose.optimizer", dc.optimizer, issues)
     _schedule_issues("decompose.schedule", dc.schedule, issues)
     if dc.rank is not None:
@@ -659,6 +674,21 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def _revive_issues(dc: Decompose, issues: list) -> None:
+    r = dc.revive
+    _in("decompose.revive.kind", r.kind, ("split",), issues)
+    for name in ("every", "window"):
+        _positive(f"decompose.revive.{name}", getattr(r, name), issues)
+    _positive("decompose.revive.until", r.until, issues)
+    if r.window > r.every:
+        issues.append(Issue("decompose.revive.window", f"window ({r.window} steps) is longer than every ({r.every})",
+                            "use window <= every: a window covers the steps since the last revival at most",
+                            ("decompose.revive.every",)))
+    if dc.topk is None:
+        issues.append(Issue("decompose.revive", "revive counts top-k choices; this decomposition has no top-k",
+                            "set decompose.topk, or remove revive", ("decompose.topk",)))
+
+
 def target_from_dict(d: dict) -> Target:
     d = dict(d)
     cls = TARGET_KINDS[d.pop("kind")]
@@ -681,7 +711,7 @@ NESTED = {
     (Experiment, "train"): Training, (Experiment, "data"): Data, (Experiment, "decompose"): Decompose,
     (Experiment, "report"): Report, (Experiment, "sweep"): Sweep, (Training, "optimizer"): Optimizer,
     (Training, "schedule"): Schedule, (Decompose, "topk"): TopK, (Decompose, "attribution"): Attribution,
-    (Decompose, "loss"): Losses, (Decompose, "optimizer"): Optimizer, (Decompose, "schedule"): Schedule,
+    (Decompose, "loss"): Losses, (Decompose, "revive"): Revive, (Decompose, "optimizer"): Optimizer, (Decompose, "schedule"): Schedule,
 }
 
 

@@ -27,6 +27,14 @@ def test_check_prints_a_resolved_summary(capsys):
     assert "4 inits per replicate, the best held-out top-k MSE kept" in out
 
 
+def test_check_shows_revival(capsys):
+    assert main(["check", TMS, "-s", "decompose.revive=split(every = 500, until = 5_000)"]) == 0
+    out = capsys.readouterr().out
+    assert "every 500 steps up to step 5,000, dead components (chosen in under half of the last 200 steps)" in out
+    assert main(["check", TMS]) == 0
+    assert "revive" not in capsys.readouterr().out  # off by default
+
+
 def test_check_all_specs(capsys):
     specs = sorted(os.path.join(ROOT, "specs", f) for f in os.listdir(os.path.join(ROOT, "specs")) if f.endswith(".apd"))
     assert main(["check", *specs]) == 0

@@ -91,7 +91,8 @@ _PROBES = {"> 0": 0, ">= 0": -1, ">= 1": 0, ">= 2": 1, "[0, 1)": 1, "(0, 1]": 0,
                                               (TARGETS["gated"], "target", "gated")])
 def test_documented_ranges_are_what_validate_enforces(root, prefix, kind):
     """For every simple documented range, a value just outside it makes validate() name that field."""
-    base = S.resolve(S.Experiment(target=S.TARGET_KINDS[kind]()))
+    # decompose.revive is off (None) by default: switch it on so that its ranges are probed too
+    base = S.resolve(S.Experiment(target=S.TARGET_KINDS[kind](), decompose=S.Decompose(revive=S.Revive())))
     assert S.validate(base) == []
     probed = 0
     for path, node in walk(root):

@@ -1,0 +1,188 @@
+"""Reviving dead components by splitting busy ones (`decompose.revive = split(...)`; not part of APD).
+
+APD has no dead-component handling (notes §7.4): the paper over-provisions C and lets extras die.
+On TMS 40-10 that costs the ground-truth match: 11-14 of 50 components die in the first 10% of
+training (the `used_components` log), and some of the 40 features end up sharing one of the rest.
+A component that holds two features is chosen about twice as often as one that holds one, so
+the most-chosen live component is the natural one to split. No ground truth enters the choice.
+
+Every `every` steps up to step `until`, per replicate:
+  - dead: components that the top-k mask chose (on a sample with a nonzero input) in fewer than
+    half of the last `window` steps: out of the `used_components` log most of the time (a dead
+    component still wins a stray sample now and then, so "never chosen" is too strict);
+  - donors: the live components chosen most often in that window, one per dead component;
+  - split: take the samples (of the window's last steps) on which the donor c was chosen. When c
+    serves two inputs they fall into two groups; but c may read both through one direction of
+    its rank-m space (on TMS 40-10 it does), so the groups are found in input space: two-line
+    clustering of the model inputs x, each feature weighted by how strongly c's first layer
+    reads it. Then in every layer, with g1, g2 the main directions of the two groups' layer
+    inputs a and P = g1~ g1^T the oblique projector with g1 P = g1, g2 P = 0,
+        A_d = P A_c,   A_c <- A_c - P A_c,   B_d = B_c
+    so d reads group 1's inputs as c did and c no longer does, and W_d + W_c is the old W_c in
+    every layer. (Halving c into two noisy copies instead was measured and fails: each half has
+    a quarter of c's attribution, top-k passes both over, and they die again within ~1000 steps.)
+    A donor whose two directions are nearly parallel (|cos| > MAX_COS: it serves one input) is
+    passed over.
+What the dead component still held is dropped; the faithfulness loss makes up for it. d takes
+over c's Adam moments. The flat storage layout of apd.py is kept: component c is columns
+c*m..c*m+m of every A and the same rows of every B.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .spec import Revive
+
+MAX_COS = 0.9  # |cos(u1, u2)| above this: one direction, nothing to split (and P would blow up)
+PROBE_STEPS = 4  # the window's last steps whose samples feed the split
+MIN_SAMPLES = 8  # per group
+
+
+class Reviver:
+    """Counts top-k choices in the window before each revival step, keeps the last steps' samples
+    and splits donors into dead components at that step. `events` records every split (what
+    summary.json and the report show)."""
+
+    def __init__(self, cfg: Revive, replicates: int, C: int, m: int):
+        self.cfg, self.C, self.m = cfg, C, m
+        self.counts = np.zeros((replicates, C), dtype=np.int64)  # samples chosen in the window
+        self.present = np.zeros((replicates, C), dtype=np.int64)  # steps with at least one of them
+        self.steps = 0
+        self.probes: list[tuple[np.ndarray, np.ndarray]] = []  # (mask, x) of the last steps
+        self.events: list[dict] = []
+
+    def is_revival_step(self, step: int) -> bool:
+        return 0 < step <= self.cfg.until and step % self.cfg.every == 0
+
+    def watching(self, step: int) -> bool:
+        """Whether this step's mask counts: it lies in the `window` steps up to a revival step."""
+        nxt = -(-step // self.cfg.every) * self.cfg.every  # the next multiple of every, >= step
+        return self.is_revival_step(nxt) and nxt - step < self.cfg.window
+
+    def observe(self, mask: np.ndarray, x: np.ndarray) -> None:
+        """Add one step's choices: mask (I, B, C), inputs x (I, B, n_in)."""
+        chosen = mask & np.any(x != 0, axis=-1)[..., None]
+        n = np.count_nonzero(chosen, axis=1)
+        self.counts += n
+        self.present += n > 0
+        self.steps += 1
+        self.probes = (self.probes + [(chosen, x)])[-PROBE_STEPS:]
+
+    def revive(self, step: int, comps: dict, moments: tuple[dict, ...],
+               layer_inputs: Callable[[np.ndarray], dict]) -> list[dict]:
+        """Split donors into the dead components of every replicate (in place on `comps` and the
+        optimiser `moments`); reset the window. `layer_inputs(x)` gives the target's input to
+        every decomposed parameter, (I, B, d_in) each. Returns this step's events."""
+        chosen = np.concatenate([mk for mk, _ in self.probes], axis=1)  # (I, N, C)
+        xs = np.concatenate([np.asarray(x, dtype=np.float64) for _, x in self.probes], axis=1)  # (I, N, n_in)
+        inputs = {k: np.asarray(v, dtype=np.float64) for k, v in layer_inputs(xs).items()}
+        I, _, n_in = xs.shape
+        first = next(iter(inputs))
+        unit = np.asarray(layer_inputs(np.broadcast_to(np.eye(n_in), (I, n_in, n_in)))[first], dtype=np.float64)
+        new = []
+        for i, counts in enumerate(self.counts):
+            is_dead = 2 * self.present[i] < self.steps
+            dead = [int(d) for d in np.flatnonzero(is_dead)]
+            done = []
+            for c in donor_order(np.where(is_dead, 0, counts)):
+                if len(done) == len(dead):
+                    break
+                rows = np.flatnonzero(chosen[i, :, c])
+                P = projectors(comps, {k: v[i, rows] for k, v in inputs.items()}, xs[i, rows], unit[i], i, c, self.m)
+                if P is None:
+                    continue
+                d = dead[len(done)]
+                split(comps, moments, i, d, c, self.m, P)
+                done.append((d, c))
+            if dead:
+                new.append({"step": step, "replicate": i, "dead": [d for d, _ in done],
+                            "donors": [c for _, c in done], "donor_counts": [int(counts[c]) for _, c in done],
+                            "still_dead": dead[len(done):]})
+        self.counts[:] = 0
+        self.present[:] = 0
+        self.steps = 0
+        self.probes = []
+        self.events.extend(new)
+        return new
+
+
+def donor_order(counts: np.ndarray) -> list[int]:
+    """Live components (count > 0) from the most chosen down (ties: the lower index first)."""
+    live = np.flatnonzero(counts > 0)
+    return [int(c) for c in live[np.argsort(-counts[live], kind="stable")]]
+
+
+def two_lines(R: np.ndarray, iters: int = 20) -> np.ndarray | None:
+    """Group labels (0/1) of the rows of R (n, m) by the line through the origin they lie closest
+    to (k-lines clustering, k = 2, sign-blind); None if a group ends up with fewer than MIN_SAMPLES."""
+    norms = np.linalg.norm(R, axis=1)
+    keep = norms > 1e-9 * max(norms.max(initial=0.0), 1e-30)
+    if keep.sum() < 2 * MIN_SAMPLES:
+        return None
+    Rh = R / np.where(keep, norms, 1.0)[:, None]
+    u1 = np.linalg.svd(Rh[keep], full_matrices=False)[2][0]
+    far = np.argmin(np.where(keep, np.abs(Rh @ u1), np.inf))
+    U = np.stack([u1, Rh[far]])
+    labels = None
+    for _ in range(iters):
+        new = np.argmax(np.abs(Rh @ U.T), axis=1)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        for j in (0, 1):
+            members = Rh[keep & (labels == j)]
+            if len(members) < MIN_SAMPLES:
+                return None
+            U[j] = np.linalg.svd(members, full_matrices=False)[2][0]
+    labels = np.where(keep, labels, -1)
+    return labels if min(np.sum(labels == 0), np.sum(labels == 1)) >= MIN_SAMPLES else None
+
+
+def main_direction(R: np.ndarray) -> np.ndarray:
+    return np.linalg.svd(R, full_matrices=False)[2][0]
+
+
+def oblique_projector(u1: np.ndarray, u2: np.ndarray) -> np.ndarray | None:
+    """(n, n) P with u1 P = u1 and u2 P = 0 (row vectors), and v P = 0 for v orthogonal to both;
+    None if |cos(u1, u2)| > MAX_COS."""
+    if abs(u1 @ u2) / (np.linalg.norm(u1) * np.linalg.norm(u2)) > MAX_COS:
+        return None
+    U = np.stack([u1, u2], axis=1)  # (n, 2)
+    dual = U @ np.linalg.inv(U.T @ U)  # columns: u1~, u2~ with u_i . u_j~ = delta_ij
+    return np.outer(dual[:, 0], u1)
+
+
+def projectors(comps: dict, inputs: dict, x: np.ndarray, unit: np.ndarray, i: int, c: int, m: int) -> dict | None:
+    """Per decomposed parameter, the input-space projector P that hands d one group of the inputs
+    of donor c (module docstring). inputs: parameter -> its layer inputs on the samples (n, d_in);
+    x: the model inputs of the samples (n, n_in); unit: the first parameter's layer inputs for the
+    unit model inputs (n_in, d_in). None if the samples do not fall into two distinct groups."""
+    names = [n[:-2] for n in comps if n.endswith(".A")]
+    cols = slice(c * m, (c + 1) * m)
+    reads = np.linalg.norm(unit @ comps[f"{names[0]}.A"][i, :, cols].astype(np.float64), axis=1)
+    labels = two_lines(x * reads)
+    if labels is None:
+        return None
+    out = {}
+    for n in names:
+        P = oblique_projector(main_direction(inputs[n][labels == 0]), main_direction(inputs[n][labels == 1]))
+        if P is None:
+            return None
+        out[n] = P
+    return out
+
+
+def split(comps: dict, moments: tuple[dict, ...], i: int, d: int, c: int, m: int, P: dict) -> None:
+    """Make dead component d the P-part of donor c in replicate i, and c the rest."""
+    cols_d, cols_c = slice(d * m, (d + 1) * m), slice(c * m, (c + 1) * m)
+    for n, Pn in P.items():
+        A, B = comps[f"{n}.A"], comps[f"{n}.B"]
+        a = A[i, :, cols_c].astype(np.float64)
+        A[i, :, cols_d] = Pn @ a
+        A[i, :, cols_c] = a - Pn @ a
+        B[i, cols_d, :] = B[i, cols_c, :]
+        for mom in moments:
+            mom[f"{n}.A"][i, :, cols_d] = mom[f"{n}.A"][i, :, cols_c]
+            mom[f"{n}.B"][i, cols_d, :] = mom[f"{n}.B"][i, cols_c, :]
