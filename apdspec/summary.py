@@ -120,7 +120,8 @@ def summary_lines(exp: S.Experiment) -> list[str]:
     if d.revive is not None:
         r = d.revive
         rows.append(("revive", f"every {r.every:,} steps up to step {r.until:,}, dead components (chosen in under "
-                               f"half of the last {r.window:,} steps) split busy ones (not part of APD)"))
+                               f"half of the last {r.window:,} steps) split busy ones"
+                               + (", the rest are zeroed" if r.clear else "") + " (not part of APD)"))
     if arch is not None:
         c = costs(exp, arch)
         per = c.params // (exp.replicates * d.restarts)

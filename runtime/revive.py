@@ -24,7 +24,12 @@ Every `every` steps up to step `until`, per replicate:
     A donor whose two directions are nearly parallel (|cos| > MAX_COS: it serves one input) is
     passed over.
 What the dead component still held is dropped; the faithfulness loss makes up for it. d takes
-over c's Adam moments. The flat storage layout of apd.py is kept: component c is columns
+over c's Adam moments. With `clear` (the default), dead components that no donor could be split
+for are set to zero, Adam moments too: a dead component is never chosen, so it only ever holds
+weight that faithfulness counts and top-k never uses. On TMS 40-10 the 10 dead components hold
+0.2 of every feature's row on average (norms; a row is ~1), and the live components make up for
+it to keep the sum: MMCS 0.988, 0.9997 with the leftovers added back to each feature's component. A zero component gets a zero gradient, so it stays zero until a
+later revival hands it a donor's inputs. The flat storage layout of apd.py is kept: component c is columns
 c*m..c*m+m of every A and the same rows of every B.
 """
 from __future__ import annotations
@@ -96,10 +101,13 @@ class Reviver:
                 d = dead[len(done)]
                 split(comps, moments, i, d, c, self.m, P)
                 done.append((d, c))
+            if self.cfg.clear:
+                for d in dead[len(done):]:
+                    clear(comps, moments, i, d, self.m)
             if dead:
                 new.append({"step": step, "replicate": i, "dead": [d for d, _ in done],
                             "donors": [c for _, c in done], "donor_counts": [int(counts[c]) for _, c in done],
-                            "still_dead": dead[len(done):]})
+                            "still_dead": dead[len(done):], "cleared": self.cfg.clear})
         self.counts[:] = 0
         self.present[:] = 0
         self.steps = 0
@@ -186,3 +194,14 @@ def split(comps: dict, moments: tuple[dict, ...], i: int, d: int, c: int, m: int
         for mom in moments:
             mom[f"{n}.A"][i, :, cols_d] = mom[f"{n}.A"][i, :, cols_c]
             mom[f"{n}.B"][i, cols_d, :] = mom[f"{n}.B"][i, cols_c, :]
+
+
+def clear(comps: dict, moments: tuple[dict, ...], i: int, d: int, m: int) -> None:
+    """Set component d of replicate i, and its Adam moments, to zero."""
+    cols = slice(d * m, (d + 1) * m)
+    for store in (comps,) + tuple(moments):
+        for name, p in store.items():
+            if name.endswith(".A"):
+                p[i, :, cols] = 0.0
+            else:
+                p[i, cols, :] = 0.0

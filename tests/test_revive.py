@@ -174,8 +174,8 @@ def test_trainer_revives_a_component_that_is_never_chosen():
     # the summed weight loses exactly what the revived components held (component 5: nothing, it
     # never got a gradient); the donors' parts are only moved
     expected = seen["before"].sum(axis=1)
-    for e in events:
-        expected[e["replicate"]] -= seen["before"][e["replicate"], e["dead"]].sum(axis=0)
+    for e in events:  # revived and (cleared) still-dead components lose what they held
+        expected[e["replicate"]] -= seen["before"][e["replicate"], e["dead"] + e["still_dead"]].sum(axis=0)
         np.testing.assert_array_equal(seen["before"][e["replicate"], 5], 0.0)
     np.testing.assert_allclose(weights(tr.comps, "W", 6).sum(axis=1), expected, atol=1e-12)
     assert tr.reviver.counts.sum() == 0 and tr.reviver.probes == []  # the next window starts afresh
@@ -254,16 +254,18 @@ def test_report_line_counts_revivals_per_replicate():
     assert revivals_text([]).startswith("none")
 
 
+@pytest.mark.parametrize("clear", [True, False])
 @pytest.mark.parametrize("name", sorted(ARCHS))
-def test_revival_on_every_architecture_moves_weight_only_from_donors_to_dead(name):
+def test_revival_on_every_architecture_moves_weight_only_from_donors_to_dead(name, clear):
     """Every layer's summed weight after a revival is the old sum minus what the revived (dead)
-    components held; components neither dead nor donor are untouched."""
+    components held, and with `clear` what the still-dead ones held (they become zero, Adam
+    moments too); components neither dead nor donor are untouched."""
     rng = np.random.default_rng(5)
     arch, C, m, I_, Bsz = ARCHS[name], 6, 2, 2, 64
     target = random_params(arch, I_, rng)
     comps = apd.init_components(arch, C, m, I_, 1.0, rng, np.float64)
     comps = {k: rng.normal(0, 0.5, v.shape) for k, v in comps.items()}
-    r = revive.Reviver(Revive(every=4, until=4, window=4), I_, C, m)
+    r = revive.Reviver(Revive(every=4, until=4, window=4, clear=clear), I_, C, m)
     for _ in range(4):
         x = inputs(arch, I_, Bsz, rng)
         mask = rng.uniform(size=(I_, Bsz, C)) < np.array([0.6, 0.3, 0.3, 0.3, 0.0, 0.0])  # 4, 5 dead
@@ -271,7 +273,8 @@ def test_revival_on_every_architecture_moves_weight_only_from_donors_to_dead(nam
     names = apd.decomposed_params(arch)
     before = {n: apd.component_weights(comps, n, C) for n in names}
     layer_inputs = lambda x: {n: target_forward(arch, target, x).pre[n] for n in names}  # noqa: E731
-    events = r.revive(4, comps, ({k: np.zeros_like(v) for k, v in comps.items()},), layer_inputs)
+    moments = ({k: rng.normal(size=v.shape) for k, v in comps.items()},)
+    events = r.revive(4, comps, moments, layer_inputs)
     assert [e["replicate"] for e in events] == [0, 1]
     if name != "resid_2l_bias":  # with these seeds every other model has a donor that splits
         assert any(e["dead"] for e in events)
@@ -281,7 +284,14 @@ def test_revival_on_every_architecture_moves_weight_only_from_donors_to_dead(nam
             i = e["replicate"]
             assert sorted(e["dead"] + e["still_dead"]) == [4, 5]
             assert set(e["donors"]) <= {0, 1, 2, 3}
-            expected = before[n][i].sum(axis=0) - before[n][i, e["dead"]].sum(axis=0)
+            gone = e["dead"] + (e["still_dead"] if clear else [])
+            expected = before[n][i].sum(axis=0) - before[n][i, gone].sum(axis=0)
             np.testing.assert_allclose(after[i].sum(axis=0), expected, atol=1e-9)
-            untouched = [c for c in range(C) if c not in e["dead"] + e["donors"]]
+            kept = e["still_dead"] if not clear else []
+            np.testing.assert_array_equal(after[i, kept], before[n][i, kept])
+            if clear:
+                np.testing.assert_array_equal(after[i, e["still_dead"]], 0.0)
+                Am, Bm = apd.to_components(moments[0], n, C)
+                assert not Am[i, e["still_dead"]].any() and not Bm[i, e["still_dead"]].any()
+            untouched = [c for c in range(C) if c not in e["dead"] + e["donors"] + gone]
             np.testing.assert_array_equal(after[i, untouched], before[n][i, untouched])
