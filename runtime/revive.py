@@ -124,15 +124,17 @@ def donor_order(counts: np.ndarray) -> list[int]:
 
 def two_lines(R: np.ndarray, iters: int = 20) -> np.ndarray | None:
     """Group labels (0/1) of the rows of R (n, m) by the line through the origin they lie closest
-    to (k-lines clustering, k = 2, sign-blind); None if a group ends up with fewer than MIN_SAMPLES."""
+    to (k-lines clustering, k = 2, sign-blind); -1 for rows under a tenth of the median norm (a
+    sample on which the donor reads next to nothing: an accident of top-k, not one of its
+    inputs). None if a group ends up with fewer than MIN_SAMPLES rows."""
     norms = np.linalg.norm(R, axis=1)
-    keep = norms > 1e-9 * max(norms.max(initial=0.0), 1e-30)
+    keep = norms > 0.1 * np.median(norms) if len(norms) else norms > 0
     if keep.sum() < 2 * MIN_SAMPLES:
         return None
-    Rh = R / np.where(keep, norms, 1.0)[:, None]
-    u1 = np.linalg.svd(Rh[keep], full_matrices=False)[2][0]
-    far = np.argmin(np.where(keep, np.abs(Rh @ u1), np.inf))
-    U = np.stack([u1, Rh[far]])
+    Rh = R[keep] / norms[keep, None]
+    U = np.linalg.svd(Rh, full_matrices=False)[2][:2].copy()  # start: the two main directions
+    if len(U) < 2:
+        return None
     labels = None
     for _ in range(iters):
         new = np.argmax(np.abs(Rh @ U.T), axis=1)
@@ -140,12 +142,13 @@ def two_lines(R: np.ndarray, iters: int = 20) -> np.ndarray | None:
             break
         labels = new
         for j in (0, 1):
-            members = Rh[keep & (labels == j)]
+            members = Rh[labels == j]
             if len(members) < MIN_SAMPLES:
                 return None
             U[j] = np.linalg.svd(members, full_matrices=False)[2][0]
-    labels = np.where(keep, labels, -1)
-    return labels if min(np.sum(labels == 0), np.sum(labels == 1)) >= MIN_SAMPLES else None
+    out = np.full(len(R), -1)
+    out[keep] = labels
+    return out if min(np.sum(out == 0), np.sum(out == 1)) >= MIN_SAMPLES else None
 
 
 def main_direction(R: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ def test_oblique_projector_keeps_one_direction_and_kills_the_other():
 def test_two_lines_groups_rows_by_direction_whatever_their_sign_and_length():
     rng = np.random.default_rng(0)
     d1, d2 = np.array([1.0, 1.0, 0.0]) / np.sqrt(2), np.array([0.0, 0.6, 0.8])
-    s = rng.uniform(-2, 2, 40)
+    s = rng.uniform(0.5, 2, 40) * rng.choice([-1.0, 1.0], 40)
     truth = np.arange(40) % 3 == 0
     R = np.where(truth[:, None], s[:, None] * d1, s[:, None] * d2) + 1e-3 * rng.standard_normal((40, 3))
     labels = revive.two_lines(R)
@@ -43,6 +43,12 @@ def test_two_lines_groups_rows_by_direction_whatever_their_sign_and_length():
     g = labels == labels[0]
     assert np.array_equal(g, truth) or np.array_equal(g, ~truth)
     assert revive.two_lines(R[:10]) is None  # too few samples for two groups of MIN_SAMPLES
+    # a sample the donor barely reads (along a third direction) is left out, not made a group
+    odd = np.vstack([R, 1e-3 * np.array([[0.0, 0.0, 1.0]])])
+    labels = revive.two_lines(odd)
+    assert labels is not None and labels[-1] == -1
+    g = labels[:-1] == labels[0]
+    assert np.array_equal(g, truth) or np.array_equal(g, ~truth)
     assert revive.two_lines(np.outer(s, d1)) is None  # one direction only
 
 
