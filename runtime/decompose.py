@@ -279,7 +279,12 @@ class Trainer:
             if rv.watching(step):
                 rv.observe(*self.problem.last_mask)
             if rv.is_revival_step(step):
-                rv.revive(step, comps, (self.opt.m, self.opt.v), self.layer_inputs)
+                events = {e["replicate"]: e for e in rv.revive(step, comps, (self.opt.m, self.opt.v), self.layer_inputs)}
+                # logged with this step's losses (revival steps are multiples of `every`)
+                record["revived"] = np.array([len(events[i]["dead"]) if i in events else 0
+                                              for i in range(self.exp.replicates)])
+                record["still_dead"] = np.array([len(events[i]["still_dead"]) if i in events else 0
+                                                 for i in range(self.exp.replicates)])
         self.step_index += 1
         return lr, record
 
