@@ -26,15 +26,14 @@ Every `every` steps up to step `until`, per replicate:
 What the dead component still held is dropped; the faithfulness loss makes up for it. d takes
 over c's Adam moments.
 
-With `clear` (the default), at the last revival step (`until`) the dead components that no donor
-could be split for are set to zero, Adam moments too. A dead component is never chosen, so no
-Schatten or minimality term touches it: it becomes a sink for weight that faithfulness counts and
-top-k never uses. On TMS 40-10 (revival without clear) the 10 dead components end holding 0.2 of
-every feature's row on average (norms; a row is ~1), and the live components make up for it to
-keep the sum: MMCS 0.988, 0.9997 with the leftovers added back to each feature's component. A
-zero component gets a zero gradient, so it stays zero for the rest of training. Clearing at every
-revival step instead was measured and is worse (TMS 40-10, MMCS 0.95-0.99): weight of features
-that no live component holds yet is thrown away before a split can hand it one.
+With `clear` (off by default), at the last revival step (`until`) the dead components that no
+donor could be split for are set to zero, Adam moments too (a zero component gets a zero gradient
+and stays zero). The idea: a dead component is never chosen, so no Schatten or minimality term
+touches it, and it can hold weight that faithfulness counts and top-k never uses. Measured on TMS
+40-10 it hurts: a feature that no live component holds (one per replicate with 11 dead) then has
+its row spread over all live components by the faithfulness gradient (0.11-0.24 each, cosine
+0.51-0.57 to the target row), MMCS 0.978-0.989 on 10 of 10 replicates, against 0.987-0.996
+without clear. Clearing at every revival step is worse still.
 
 The flat storage layout of apd.py is kept: component c is columns c*m..c*m+m of every A and the
 same rows of every B.

@@ -185,7 +185,7 @@ class Revive:
     every: int = 1000
     until: int = 10_000
     window: int = 200
-    clear: bool = True  # at the last revival, zero the dead components no donor could be split for
+    clear: bool = False  # at the last revival, zero the dead components no donor could be split for
 
 
 @dataclass(frozen=True)

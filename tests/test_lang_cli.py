@@ -31,7 +31,9 @@ def test_check_shows_revival(capsys):
     assert main(["check", TMS, "-s", "decompose.revive=split(every = 500, until = 5_000)"]) == 0
     out = capsys.readouterr().out
     assert ("every 500 steps up to step 5,000, dead components (chosen in under half of the last 200 steps) split busy "
-            "ones, those left dead at the last revival are zeroed") in out
+            "ones (not part of APD)") in out
+    assert main(["check", TMS, "-s", "decompose.revive=split(clear = true)"]) == 0
+    assert "split busy ones, those left dead at the last revival are zeroed" in capsys.readouterr().out
     assert main(["check", TMS]) == 0
     assert "revive" not in capsys.readouterr().out  # off by default
 

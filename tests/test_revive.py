@@ -180,8 +180,9 @@ def test_trainer_revives_a_component_that_is_never_chosen():
     # the summed weight loses exactly what the revived components held (component 5: nothing, it
     # never got a gradient); the donors' parts are only moved
     expected = seen["before"].sum(axis=1)
-    for e in events:  # revived and (cleared) still-dead components lose what they held
-        expected[e["replicate"]] -= seen["before"][e["replicate"], e["dead"] + e["still_dead"]].sum(axis=0)
+    for e in events:  # revived (and cleared still-dead) components lose what they held
+        gone = e["dead"] + (e["still_dead"] if e["cleared"] else [])
+        expected[e["replicate"]] -= seen["before"][e["replicate"], gone].sum(axis=0)
         np.testing.assert_array_equal(seen["before"][e["replicate"], 5], 0.0)
     np.testing.assert_allclose(weights(tr.comps, "W", 6).sum(axis=1), expected, atol=1e-12)
     assert tr.reviver.counts.sum() == 0 and tr.reviver.probes == []  # the next window starts afresh
@@ -234,7 +235,7 @@ SPEC = """experiment t {
 
 def test_spec_syntax_compiles_to_the_runtime_object():
     loaded = apdspec.loads(SPEC.replace("REVIVE", "revive = split(every = 20, until = 60, window = 5)"), "t.apd")
-    assert loaded.experiment.decompose.revive == Revive(kind="split", every=20, until=60, window=5)
+    assert loaded.experiment.decompose.revive == Revive(kind="split", every=20, until=60, window=5, clear=False)
     # the canonical text that the run directory stores reads back to the same experiment
     assert "revive = split(" in loaded.text
     assert apdspec.loads(loaded.text, "resolved.apd").experiment == loaded.experiment
