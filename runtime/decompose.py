@@ -8,6 +8,8 @@
       5. attributions and the top-k mask, outside the traced loss (top-k mode)
       6. traced loss: faithfulness, minimality (masked pass), act-recon, Schatten, Lp, out-recon
       7. backward; project A's gradient onto the unit sphere's tangent space; Adam step
+      8. with decompose.revive (not part of APD): count top-k choices, split busy components
+         into dead ones at revival steps (runtime/revive.py)
 
 `Trainer.step()` is one iteration (what `runtime.bench` times). In top-k mode without Lp or
 output-reconstruction terms, steps 4-7 run on the hand-written kernels of runtime/fused.py (same
@@ -287,7 +289,6 @@ class Trainer:
                                                  for i in range(self.exp.replicates)])
         self.step_index += 1
         return lr, record
-
 
     def layer_inputs(self, x: np.ndarray) -> dict:
         """The target's input to every decomposed parameter on inputs x (what revive.py splits by)."""
