@@ -357,6 +357,13 @@ def sample_topk_mask(attr: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
+def live_choices(mask: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The top-k mask (I, B, C) restricted to samples of x (I, B, n_in) with a nonzero input: what
+    counts as a component being chosen (ties among the all-zero attributions of a zero input pick
+    components arbitrarily)."""
+    return mask & np.any(x != 0, axis=-1)[..., None]
+
+
 def topk_mask(mode: str, value: float, attr: np.ndarray, x: np.ndarray | None = None) -> np.ndarray:
     """batch: k = floor(value * B); sample: k = value per sample; exact: k = number of nonzero
     input entries in the batch (the count itself, without the reference's float round trip)."""

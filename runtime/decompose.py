@@ -31,7 +31,7 @@ from autograd.tracer import getval
 
 from . import apd
 from . import fused as fused_kernels
-from .attributions import attributions, topk_mask
+from .attributions import attributions, live_choices, topk_mask
 from .models import Params, n_outputs, target_forward
 from .kernels import FastAdam, add_scaled, col_sq_norms, default_blas_threads, tune_malloc
 from .optim import lr_at
@@ -43,11 +43,9 @@ TERMS = ("faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "o
 
 def used_components(mask: np.ndarray, x: np.ndarray) -> np.ndarray:
     """(I,) how many components the top-k mask (I, B, C) switches on for at least one sample of the
-    batch x (I, B, n_in) with a nonzero input. Logged during training: a component that drops out
-    of this count for good has died, and the curve shows when (zero inputs are left out because
-    ties among their all-zero attributions pick components arbitrarily)."""
-    live = np.any(x != 0, axis=-1)[..., None]
-    return np.count_nonzero(np.any(mask & live, axis=1), axis=-1)
+    batch x (I, B, n_in) with a nonzero input (`live_choices`). Logged during training: a component
+    that drops out of this count for good has died, and the curve shows when."""
+    return np.count_nonzero(np.any(live_choices(mask, x), axis=1), axis=-1)
 
 
 @dataclasses.dataclass
@@ -281,12 +279,11 @@ class Trainer:
             if rv.watching(step):
                 rv.observe(*self.problem.last_mask)
             if rv.is_revival_step(step):
-                events = {e["replicate"]: e for e in rv.revive(step, comps, (self.opt.m, self.opt.v), self.layer_inputs)}
                 # logged with this step's losses (revival steps are multiples of `every`)
-                record["revived"] = np.array([len(events[i]["dead"]) if i in events else 0
-                                              for i in range(self.exp.replicates)])
-                record["still_dead"] = np.array([len(events[i]["still_dead"]) if i in events else 0
-                                                 for i in range(self.exp.replicates)])
+                revived, still_dead = np.zeros((2, self.exp.replicates), dtype=np.int64)
+                for e in rv.revive(step, comps, (self.opt.m, self.opt.v), self.layer_inputs):
+                    revived[e["replicate"]], still_dead[e["replicate"]] = len(e["dead"]), len(e["still_dead"])
+                record["revived"], record["still_dead"] = revived, still_dead
         self.step_index += 1
         return lr, record
 

@@ -44,6 +44,7 @@ from typing import Callable
 
 import numpy as np
 
+from .attributions import live_choices
 from .spec import Revive
 
 MAX_COS = 0.9  # |cos(u1, u2)| above this: one direction, nothing to split (and P would blow up)
@@ -74,7 +75,7 @@ class Reviver:
 
     def observe(self, mask: np.ndarray, x: np.ndarray) -> None:
         """Add one step's choices: mask (I, B, C), inputs x (I, B, n_in)."""
-        chosen = mask & np.any(x != 0, axis=-1)[..., None]
+        chosen = live_choices(mask, x)
         n = np.count_nonzero(chosen, axis=1)
         self.counts += n
         self.present += n > 0
@@ -92,6 +93,7 @@ class Reviver:
         I, _, n_in = xs.shape
         first = next(iter(inputs))
         unit = np.asarray(layer_inputs(np.broadcast_to(np.eye(n_in), (I, n_in, n_in)))[first], dtype=np.float64)
+        cleared = self.cfg.clear and step + self.cfg.every > self.cfg.until  # the last revival
         new = []
         for i, counts in enumerate(self.counts):
             is_dead = 2 * self.present[i] < self.steps
@@ -107,14 +109,13 @@ class Reviver:
                 d = dead[len(done)]
                 split(comps, moments, i, d, c, self.m, P)
                 done.append((d, c))
-            last = step + self.cfg.every > self.cfg.until
-            if self.cfg.clear and last:
+            if cleared:
                 for d in dead[len(done):]:
                     clear(comps, moments, i, d, self.m)
             if dead:
                 new.append({"step": step, "replicate": i, "dead": [d for d, _ in done],
                             "donors": [c for _, c in done], "donor_counts": [int(counts[c]) for _, c in done],
-                            "still_dead": dead[len(done):], "cleared": bool(self.cfg.clear and last)})
+                            "still_dead": dead[len(done):], "cleared": bool(cleared)})
         self.counts[:] = 0
         self.present[:] = 0
         self.steps = 0

@@ -678,9 +678,8 @@ def to_dict(obj: Any) -> Any:
 def _revive_issues(dc: Decompose, issues: list) -> None:
     r = dc.revive
     _in("decompose.revive.kind", r.kind, ("split",), issues)
-    for name in ("every", "window"):
+    for name in ("every", "window", "until"):
         _positive(f"decompose.revive.{name}", getattr(r, name), issues)
-    _positive("decompose.revive.until", r.until, issues)
     if r.window > r.every:
         issues.append(Issue("decompose.revive.window", f"window ({r.window} steps) is longer than every ({r.every})",
                             "use window <= every: a window covers the steps since the last revival at most",
