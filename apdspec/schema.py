@@ -204,10 +204,12 @@ REVIVE = Obj(
         "window": Leaf(Int(), "a component chosen in fewer than half of this many steps before a revival is dead",
                        valid="(0, every]"),
         "clear": Leaf(Bool(), "at the last revival, zero the dead components no donor could be split for (measured worse on TMS 40-10)"),
+        "adopt": Leaf(Bool(), "a dead component left over by the splits takes, from every component, the part that "
+                              "reads an input top-k leaves unserved even when it is large (measured better on TMS 40-10)"),
     },
     "dead-component revival, not part of APD (runtime/revive.py); none = off, as in the paper",
     forms={"split": Form(fixed={"kind": "split"},
-                         keywords={k: k for k in ("every", "until", "window", "clear")})},
+                         keywords={k: k for k in ("every", "until", "window", "clear", "adopt")})},
     optional=True,
 )
 

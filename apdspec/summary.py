@@ -121,6 +121,7 @@ def summary_lines(exp: S.Experiment) -> list[str]:
         r = d.revive
         rows.append(("revive", f"every {r.every:,} steps up to step {r.until:,}, dead components (chosen in under "
                                f"half of the last {r.window:,} steps) split busy ones"
+                               + (", dead ones left over adopt inputs no component serves" if r.adopt else "")
                                + (", those left dead at the last revival are zeroed" if r.clear else "") + " (not part of APD)"))
     if arch is not None:
         c = costs(exp, arch)

@@ -282,7 +282,8 @@ class Trainer:
                 # logged with this step's losses (revival steps are multiples of `every`)
                 revived, still_dead = np.zeros((2, self.exp.replicates), dtype=np.int64)
                 for e in rv.revive(step, comps, (self.opt.m, self.opt.v), self.layer_inputs):
-                    revived[e["replicate"]], still_dead[e["replicate"]] = len(e["dead"]), len(e["still_dead"])
+                    revived[e["replicate"]] = len(e["dead"]) + len(e["adopted"])
+                    still_dead[e["replicate"]] = len(e["still_dead"])
                 record["revived"], record["still_dead"] = revived, still_dead
         self.step_index += 1
         return lr, record

@@ -179,8 +179,9 @@ def expectations_section(expectations: list[dict]) -> Section:
 
 
 def revivals_text(events: list[dict]) -> str:
-    """Per replicate: how many dead components took over part of a live one, at which steps, and
-    how many were left dead (no donor to split) at the last revival step."""
+    """Per replicate: how many dead components took over part of a live one, how many adopted an
+    input no component served (revive adopt), at which steps, and how many were left dead at the
+    last revival step."""
     if not events:
         return "none (no component was dead at a revival step)"
     per: dict[int, list[dict]] = {}
@@ -191,6 +192,10 @@ def revivals_text(events: list[dict]) -> str:
         steps = [str(e["step"]) for e in evs if e["dead"]]
         text = f"replicate {r}: {sum(len(e['dead']) for e in evs)} revived"
         text += f" (steps {', '.join(steps)})" if steps else ""
+        adopted = [str(e["step"]) for e in evs if e.get("adopted")]
+        if adopted:
+            text += (f", {sum(len(e.get('adopted', ())) for e in evs)} adopted an unserved input"
+                     f" (steps {', '.join(adopted)})")
         still = evs[-1].get("still_dead", [])
         parts.append(text + (f", {len(still)} left dead at step {evs[-1]['step']}" if still else ""))
     return "; ".join(parts)

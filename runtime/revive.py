@@ -26,6 +26,21 @@ Every `every` steps up to step `until`, per replicate:
 What the dead component still held is dropped; the faithfulness loss makes up for it. d takes
 over c's Adam moments.
 
+With `adopt` (off by default), the dead components no donor was split for take over inputs that
+no live component holds. After the splits, 11-12 dead components leave 38-39 live ones for TMS
+40-10's 40 features; the feature no live component holds is then served by nothing (top-k chooses
+no component on its samples, whatever their size), its row sits spread over dead components and
+small compensations in live ones, and MMCS stays under 0.99 (measured). An orphan is a direction
+u of the unserved samples' model inputs (their mode, with the most input mass within
+|cos| > ADOPT_COS) on which at least half of the larger half of the samples along u go unserved
+(a served input goes unserved only when small). For each orphan and spare dead component d, in
+every layer, with g the unit main direction of those samples' layer inputs,
+    W_d = g g^T sum_c W_c,   W_c <- (1 - g g^T) W_c   for every other c,
+so d holds everything the decomposition reads from g (rank 1; d's Adam moments start at zero),
+and the sum over components loses only what d held outside g. On TMS (layer input = model input,
+g = e_f) d becomes row f of the summed weight. In deeper models g is a hidden direction that other
+inputs may share, so they lose that part too; this was only measured on TMS.
+
 With `clear` (off by default), at the last revival step (`until`) the dead components that no
 donor could be split for are set to zero, Adam moments too (a zero component gets a zero gradient
 and stays zero). The idea: a dead component is never chosen, so no Schatten or minimality term
@@ -50,6 +65,7 @@ from .spec import Revive
 MAX_COS = 0.9  # |cos(u1, u2)| above this: one direction, nothing to split (and P would blow up)
 PROBE_STEPS = 4  # the window's last steps whose samples feed the split
 MIN_SAMPLES = 8  # per group
+ADOPT_COS = 0.9  # a sample lies along an orphan direction u when |cos(x, u)| exceeds this
 
 
 class Reviver:
@@ -109,13 +125,20 @@ class Reviver:
                 d = dead[len(done)]
                 split(comps, moments, i, d, c, self.m, P)
                 done.append((d, c))
+            spare = dead[len(done):]
+            adopted = []
+            if self.cfg.adopt and spare:
+                for d, rows in zip(spare, orphans(chosen[i], xs[i], len(spare))):
+                    adopt(comps, moments, i, d, self.m, {k: main_direction(v[i, rows]) for k, v in inputs.items()})
+                    adopted.append(d)
+            still = spare[len(adopted):]
             if cleared:
-                for d in dead[len(done):]:
+                for d in still:
                     clear(comps, moments, i, d, self.m)
             if dead:
                 new.append({"step": step, "replicate": i, "dead": [d for d, _ in done],
                             "donors": [c for _, c in done], "donor_counts": [int(counts[c]) for _, c in done],
-                            "still_dead": dead[len(done):], "cleared": bool(cleared)})
+                            "adopted": adopted, "still_dead": still, "cleared": bool(cleared)})
         self.counts[:] = 0
         self.present[:] = 0
         self.steps = 0
@@ -205,6 +228,55 @@ def split(comps: dict, moments: tuple[dict, ...], i: int, d: int, c: int, m: int
         for mom in moments:
             mom[f"{n}.A"][i, :, cols_d] = mom[f"{n}.A"][i, :, cols_c]
             mom[f"{n}.B"][i, cols_d, :] = mom[f"{n}.B"][i, cols_c, :]
+
+
+def orphans(chosen: np.ndarray, x: np.ndarray, most: int) -> list[np.ndarray]:
+    """Up to `most` groups of samples (row indices), each along one model-input direction that
+    top-k leaves unserved (no component chosen) on at least half of the larger half of the samples
+    along it: an input no live component holds (a served input goes unserved only when small).
+    chosen (N, C) live choices, x (N, n_in). A direction is the mode of the unserved samples: the
+    one with the most input mass within |cos| > ADOPT_COS of it (the main singular direction would
+    blend two orphans of similar mass)."""
+    nonzero = np.any(x != 0, axis=1)
+    norms = np.linalg.norm(x, axis=1)
+    xh = x / np.where(norms > 0, norms, 1.0)[:, None]
+    idx = np.flatnonzero(nonzero & ~chosen.any(axis=1))
+    near = np.abs(xh[idx] @ xh[idx].T) > ADOPT_COS  # (n, n) among the unserved
+    open_ = np.ones(len(idx), dtype=bool)
+    groups = []
+    while len(groups) < most and open_.sum() >= MIN_SAMPLES:
+        score = np.where(open_, near[:, open_] @ norms[idx[open_]], -1.0)
+        u = main_direction(x[idx[near[np.argmax(score)] & open_]])
+        along = nonzero & (np.abs(xh @ u) > ADOPT_COS)
+        members = idx[open_ & along[idx]]
+        if len(members) < MIN_SAMPLES:
+            break
+        big = along & (norms >= np.median(norms[along]))
+        if 2 * np.count_nonzero(big[members]) >= np.count_nonzero(big):
+            groups.append(members)
+        open_ &= ~along[idx]
+    return groups
+
+
+def adopt(comps: dict, moments: tuple[dict, ...], i: int, d: int, m: int, g: dict) -> None:
+    """Make dead component d of replicate i the part of every component that reads the unit layer
+    input g[param] (per parameter): W_d = g g^T sum_c W_c, W_c <- (1 - g g^T) W_c. The sum over
+    components keeps that part; d's Adam moments start at zero."""
+    cols = slice(d * m, (d + 1) * m)
+    for n, gn in g.items():
+        A, B = comps[f"{n}.A"], comps[f"{n}.B"]
+        a, b = A[i].astype(np.float64), B[i].astype(np.float64)  # (d_in, Cm), (Cm, d_out)
+        v = (gn @ a) @ b  # g^T sum_c W_c
+        A[i] = a - np.outer(gn, gn @ a)
+        A[i, :, cols] = 0.0
+        B[i, cols, :] = 0.0
+        s = np.sqrt(np.linalg.norm(v))
+        if s > 0:
+            A[i, :, d * m] = gn * s
+            B[i, d * m, :] = v / s
+        for mom in moments:
+            mom[f"{n}.A"][i, :, cols] = 0.0
+            mom[f"{n}.B"][i, cols, :] = 0.0
 
 
 def clear(comps: dict, moments: tuple[dict, ...], i: int, d: int, m: int) -> None:

@@ -186,6 +186,7 @@ class Revive:
     until: int = 10_000
     window: int = 200
     clear: bool = False  # at the last revival, zero the dead components no donor could be split for
+    adopt: bool = False  # dead components left over take inputs that top-k leaves unserved
 
 
 @dataclass(frozen=True)

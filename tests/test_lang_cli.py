@@ -34,6 +34,8 @@ def test_check_shows_revival(capsys):
             "ones (not part of APD)") in out
     assert main(["check", TMS, "-s", "decompose.revive=split(clear = true)"]) == 0
     assert "split busy ones, those left dead at the last revival are zeroed" in capsys.readouterr().out
+    assert main(["check", TMS, "-s", "decompose.revive=split(adopt = true)"]) == 0
+    assert "split busy ones, dead ones left over adopt inputs no component serves (not part" in capsys.readouterr().out
     assert main(["check", TMS]) == 0
     assert "revive" not in capsys.readouterr().out  # off by default
 

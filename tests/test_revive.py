@@ -240,6 +240,7 @@ def test_spec_syntax_compiles_to_the_runtime_object():
     assert "revive = split(" in loaded.text
     assert apdspec.loads(loaded.text, "resolved.apd").experiment == loaded.experiment
     assert apdspec.loads(SPEC.replace("REVIVE", "revive = none"), "t.apd").experiment.decompose.revive is None
+    assert apdspec.loads(SPEC.replace("REVIVE", "revive = split(adopt = true)"), "t.apd").experiment.decompose.revive.adopt
     assert apdspec.loads(SPEC.replace("REVIVE", ""), "t.apd").experiment.decompose.revive is None
 
 
@@ -271,6 +272,8 @@ def test_report_line_counts_revivals_per_replicate():
     assert revivals_text(ev) == ("replicate 0: 3 revived (steps 1000, 2000); "
                                  "replicate 2: 0 revived, 2 left dead at step 1000")
     assert revivals_text([]).startswith("none")
+    ev[1]["adopted"] = [9]
+    assert revivals_text(ev).startswith("replicate 0: 3 revived (steps 1000, 2000), 1 adopted an unserved input (steps 2000); ")
 
 
 @pytest.mark.parametrize("clear", [True, False])
@@ -314,3 +317,94 @@ def test_revival_on_every_architecture_moves_weight_only_from_donors_to_dead(nam
                 assert not Am[i, e["still_dead"]].any() and not Bm[i, e["still_dead"]].any()
             untouched = [c for c in range(C) if c not in e["dead"] + e["donors"] + gone]
             np.testing.assert_array_equal(after[i, untouched], before[n][i, untouched])
+
+
+def one_hot_samples(rng, F: int, per: int, zeros: int = 20):
+    """`per` samples with a single active feature for each feature (values in [0.1, 1)), then zeros."""
+    x = np.zeros((F * per + zeros, F))
+    for f in range(F):
+        x[f * per:(f + 1) * per, f] = rng.uniform(0.1, 1.0, per)
+    return x
+
+
+def test_orphans_are_inputs_top_k_leaves_unserved_even_when_large():
+    rng = np.random.default_rng(0)
+    F, per = 6, 40
+    x = one_hot_samples(rng, F, per)
+    feat = np.where(np.any(x != 0, axis=1), np.argmax(x != 0, axis=1), -1)
+    chosen = np.zeros((len(x), 3), dtype=bool)
+    chosen[np.isin(feat, [0, 1, 3]), 0] = True  # served
+    chosen[(feat == 2) & (x[:, 2] > 0.6), 1] = True  # served when large: not an orphan
+    # features 4 and 5 are never served: two orphans of similar mass, found one at a time
+    groups = revive.orphans(chosen, x, most=5)
+    assert sorted(sorted(set(feat[g])) for g in groups) == [[4], [5]]
+    assert sorted(len(g) for g in groups) == [per, per]
+    assert len(revive.orphans(chosen, x, most=1)) == 1
+    # a sample along an orphan with a small second feature still belongs to it
+    x2 = np.vstack([x, [[0.02, 0, 0, 0, 0.9, 0]] * 3])
+    chosen2 = np.vstack([chosen, np.zeros((3, 3), dtype=bool)])
+    g4 = next(g for g in revive.orphans(chosen2, x2, most=5) if x2[g[0], 4] != 0)
+    assert set(range(len(x), len(x) + 3)) <= set(g4.tolist())
+    # everything served: no orphans
+    assert revive.orphans(np.ones_like(chosen), x, most=5) == []
+
+
+def test_adopt_moves_one_input_direction_of_every_component_into_the_dead_one():
+    rng = np.random.default_rng(1)
+    I_, C, m, d_in, d_out, d = 2, 5, 3, 7, 4, 2
+    comps = {"W.A": rng.normal(size=(I_, d_in, C * m)), "W.B": rng.normal(size=(I_, C * m, d_out))}
+    moments = ({k: rng.normal(size=v.shape) for k, v in comps.items()},)
+    before = apd.component_weights(comps, "W", C)
+    mom_before = {k: v.copy() for k, v in moments[0].items()}
+    g = rng.normal(size=d_in)
+    g /= np.linalg.norm(g)
+    P = np.outer(g, g)
+    revive.adopt(comps, moments, 1, d, m, {"W": g})
+    after = apd.component_weights(comps, "W", C)
+    np.testing.assert_array_equal(after[0], before[0])  # other replicates untouched
+    np.testing.assert_allclose(after[1, d], P @ before[1].sum(axis=0), atol=1e-12)
+    assert np.linalg.matrix_rank(after[1, d], tol=1e-9) == 1
+    for c in set(range(C)) - {d}:
+        np.testing.assert_allclose(after[1, c], before[1, c] - P @ before[1, c], atol=1e-12)
+        np.testing.assert_allclose(g @ after[1, c], 0.0, atol=1e-12)
+    # the sum keeps everything but what d held outside the adopted direction
+    np.testing.assert_allclose(after[1].sum(axis=0), before[1].sum(axis=0) - (np.eye(d_in) - P) @ before[1, d], atol=1e-12)
+    A, B = apd.to_components(moments[0], "W", C)
+    assert not A[1, d].any() and not B[1, d].any()
+    A0, B0 = apd.to_components(mom_before, "W", C)
+    keep = [c for c in range(C) if c != d]
+    np.testing.assert_array_equal(A[:, keep], A0[:, keep])
+    np.testing.assert_array_equal(A[0], A0[0])
+
+
+def test_reviver_adopts_an_unserved_feature_into_a_spare_dead_component():
+    """TMS: the layer input of W is the model input, so an orphan feature f is adopted as the
+    direction e_f: the dead component becomes row f of the summed weight, and no other component
+    keeps any of row f."""
+    rng = np.random.default_rng(2)
+    exp = tms_exp(Revive(every=4, until=4, window=4, adopt=True))
+    arch, target, _, _ = runner.build_target(exp)
+    F, C, m = arch.features, 6, exp.decompose.rank
+    comps = {k: rng.normal(0, 0.5, v.shape) for k, v in apd.init_components(arch, C, m, 2, 1.0, rng, np.float64).items()}
+    r = revive.Reviver(exp.decompose.revive, 2, C, m)
+    for _ in range(4):
+        x = one_hot_samples(rng, F, 20)
+        feat = np.where(np.any(x != 0, axis=1), np.argmax(x != 0, axis=1), -1)
+        mask = np.zeros((len(x), C), dtype=bool)
+        for f in range(F - 1):  # feature F-1 is never served; components 4 and 5 are never chosen
+            mask[feat == f, f] = True
+        r.observe(np.stack([mask, mask]), np.stack([x, x]))
+    before = apd.component_weights(comps, "W", C)
+    layer_inputs = lambda x: {"W": target_forward(arch, target, x).pre["W"]}  # noqa: E731
+    events = r.revive(4, comps, ({k: np.zeros_like(v) for k, v in comps.items()},), layer_inputs)
+    after = apd.component_weights(comps, "W", C)
+    for e in events:
+        i = e["replicate"]
+        # no donor serves two inputs (nothing to split); one orphan for the first spare dead component
+        assert e["dead"] == [] and e["adopted"] == [4] and e["still_dead"] == [5]
+        row = np.zeros(F)
+        row[F - 1] = 1.0
+        np.testing.assert_allclose(after[i, 4], np.outer(row, before[i].sum(axis=0)[F - 1]), atol=1e-9)
+        np.testing.assert_allclose(np.delete(after[i], 4, axis=0)[:, F - 1], 0.0, atol=1e-9)
+        others = [c for c in range(C) if c != 4]  # (the still-dead 5 included) keep their other rows
+        np.testing.assert_allclose(after[i, others, :F - 1], before[i, others, :F - 1], atol=1e-12)
