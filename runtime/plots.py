@@ -98,7 +98,8 @@ def plot_components(mats: list[tuple[str, np.ndarray]], path: str, title: str = 
         ax.set_yticks([])
         ax.set_title(label, fontsize=9, pad=12)
         fig.colorbar(im, ax=ax, shrink=0.8, label="weight")
-    more = f" ({len(shown)} of {C} components, largest first)" if len(shown) < C else ""
+    # on its own line: a long experiment name plus this overran narrow figures
+    more = f"\n{len(shown)} of {C} components, largest first" if len(shown) < C else ""
     fig.suptitle((title or "Component weights") + more)
     return save(fig, path)
 

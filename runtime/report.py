@@ -178,6 +178,10 @@ def expectations_section(expectations: list[dict]) -> Section:
     return sec
 
 
+def _steps(steps: list[str]) -> str:
+    return ("step " if len(steps) == 1 else "steps ") + ", ".join(steps)
+
+
 def revivals_text(events: list[dict]) -> str:
     """Per replicate: how many dead components took over part of a live one, how many adopted an
     input no component served (revive adopt), at which steps, and how many were left dead at the
@@ -191,11 +195,11 @@ def revivals_text(events: list[dict]) -> str:
     for r, evs in sorted(per.items()):
         steps = [str(e["step"]) for e in evs if e["dead"]]
         text = f"replicate {r}: {sum(len(e['dead']) for e in evs)} revived"
-        text += f" (steps {', '.join(steps)})" if steps else ""
+        text += f" ({_steps(steps)})" if steps else ""
         adopted = [str(e["step"]) for e in evs if e.get("adopted")]
         if adopted:
             text += (f", {sum(len(e.get('adopted', ())) for e in evs)} adopted an unserved input"
-                     f" (steps {', '.join(adopted)})")
+                     f" ({_steps(adopted)})")
         still = evs[-1].get("still_dead", [])
         parts.append(text + (f", {len(still)} left dead at step {evs[-1]['step']}" if still else ""))
     return "; ".join(parts)

@@ -273,7 +273,7 @@ def test_report_line_counts_revivals_per_replicate():
                                  "replicate 2: 0 revived, 2 left dead at step 1000")
     assert revivals_text([]).startswith("none")
     ev[1]["adopted"] = [9]
-    assert revivals_text(ev).startswith("replicate 0: 3 revived (steps 1000, 2000), 1 adopted an unserved input (steps 2000); ")
+    assert revivals_text(ev).startswith("replicate 0: 3 revived (steps 1000, 2000), 1 adopted an unserved input (step 2000); ")
 
 
 @pytest.mark.parametrize("clear", [True, False])
