@@ -66,6 +66,7 @@ MAX_COS = 0.9  # |cos(u1, u2)| above this: one direction, nothing to split (and 
 PROBE_STEPS = 4  # the window's last steps whose samples feed the split
 MIN_SAMPLES = 8  # per group
 ADOPT_COS = 0.9  # a sample lies along an orphan direction u when |cos(x, u)| exceeds this
+MODE_SAMPLES = 4096  # unserved samples searched for an orphan's direction (an n x n table)
 
 
 class Reviver:
@@ -240,21 +241,24 @@ def orphans(chosen: np.ndarray, x: np.ndarray, most: int) -> list[np.ndarray]:
     nonzero = np.any(x != 0, axis=1)
     norms = np.linalg.norm(x, axis=1)
     xh = x / np.where(norms > 0, norms, 1.0)[:, None]
-    idx = np.flatnonzero(nonzero & ~chosen.any(axis=1))
-    near = np.abs(xh[idx] @ xh[idx].T) > ADOPT_COS  # (n, n) among the unserved
-    open_ = np.ones(len(idx), dtype=bool)
+    unserved = nonzero & ~chosen.any(axis=1)
+    # mode candidates: the largest unserved samples (an orphan's are large), capped for memory
+    cand = np.flatnonzero(unserved)
+    cand = cand[np.argsort(-norms[cand], kind="stable")[:MODE_SAMPLES]]
+    near = np.abs(xh[cand] @ xh[cand].T) > ADOPT_COS  # (n, n)
     groups = []
-    while len(groups) < most and open_.sum() >= MIN_SAMPLES:
-        score = np.where(open_, near[:, open_] @ norms[idx[open_]], -1.0)
-        u = main_direction(x[idx[near[np.argmax(score)] & open_]])
+    while len(groups) < most and unserved[cand].sum() >= MIN_SAMPLES:
+        live = unserved[cand]
+        score = np.where(live, near[:, live] @ norms[cand[live]], -1.0)
+        u = main_direction(x[cand[near[np.argmax(score)] & live]])
         along = nonzero & (np.abs(xh @ u) > ADOPT_COS)
-        members = idx[open_ & along[idx]]
+        members = np.flatnonzero(along & unserved)
         if len(members) < MIN_SAMPLES:
             break
         big = along & (norms >= np.median(norms[along]))
         if 2 * np.count_nonzero(big[members]) >= np.count_nonzero(big):
             groups.append(members)
-        open_ &= ~along[idx]
+        unserved &= ~along
     return groups
 
 
