@@ -349,6 +349,20 @@ def test_orphans_are_inputs_top_k_leaves_unserved_even_when_large():
     assert revive.orphans(np.ones_like(chosen), x, most=5) == []
 
 
+def test_orphan_search_over_the_largest_unserved_samples_finds_the_same_groups(monkeypatch):
+    rng = np.random.default_rng(3)
+    x = one_hot_samples(rng, 6, 40)
+    feat = np.where(np.any(x != 0, axis=1), np.argmax(x != 0, axis=1), -1)
+    chosen = np.zeros((len(x), 2), dtype=bool)
+    chosen[(feat >= 0) & (feat < 5), 0] = True
+    chosen[(feat == 1) & (x[:, 1] < 0.3), 0] = False  # small samples of a served input go unserved
+    full = revive.orphans(chosen, x, most=3)
+    monkeypatch.setattr(revive, "MODE_SAMPLES", 30)  # fewer than the unserved samples
+    capped = revive.orphans(chosen, x, most=3)
+    assert [sorted(set(feat[g])) for g in full] == [[5]]
+    assert [g.tolist() for g in capped] == [g.tolist() for g in full]
+
+
 def test_adopt_moves_one_input_direction_of_every_component_into_the_dead_one():
     rng = np.random.default_rng(1)
     I_, C, m, d_in, d_out, d = 2, 5, 3, 7, 4, 2
