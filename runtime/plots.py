@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .plots_common import cmap, color, figure, grid_shape, hide_unused, integer_ticks, positive, save, symmetric_limit
+from .plots_common import (cmap, color, figure, grid_shape, hide_unused, integer_ticks, positive, save, suptitle,
+                           symmetric_limit)
 
 LOSS_TERMS = ("total", "faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon")
 MAX_COMPONENTS_SHOWN = 24
@@ -56,7 +57,7 @@ def plot_losses(history: list[dict], path: str, target_history: list[dict] | Non
         ax.grid(alpha=0.3)
     axes.ravel()[0].legend(fontsize=8)
     hide_unused(axes, len(panels))
-    fig.suptitle(title or "Training curves")
+    suptitle(fig, title or "Training curves")
     return save(fig, path)
 
 
@@ -100,7 +101,7 @@ def plot_components(mats: list[tuple[str, np.ndarray]], path: str, title: str = 
         fig.colorbar(im, ax=ax, shrink=0.8, label="weight")
     # on its own line: a long experiment name plus this overran narrow figures
     more = f"\n{len(shown)} of {C} components, largest first" if len(shown) < C else ""
-    fig.suptitle((title or "Component weights") + more)
+    suptitle(fig, (title or "Component weights") + more)
     return save(fig, path)
 
 
@@ -109,7 +110,7 @@ def plot_attributions(tables: list[tuple[str, np.ndarray]], path: str, row_label
     """Attribution of every component (columns) on each one-hot input (rows), one panel per
     replicate; small tables are annotated with their values."""
     n = min(len(tables), MAX_REPLICATES_SHOWN)
-    fig, axes = figure(1, n, (max(4.0, 0.35 * tables[0][1].shape[1] + 2.5) * n, max(3.0, 0.25 * tables[0][1].shape[0] + 1.5)))
+    fig, axes = figure(1, n, (max(5.0, 0.35 * tables[0][1].shape[1] + 2.5) * n, max(3.0, 0.25 * tables[0][1].shape[0] + 1.5)))
     for ax, (label, t) in zip(axes.ravel(), tables[:n]):
         im = ax.imshow(t, cmap="viridis", aspect="auto", interpolation="nearest")
         ax.set_title(label, fontsize=9)
@@ -121,7 +122,7 @@ def plot_attributions(tables: list[tuple[str, np.ndarray]], path: str, row_label
                 ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=6,
                         color="white" if v < 0.5 * np.nanmax(t) else "black")
         fig.colorbar(im, ax=ax, shrink=0.8, label="attribution")
-    fig.suptitle(title or "Attributions on one-hot inputs")
+    suptitle(fig, title or "Attributions on one-hot inputs")
     return save(fig, path)
 
 
@@ -198,7 +199,7 @@ def _build_attributions(an: Any, path: str) -> str:
     if an.kind == "gated":
         g = an.gated()
         tables = [(f"replicate {i}", g["share"][i]) for i in range(an.I)]
-        return plot_attributions(tables, path, "function (control bit on, x over its range)",
+        return plot_attributions(tables, path, "function\n(control bit on, x over its range)",
                                  f"{an.exp.name}: mean share of the attribution per component")
     A = an.identity_attributions()
     return plot_attributions([(f"replicate {i}", A[i]) for i in range(an.I)], path,

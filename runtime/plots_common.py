@@ -23,6 +23,16 @@ def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] | None = No
     return fig, axes
 
 
+def suptitle(fig: Any, text: str, fontsize: float = 12.0) -> None:
+    """A figure title wrapped to the figure's width (a long experiment name otherwise runs off a
+    narrow figure); explicit newlines are kept."""
+    import textwrap
+
+    per_line = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))
+    lines = [w for part in text.split("\n") for w in textwrap.wrap(part, per_line) or [""]]
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
+
+
 def save(fig: Any, path: str) -> str:
     """Write a PNG and return its path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

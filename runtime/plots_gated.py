@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from .analysis_gated import edge_functions, neuron_functions
-from .plots_common import figure, grid_shape, hide_unused, save
+from .plots_common import figure, grid_shape, hide_unused, save, suptitle
 
 FUNCTION_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 OTHER_COLOR = "#7b2cbf"  # purple: weight absent from the target (Fig. 13)
@@ -34,7 +34,7 @@ def plot_gated_functions(grid: np.ndarray, target: np.ndarray, apd: np.ndarray, 
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
     hide_unused(axes, n)
-    fig.suptitle(title or "Gated functions: target vs APD")
+    suptitle(fig, title or "Gated functions: target vs APD")
     return save(fig, path)
 
 
@@ -86,7 +86,7 @@ def plot_gated_network(target_layers: list[tuple[np.ndarray, np.ndarray]],
         ax.set_yticks([])
         ax.set_title(label, fontsize=9)
     hide_unused(axes, len(panels))
-    fig.suptitle(title or "Gated network per component (colour = target function, purple = not in target)")
+    suptitle(fig, title or "Gated network per component (colour = target function, purple = not in target)")
     return save(fig, path)
 
 

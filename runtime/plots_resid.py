@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from .analysis_resid import log_bins
-from .plots_common import cmap, color, figure, integer_ticks, positive, save, symmetric_limit
+from .plots_common import cmap, color, figure, integer_ticks, positive, save, suptitle, symmetric_limit
 
 SCRUB_COLORS = {"topk": "#1f77b4", "scrubbed": "#e377c2", "anti_scrubbed": "#2ca02c", "random": "#ff7f0e"}
 SCRUB_LABELS = {"topk": "APD (top-k)", "scrubbed": "scrubbed", "anti_scrubbed": "anti-scrubbed",
@@ -37,7 +37,7 @@ def plot_neuron_contributions(target: np.ndarray, rows: np.ndarray, components: 
             ax.axvline(edge - 0.5, color="black", ls=":", lw=1)
     axes[1, 0].set_xlabel("neuron" + (" (layers concatenated, layer 0 first)" if len(layer_sizes) > 1 else ""))
     fig.colorbar(im, ax=axes[:, 0].tolist(), shrink=0.8, label="contribution")
-    fig.suptitle(title or f"Neuron contributions, first {n} features")
+    suptitle(fig, title or f"Neuron contributions, first {n} features")
     return save(fig, path)
 
 
@@ -125,7 +125,7 @@ def plot_target_response(feature: int, onehot_out: np.ndarray, onehot_labels: np
     ax.plot(sweep_x, sweep_labels.mean(axis=0), color="red", ls="--", lw=1.5, label="true label (mean)")
     ax.set(xlabel="x_f (other inputs 0)", ylabel="output f", title="response of every feature (colour = feature)")
     ax.legend(fontsize=8)
-    fig.suptitle(title or "Target model vs true labels")
+    suptitle(fig, title or "Target model vs true labels")
     return save(fig, path)
 
 
@@ -147,7 +147,7 @@ def plot_per_feature_loss(target: np.ndarray, top1: np.ndarray, topk: np.ndarray
     step = max(1, F // 25)
     axes[-1, 0].set_xticks(x[::step], [str(int(f)) for f in order[::step]], fontsize=6)
     axes[-1, 0].set_xlabel("input feature (sorted by the target's loss)")
-    fig.suptitle(title or "Per-feature loss on single-feature samples")
+    suptitle(fig, title or "Per-feature loss on single-feature samples")
     return save(fig, path)
 
 

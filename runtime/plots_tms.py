@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from .plots_common import color, figure, grid_shape, hide_unused, save
+from .plots_common import color, figure, grid_shape, hide_unused, save, suptitle
 
 
 def plot_polygons(W: np.ndarray, P: np.ndarray, path: str, title: str = "") -> str:
@@ -38,7 +38,7 @@ def plot_polygons(W: np.ndarray, P: np.ndarray, path: str, title: str = "") -> s
     if W.shape[0] <= 10:
         axes[0, 0].legend(fontsize=6, loc="best")
     hide_unused(axes, len(panels))
-    fig.suptitle(title or "Feature directions W[f] in the 2-D hidden space")
+    suptitle(fig, title or "Feature directions W[f] in the 2-D hidden space")
     return save(fig, path)
 
 

@@ -108,3 +108,18 @@ def test_scrub_plots_work_when_the_report_did_not_ask_for_scrub_metrics(tmp_path
     r = replace_report(resid_run(), metrics=("topk_mse",), plots=("losses",))
     paths, errors = plots.make_plots(r, str(tmp_path), ["per_feature_loss", "scrub_histogram", "active_components"])
     assert errors == {} and len(paths) == 3
+
+
+def test_long_figure_titles_wrap_to_the_figure_width():
+    from runtime.plots_common import figure, suptitle
+
+    fig, _ = figure(1, 1, (4.0, 3.0))
+    long = "tms_40_10_adopt: mean share of the attribution per component, replicate 0 of 5"
+    suptitle(fig, long + "\nsecond line")
+    lines = fig.get_suptitle().split("\n")
+    per_line = int(4.0 * 72 / (0.55 * 12))
+    assert len(lines) >= 3 and max(len(s) for s in lines) <= per_line and lines[-1] == "second line"
+    assert " ".join(lines[:-1]) == long  # only wrapped, nothing dropped
+    fig, _ = figure(1, 1, (12.0, 3.0))
+    suptitle(fig, "short title")
+    assert fig.get_suptitle() == "short title"
