@@ -39,7 +39,8 @@ every layer, with g the unit main direction of those samples' layer inputs,
 so d holds everything the decomposition reads from g (rank 1; d's Adam moments start at zero),
 and the sum over components loses only what d held outside g. On TMS (layer input = model input,
 g = e_f) d becomes row f of the summed weight. In deeper models g is a hidden direction that other
-inputs may share, so they lose that part too; this was only measured on TMS.
+inputs may share, so they lose that part too (measured mainly on TMS: the 2-layer residual MLP
+run made one adoption).
 
 With `clear` (off by default), at the last revival step (`until`) the dead components that no
 donor could be split for are set to zero, Adam moments too (a zero component gets a zero gradient
