@@ -239,9 +239,9 @@ def orphans(chosen: np.ndarray, x: np.ndarray, most: int) -> list[np.ndarray]:
     chosen (N, C) live choices, x (N, n_in). A direction is the mode of the unserved samples: the
     one with the most input mass within |cos| > ADOPT_COS of it (the main singular direction would
     blend two orphans of similar mass)."""
-    nonzero = np.any(x != 0, axis=1)
     norms = np.linalg.norm(x, axis=1)
-    xh = x / np.where(norms > 0, norms, 1.0)[:, None]
+    nonzero = norms > 0
+    xh = x / np.where(nonzero, norms, 1.0)[:, None]
     unserved = nonzero & ~chosen.any(axis=1)
     # mode candidates: the largest unserved samples (an orphan's are large), capped for memory
     cand = np.flatnonzero(unserved)
@@ -267,21 +267,19 @@ def adopt(comps: dict, moments: tuple[dict, ...], i: int, d: int, m: int, g: dic
     """Make dead component d of replicate i the part of every component that reads the unit layer
     input g[param] (per parameter): W_d = g g^T sum_c W_c, W_c <- (1 - g g^T) W_c. The sum over
     components keeps that part; d's Adam moments start at zero."""
-    cols = slice(d * m, (d + 1) * m)
+    reads = {}
     for n, gn in g.items():
-        A, B = comps[f"{n}.A"], comps[f"{n}.B"]
-        a, b = A[i].astype(np.float64), B[i].astype(np.float64)  # (d_in, Cm), (Cm, d_out)
-        v = (gn @ a) @ b  # g^T sum_c W_c
-        A[i] = a - np.outer(gn, gn @ a)
-        A[i, :, cols] = 0.0
-        B[i, cols, :] = 0.0
+        A = comps[f"{n}.A"]
+        a = A[i].astype(np.float64)  # (d_in, Cm)
+        ga = gn @ a  # how every rank slot reads g
+        reads[n] = ga @ comps[f"{n}.B"][i].astype(np.float64)  # g^T sum_c W_c, d's old part included
+        A[i] = a - np.outer(gn, ga)
+    clear(comps, moments, i, d, m)
+    for n, v in reads.items():
         s = np.sqrt(np.linalg.norm(v))
         if s > 0:
-            A[i, :, d * m] = gn * s
-            B[i, d * m, :] = v / s
-        for mom in moments:
-            mom[f"{n}.A"][i, :, cols] = 0.0
-            mom[f"{n}.B"][i, cols, :] = 0.0
+            comps[f"{n}.A"][i, :, d * m] = g[n] * s
+            comps[f"{n}.B"][i, d * m, :] = v / s
 
 
 def clear(comps: dict, moments: tuple[dict, ...], i: int, d: int, m: int) -> None:

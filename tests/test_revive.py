@@ -320,18 +320,18 @@ def test_revival_on_every_architecture_moves_weight_only_from_donors_to_dead(nam
 
 
 def one_hot_samples(rng, F: int, per: int, zeros: int = 20):
-    """`per` samples with a single active feature for each feature (values in [0.1, 1)), then zeros."""
+    """`per` samples with a single active feature for each feature (values in [0.1, 1)), then
+    zeros; and each sample's feature (-1 for the zeros)."""
     x = np.zeros((F * per + zeros, F))
     for f in range(F):
         x[f * per:(f + 1) * per, f] = rng.uniform(0.1, 1.0, per)
-    return x
+    return x, np.concatenate([np.repeat(np.arange(F), per), np.full(zeros, -1)])
 
 
 def test_orphans_are_inputs_top_k_leaves_unserved_even_when_large():
     rng = np.random.default_rng(0)
     F, per = 6, 40
-    x = one_hot_samples(rng, F, per)
-    feat = np.where(np.any(x != 0, axis=1), np.argmax(x != 0, axis=1), -1)
+    x, feat = one_hot_samples(rng, F, per)
     chosen = np.zeros((len(x), 3), dtype=bool)
     chosen[np.isin(feat, [0, 1, 3]), 0] = True  # served
     chosen[(feat == 2) & (x[:, 2] > 0.6), 1] = True  # served when large: not an orphan
@@ -351,8 +351,7 @@ def test_orphans_are_inputs_top_k_leaves_unserved_even_when_large():
 
 def test_orphan_search_over_the_largest_unserved_samples_finds_the_same_groups(monkeypatch):
     rng = np.random.default_rng(3)
-    x = one_hot_samples(rng, 6, 40)
-    feat = np.where(np.any(x != 0, axis=1), np.argmax(x != 0, axis=1), -1)
+    x, feat = one_hot_samples(rng, 6, 40)
     chosen = np.zeros((len(x), 2), dtype=bool)
     chosen[(feat >= 0) & (feat < 5), 0] = True
     chosen[(feat == 1) & (x[:, 1] < 0.3), 0] = False  # small samples of a served input go unserved
@@ -388,6 +387,7 @@ def test_adopt_moves_one_input_direction_of_every_component_into_the_dead_one():
     A0, B0 = apd.to_components(mom_before, "W", C)
     keep = [c for c in range(C) if c != d]
     np.testing.assert_array_equal(A[:, keep], A0[:, keep])
+    np.testing.assert_array_equal(B[:, keep], B0[:, keep])
     np.testing.assert_array_equal(A[0], A0[0])
 
 
@@ -402,8 +402,7 @@ def test_reviver_adopts_an_unserved_feature_into_a_spare_dead_component():
     comps = {k: rng.normal(0, 0.5, v.shape) for k, v in apd.init_components(arch, C, m, 2, 1.0, rng, np.float64).items()}
     r = revive.Reviver(exp.decompose.revive, 2, C, m)
     for _ in range(4):
-        x = one_hot_samples(rng, F, 20)
-        feat = np.where(np.any(x != 0, axis=1), np.argmax(x != 0, axis=1), -1)
+        x, feat = one_hot_samples(rng, F, 20)
         mask = np.zeros((len(x), C), dtype=bool)
         for f in range(F - 1):  # feature F-1 is never served; components 4 and 5 are never chosen
             mask[feat == f, f] = True
