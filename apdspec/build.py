@@ -97,7 +97,7 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
     `base` are the issues of the spec without its sweep; returns those every point has too (they
     do not depend on the sweep: the caller reports them as usual). The others are left out: the
     value a swept field has outside the sweep is never run."""
-    from runtime.sweep import expand
+    from runtime.pipeline.sweep import expand
 
     try:
         good, issues = expand(exp)

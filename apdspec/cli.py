@@ -103,7 +103,7 @@ def cmd_run(args) -> int:
     out = args.out or os.path.join("runs", exp.name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     if exp.sweep is not None:
         return _run_sweep(args, spec, out)
-    run_to_dir = _runtime("run", "runner", "run_to_dir", args.debug)
+    run_to_dir = _runtime("run", "pipeline.runner", "run_to_dir", args.debug)
     if run_to_dir is None:
         return EXIT_FAILED
     if args.jobs > 1 or args.scheduler:
@@ -120,11 +120,11 @@ def _run_sweep(args, spec, out: str) -> int:
     from .build import build
     from .state import lang_path
 
-    points = _runtime("run", "sweep", "points", args.debug)
+    points = _runtime("run", "pipeline.sweep", "points", args.debug)
     if points is None:
         return EXIT_FAILED
     from runtime.spec import SpecValidationError
-    from runtime.sweep import DistributedUnavailable, metric_columns, run_sweep
+    from runtime.pipeline.sweep import DistributedUnavailable, metric_columns, run_sweep
 
     # The unresolved experiment, so that defaults derived from swept fields (the train and
     # decompose seeds from `seed`, the rank from the target) are derived per point.
@@ -211,10 +211,10 @@ def cmd_report(args) -> int:
 
 def _report_sweep(args) -> int:
     """sweep.md from sweep.json; with --points, first every finished point's report."""
-    render = _runtime("report", "sweep", "render", args.debug)
+    render = _runtime("report", "pipeline.sweep", "render", args.debug)
     if render is None:
         return EXIT_FAILED
-    from runtime.sweep import load_sweep
+    from runtime.pipeline.sweep import load_sweep
 
     try:
         load_sweep(args.run_dir)
@@ -238,7 +238,7 @@ def cmd_bench(args) -> int:
     from .loader import load
 
     spec = load(args.spec, args.set)
-    bench = _runtime("bench", "bench", "bench", args.debug)
+    bench = _runtime("bench", "pipeline.bench", "bench", args.debug)
     if bench is None:
         return EXIT_FAILED
     result = bench(spec.experiment) if args.steps is None else bench(spec.experiment, steps=args.steps)

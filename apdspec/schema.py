@@ -207,7 +207,7 @@ REVIVE = Obj(
         "adopt": Leaf(Bool(), "a dead component left over by the splits takes, from every component, the part that "
                               "reads an input top-k leaves unserved even when it is large (measured better on TMS 40-10)"),
     },
-    "dead-component revival, not part of APD (runtime/revive.py); none = off, as in the paper",
+    "dead-component revival, not part of APD (runtime/engine/revive.py); none = off, as in the paper",
     forms={"split": Form(fixed={"kind": "split"},
                          keywords={k: k for k in ("every", "until", "window", "clear", "adopt")})},
     optional=True,
@@ -278,9 +278,9 @@ DATA = Obj(
 
 
 def _paper_keys():
-    """The runtime's table of paper results (runtime/paper.py), when the runtime has one."""
+    """The runtime's table of paper results (runtime/spec/paper.py), when the runtime has one."""
     try:
-        from runtime.paper import PAPER
+        from runtime.spec.paper import PAPER
     except ImportError:
         return None
     return PAPER

@@ -24,14 +24,14 @@ def architecture(exp: S.Experiment):
     """The target architecture (for a file target, read from the file's metadata)."""
     t = exp.target
     if isinstance(t, S.FileTarget):
-        from runtime.io import read_target_meta  # may not exist yet: callers handle ImportError
+        from runtime.spec.target_file import read_target_meta  # may not exist yet: callers handle ImportError
 
         return S.target_from_dict(read_target_meta(t.path)["target"])
     return t
 
 
 def costs(exp: S.Experiment, arch) -> Costs:
-    from runtime.models import layers_of
+    from runtime.engine.models import layers_of
 
     layers = layers_of(arch)
     d = exp.decompose
@@ -55,7 +55,7 @@ def _arch_line(arch) -> str:
     if isinstance(arch, S.ResidMlpTarget):
         return (f"resid_mlp: features = {arch.features}, d_embed = {arch.d_embed}, d_mlp = {arch.d_mlp}, "
                 f"layers = {arch.layers}, {arch.activation}")
-    from runtime.models import residual_dims
+    from runtime.engine.models import residual_dims
 
     D, d_mlp, n = residual_dims(arch)
     return f"gated: {arch.functions} functions x {arch.neurons} neurons, {n} layers (d_embed {D}, d_mlp {d_mlp})"
@@ -90,7 +90,7 @@ def _bytes(n: float) -> str:
 
 def summary_lines(exp: S.Experiment) -> list[str]:
     """Indented `key  value` lines describing a resolved experiment."""
-    from runtime.models import layers_of
+    from runtime.engine.models import layers_of
 
     d = exp.decompose
     try:

@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/run_all.py                 # 1 and 2 BLAS threads, 3 repeats
     PYTHONPATH=. python benchmarks/run_all.py --repeats 5 --baseline HEAD
 
-Each measurement runs `runtime.bench.bench` in a fresh subprocess (so OPENBLAS_NUM_THREADS takes
+Each measurement runs `runtime.pipeline.bench.bench` in a fresh subprocess (so OPENBLAS_NUM_THREADS takes
 effect before NumPy loads, and peak RSS belongs to that experiment alone). Repeats alternate the
 thread settings and the table reports the median over repeats of each run's median ms/step: the
 2 cores of the machines this is written for are shared with other work, so single runs are noisy.
@@ -73,12 +73,15 @@ sys.path.insert(0, {root!r})
 from runtime.spec import from_dict
 exp = from_dict(json.loads({exp_json!r}))
 try:
-    from runtime.bench import bench
+    from runtime.pipeline.bench import bench
 except ImportError:
-    bench = None
+    try:  # the flat layout before runtime/ had subpackages
+        from runtime.bench import bench
+    except ImportError:
+        bench = None
 if bench is not None and not {legacy!r}:
     r = bench(exp, steps={steps})
-else:  # an older runtime: time decompose()'s loop through its progress callback
+else:  # an older (flat-layout) runtime: time decompose()'s loop through its progress callback
     import dataclasses, resource
     import numpy as np
     from runtime.spec import check
@@ -204,7 +207,7 @@ def main(argv=None) -> int:
     names = args.only.split(",") if args.only else list(SUITE)
     threads = [int(t) for t in args.threads.split(",")]
     info = machine_info()
-    from runtime.restarts import widened
+    from runtime.pipeline.restarts import widened
 
     exps = {n: load_experiment(n) for n in names}
     results: dict = {n: {} for n in names}
@@ -352,7 +355,7 @@ def write_markdown(path, info, exps, summary, threads, args) -> None:
             L.append(f"| {n} | {b:.2f} | {now:.2f} | {b / now:.1f}x |")
         L.append("")
     L.append("## Where the time went, and what changed\n")
-    L.append("""All in `runtime/fused.py`, `runtime/kernels.py`, `runtime/attributions.py`, `runtime/decompose.py`
+    L.append("""All in `runtime/engine/fused.py`, `runtime/engine/kernels.py`, `runtime/engine/attributions.py`, `runtime/engine/decompose.py`
 (tests: `tests/test_fused.py`, `tests/test_bench.py`):
 
 - **Fused top-k loss** (`fused.ResidualLoss`, `fused.TmsLoss` / `TmsSparseLoss`): with a constant top-k mask

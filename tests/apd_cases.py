@@ -15,7 +15,7 @@ ARCHS = {
 
 def inputs(arch, I, B, rng, dtype=np.float64):
     """Dense random inputs (no exact ReLU kinks) with some exact zeros."""
-    from runtime.models import n_inputs
+    from runtime.engine.models import n_inputs
 
     x = rng.uniform(-1, 1, (I, B, n_inputs(arch)))
     x[rng.uniform(size=x.shape) < 0.3] = 0.0

@@ -4,10 +4,10 @@ import dataclasses
 
 import numpy as np
 
-from runtime import apd
-from runtime.decompose import Decomposition
-from runtime.gated import build_gated
-from runtime.runner import RunResult
+from runtime.engine import apd
+from runtime.engine.decompose import Decomposition
+from runtime.engine.gated import build_gated
+from runtime.store.rundir import RunResult
 from runtime.spec import (
     Data, Decompose, Experiment, GatedTarget, Losses, Report, ResidMlpTarget, TmsTarget, TopK, check,
 )

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 
 from run_cases import gated_run, replace_report, resid_run, tms_run
-from runtime import analysis_gated as ag
-from runtime import analysis_resid as ar
-from runtime import apd
-from runtime.analysis import analysis_for, masked_mean, reduced_residual
-from runtime.analysis_diagnostics import diagnose
-from runtime.attributions import gradient_attributions
-from runtime.models import random_params, target_forward
+from runtime.analysis import gated as ag
+from runtime.analysis import resid as ar
+from runtime.engine import apd
+from runtime.analysis.core import analysis_for, masked_mean, reduced_residual
+from runtime.analysis.diagnostics import diagnose
+from runtime.engine.attributions import gradient_attributions
+from runtime.engine.models import random_params, target_forward
 from runtime.spec import GatedTarget, ResidMlpTarget, TmsTarget, check, Experiment, Decompose
 
 
@@ -88,7 +88,7 @@ def test_single_feature_and_per_feature_mean():
 
 
 def test_monosemantic_baselines_and_masked_mean():
-    from runtime.analysis_tms import monosemantic_tms
+    from runtime.analysis.tms import monosemantic_tms
 
     x = np.array([[[0.5, -0.5, 0.2]]])
     lab = x + np.maximum(x, 0)
@@ -183,7 +183,7 @@ def test_canonical_decomposition_forward_by_hand():
 
 
 def test_canonical_decomposition_only_for_one_layer():
-    from runtime.analysis import RunAnalysis
+    from runtime.analysis.core import RunAnalysis
 
     an = RunAnalysis(resid_run())
     assert an.canonical()[2]["layers.0.W_in.A"].shape == (1, 4, 4)  # (I, D, F * rank 1)
@@ -259,7 +259,7 @@ def test_separated_functions_rule():
 
 
 def test_gated_neuron_and_edge_functions_match_the_permutation():
-    from runtime.gated import build_gated
+    from runtime.engine.gated import build_gated
 
     arch = GatedTarget(functions=3, neurons=4, layers=2)
     rng = np.random.default_rng(5)

@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 
 from apd_cases import ARCHS, inputs
-from runtime import apd
-from runtime.attributions import (
-    ablation_attributions, activation_attributions, attributions, batch_topk_mask, gradient_attributions,
-    sample_topk_mask, topk_mask,
+from runtime.engine import apd
+from runtime.engine.attributions import (
+    ablation_attributions, activation_attributions, attributions, batch_topk_mask, gradient_attributions, sample_topk_mask, topk_mask,
 )
-from runtime.decompose import LossProblem, normalise_columns, project_gradients
-from runtime.models import layers_of, n_outputs, random_params, target_forward
+from runtime.engine.decompose import LossProblem, normalise_columns, project_gradients
+from runtime.engine.models import layers_of, n_outputs, random_params, target_forward
 from runtime.spec import Attribution, Decompose, Experiment, Losses, TopK, TmsTarget
 
 C, M, I, B = 4, 2, 2, 7
@@ -333,7 +332,7 @@ def test_apd_source_lp_gradient_stops_at_the_jacobian(name):
 
     def frozen(c):
         tr = apd.apd_forward(arch, target, c, x)
-        from runtime.models import Trace
+        from runtime.engine.models import Trace
 
         a = gradient_attributions(arch, ref0, Trace(None, tr.pre, tr.post, trace0.preact), c, C)
         lp = apd.lp_sparsity_loss(apd.lp_terms(a, n_outputs(arch), 0.8))
@@ -350,7 +349,7 @@ def test_apd_source_lp_gradient_stops_at_the_jacobian(name):
 def test_used_components_counts_components_on_nonzero_inputs():
     """Hand-computed: a component counts once however many samples use it; one chosen only on an
     all-zero input (a tie among zero attributions) does not count."""
-    from runtime.decompose import used_components
+    from runtime.engine.decompose import used_components
 
     x = np.array([[[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]],
                   [[0.0, 0.0], [0.0, 0.0], [3.0, 0.0]]])  # (I=2, B=3, F=2)
@@ -366,7 +365,7 @@ def test_used_components_counts_components_on_nonzero_inputs():
 @pytest.mark.parametrize("fused", [True, False])
 def test_training_record_logs_used_components(fused):
     """Both loss paths keep the step's mask for the count, and it matches that mask."""
-    from runtime.decompose import used_components
+    from runtime.engine.decompose import used_components
 
     arch, target, comps, x = setup("tms", seed=2)
     exp = Experiment(replicates=I, dtype="float64", target=arch, train=None,

@@ -1,10 +1,10 @@
-"""runtime.bench: the documented keys on a tiny spec, and the FLOP model on hand-computed cases.
+"""runtime.pipeline.bench: the documented keys on a tiny spec, and the FLOP model on hand-computed cases.
 No wall-clock assertions."""
 import math
 
 import pytest
 
-from runtime import bench as B
+from runtime.pipeline import bench as B
 from runtime.spec import Data, Decompose, Experiment, Losses, ResidMlpTarget, TmsTarget, TopK
 
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from runtime import seeding
-from runtime.data import (
+from runtime.engine import seeding
+from runtime.engine.data import (
     feature_importance, label_coefficients, labels_for, sample_inputs, sample_nonzero, value_range,
 )
 from runtime.spec import Data, Experiment, GatedTarget, ResidMlpTarget, TmsTarget, Training, resolve

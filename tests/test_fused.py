@@ -1,4 +1,4 @@
-"""The fused kernels (runtime/fused.py, runtime/kernels.py) against the plain autograd path.
+"""The fused kernels (runtime/engine/fused.py, runtime/engine/kernels.py) against the plain autograd path.
 
 Each fused loss is an autograd primitive with a hand-written VJP: checked with
 autograd.test_util.check_grads, against central finite differences (float64), and against the plain
@@ -11,12 +11,12 @@ from autograd import grad
 from autograd.test_util import check_grads
 
 from apd_cases import ARCHS, inputs
-from runtime import apd
-from runtime import fused
-from runtime.decompose import LossProblem
-from runtime.kernels import FastAdam
-from runtime.models import random_params, target_forward
-from runtime.optim import Adam
+from runtime.engine import apd
+from runtime.engine import fused
+from runtime.engine.decompose import LossProblem
+from runtime.engine.kernels import FastAdam
+from runtime.engine.models import random_params, target_forward
+from runtime.engine.optim import Adam
 from runtime.spec import Decompose, Experiment, Losses, Optimizer, ResidMlpTarget, TopK
 
 C, M, I, B = 4, 2, 2, 9
@@ -170,7 +170,7 @@ def test_fused_equals_plain_on_a_wide_sparse_resid_model():
 @pytest.mark.parametrize("cfg", [Optimizer("adam", 1e-3), Optimizer("adamw", 3e-3, 0.01), Optimizer("adam", 1e-2, 0.1)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_adam_is_bitwise_adam(cfg, dtype, monkeypatch):
-    import runtime.kernels as K
+    import runtime.engine.kernels as K
 
     monkeypatch.setattr(K, "CHUNK", 7)  # many ragged chunks
     rng = np.random.default_rng(0)
@@ -196,7 +196,7 @@ def test_fast_adam_is_bitwise_adam(cfg, dtype, monkeypatch):
 @pytest.mark.parametrize("name", list(ARCHS))
 @pytest.mark.parametrize("source", ["target", "apd"])
 def test_attributions_with_folded_embedding_equal_direct(name, source):
-    from runtime.attributions import attributions, gradient_attributions
+    from runtime.engine.attributions import attributions, gradient_attributions
 
     arch, target, comps, x, problem, tgt, mask = setup(name, LOSSES["paper_resid"], TOPKS["batch"], seed=8)
     direct = gradient_attributions(arch, target, tgt, comps, C)
@@ -214,7 +214,7 @@ def test_attributions_with_folded_embedding_equal_direct(name, source):
 
 def test_folded_attributions_on_wide_sparse_resid_model():
     """Low-rank stream path taken (n_in + l d_mlp < B, D): 2 layers with output biases."""
-    from runtime.attributions import gradient_attributions
+    from runtime.engine.attributions import gradient_attributions
 
     arch = ResidMlpTarget(features=5, d_embed=30, d_mlp=4, layers=3, in_bias=True, out_bias=True)
     rng = np.random.default_rng(1)
@@ -284,7 +284,7 @@ def test_compact_rows_and_topk():
     assert np.all(xc[1, 5:] == 0)
     attr = rng.uniform(0.1, 1, (2, 7, 4))
     attr[1, 5:] = 0
-    from runtime.attributions import batch_topk_mask
+    from runtime.engine.attributions import batch_topk_mask
 
     np.testing.assert_array_equal(fused.compact_batch_topk(attr, 6), batch_topk_mask(attr, 6))
     assert fused.compact_batch_topk(attr, 21) is None  # replicate 1 has only 20 positive entries
@@ -342,7 +342,7 @@ def test_tms_variant_choice():
 @pytest.mark.parametrize("name", ["resid_1l", "resid_2l_bias", "resid_gelu_outact"])
 @pytest.mark.parametrize("Bs", [3, 9, 30])  # direct and low-rank residual streams
 def test_residual_pre_attributions_and_products(name, Bs):
-    from runtime.attributions import gradient_attributions
+    from runtime.engine.attributions import gradient_attributions
 
     arch = ARCHS[name]
     rng = np.random.default_rng(12)
@@ -386,7 +386,7 @@ def test_training_step_equals_plain(name):
 @pytest.mark.parametrize("name", ["resid_1l", "resid_2l_bias", "resid_gelu_outact", "gated"])
 def test_reverse_mode_attributions_equal_forward_mode(name, monkeypatch):
     """Narrow-output residual nets use reverse mode (one backward pass per output)."""
-    import runtime.attributions as AT
+    import runtime.engine.attributions as AT
 
     arch, target, comps, x, problem, tgt, mask = setup(name, LOSSES["paper_resid"], TOPKS["batch"], seed=14)
     monkeypatch.setattr(AT, "REVERSE_MAX_OUTPUTS", 1000)
@@ -398,7 +398,7 @@ def test_reverse_mode_attributions_equal_forward_mode(name, monkeypatch):
 
 @pytest.mark.parametrize("name", ["resid_1l", "resid_2l_bias", "resid_gelu_outact", "gated"])
 def test_plain_apd_forward_equals_apd_forward(name):
-    from runtime.attributions import _apd_forward_residual_plain
+    from runtime.engine.attributions import _apd_forward_residual_plain
 
     arch, target, comps, x, problem, tgt, mask = setup(name, LOSSES["paper_resid"], TOPKS["batch"], seed=15)
     a = apd.apd_forward(arch, target, comps, x)
@@ -444,7 +444,7 @@ def test_backward_recomputes_a_stale_forward():
 
 
 def test_compact_topk_with_ties_at_the_threshold():
-    from runtime.attributions import batch_topk_mask
+    from runtime.engine.attributions import batch_topk_mask
 
     attr = np.array([[[3.0, 1.0], [2.0, 2.0], [2.0, 0.5]]])  # k = 3: three 2.0's tie for places 2-4
     m = fused.compact_batch_topk(attr, 3)

@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 
-from runtime import models
-from runtime.data import sample_inputs
-from runtime.gated import (
-    build_for_experiment, build_gated, gated_labels, grid, neuron_indices, piecewise_functions, suppression,
-    true_functions,
+from runtime.engine import models
+from runtime.engine.data import sample_inputs
+from runtime.engine.gated import (
+    build_for_experiment, build_gated, gated_labels, grid, neuron_indices, piecewise_functions, suppression, true_functions,
 )
 from runtime.spec import Data, Experiment, GatedTarget
 

@@ -5,9 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from runtime import models
-from runtime.gated import build_gated
-from runtime.io import load_npz, load_target, read_target_meta, save_npz, save_target
+from runtime.engine import models
+from runtime.engine.gated import build_gated
+from runtime.store.files import load_npz, load_target, save_npz, save_target
+from runtime.spec.target_file import read_target_meta
 from runtime.spec import Experiment, FileTarget, GatedTarget, ResidMlpTarget, TmsTarget, resolve, target_kind, to_dict
 
 
@@ -44,7 +45,7 @@ def test_round_trip_gated_extras_and_spec_integration(tmp_path):
         np.testing.assert_array_equal(extras2[k], extras[k])
     x = np.random.default_rng(2).random((2, 5, 4))
     np.testing.assert_array_equal(models.target_forward(arch2, params2, x).y, models.target_forward(arch, params, x).y)
-    # spec.py reads the file through read_target_meta
+    # runtime.spec reads the file through read_target_meta
     exp = Experiment(target=FileTarget(path))
     assert target_kind(exp) == "gated"
     assert resolve(exp).data.values == (1.0, 2.0)

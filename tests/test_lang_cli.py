@@ -99,7 +99,7 @@ def test_run_calls_the_runtime(tmp_path, monkeypatch, capsys):
         calls.update(exp=exp, out_dir=out_dir, spec_text=spec_text, spec_files=spec_files, progress=progress)
         return {"status": "ok"}
 
-    _fake_module(monkeypatch, "runtime.runner", run_to_dir=run_to_dir)
+    _fake_module(monkeypatch, "runtime.pipeline.runner", run_to_dir=run_to_dir)
     monkeypatch.chdir(tmp_path)
     assert main(["run", QUICK, "-s", "decompose.steps=5", "--quiet"]) == 0
     assert calls["exp"].decompose.steps == 5
@@ -116,7 +116,7 @@ def test_run_prints_metrics_and_verdicts(monkeypatch, capsys):
     summary = {"status": "expectations_failed", "metrics": {"mmcs": [0.999, 0.97], "canonical_anti_scrubbed_loss": [2.0]},
                "expectations": [{"text": "expect mmcs >= 0.99", "passed": False, "observed": 1, "needed": "2 of 2 replicates"}],
                "report": ["o/report.md"]}
-    _fake_module(monkeypatch, "runtime.runner", run_to_dir=lambda *a, **k: summary)
+    _fake_module(monkeypatch, "runtime.pipeline.runner", run_to_dir=lambda *a, **k: summary)
     assert main(["run", QUICK, "--out", "o"]) == 1
     captured = capsys.readouterr()
     assert "mmcs" in captured.out and "0.9845  [0.999, 0.97]" in captured.out
@@ -127,19 +127,19 @@ def test_run_prints_metrics_and_verdicts(monkeypatch, capsys):
 
 
 def test_run_exit_code_follows_status(monkeypatch):
-    _fake_module(monkeypatch, "runtime.runner", run_to_dir=lambda *a, **k: {"status": "expectations_failed"})
+    _fake_module(monkeypatch, "runtime.pipeline.runner", run_to_dir=lambda *a, **k: {"status": "expectations_failed"})
     assert main(["run", QUICK, "--out", "unused"]) == 1
 
 
 def test_run_without_runtime(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "runtime.runner", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "runtime.pipeline.runner", None)  # makes the import fail
     assert main(["run", QUICK]) == 1
     err = capsys.readouterr().err
     assert "apdspec run: the runtime is not available yet" in err and "Traceback" not in err
 
 
 def test_run_spec_error_exits_2_before_running(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "runtime.runner", None)
+    monkeypatch.setitem(sys.modules, "runtime.pipeline.runner", None)
     assert main(["run", str(tmp_path / "nope.apd")]) == 2
     assert "cannot read spec: No such file" in capsys.readouterr().err
 
@@ -151,7 +151,7 @@ def test_bench_and_report(tmp_path, monkeypatch, capsys):
         seen["steps"] = steps
         return {"ms_per_step": 1.5, "steps": steps}
 
-    _fake_module(monkeypatch, "runtime.bench", bench=bench)
+    _fake_module(monkeypatch, "runtime.pipeline.bench", bench=bench)
     assert main(["bench", QUICK, "--steps", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"ms_per_step": 1.5, "steps": 3}
     assert main(["bench", QUICK]) == 0

@@ -185,8 +185,8 @@ def test_sweep_block():
 def test_file_target_path_is_relative_to_the_spec(tmp_path):
     import numpy as np
 
-    from runtime.io import save_target
-    from runtime.models import init_target
+    from runtime.store.files import save_target
+    from runtime.engine.models import init_target
     from runtime.spec import TmsTarget
 
     arch = TmsTarget(features=4, hidden=2)

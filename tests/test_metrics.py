@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from run_cases import gated_run, replace_report, resid_run, tms_run
-from runtime import metrics
-from runtime.analysis_tms import feature_match, mmcs_ml2r
+from runtime.analysis import metrics
+from runtime.analysis.tms import feature_match, mmcs_ml2r
 from runtime.spec import METRICS, Expectation
 
 
@@ -102,7 +102,7 @@ def test_gated_metrics_of_a_perfect_and_a_merged_decomposition():
 
 
 def test_failing_metric_is_left_out_and_recorded(monkeypatch):
-    from runtime.analysis import analysis_for
+    from runtime.analysis.core import analysis_for
 
     def boom(an):
         raise RuntimeError("analysis bug")

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from runtime.optim import Adam, lr_at
+from runtime.engine.optim import Adam, lr_at
 from runtime.spec import Optimizer, Schedule
 
 LR = 0.2

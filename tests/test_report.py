@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
-from runtime import report, runner
-from runtime.paper import PAPER, PaperValue
+from runtime.report import document as report
+from runtime.pipeline import runner
+from runtime.spec.paper import PAPER, PaperValue
 from runtime.spec import (
     Decompose, Expectation, Experiment, Losses, Optimizer, Report, Schedule, TmsTarget, TopK, Training,
 )

@@ -6,9 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from runtime import restarts, runner, seeding
-from runtime.data import sample_inputs
-from runtime.decompose import Decomposition, decompose
+from runtime.pipeline import restarts, runner
+from runtime.store.rundir import RunResult, load_run
+from runtime.engine import seeding
+from runtime.engine.data import sample_inputs
+from runtime.engine.decompose import Decomposition, decompose
 from runtime.spec import (
     Decompose, Experiment, Losses, Optimizer, Report, Schedule, SpecValidationError, TmsTarget, TopK, Training, check,
 )
@@ -70,7 +72,7 @@ def test_run_keeps_the_best_restart_of_a_wide_run():
     for i, r in enumerate(sel["chosen"]):
         np.testing.assert_array_equal(result.decomposition.comps["W.A"][i], dec.comps["W.A"][2 * i + r])
     # the scores are held-out top-k MSEs: recompute them from the hand-trained wide model
-    res = runner.RunResult(wide, arch, wt, {}, dec, [], {}, [], {}, {})
+    res = RunResult(wide, arch, wt, {}, dec, [], {}, [], {}, {})
     np.testing.assert_allclose(np.reshape(restarts.scores(res), (2, 2)), sel["scores"], rtol=1e-6)
     assert result.decomposition.history[-1]["minimality/replicates"] == [
         dec.history[-1]["minimality/replicates"][2 * i + r] for i, r in enumerate(sel["chosen"])]
@@ -92,7 +94,7 @@ def test_run_directory_records_the_choice_and_reloads_the_kept_history(tmp_path)
         assert json.load(f)["restarts"] == json.loads(json.dumps(summary["restarts"]))
     phases = [json.loads(line).get("phase") for line in open(tmp_path / "metrics.jsonl")]
     assert "restarts" in phases and "decompose" in phases
-    loaded = runner.load_run(str(tmp_path))
+    loaded = load_run(str(tmp_path))
     assert len(loaded.decomposition.history) == phases.count("decompose") == 4  # steps 0, 20, 40, 60
     assert loaded.selection == summary["restarts"]
 
@@ -115,7 +117,7 @@ def test_the_language_sets_restarts(tmp_path):
 
 
 def test_the_report_states_the_restarts(tmp_path):
-    from runtime.report import render
+    from runtime.report.document import render
 
     exp = tiny(restarts_=2, replicates=1)
     summary = runner.run_to_dir(exp, str(tmp_path), report=False)

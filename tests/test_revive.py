@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 import apdspec
-from runtime import apd, revive, runner
-from runtime.decompose import Decomposition, Trainer
+from runtime.engine import apd, revive
+from runtime.pipeline import runner
+from runtime.engine.decompose import Decomposition, Trainer
 from apd_cases import ARCHS, inputs
-from runtime.models import random_params, target_forward
-from runtime.data import sample_inputs
-from runtime.restarts import take
+from runtime.engine.models import random_params, target_forward
+from runtime.engine.data import sample_inputs
+from runtime.pipeline.restarts import take
 from runtime.spec import (
     Decompose, Experiment, Losses, Optimizer, Report, Revive, Schedule, TmsTarget, TopK, Training, check,
 )
@@ -264,7 +265,7 @@ def test_revive_needs_top_k():
 
 
 def test_report_line_counts_revivals_per_replicate():
-    from runtime.report import revivals_text
+    from runtime.report.document import revivals_text
 
     ev = [{"step": 1000, "replicate": 0, "dead": [3, 7], "donors": [1, 2], "donor_counts": [9, 8], "still_dead": [9]},
           {"step": 2000, "replicate": 0, "dead": [7], "donors": [4], "donor_counts": [5], "still_dead": []},

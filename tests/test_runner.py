@@ -4,11 +4,11 @@ import os
 
 import numpy as np
 
-from runtime import runner
-from runtime.io import load_npz, load_target
+from runtime.pipeline import runner
+from runtime.store.rundir import load_run
+from runtime.store.files import load_npz, load_target
 from runtime.spec import (
-    Attribution, Data, Decompose, Expectation, Experiment, FileTarget, GatedTarget, Losses, Optimizer, Report,
-    ResidMlpTarget, Schedule, TmsTarget, TopK, Training,
+    Attribution, Data, Decompose, Expectation, Experiment, FileTarget, GatedTarget, Losses, Optimizer, Report, ResidMlpTarget, Schedule, TmsTarget, TopK, Training,
 )
 
 
@@ -72,7 +72,7 @@ def test_run_directory_layout_and_reload(tmp_path):
     assert params["W"].shape == (5, 2)
     comps = load_npz(str(out / "decomposition.npz"))
     assert comps["W.A"].shape == (5, 5, 3) and comps["W.B"].shape == (5, 3, 2)
-    loaded = runner.load_run(str(out))
+    loaded = load_run(str(out))
     assert loaded.experiment == runner.run(exp, with_metrics=False).experiment
     for r in range(2):
         A, B = loaded.components("W", r)

@@ -11,10 +11,9 @@ import pytest
 
 import apdspec
 from apdspec.cli import main
-from runtime import runner, sweep
+from runtime.pipeline import runner, sweep
 from runtime.spec import (
-    Decompose, Expectation, Experiment, Losses, Optimizer, Report, SpecValidationError, Sweep, SweepAxis,
-    TmsTarget, TopK, Training, check,
+    Decompose, Expectation, Experiment, Losses, Optimizer, Report, SpecValidationError, Sweep, SweepAxis, TmsTarget, TopK, Training, check,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -318,7 +317,7 @@ def test_report_rerenders_sweep_md_and_with_points_each_report(tmp_path, capsys,
     assert report in printed and printed[-1] == md_path and os.path.exists(report)
     assert open(md_path).read() == written
     # a point whose report fails: named, the others and sweep.md still rendered, exit 1
-    from runtime import report as report_module
+    from runtime.report import document as report_module
 
     real = report_module.render
     monkeypatch.setattr(report_module, "render",

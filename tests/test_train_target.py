@@ -4,14 +4,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from runtime import models
-from runtime.data import sample_inputs
-from runtime.gated import build_gated
-from runtime.seeding import stream
+from runtime.engine import models
+from runtime.engine.data import sample_inputs
+from runtime.engine.gated import build_gated
+from runtime.engine.seeding import stream
 from runtime.spec import (
     Data, Experiment, GatedTarget, Optimizer, ResidMlpTarget, Schedule, TmsTarget, Training, resolve,
 )
-from runtime.train_target import evaluate_target, replicate_loss, train_target
+from runtime.engine.train_target import evaluate_target, replicate_loss, train_target
 
 
 def tms_exp(replicates=2, steps=5, batch=256, **train):
@@ -30,7 +30,7 @@ def resid_exp(steps=5, **kw):
 def fixed_batch_loss(exp, params, seed=123):
     arch = exp.target
     x = sample_inputs(arch, exp.data, exp.replicates, 512, np.random.default_rng(seed), np.float32)
-    from runtime.data import label_coefficients, labels_for
+    from runtime.engine.data import label_coefficients, labels_for
 
     labels = labels_for(arch, exp.train, x, label_coefficients(arch, exp.train, exp.replicates))
     return np.asarray(replicate_loss(arch, params, x, labels, 1.0))

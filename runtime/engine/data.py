@@ -1,0 +1,167 @@
+"""Input batches and labels (notes §2, §1.2).
+
+Batches are (I, B, n_in): one independent draw per replicate. Randomness comes only from the
+Generator passed in. Uniform values are drawn in float64 and then cast, so float32 and float64
+runs with the same seed see the same data up to rounding.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..spec import Data, GatedTarget, ResidMlpTarget, Target, TmsTarget, Training
+
+DEFAULT_VALUES = {"tms": (0.0, 1.0), "resid_mlp": (-1.0, 1.0)}  # as spec.resolve
+
+
+def value_range(arch: Target, data: Data) -> tuple[float, float]:
+    """data.values, or the per-kind default that spec.resolve would fill in."""
+    if data.values is not None:
+        return float(data.values[0]), float(data.values[1])
+    if isinstance(arch, GatedTarget):
+        return float(arch.input_range[0]), float(arch.input_range[1])
+    return DEFAULT_VALUES[arch.kind]
+
+
+def _uniform(rng: np.random.Generator, lo: float, hi: float, shape, dtype) -> np.ndarray:
+    v = (lo + (hi - lo) * rng.random(shape)).astype(dtype)
+    # Casting to float32 can round a value up onto `hi`; keep the interval half-open.
+    return np.minimum(v, np.nextafter(np.asarray(hi, dtype), np.asarray(lo, dtype)))
+
+
+def check_synced(groups, n_features: int) -> None:
+    """Synced groups must be disjoint and index existing features."""
+    seen: set[int] = set()
+    for group in groups:
+        for f in group:
+            if not 0 <= f < n_features:
+                raise ValueError(f"synced feature index {f} is out of range for {n_features} features")
+            if f in seen:
+                raise ValueError(f"feature {f} is in overlapping synced groups {list(map(list, groups))}")
+            seen.add(f)
+
+
+def _sync(x: np.ndarray, groups, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
+    """Every sample where any member of a group is nonzero gets all members resampled uniformly."""
+    for group in groups:
+        idx = list(group)
+        fires = np.any(x[..., idx] != 0, axis=-1)  # (I, B)
+        fresh = _uniform(rng, lo, hi, x.shape[:-1] + (len(idx),), x.dtype)
+        x[..., idx] = np.where(fires[..., None], fresh, x[..., idx])
+    return x
+
+
+def _sparse_features(arch: Target, data: Data, shape: tuple[int, int], rng, dtype) -> np.ndarray:
+    F = arch.features
+    lo, hi = value_range(arch, data)
+    if data.mode == "at_least_zero_active":
+        values = _uniform(rng, lo, hi, shape + (F,), dtype)
+        x = values * (rng.random(shape + (F,)) < data.probability)
+        if data.synced:
+            check_synced(data.synced, F)
+            x = _sync(x, data.synced, lo, hi, rng)
+        return x
+    if data.mode == "exactly_n_active":
+        n = data.n_active
+        if not 1 <= n <= F:
+            raise ValueError(f"exactly_n_active needs 1 <= n_active <= {F}, got {n}")
+        if data.synced:
+            # The reference only syncs at_least_zero_active batches; syncing would break "exactly n".
+            raise ValueError("synced groups apply to at_least_zero_active data, not exactly_n_active")
+        chosen = np.argsort(rng.random(shape + (F,)), axis=-1)[..., :n]  # n distinct, uniform
+        x = np.zeros(shape + (F,), dtype=dtype)
+        np.put_along_axis(x, chosen, _uniform(rng, lo, hi, shape + (n,), dtype), axis=-1)
+        return x
+    raise ValueError(f"unknown data mode {data.mode!r}")
+
+
+def _gated_inputs(arch: GatedTarget, data: Data, shape, rng, dtype) -> np.ndarray:
+    lo, hi = value_range(arch, data)
+    x = _uniform(rng, lo, hi, shape + (1,), dtype)
+    bits = (rng.random(shape + (arch.functions,)) < data.probability).astype(dtype)
+    return np.concatenate([x, bits], axis=-1)
+
+
+def sample_inputs(arch: Target, data: Data, replicates: int, batch: int, rng: np.random.Generator,
+                  dtype=np.float32) -> np.ndarray:
+    """A fresh batch (I, B, n_in).
+
+    TMS / residual MLP: sparse features (`at_least_zero_active`: U[lo,hi) values kept with
+    probability p, all-zero samples allowed; `exactly_n_active`: n distinct features per sample);
+    synced groups fire together. Gated: column 0 is x ~ U[lo,hi), then Bernoulli(p) control bits."""
+    shape = (int(replicates), int(batch))
+    if isinstance(arch, GatedTarget):
+        return _gated_inputs(arch, data, shape, rng, dtype)
+    if isinstance(arch, (TmsTarget, ResidMlpTarget)):
+        return _sparse_features(arch, data, shape, rng, dtype)
+    raise TypeError(f"cannot sample inputs for {type(arch).__name__}; load the target first")
+
+
+def _active(arch: Target, x: np.ndarray) -> np.ndarray:
+    """Samples with at least one active feature (gated: at least one control bit)."""
+    cols = x[..., 1:] if isinstance(arch, GatedTarget) else x
+    return np.any(cols != 0, axis=-1)
+
+
+def sample_nonzero(arch: Target, data: Data, replicates: int, batch: int, rng: np.random.Generator,
+                   dtype=np.float32, max_draws: int = 1000) -> np.ndarray:
+    """Like `sample_inputs`, but every sample has an active feature (rejection sampling; used by
+    analyses). Raises RuntimeError if `max_draws` batches are not enough."""
+    kept = [[] for _ in range(replicates)]
+    counts = np.zeros(replicates, dtype=int)
+    for _ in range(max_draws):
+        x = sample_inputs(arch, data, replicates, batch, rng, dtype)
+        ok = _active(arch, x)
+        for i in range(replicates):
+            if counts[i] < batch:
+                kept[i].append(x[i][ok[i]])
+                counts[i] += int(ok[i].sum())
+        if np.all(counts >= batch):
+            return np.stack([np.concatenate(k)[:batch] for k in kept])
+    raise RuntimeError(f"sample_nonzero: fewer than {batch} active samples after {max_draws} batches "
+                       f"(probability {data.probability})")
+
+
+# ------------------------------------------------------------------------------------------
+# Labels and feature importance
+
+
+def feature_importance(n: int, value: float, dtype=np.float64) -> np.ndarray:
+    """(n,) weights value**i (1 -> ones; 0 -> [1, 0, 0, ...])."""
+    return (float(value) ** np.arange(n, dtype=np.float64)).astype(dtype)
+
+
+def label_coefficients(arch: Target, train: Training, replicates: int) -> np.ndarray:
+    """(I, F) coefficients c of the residual-MLP labels: ones, or U[1,2) from a generator seeded
+    with train.label_seed (replicates get different draws). TMS labels ignore them (ones)."""
+    F = arch.features if isinstance(arch, (TmsTarget, ResidMlpTarget)) else 1
+    if train.label_coeffs == "ones" or isinstance(arch, TmsTarget):
+        return np.ones((replicates, F))
+    if train.label_coeffs == "uniform":
+        return np.random.default_rng(train.label_seed).uniform(1.0, 2.0, (replicates, F))
+    raise ValueError(f"unknown label_coeffs {train.label_coeffs!r}")
+
+
+def _gelu(z: np.ndarray) -> np.ndarray:
+    from scipy.special import erf  # lazy: runtime must import without scipy
+
+    return 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
+
+
+def labels_for(arch: Target, train: Training, x: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    """Labels for inputs x (I, B, F), in x's dtype. TMS: x itself. Residual MLP:
+    `act_plus_resid` act(c x) + x; `abs` |c x|; act as the target's activation.
+    (Gated labels need the trig functions: see gated.gated_labels.)"""
+    if isinstance(arch, TmsTarget):
+        return x.copy()
+    if not isinstance(arch, ResidMlpTarget):
+        raise TypeError(f"labels_for does not handle {type(arch).__name__}; use gated.gated_labels")
+    cx = x * np.asarray(coeffs, dtype=x.dtype)[:, None, :]
+    kind = train.labels or "act_plus_resid"
+    if kind == "act_plus_resid":
+        act = _gelu(cx) if arch.activation == "gelu" else np.where(cx > 0, cx, 0)
+        return (act + x).astype(x.dtype)
+    if kind == "abs":
+        return np.abs(cx)
+    raise ValueError(f"labels {kind!r} do not apply to a residual MLP")

@@ -1,0 +1,477 @@
+"""Run every point of an experiment's sweep into one directory, with a table of the results.
+
+    pts = runtime.pipeline.sweep.points(exp)                     # the concrete, checked experiments
+    summary = runtime.pipeline.sweep.run_sweep(exp, "runs/s")    # runs them; writes sweep.json and sweep.md
+    runtime.pipeline.sweep.render("runs/s")                      # sweep.md again, from sweep.json
+
+`expand(exp)` is `points` without raising: the points that check and the issues of those that do
+not, with each point's position on every axis (apdspec locates the issues in the spec by it).
+
+Axes with the same `group` are zipped; the others (and each zipped group as one unit) form a grid
+in the order the axes are listed, the last varying fastest. Point `label` names its run directory
+`out_dir/<label>/`, a normal run directory (docs/outputs.md). A point whose directory already holds a
+finished summary.json for the same spec.json is reused, so re-running an interrupted sweep with the
+same `out_dir` only runs what is missing.
+
+`jobs > 1` runs points in spawned processes (never forked: a fork after BLAS has started threads can
+deadlock); each worker gets OPENBLAS/OMP/MKL_NUM_THREADS=1 unless the variable is already set, so
+`jobs` processes use `jobs` cores. `scheduler="tcp://host:port"` hands the points to a dask.distributed
+cluster (optional extra `apdspec[distributed]`); its workers must share `out_dir`'s filesystem and
+should be started with one BLAS thread (`OPENBLAS_NUM_THREADS=1 dask worker ADDR --nthreads 1`).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+import math
+import os
+import re
+import time
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from . import runner
+from ..store.rundir import file_record, write_json
+from ..analysis.expectations import describe
+from ..spec import NESTED, Experiment, Issue, SpecValidationError, SweepAxis, check, from_dict, resolve, to_dict
+
+SWEEP_FORMAT = "apdspec-sweep/1"
+MAX_LABEL = 100  # characters; longer labels become p<index>_<prefix>
+FINISHED = ("ok", "expectations_failed")  # statuses a resumed sweep reuses
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
+_BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+class DistributedUnavailable(ImportError):
+    """`scheduler=` was given but dask.distributed is not installed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    index: int
+    values: dict  # runtime path -> value
+    label: str  # filesystem-safe, unique within the sweep: the point's directory name
+    experiment: Experiment  # checked (resolved), with sweep=None
+
+
+@dataclasses.dataclass(frozen=True)
+class PointIssue:
+    """An issue of a sweep point that does not check (`expand`)."""
+    index: int
+    label: str
+    values: dict  # runtime path -> value, as SweepPoint.values
+    positions: dict  # runtime path -> the index of this point's value in that axis's values
+    issue: Issue
+
+
+# ------------------------------------------------------------------------------------------
+# Expansion
+
+
+def replace_path(obj: Any, path: str, value: Any) -> Any:
+    """A copy of the frozen dataclass tree `obj` with the field at dotted `path` set to `value`.
+
+    An optional object that is None on the way (e.g. `decompose.topk` of the Lp formulation) is
+    brought back with its defaults first, as setting one of its fields in a spec does."""
+    name, _, rest = path.partition(".")
+    if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj) if f.init}:
+        raise ValueError(f"{path!r} names no field of {type(obj).__name__}")
+    if not rest:
+        return dataclasses.replace(obj, **{name: _plain(value)})
+    inner = getattr(obj, name)
+    if inner is None:
+        inner = NESTED[(type(obj), name)]()
+    return dataclasses.replace(obj, **{name: replace_path(inner, rest, value)})
+
+
+def _plain(value: Any) -> Any:
+    """JSON lists back to the tuples the dataclasses hold (axes read from spec.json carry lists)."""
+    return tuple(_plain(v) for v in value) if isinstance(value, list) else value
+
+
+def _follow_derived(exp: Experiment, swept: set[str]) -> Experiment:
+    """Let defaults that resolve() derives from a swept field follow it.
+
+    A resolved experiment (e.g. `apdspec.load(...).experiment`) has the train and decompose seeds
+    filled in from `seed`, the rank and plots from the target and data ranges from the target's
+    input range; sweeping `seed` alone would otherwise leave the seeds fixed and every point would
+    run the same thing. A derived field that still holds the value resolve() gives the base is
+    reset to None so each point derives it again; one set to anything else stays as set. An
+    unresolved experiment (`resolve(exp) != exp`) is taken as it is: its None fields are derived per
+    point anyway and its set fields were set on purpose."""
+    if resolve(exp) != exp:
+        return exp
+    target_swept = any(p.startswith("target.") for p in swept)
+    tr, dc, rp, data = exp.train, exp.decompose, exp.report, exp.data
+    bare = dataclasses.replace(
+        exp, train=None if tr is None else dataclasses.replace(tr, seed=None),
+        decompose=dataclasses.replace(dc, seed=None, rank=None), report=dataclasses.replace(rp, plots=None),
+        data=dataclasses.replace(data, values=None))
+    derived = resolve(bare)
+
+    def follow(cond: bool, current: Any, default: Any) -> bool:
+        return cond and current is not None and current == default
+
+    if tr is not None and derived.train is not None and follow("seed" in swept, tr.seed, derived.train.seed):
+        tr = dataclasses.replace(tr, seed=None)
+    if follow("seed" in swept, dc.seed, derived.decompose.seed):
+        dc = dataclasses.replace(dc, seed=None)
+    if follow(target_swept, dc.rank, derived.decompose.rank):
+        dc = dataclasses.replace(dc, rank=None)
+    if follow(target_swept, rp.plots, derived.report.plots):
+        rp = dataclasses.replace(rp, plots=None)
+    if follow(target_swept, data.values, derived.data.values):
+        data = dataclasses.replace(data, values=None)
+    return dataclasses.replace(exp, train=tr, decompose=dc, report=rp, data=data)
+
+
+def _units(axes: tuple[SweepAxis, ...]) -> list[list[SweepAxis]]:
+    """Grid units in listed order: each ungrouped axis alone, each zip group at its first axis."""
+    units: list[list[SweepAxis]] = []
+    groups: dict[int, list[SweepAxis]] = {}
+    for a in axes:
+        if a.group is None:
+            units.append([a])
+        elif a.group in groups:
+            groups[a.group].append(a)
+        else:
+            groups[a.group] = [a]
+            units.append(groups[a.group])
+    for u in units:
+        if len({len(a.values) for a in u}) > 1:
+            raise SpecValidationError([Issue(u[0].path, "zipped axes need the same number of values: "
+                                             + ", ".join(f"{a.path} has {len(a.values)}" for a in u))])
+    return units
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "none"
+    if isinstance(v, float):
+        return repr(v)  # shortest round-trip form: distinct values never share a label
+    if isinstance(v, (tuple, list)):
+        return "_".join(_fmt_value(x) for x in v)
+    return str(v)
+
+
+def _labels(values: list[dict]) -> list[str]:
+    labels = [_UNSAFE.sub("_", ",".join(f"{p}={_fmt_value(v)}" for p, v in vals.items())) or "base"
+              for vals in values]
+    if any(len(s) > MAX_LABEL for s in labels) or len(set(labels)) < len(labels):
+        width = max(3, len(str(len(labels) - 1)))
+        labels = [f"p{i:0{width}d}_{s}"[:MAX_LABEL] for i, s in enumerate(labels)]
+    return labels
+
+
+def expand(exp: Experiment) -> tuple[list[SweepPoint], list[PointIssue]]:
+    """Every point of `exp.sweep` that checks, and every issue of the points that do not.
+
+    Validation only (resolve + validate per point), nothing runs. Raises SpecValidationError for a
+    malformed sweep (an axis path that names no field, zipped axes of different lengths)."""
+    axes = exp.sweep.axes if exp.sweep is not None else ()
+    units = _units(axes)
+    base = dataclasses.replace(_follow_derived(exp, {a.path for a in axes}), sweep=None)
+    values, positions = [], []
+    for idx in itertools.product(*(range(len(u[0].values)) for u in units)):
+        values.append({a.path: _plain(a.values[i]) for u, i in zip(units, idx) for a in u})
+        positions.append({a.path: i for u, i in zip(units, idx) for a in u})
+    out, issues = [], []
+    for i, (vals, pos, label) in enumerate(zip(values, positions, _labels(values))):
+        try:
+            e = base
+            for path, v in vals.items():
+                e = replace_path(e, path, v)
+            out.append(SweepPoint(i, vals, label, check(e)))
+        except SpecValidationError as err:
+            issues += [PointIssue(i, label, vals, pos, x) for x in err.issues]
+        except ValueError as err:  # a path that names no field: the same for every point
+            raise SpecValidationError([Issue(path, f"sweep axis: {err}")]) from None
+    return out, issues
+
+
+def points(exp: Experiment) -> list[SweepPoint]:
+    """Every point of `exp.sweep` (one point, label "base", without a sweep), each checked.
+
+    Raises SpecValidationError listing every issue of every point that does not check."""
+    out, issues = expand(exp)
+    if issues:
+        raise SpecValidationError([dataclasses.replace(x.issue, message=f"in sweep point {x.label}: {x.issue.message}")
+                                   for x in issues])
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Running
+
+
+def _run_point(exp_dict: dict, out_dir: str, spec_files: tuple, progress: bool, report: bool) -> dict:
+    """One point, in this process or a worker: summary.json's content; a raising run becomes an
+    "error" summary so that one bad point never stops the others."""
+    t0 = time.time()
+    try:
+        return runner.run_to_dir(exp_dict, out_dir, spec_files=tuple(spec_files), progress=progress, report=report)
+    except Exception as e:
+        return {"status": "error", "error": f"{type(e).__name__}: {e}", "wall_time_s": time.time() - t0}
+
+
+def _finished_summary(point: SweepPoint, point_dir: str) -> dict | None:
+    """The summary of an earlier finished run of exactly this point, else None."""
+    try:
+        with open(os.path.join(point_dir, "summary.json")) as f:
+            summary = json.load(f)
+        with open(os.path.join(point_dir, "spec.json")) as f:
+            spec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    same = spec == json.loads(json.dumps(to_dict(point.experiment)))  # through JSON: tuples -> lists
+    return summary if same and summary.get("status") in FINISHED else None
+
+
+def _record(point: SweepPoint, summary: dict, resumed: bool) -> dict:
+    per = {k: [float(x) for x in np.atleast_1d(v)] for k, v in (summary.get("metrics") or {}).items()}
+    rec = {"index": point.index, "label": point.label, "values": point.values,
+           "status": summary.get("status", "error"), "resumed": resumed,
+           "wall_time_s": summary.get("wall_time_s"),
+           "metrics": {k: (float(np.mean(v)) if v else None) for k, v in per.items()},
+           "metrics_per_replicate": per,
+           "expectations": [{"text": e.get("text"), "passed": bool(e.get("passed"))}
+                            for e in summary.get("expectations", [])]}
+    if rec["status"] == "error":
+        rec["error"] = summary.get("error", "unknown error")
+    return rec
+
+
+@contextlib.contextmanager
+def _worker_env() -> Iterator[None]:
+    """One BLAS thread per spawned worker unless the user chose otherwise (workers inherit the
+    environment at spawn, before they import numpy)."""
+    saved = {v: os.environ.get(v) for v in _BLAS_VARS}
+    for v in _BLAS_VARS:
+        os.environ.setdefault(v, "1")
+    try:
+        yield
+    finally:
+        for v, old in saved.items():
+            if old is None:
+                os.environ.pop(v, None)
+
+
+def _execute(todo: list[tuple[SweepPoint, str]], jobs: int, scheduler: str | None, progress: bool,
+             report: bool, spec_files: tuple) -> Iterator[tuple[SweepPoint, dict]]:
+    """(point, summary) as points finish: in order in this process, or as workers finish."""
+    if not todo:
+        return
+    if scheduler is None and jobs <= 1:
+        for p, d in todo:
+            yield p, _run_point(to_dict(p.experiment), d, spec_files, progress, report)
+        return
+    if scheduler is not None:
+        try:
+            from dask.distributed import Client, as_completed
+        except ImportError as e:
+            raise DistributedUnavailable(
+                f"scheduler {scheduler!r} needs dask.distributed, which is not installed: "
+                "pip install 'apdspec[distributed]'") from e
+        with Client(scheduler) as client:
+            futures = {client.submit(_run_point, to_dict(p.experiment), d, spec_files, False, report, pure=False): p
+                       for p, d in todo}
+            for fut in as_completed(futures):
+                yield futures[fut], _result(fut)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import as_completed as completed
+
+    with _worker_env():
+        ex = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"))
+        try:
+            futures = {ex.submit(_run_point, to_dict(p.experiment), d, spec_files, False, report): p for p, d in todo}
+            for fut in completed(futures):
+                yield futures[fut], _result(fut)
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(fut: Any) -> dict:
+    """A worker's summary; a worker that died (killed, out of memory) is that point's error."""
+    try:
+        return fut.result()
+    except Exception as e:
+        return {"status": "error", "error": f"worker failed: {type(e).__name__}: {e}"}
+
+
+def run_sweep(exp: Experiment | dict, out_dir: str, *, jobs: int = 1, progress: bool = False,
+              spec_text: str | None = None, spec_files: tuple = (), scheduler: str | None = None,
+              report: bool = True, on_point: Callable[[dict], None] | None = None) -> dict:
+    """Run every point into `out_dir/<label>/`; write and return sweep.json's content.
+
+    `report=False` skips each point's plots and report; `on_point(record)` is called as each point
+    finishes (or is reused). A point whose run raises is recorded with status "error"."""
+    if isinstance(exp, dict):
+        exp = from_dict(exp)
+    pts = points(exp)  # every point is checked before any compute is spent
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    if spec_text is not None:
+        with open(os.path.join(out_dir, "spec.apd"), "w") as f:
+            f.write(spec_text)
+    files = tuple(os.path.abspath(p) for p in spec_files)
+    t0 = time.time()
+    sweep = {"format": SWEEP_FORMAT, "experiment": exp.name,
+             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "status": "running",
+             "axes": [to_dict(a) for a in (exp.sweep.axes if exp.sweep else ())],
+             "table_metrics": metric_columns(pts[0].experiment), "expectations": [],
+             "points": [{"index": p.index, "label": p.label, "values": p.values, "status": "pending"} for p in pts],
+             "spec_files": [file_record(p) for p in files], "wall_time_s": None}
+
+    def done(point: SweepPoint, summary: dict, resumed: bool) -> None:
+        rec = _record(point, summary, resumed)
+        sweep["points"][point.index] = rec
+        _write(out_dir, sweep, pts[0].experiment)  # after every point: an interrupted sweep leaves a table
+        if on_point is not None:
+            on_point(rec)
+
+    todo = []
+    for p in pts:
+        d = os.path.join(out_dir, p.label)
+        previous = _finished_summary(p, d)
+        if previous is not None:
+            done(p, previous, True)
+        else:
+            todo.append((p, d))
+    for p, summary in _execute(todo, jobs, scheduler, progress, report, files):
+        done(p, summary, False)
+    statuses = {r["status"] for r in sweep["points"]}
+    sweep["status"] = "ok" if statuses == {"ok"} else "error" if "error" in statuses else "expectations_failed"
+    sweep["wall_time_s"] = time.time() - t0
+    _write(out_dir, sweep, pts[0].experiment)
+    return sweep
+
+
+# ------------------------------------------------------------------------------------------
+# sweep.json and sweep.md
+
+
+def metric_columns(exp: Experiment) -> list[str]:
+    """The metrics a sweep shows per point: those with expectations first, then the report's."""
+    names = [e.metric for e in exp.report.expect] + list(exp.report.metrics or ())
+    return list(dict.fromkeys(names))
+
+
+def _write(out_dir: str, sweep: dict, exp: Experiment) -> None:
+    recs = [r for r in sweep["points"] if r["status"] != "pending"]
+    sweep["expectations"] = [
+        {"text": e.text or describe(e),
+         "passed_points": sum(1 for r in recs if i < len(r.get("expectations", [])) and r["expectations"][i]["passed"]),
+         "points": len(sweep["points"])}
+        for i, e in enumerate(exp.report.expect)]
+    write_json(os.path.join(out_dir, "sweep.json"), sweep)
+    write_markdown(out_dir, sweep)
+
+
+def write_markdown(out_dir: str, sweep: dict) -> str:
+    """Write `out_dir/sweep.md` (atomically) for sweep.json's content `sweep`; returns its path."""
+    path = os.path.join(out_dir, "sweep.md")
+    with open(path + ".tmp", "w") as f:
+        f.write(markdown(sweep, out_dir))
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load_sweep(out_dir: str) -> dict:
+    """sweep.json's content; ValueError if it is not a sweep file this version writes."""
+    with open(os.path.join(out_dir, "sweep.json")) as f:
+        sweep = json.load(f)
+    if not isinstance(sweep, dict) or sweep.get("format") != SWEEP_FORMAT:
+        found = sweep.get("format") if isinstance(sweep, dict) else type(sweep).__name__
+        raise ValueError(f"{os.path.join(out_dir, 'sweep.json')} is not an {SWEEP_FORMAT} file (format {found!r})")
+    return sweep
+
+
+def render(out_dir: str, point_reports: bool = False,
+           on_error: Callable[[str, Exception], None] | None = None) -> list[str]:
+    """Re-render sweep.md from the saved sweep.json; returns the paths written.
+
+    With `point_reports`, first re-render the plots and report of every finished point (status ok or
+    expectations_failed) with `runtime.report.render`, so sweep.md links them. A point whose report
+    raises is passed to `on_error(label, exception)` and skipped (without `on_error` it raises)."""
+    sweep = load_sweep(out_dir)
+    written: list[str] = []
+    if point_reports:
+        from ..report.document import render as render_report
+
+        for rec in sweep["points"]:
+            point_dir = os.path.join(out_dir, rec["label"])
+            if rec.get("status") not in FINISHED or not os.path.exists(os.path.join(point_dir, "summary.json")):
+                continue
+            try:
+                written += render_report(point_dir)
+            except Exception as e:
+                if on_error is None:
+                    raise
+                on_error(rec["label"], e)
+    written.append(write_markdown(out_dir, sweep))
+    return written
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    if isinstance(v, (tuple, list)):  # tuples in memory, lists once read back from sweep.json
+        return "[" + ", ".join(_cell(x) for x in v) + "]"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(sweep: dict, out_dir: str | None = None) -> str:
+    """sweep.md: one row per point, then how many points met each expectation."""
+    pts, axes = sweep["points"], sweep["axes"]
+    paths = list(dict.fromkeys(a["path"] for a in axes))
+    metrics = [m for m in sweep["table_metrics"] if any(m in r.get("metrics", {}) for r in pts)]
+    counts = {s: sum(r["status"] == s for r in pts) for s in ("ok", "expectations_failed", "error", "pending")}
+    resumed = sum(bool(r.get("resumed")) for r in pts)
+    units = _units(tuple(SweepAxis(a["path"], tuple(a["values"]), a["group"]) for a in axes))
+    shape = " x ".join(_axis_text(u) for u in units) or "no axes"
+    lines = [f"# Sweep: {sweep['experiment']}", "",
+             f"{len(pts)} points over {shape}. Status: **{sweep['status']}** ("
+             + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ")."]
+    if sweep.get("wall_time_s") is not None:
+        lines[-1] += f" Wall time {_duration(sweep['wall_time_s'])}."
+    if resumed:
+        lines.append(f"{resumed} point{'s' if resumed != 1 else ''} reused from an earlier run of this sweep.")
+    lines += ["", "| point | " + " | ".join(paths + ["status"] + metrics + ["wall time (s)"]) + " |",
+              "|" + "---|" * (len(paths) + len(metrics) + 3)]
+    for r in pts:
+        name = r["label"]
+        if out_dir is not None and os.path.exists(os.path.join(out_dir, name, "report.md")):
+            name = f"[{name}]({name}/report.md)"
+        status = r["status"] + (" (reused)" if r.get("resumed") else "")
+        cells = [name] + [_cell(r["values"].get(p)) for p in paths] + [status]
+        cells += [_cell(r.get("metrics", {}).get(m)) for m in metrics]
+        cells.append("" if r.get("wall_time_s") is None else f"{r['wall_time_s']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Metrics are means over replicates; sweep.json and each point's summary.json hold the "
+                  "per-replicate values."]
+    if sweep["expectations"]:
+        lines += ["", "## Expectations", "", "| expectation | points where it passed |", "|---|---|"]
+        lines += [f"| {_cell(e['text'])} | {e['passed_points']} of {e['points']} |" for e in sweep["expectations"]]
+    errors = [r for r in pts if r["status"] == "error"]
+    if errors:
+        lines += ["", "## Errors", ""] + [f"- `{r['label']}`: {_cell(r.get('error'))}" for r in errors]
+    return "\n".join(lines) + "\n"
+
+
+def _duration(s: float) -> str:
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _axis_text(unit: list[SweepAxis]) -> str:
+    if len(unit) == 1:
+        return f"{unit[0].path} ({len(unit[0].values)})"
+    return "zip(" + ", ".join(a.path for a in unit) + f") ({len(unit[0].values)})"

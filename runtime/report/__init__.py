@@ -1,0 +1,4 @@
+"""The report of a run: report.md (document.py), plots (plots*.py, matplotlib imported lazily) and
+the terminal progress line (progress.py). May import every subpackage except pipeline.
+"""
+from .document import render  # noqa: F401

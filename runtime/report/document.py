@@ -1,0 +1,449 @@
+"""The run report: run_dir/report.md and a self-contained run_dir/report.html (plots embedded as
+base64 PNG, inline CSS, no external assets), plus the plots in run_dir/plots/.
+
+    paths = render(run_dir)                 # re-render from the saved outputs (store.rundir.load_run)
+    paths = render(run_dir, result=result)  # right after a run (reuses its cached analyses)
+
+Both files are generated from one document model (a list of sections of blocks), so they always
+carry the same content: status, expectations, metrics next to the paper's values, diagnostics,
+figures, the paper's qualitative results, provenance and the resolved spec. A run whose arrays
+cannot be loaded still gets a report (without figures), as does one with missing metrics.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..analysis.diagnostics import diagnose, weight_scale
+from ..spec.paper import PaperResult, lookup
+from ..spec import METRICS, PLOTS, Experiment, from_dict
+
+# ------------------------------------------------------------------------------------------
+# Document model
+
+
+@dataclass
+class Block:
+    kind: str  # p | list | table | image | code
+    text: str = ""
+    items: list = field(default_factory=list)  # list items, or table rows
+    header: list = field(default_factory=list)
+    path: str = ""  # image file
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+def _p(text: str) -> Block:
+    return Block("p", text)
+
+
+# ------------------------------------------------------------------------------------------
+# Formatting
+
+
+def fmt(v: Any) -> str:
+    """Compact number formatting (integers stay integers)."""
+    if v is None:
+        return "-"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not np.isfinite(f):
+        return str(f)
+    if f == int(f) and abs(f) < 1e6:
+        return str(int(f))
+    return f"{f:.4g}"
+
+
+def mean_std(values: list[float]) -> str:
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        return "-"
+    if a.size == 1:
+        return fmt(a[0])
+    fin = a[np.isfinite(a)]
+    if fin.size == 0:
+        return fmt(a[0])
+    return f"{fmt(np.mean(fin))} ± {fmt(np.std(fin))}"
+
+
+def per_replicate(values: list[float], limit: int = 8) -> str:
+    if len(values) <= limit:
+        return ", ".join(fmt(v) for v in values)
+    a = np.asarray(values, dtype=float)
+    return f"{len(values)} values, min {fmt(np.nanmin(a))}, max {fmt(np.nanmax(a))}"
+
+
+# ------------------------------------------------------------------------------------------
+# Building the document
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _experiment(run_dir: str, result: Any) -> Experiment | None:
+    if result is not None:
+        return result.experiment
+    d = _read_json(os.path.join(run_dir, "spec.json"))
+    try:
+        return from_dict(d) if d else None
+    except Exception:
+        return None
+
+
+def _history(run_dir: str, result: Any) -> list[dict]:
+    if result is not None:
+        return result.decomposition.history
+    from ..store.files import log_entries
+
+    out = []
+    try:
+        for phase, e in log_entries(os.path.join(run_dir, "metrics.jsonl")):
+            if phase == "decompose":  # not target training, not every restart
+                out.append(e)
+    except (OSError, ValueError):  # a missing or truncated log: what was read so far
+        pass
+    return out
+
+
+def metrics_section(metrics: dict, paper: PaperResult | None) -> Section:
+    sec = Section("Metrics")
+    if not metrics:
+        sec.blocks.append(_p("No metrics were computed for this run."))
+        return sec
+    header = ["metric", "meaning", "mean ± std over replicates", "per replicate"]
+    if paper is not None:
+        header += ["paper", "agrees"]
+    rows = []
+    for name, vals in metrics.items():
+        row = [f"`{name}`", METRICS.get(name, ((), ""))[1], mean_std(vals), per_replicate(vals)]
+        if paper is not None:
+            pv = paper.value(name)
+            if pv is None:
+                row += ["", ""]
+            else:
+                ok = pv.agrees(float(np.mean(vals)) if vals else None)
+                row += [pv.shown(), {True: "yes", False: "**no**", None: "-"}[ok]]
+        rows.append(row)
+    if paper is not None:  # paper values for metrics this run lacks
+        for pv in paper.values:
+            if pv.metric not in metrics:
+                rows.append([f"`{pv.metric}`", METRICS.get(pv.metric, ((), ""))[1], "not computed", "", pv.shown(), "-"])
+    sec.blocks.append(Block("table", header=header, items=rows))
+    if paper is not None:
+        notes = [f"`{v.metric}`: {v.text}" for v in paper.values if v.text]
+        sec.blocks.append(_p(f"Paper values: {paper.title} ({paper.source}). \"agrees\" compares the mean over "
+                             "replicates with the paper's value (within the stated tolerance, or the stated bound)."))
+        if notes:
+            sec.blocks.append(Block("list", items=notes))
+    return sec
+
+
+def expectations_section(expectations: list[dict]) -> Section:
+    sec = Section("Expectations")
+    if not expectations:
+        sec.blocks.append(_p("The spec states no expectations."))
+        return sec
+    rows = [["**PASS**" if e.get("passed") else "**FAIL**", f"`{e.get('text', '')}`", fmt(e.get("observed")),
+             str(e.get("needed", "")), per_replicate(e.get("values", []))] for e in expectations]
+    n_ok = sum(bool(e.get("passed")) for e in expectations)
+    sec.blocks.append(_p(f"{n_ok} of {len(expectations)} expectations pass."))
+    sec.blocks.append(Block("table", header=["result", "clause", "observed", "needed", "values"], items=rows))
+    return sec
+
+
+def _steps(steps: list[str]) -> str:
+    return ("step " if len(steps) == 1 else "steps ") + ", ".join(steps)
+
+
+def revivals_text(events: list[dict]) -> str:
+    """Per replicate: how many dead components took over part of a live one, how many adopted an
+    input no component served (revive adopt), at which steps, and how many were left dead at the
+    last revival step."""
+    if not events:
+        return "none (no component was dead at a revival step)"
+    per: dict[int, list[dict]] = {}
+    for e in events:
+        per.setdefault(e["replicate"], []).append(e)
+    parts = []
+    for r, evs in sorted(per.items()):
+        steps = [str(e["step"]) for e in evs if e["dead"]]
+        text = f"replicate {r}: {sum(len(e['dead']) for e in evs)} revived"
+        text += f" ({_steps(steps)})" if steps else ""
+        adopted = [str(e["step"]) for e in evs if e.get("adopted")]
+        if adopted:
+            text += (f", {sum(len(e.get('adopted', ())) for e in evs)} adopted an unserved input"
+                     f" ({_steps(adopted)})")
+        still = evs[-1].get("still_dead", [])
+        parts.append(text + (f", {len(still)} left dead at step {evs[-1]['step']}" if still else ""))
+    return "; ".join(parts)
+
+
+def provenance_section(run_dir: str, summary: dict, exp: Experiment | None) -> Section:
+    rows = []
+    for rec in summary.get("spec_files", []) or []:
+        rows.append(["spec file", f"`{rec.get('path')}`", f"sha256 `{rec.get('sha256')}`"])
+    sj = _sha256(os.path.join(run_dir, "spec.json"))
+    if sj:
+        rows.append(["resolved spec", "`spec.json`", f"sha256 `{sj}`"])
+    seeds = summary.get("seeds", {})
+    for k, v in seeds.items():
+        rows.append(["seed", k, fmt(v.get("seed") if isinstance(v, dict) else v)])
+    if exp is not None:
+        rows.append(["replicates / dtype", fmt(exp.replicates), exp.dtype])
+    sel = summary.get("restarts")
+    if sel:
+        scores = "; ".join("[" + ", ".join(fmt(v) for v in row) + "]" for row in sel.get("scores", []))
+        rows.append(["restarts", f"{sel.get('restarts')} inits per replicate; kept restart per replicate: "
+                     f"{', '.join(str(c) for c in sel.get('chosen', []))}",
+                     f"lowest {sel.get('criterion')}: {scores}"])
+    if "revivals" in summary:
+        rows.append(["revived components", revivals_text(summary["revivals"]), "decompose.revive (not part of APD)"])
+    ver = summary.get("versions", {})
+    if ver:
+        rows.append(["packages", ", ".join(f"{k} {v}" for k, v in ver.items() if k != "platform"), ""])
+        rows.append(["machine", ver.get("platform", "-"), f"{os.cpu_count()} CPUs on the rendering machine"])
+    if "started" in summary:
+        rows.append(["started", summary["started"], ""])
+    if "wall_time_s" in summary:
+        rows.append(["wall time", f"{fmt(summary['wall_time_s'])} s", ""])
+    for k, v in (summary.get("timings") or {}).items():
+        rows.append(["timing", k, fmt(v)])
+    if "steps_per_s" in summary:
+        rows.append(["decomposition speed", f"{fmt(summary['steps_per_s'])} steps/s", ""])
+    try:
+        import matplotlib
+
+        mpl = matplotlib.__version__
+    except ImportError:
+        mpl = "not installed"
+    rows.append(["report", f"rendered {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}", f"matplotlib {mpl}"])
+    return Section("Provenance", [Block("table", header=["what", "value", "detail"], items=rows)])
+
+
+def spec_section(run_dir: str) -> Section:
+    for name, lang in (("spec.apd", "apd"), ("spec.json", "json")):
+        p = os.path.join(run_dir, name)
+        if os.path.exists(p):
+            with open(p) as f:
+                text = f.read()
+            note = "The spec as written (`spec.apd`); `spec.json` holds the resolved form with every default." \
+                if name == "spec.apd" else "The resolved spec (`spec.json`), every default filled in."
+            return Section("Spec", [_p(note), Block("code", text=text, header=[lang])])
+    return Section("Spec", [_p("No spec file in the run directory.")])
+
+
+def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | None, plot_paths: dict,
+                   plot_errors: dict, load_error: str | None) -> tuple[str, list[Section]]:
+    """(title, sections) of the report."""
+    name = summary.get("experiment") or (exp.name if exp else os.path.basename(os.path.abspath(run_dir)))
+    status = summary.get("status") or (getattr(result, "status", None)) or "unknown"
+    metrics = (result.metrics if result is not None and result.metrics else summary.get("metrics")) or {}
+    expectations = (result.expectations if result is not None and result.expectations else summary.get("expectations")) or []
+    paper = lookup(exp.report.paper) if exp is not None else None
+    history = _history(run_dir, result)
+
+    head = Section("")
+    line = f"**Status: {status}**"
+    if exp is not None:
+        kind = result.arch.kind if result is not None else getattr(exp.target, "kind", "?")
+        line += f" · target `{kind}` · {exp.replicates} replicate(s) · C = {exp.decompose.components}, " \
+                f"m = {exp.decompose.rank} · {exp.decompose.steps} steps"
+    head.blocks.append(_p(line))
+    if paper is not None:
+        head.blocks.append(_p(f"Reproduces: {paper.title} ({paper.source})."))
+    if summary.get("error"):
+        head.blocks.append(_p(f"Error: `{summary['error']}`"))
+    if load_error:
+        head.blocks.append(_p(f"The run's arrays could not be loaded, so this report has no figures: `{load_error}`"))
+
+    # diagnostics
+    errors = {}
+    ws = op = None
+    if result is not None:
+        from ..analysis.core import analysis_for
+
+        an = analysis_for(result)
+        errors = dict(an.errors)
+        try:
+            ws = weight_scale(result.arch, result.target)
+            s = an.sampled()
+            op = float(np.mean(s["zero"])) if "zero" in s else None
+        except Exception as e:  # diagnostics degrade, the report still renders
+            errors["output scale"] = f"{type(e).__name__}: {e}"
+    arch = result.arch if result is not None else (exp.target if exp is not None else None)
+    diags = diagnose(exp, arch, metrics, history, status=status, error=summary.get("error"),
+                     expectations=expectations, weight_scale=ws, output_power=op, errors=errors) if exp else []
+    dsec = Section("Diagnostics")
+    if diags:
+        dsec.blocks.append(Block("list", items=[f"**{sev}**: {text}" for sev, text in diags]))
+    else:
+        dsec.blocks.append(_p("No known failure mode detected (dead or shared components, shrinkage, unconverged "
+                              "faithfulness, poor reconstruction, unspecialised components)."))
+
+    sections = [head, expectations_section(expectations), metrics_section(metrics, paper), dsec]
+    if "losses" in plot_paths:
+        sections.append(Section("Training curves", [Block("image", text=PLOTS["losses"][1], path=plot_paths["losses"])]))
+    figs = Section("Figures")
+    for pname, path in plot_paths.items():
+        if pname != "losses":
+            figs.blocks.append(Block("image", text=f"`{pname}`: {PLOTS.get(pname, ((), pname))[1]}", path=path))
+    for pname, msg in plot_errors.items():
+        figs.blocks.append(_p(f"Plot `{pname}` was not drawn: {msg}"))
+    if figs.blocks:
+        sections.append(figs)
+    if paper is not None and (paper.claims or paper.setup_notes):
+        ps = Section("The paper's results for this experiment")
+        if paper.claims:
+            ps.blocks.append(_p("Qualitative results to compare with the figures above:"))
+            ps.blocks.append(Block("list", items=list(paper.claims)))
+        if paper.setup_notes:
+            ps.blocks.append(_p("Setup notes:"))
+            ps.blocks.append(Block("list", items=list(paper.setup_notes)))
+        sections.append(ps)
+    sections += [provenance_section(run_dir, summary, exp), spec_section(run_dir)]
+    return name, sections
+
+
+# ------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _md_cell(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(title: str, sections: list[Section], run_dir: str) -> str:
+    out = [f"# {title}", ""]
+    for sec in sections:
+        if sec.title:
+            out += [f"## {sec.title}", ""]
+        for b in sec.blocks:
+            if b.kind == "p":
+                out += [b.text, ""]
+            elif b.kind == "list":
+                out += [f"- {it}" for it in b.items] + [""]
+            elif b.kind == "table":
+                out.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
+                out.append("|" + "---|" * len(b.header))
+                out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.items]
+                out.append("")
+            elif b.kind == "image":
+                rel = os.path.relpath(b.path, run_dir)
+                out += [f"![{b.text}]({rel})", "", f"*{b.text}*", ""]
+            elif b.kind == "code":
+                fence = "````" if "```" in b.text else "```"
+                out += [fence + (b.header[0] if b.header else ""), b.text.rstrip("\n"), fence, ""]
+    return "\n".join(out)
+
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+h2 { border-bottom: 1px solid #eee; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f5f5f5; }
+code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
+pre { background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+.pass { color: #1a7f37; font-weight: bold; } .fail { color: #cf222e; font-weight: bold; }
+"""
+
+
+def _inline(text: str) -> str:
+    """Escape, then the two markdown inline forms the document uses: `code` and **bold**."""
+    import re
+
+    s = html.escape(str(text))
+    s = re.sub(r"`([^`]*)`", r"<code>\1</code>", s)
+    s = re.sub(r"\*\*([^*]*)\*\*", r"<strong>\1</strong>", s)
+    s = s.replace("<strong>PASS</strong>", '<span class="pass">PASS</span>')
+    return s.replace("<strong>FAIL</strong>", '<span class="fail">FAIL</span>')
+
+
+def _data_uri(path: str) -> str:
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
+
+
+def to_html(title: str, sections: list[Section]) -> str:
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    for sec in sections:
+        if sec.title:
+            out.append(f"<h2>{html.escape(sec.title)}</h2>")
+        for b in sec.blocks:
+            if b.kind == "p":
+                out.append(f"<p>{_inline(b.text)}</p>")
+            elif b.kind == "list":
+                out.append("<ul>" + "".join(f"<li>{_inline(it)}</li>" for it in b.items) + "</ul>")
+            elif b.kind == "table":
+                out.append("<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in b.header) + "</tr></thead><tbody>")
+                out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.items]
+                out.append("</tbody></table>")
+            elif b.kind == "image":
+                out.append(f'<figure><img alt="{html.escape(b.text.replace("`", ""))}" src="{_data_uri(b.path)}">'
+                           f"<figcaption>{_inline(b.text)}</figcaption></figure>")
+            elif b.kind == "code":
+                out.append(f"<pre><code>{html.escape(b.text)}</code></pre>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def render(run_dir: str, result: Any = None) -> list[str]:
+    """Write run_dir/plots/*.png, report.md and report.html; returns every path written.
+
+    With `result` None the run is rebuilt from disk (`store.rundir.load_run`); if that fails, the
+    report is written from summary.json / spec.json alone, without figures."""
+    summary = _read_json(os.path.join(run_dir, "summary.json"))
+    load_error = None
+    if result is None:
+        try:
+            from ..store.rundir import load_run
+
+            result = load_run(run_dir)
+        except Exception as e:
+            load_error = f"{type(e).__name__}: {e}"
+    exp = _experiment(run_dir, result)
+    plot_paths, plot_errors = {}, {}
+    if result is not None:
+        from .plots import make_plots
+
+        plot_paths, plot_errors = make_plots(result, os.path.join(run_dir, "plots"))
+    title, sections = build_document(run_dir, summary, result, exp, plot_paths, plot_errors, load_error)
+    md_path, html_path = os.path.join(run_dir, "report.md"), os.path.join(run_dir, "report.html")
+    with open(md_path, "w") as f:
+        f.write(to_markdown(title, sections, run_dir))
+    with open(html_path, "w") as f:
+        f.write(to_html(title, sections))
+    return list(plot_paths.values()) + [md_path, html_path]

@@ -1,0 +1,260 @@
+"""Plots (names of `spec.PLOTS`): the kind-independent ones, and `make_plots`, which draws the
+plots a run asks for from its `RunAnalysis`.
+
+Every `plot_*` function takes plain arrays, writes one PNG and returns its path; the `_build_*`
+functions extract those arrays from a run. Kind-specific plots live in plots_tms / plots_resid /
+plots_gated.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from .plots_common import (
+    cmap, color, figure, grid_shape, hide_unused, integer_ticks, positive, save, suptitle, symmetric_limit,
+)
+
+LOSS_TERMS = ("total", "faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon")
+MAX_COMPONENTS_SHOWN = 24
+MAX_REPLICATES_SHOWN = 4
+
+
+def plot_losses(history: list[dict], path: str, target_history: list[dict] | None = None, title: str = "") -> str:
+    """Training curves (log y) of every logged loss term, mean over replicates (thick) and each
+    replicate (thin); plus the target's training loss, the mean number of active components per
+    sample and the number of components used in each logged batch (where components die)."""
+    panels: list[tuple[str, list, str, bool]] = [(k, history, k, True) for k in LOSS_TERMS
+                                                 if any(k in e for e in history)]
+    if any("mean_active" in e for e in history):
+        panels.append(("mean_active", history, "active components / sample", False))
+    if any("used_components" in e for e in history):
+        panels.append(("used_components", history, "components used in the batch", False))
+    if target_history:
+        panels.append(("loss_mean", target_history, "target training loss", True))
+    if not panels:
+        panels = [("total", [], "no history logged", True)]
+    rows, cols = grid_shape(len(panels), 3)
+    fig, axes = figure(rows, cols, (4.2 * cols, 3.0 * rows + 0.5))
+    for ax, (key, hist, label, log) in zip(axes.ravel(), panels):
+        entries = [e for e in hist if key in e]
+        steps = np.array([e["step"] for e in entries], dtype=float)
+        per = [e.get(f"{key}/replicates") or (e["loss"] if key == "loss_mean" and isinstance(e.get("loss"), list) else None)
+               for e in entries]
+        if per and all(p is not None for p in per) and len(per[0]) > 1:
+            reps = np.array(per, dtype=float)
+            for r in range(reps.shape[1]):
+                ax.plot(steps, positive(reps[:, r]) if log else reps[:, r], color=color(r), lw=0.7, alpha=0.5)
+        mean = np.array([e[key] for e in entries], dtype=float)
+        ax.plot(steps, positive(mean) if log else mean, color="black", lw=1.6, label="mean over replicates")
+        if log and np.isfinite(positive(mean)).any():
+            ax.set_yscale("log")
+        if key == "used_components":
+            integer_ticks(ax)  # a count
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        ax.set_ylabel("value" + (" (log)" if log else ""))
+        ax.grid(alpha=0.3)
+    axes.ravel()[0].legend(fontsize=8)
+    hide_unused(axes, len(panels))
+    suptitle(fig, title or "Training curves")
+    return save(fig, path)
+
+
+def mosaic(tiles: np.ndarray, cols: int, gap: int = 1) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Tiles (n, r, c) laid out on a grid with NaN gaps: (image, top-left corner of every tile)."""
+    n, r, c = tiles.shape
+    rows = (n + cols - 1) // cols
+    img = np.full((rows * (r + gap) - gap, cols * (c + gap) - gap), np.nan)
+    corners = []
+    for k in range(n):
+        i, j = divmod(k, cols)
+        img[i * (r + gap):i * (r + gap) + r, j * (c + gap):j * (c + gap) + c] = tiles[k]
+        corners.append((i * (r + gap), j * (c + gap)))
+    return img, corners
+
+
+def plot_components(mats: list[tuple[str, np.ndarray]], path: str, title: str = "",
+                    order: np.ndarray | None = None) -> str:
+    """Component weight matrices as heat maps, one panel per matrix kind. `mats` holds
+    (label, (C, rows, cols)); the components shown (at most MAX_COMPONENTS_SHOWN, in `order`) are
+    tiled in one image per panel (a single imshow: fast at any C) with one symmetric colour scale
+    (blue negative, red positive) and labelled c<index>."""
+    C = mats[0][1].shape[0]
+    order = np.arange(C) if order is None else np.asarray(order)
+    shown = order[:MAX_COMPONENTS_SHOWN]
+    r, c = mats[0][1].shape[1:]
+    cols = max(1, min(len(shown), 6 if c <= r else 4))
+    rows = (len(shown) + cols - 1) // cols
+    tile_w, tile_h = np.clip(0.06 * c, 0.7, 2.4), np.clip(0.06 * r, 0.7, 2.4)
+    fig, axes = figure(len(mats), 1, (max(7.0, cols * tile_w + 2.0), len(mats) * (rows * tile_h + 0.9) + 0.6))
+    cm = cmap("RdBu_r").with_extremes(bad="white")
+    for ax, (label, a) in zip(axes[:, 0], mats):
+        img, corners = mosaic(np.asarray(a, dtype=float)[shown], cols)
+        lim = symmetric_limit(a[shown])
+        im = ax.imshow(img, cmap=cm, vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+        for (y, x), comp in zip(corners, shown):
+            ax.text(x, y - 0.6, f"c{int(comp)}", fontsize=7, va="bottom", ha="left")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(label, fontsize=9, pad=12)
+        fig.colorbar(im, ax=ax, shrink=0.8, label="weight")
+    # on its own line: a long experiment name plus this overran narrow figures
+    more = f"\n{len(shown)} of {C} components, largest first" if len(shown) < C else ""
+    suptitle(fig, (title or "Component weights") + more)
+    return save(fig, path)
+
+
+def plot_attributions(tables: list[tuple[str, np.ndarray]], path: str, row_label: str = "input feature (one-hot)",
+                      title: str = "") -> str:
+    """Attribution of every component (columns) on each one-hot input (rows), one panel per
+    replicate; small tables are annotated with their values."""
+    n = min(len(tables), MAX_REPLICATES_SHOWN)
+    fig, axes = figure(1, n, (max(5.0, 0.35 * tables[0][1].shape[1] + 2.5) * n, max(3.0, 0.25 * tables[0][1].shape[0] + 1.5)))
+    for ax, (label, t) in zip(axes.ravel(), tables[:n]):
+        im = ax.imshow(t, cmap="viridis", aspect="auto", interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("component")
+        ax.set_ylabel(row_label)
+        integer_ticks(ax)
+        if t.size <= 120:
+            for (r, c), v in np.ndenumerate(t):
+                ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=6,
+                        color="white" if v < 0.5 * np.nanmax(t) else "black")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="attribution")
+    suptitle(fig, title or "Attributions on one-hot inputs")
+    return save(fig, path)
+
+
+def plot_mse_by_sparsity(table: dict[str, dict[str, np.ndarray]], path: str, title: str = "") -> str:
+    """Grouped bars: MSE against the labels per data distribution (training; exactly n active) and
+    model (target, APD top-k, baselines); mean over replicates with their std as error bars."""
+    levels = list(table)
+    models = []
+    for lv in levels:
+        models += [k for k in table[lv] if k not in models]
+    fig, axes = figure(1, 1, (1.6 * len(levels) + 3.5, 3.8))
+    ax = axes[0, 0]
+    w = 0.8 / max(len(models), 1)
+    names = {"apd": "APD (top-k)", "target": "target", "monosemantic": "monosemantic baseline", "input": "output = input"}
+    for j, mdl in enumerate(models):
+        vals = [np.asarray(table[lv].get(mdl, [np.nan]), dtype=float) for lv in levels]
+        means = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
+        stds = np.array([np.nanstd(v) if np.isfinite(v).any() else 0.0 for v in vals])
+        ax.bar(np.arange(len(levels)) + (j - (len(models) - 1) / 2) * w, positive(means), w, yerr=stds,
+               color=color(j), label=names.get(mdl, mdl), capsize=2)
+    ax.set_xticks(np.arange(len(levels)), levels)
+    ax.set_xlabel("input distribution (training: all-zero samples dropped; exactly n: per-sample top-n)")
+    ax.set_ylabel("MSE vs true labels")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title or "MSE by number of active features")
+    return save(fig, path)
+
+
+# ------------------------------------------------------------------------------------------
+# From a run
+
+
+def _build_losses(an: Any, path: str) -> str:
+    r = an.result
+    return plot_losses(r.decomposition.history, path, r.target_history, f"{an.exp.name}: training curves")
+
+
+def _weights_by_norm(mats: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    norms = sum(np.sqrt(np.sum(a.reshape(a.shape[0], -1) ** 2, axis=1)) for _, a in mats)
+    return np.argsort(-norms, kind="stable")
+
+
+def component_matrices(an: Any, replicate: int = 0) -> list[tuple[str, np.ndarray]]:
+    """(label, (C, rows, cols)) matrices to show per component: dense weights when small, the
+    virtual weights W_E W_in,c and (W_out,c W_U)^T (features x neurons) for large residual MLPs."""
+    from ..engine import apd
+
+    shapes = apd.param_shapes(an.arch)
+    if an.kind == "resid_mlp" and sum(a * b for a, b in shapes.values()) > 20_000:
+        c = an.contributions()
+        return [("W_E W_in,c: how strongly each neuron (columns) reads each feature (rows)", c["read"][replicate]),
+                ("(W_out,c W_U)^T: how strongly each neuron (columns) writes each feature (rows)",
+                 np.swapaxes(c["write"][replicate], -1, -2))]
+    out = []
+    for n, (d_in, d_out) in shapes.items():
+        W = apd.component_weights(an.comps, n, an.C)[replicate]
+        if "W_out" in n:  # neurons along the columns, as for W_in
+            out.append((f"{n}^T: rows = residual stream ({d_out}), columns = neurons ({d_in})", np.swapaxes(W, -1, -2)))
+        elif an.kind == "tms":
+            out.append((f"{n}: rows = features ({d_in}), columns = hidden ({d_out})", W))
+        else:
+            out.append((f"{n}: rows = residual stream ({d_in}), columns = neurons ({d_out})", W))
+    return out
+
+
+def _build_components(an: Any, path: str) -> str:
+    mats = component_matrices(an)
+    return plot_components(mats, path, f"{an.exp.name}: component weights (replicate 0)", _weights_by_norm(mats))
+
+
+def _build_attributions(an: Any, path: str) -> str:
+    if an.kind == "gated":
+        g = an.gated()
+        tables = [(f"replicate {i}", g["share"][i]) for i in range(an.I)]
+        return plot_attributions(tables, path, "function\n(control bit on, x over its range)",
+                                 f"{an.exp.name}: mean share of the attribution per component")
+    A = an.identity_attributions()
+    return plot_attributions([(f"replicate {i}", A[i]) for i in range(an.I)], path,
+                             title=f"{an.exp.name}: attributions on one-hot inputs")
+
+
+def _build_mse_by_sparsity(an: Any, path: str) -> str:
+    return plot_mse_by_sparsity(an.mse_by_sparsity(), path, f"{an.exp.name}: MSE by number of active features")
+
+
+def builders() -> dict[str, Callable[[Any, str], str]]:
+    """Plot name -> builder(RunAnalysis, path)."""
+    from . import plots_gated, plots_resid, plots_tms
+
+    return {
+        "losses": _build_losses, "components": _build_components, "attributions": _build_attributions,
+        "polygons": plots_tms.build_polygons, "mse_by_sparsity": _build_mse_by_sparsity,
+        "neuron_contributions": plots_resid.build_neuron_contributions,
+        "feature_response": plots_resid.build_feature_response,
+        "scrub_histogram": plots_resid.build_scrub_histogram,
+        "target_response": plots_resid.build_target_response,
+        "per_feature_loss": plots_resid.build_per_feature_loss,
+        "active_components": plots_resid.build_active_components,
+        "component_categories": plots_resid.build_component_categories,
+        "gated_functions": plots_gated.build_gated_functions,
+        "gated_network": plots_gated.build_gated_network,
+    }
+
+
+def make_plots(result: Any, out_dir: str, names: list[str] | tuple[str, ...] | None = None) -> tuple[dict, dict]:
+    """Draw the requested plots (default: `exp.report.plots`) into out_dir/NAME.png.
+
+    Returns ({name: path}, {name: error message}); a failing plot never stops the others.
+    `polygons` is skipped without an error when the TMS hidden layer is not 2-D."""
+    from ..analysis.core import analysis_for
+    from ..spec import PLOTS
+
+    an = analysis_for(result)
+    names = list(result.experiment.report.plots or ()) if names is None else list(names)
+    table = builders()
+    paths, errors = {}, {}
+    for name in names:
+        kinds = PLOTS.get(name, ((), ""))[0]
+        if name not in table:
+            errors[name] = "unknown plot"
+            continue
+        if an.kind not in kinds:
+            errors[name] = f"does not apply to a {an.kind} target"
+            continue
+        if name == "polygons" and an.arch.hidden != 2:
+            continue  # in the resolved defaults of every TMS spec; only drawable for hidden = 2
+        try:
+            paths[name] = table[name](an, os.path.join(out_dir, f"{name}.png"))
+        except Exception as e:  # one broken plot must not cost the report
+            errors[name] = f"{type(e).__name__}: {e}"
+            an.errors[f"plot {name}"] = errors[name]
+    return paths, errors

@@ -1,0 +1,138 @@
+"""The run directory: RunResult, writing its arrays and JSON atomically, and reading a run back.
+
+Layout (docs/outputs.md): spec.apd, spec.json, metrics.jsonl, summary.json, and target.npz +
+decomposition.npz per replicate (replicate 0 at the top level, others under replicates/<r>/).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from ..engine import apd
+from ..engine.decompose import Decomposition
+from ..engine.models import Params, decomposed_params
+from ..spec import Experiment, Target, from_dict, to_dict
+
+
+RUN_FORMAT = "apdspec-run/1"
+
+
+@dataclasses.dataclass
+class RunResult:
+    """Everything a run produced, in memory. Arrays carry a leading replicate axis."""
+
+    experiment: Experiment
+    arch: Target
+    target: Params
+    extras: dict
+    decomposition: Decomposition
+    target_history: list
+    metrics: dict  # name -> list of per-replicate values
+    expectations: list  # dicts: text, passed, values
+    seeds: dict
+    timings: dict
+    analysis: Any = dataclasses.field(default=None, repr=False, compare=False)  # cache of analysis/core.py
+    selection: dict | None = None  # decompose.restarts > 1: scores per (replicate, restart), chosen restart
+
+    @property
+    def status(self) -> str:
+        return "ok" if all(e["passed"] for e in self.expectations) else "expectations_failed"
+
+    def components(self, name: str, replicate: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """A (C, d_in, m) and B (C, m, d_out) of decomposed matrix `name` (row-vector h = a @ W)."""
+        return self.decomposition.components(name, replicate)
+
+
+def _replicate_dir(out_dir: str, r: int) -> str:
+    return out_dir if r == 0 else os.path.join(out_dir, "replicates", str(r))
+
+
+def save_arrays(result: RunResult, out_dir: str) -> list[str]:
+    """target.npz and decomposition.npz per replicate (replicate 0 at the top level)."""
+    from .files import save_npz, save_target
+
+    written = []
+    for r in range(result.experiment.replicates):
+        d = _replicate_dir(out_dir, r)
+        os.makedirs(d, exist_ok=True)
+        params = {k: v[r] for k, v in result.target.items()}
+        extras = {k: v[r] for k, v in result.extras.items()}
+        written.append(save_target(os.path.join(d, "target.npz"), result.arch, params, extras,
+                                   meta={"replicate": r, "experiment": result.experiment.name,
+                                         "train": to_dict(result.experiment.train)}))
+        arrays = {}
+        for name in decomposed_params(result.arch):
+            A, B = result.components(name, r)
+            arrays[f"{name}.A"], arrays[f"{name}.B"] = A, B
+        written.append(save_npz(os.path.join(d, "decomposition.npz"), arrays))
+    return written
+
+
+def file_record(path: str) -> dict:
+    """`{path, sha256}` of a spec file, as summary.json and sweep.json list them."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return {"path": os.path.abspath(path), "sha256": hashlib.sha256(f.read()).hexdigest()}
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write `obj` as indented JSON atomically (via a .tmp file); NumPy scalars and arrays allowed."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def load_run(run_dir: str) -> RunResult:
+    """Rebuild a RunResult (every replicate) from a run directory, for re-analysis and reports."""
+    from .files import load_npz, load_target, log_entries
+
+    with open(os.path.join(run_dir, "spec.json")) as f:
+        exp = from_dict(json.load(f))
+    summary = {}
+    sp = os.path.join(run_dir, "summary.json")
+    if os.path.exists(sp):
+        with open(sp) as f:
+            summary = json.load(f)
+    targets, extras_l, comps_l = [], [], []
+    arch = None
+    for r in range(exp.replicates):
+        d = _replicate_dir(run_dir, r)
+        arch, params, extras, _ = load_target(os.path.join(d, "target.npz"))
+        targets.append(params)
+        extras_l.append(extras)
+        comps_l.append(load_npz(os.path.join(d, "decomposition.npz")))
+    target = {k: np.stack([t[k] for t in targets]) for k in targets[0]}
+    extras = {k: np.stack([e[k] for e in extras_l]) for k in extras_l[0]}
+    C, m = exp.decompose.components, exp.decompose.rank
+    comps = {}
+    for name in decomposed_params(arch):
+        A = np.stack([c[f"{name}.A"] for c in comps_l])
+        B = np.stack([c[f"{name}.B"] for c in comps_l])
+        comps.update(apd.from_components(name, A, B))
+    history, target_history = [], []
+    mp = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.exists(mp):
+        for phase, entry in log_entries(mp):
+            if phase == "target":
+                target_history.append(entry)
+            elif phase == "decompose":  # "restarts": every init, not kept
+                history.append(entry)
+    dec = Decomposition(arch, C, m, comps, history, summary.get("timings", {}).get("decompose_s", 0.0),
+                        summary.get("steps_per_s", 0.0), summary.get("revivals", []))
+    return RunResult(exp, arch, target, extras, dec, target_history, summary.get("metrics", {}),
+                     summary.get("expectations", []), summary.get("seeds", {}), summary.get("timings", {}),
+                     selection=summary.get("restarts"))
