@@ -106,7 +106,7 @@ def cmd_run(args) -> int:
     run_to_dir = _runtime("run", "pipeline.runner", "run_to_dir", args.debug)
     if run_to_dir is None:
         return EXIT_FAILED
-    if args.jobs > 1 or args.scheduler:
+    if (args.jobs or 1) > 1 or args.scheduler:
         _err("apdspec run: note: --jobs and --scheduler apply to sweeps; this spec has no sweep")
     summary = run_to_dir(exp, out, spec_text=spec.text, spec_files=list(spec.files), progress=not args.quiet)
     status = summary.get("status") if isinstance(summary, dict) else None
@@ -135,6 +135,9 @@ def _run_sweep(args, spec, out: str) -> int:
         for i in e.issues:
             _err(f"{args.spec}: error: {lang_path(i.path)}: {i.message}")
         return EXIT_SPEC
+    # one point per core by default: each worker runs one BLAS thread (runtime/pipeline/sweep.py); a
+    # second BLAS thread speeds a step up far less than 2x (benchmarks/RESULTS.md), a second process ~2x
+    jobs = args.jobs or min(len(pts), os.cpu_count() or 1)
     key = metric_columns(pts[0].experiment)[:4]
     width = len(str(len(pts)))
     finished = [0]
@@ -153,9 +156,9 @@ def _run_sweep(args, spec, out: str) -> int:
         print("  ".join(parts), flush=True)
 
     print(f"sweep: {len(pts)} points into {out}" + (f" on {args.scheduler}" if args.scheduler else
-                                                       f", {args.jobs} at a time" if args.jobs > 1 else ""), flush=True)
+                                                       f", {jobs} at a time" if jobs > 1 else ""), flush=True)
     try:
-        sweep = run_sweep(raw, out, jobs=args.jobs, scheduler=args.scheduler, progress=not args.quiet and args.jobs == 1,
+        sweep = run_sweep(raw, out, jobs=jobs, scheduler=args.scheduler, progress=not args.quiet and jobs == 1,
                           spec_text=spec.text, spec_files=tuple(spec.files), on_point=line)
     except DistributedUnavailable as e:
         _err(f"apdspec run: {e}")
@@ -242,6 +245,10 @@ def cmd_bench(args) -> int:
     if bench is None:
         return EXIT_FAILED
     result = bench(spec.experiment) if args.steps is None else bench(spec.experiment, steps=args.steps)
+    if args.jobs_vs_threads:  # a sweep's choice: a second process per core, or a second BLAS thread
+        from runtime.pipeline.bench import jobs_vs_threads
+
+        result.update(jobs_vs_threads(spec.experiment, steps=args.steps or 10))
     if args.json:
         print(json.dumps(result, default=str))
     else:
@@ -317,9 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     where = r.add_mutually_exclusive_group()
-    where.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
-                       help="run N sweep points at a time (default 1), each in its own process with --threads "
-                            "BLAS threads")
+    where.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                       help="run N sweep points at a time, each in its own process with one BLAS thread "
+                            "(default: one per core, at most the number of points)")
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="run the sweep points on a dask.distributed scheduler, e.g. tcp://host:8786 "
                             "(needs pip install 'apdspec[distributed]' and workers that share DIR's filesystem)")
@@ -344,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("spec", metavar="SPEC")
     b.add_argument("--steps", type=_positive_int, metavar="N", help="steps to time (default: the runtime's)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--jobs-vs-threads", action="store_true",
+                   help="also time 1 process x 2 BLAS threads against 2 processes x 1 thread (what a sweep's "
+                        "--jobs trades), in fresh subprocesses")
     overrides(b)
     b.set_defaults(func=cmd_bench)
 

@@ -88,3 +88,11 @@ def test_describe_config_and_blas_info():
     info = B.blas_info()
     assert set(info) == {"blas", "blas_threads"}
     assert math.isfinite(B.matmul_peak_gflops(n=64, repeats=1))
+
+
+def test_jobs_vs_threads_times_both_layouts_in_subprocesses():
+    r = B.jobs_vs_threads(tiny_tms(), steps=2)
+    two = r["ms_per_step_2jobs_1thread"]
+    assert len(two) == 2 and all(t > 0 for t in two) and r["ms_per_step_1job_2threads"] > 0
+    assert math.isclose(r["steps_per_s_2jobs_1thread"], sum(1e3 / t for t in two))
+    assert math.isclose(r["jobs_over_threads"], r["steps_per_s_2jobs_1thread"] / r["steps_per_s_1job_2threads"])

@@ -228,7 +228,8 @@ def _spec(tmp_path, expect):
 
 def test_cli_runs_a_sweep_and_resumes(tmp_path, capsys):
     spec, out = _spec(tmp_path, "expect faithfulness <= 10"), str(tmp_path / "o")
-    args = ["run", spec, "--out", out, "--quiet", "-s", "seed=seeds(2)", *sum((["-s", s] for s in TINY), [])]
+    # --jobs 1: points finish in order, so the lines' order is fixed
+    args = ["run", spec, "--out", out, "--quiet", "--jobs", "1", "-s", "seed=seeds(2)", *sum((["-s", s] for s in TINY), [])]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "sweep: 2 points into " + out in text
@@ -252,10 +253,10 @@ def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "<override 1>:1:27: error: sweep point decompose.batch=2: decompose.topk: batch top-k" in err
     assert "Traceback" not in err and not os.path.exists(tmp_path / "b")
-    # a point that raises: the others still run, exit 1
+    # a point that raises: the others still run, exit 1 (--jobs 1: the patch lives in this process)
     real = runner.run
     monkeypatch.setattr(runner, "run", lambda e, **kw: real(e, **kw) if e.seed == 0 else 1 / 0)
-    assert main(["run", QUICK, "--out", str(tmp_path / "c"), "-s", "seed=seeds(2)", *tiny_args]) == 1
+    assert main(["run", QUICK, "--out", str(tmp_path / "c"), "-s", "seed=seeds(2)", "--jobs", "1", *tiny_args]) == 1
     text = capsys.readouterr().out
     assert "[1/2] seed=0  ok" in text and "[2/2] seed=1  error  ZeroDivisionError" in text
     # --scheduler without dask: a clear message, exit 1
@@ -340,3 +341,17 @@ def test_runtime_reexports_the_sweep_entry_points():
     import runtime
 
     assert runtime.run_sweep is sweep.run_sweep and runtime.points is sweep.points
+
+
+def test_cli_runs_one_sweep_point_per_core_by_default(tmp_path, monkeypatch, capsys):
+    seen = []
+    real = sweep.run_sweep
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **kw: seen.append(kw["jobs"]) or real(*a, **{**kw, "jobs": 1}))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    tiny_args = [*sum((["-s", s] for s in TINY), []), "--quiet"]
+    assert main(["run", QUICK, "--out", str(tmp_path / "a"), "-s", "seed=seeds(3)", *tiny_args]) == 0
+    assert "3 points into" in capsys.readouterr().out and seen == [2]  # min(points, cores)
+    assert main(["run", QUICK, "--out", str(tmp_path / "b"), "-s", "seed=seeds(3)", "--jobs", "3", *tiny_args]) == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert main(["run", QUICK, "--out", str(tmp_path / "c"), "-s", "seed=seeds(2)", *tiny_args]) == 0
+    assert seen == [2, 3, 2]

@@ -361,3 +361,53 @@ def bench(exp: Experiment, steps: int = 20, warmup: int = 3, threads: int | None
         "matmul_peak_gflops": peak_gflops,
         "fraction_of_matmul_peak": achieved / peak_gflops,
     }
+
+
+# ------------------------------------------------------------------------------------------
+# How to spend the cores on a sweep
+
+_WORKER = """
+import json, sys
+sys.path[:0] = {path!r}
+from runtime.spec import from_dict
+from runtime.pipeline.bench import bench
+print(json.dumps(bench(from_dict(json.loads(sys.stdin.read())), steps={steps})["ms_per_step_median"]))
+"""
+
+
+def jobs_vs_threads(exp: Experiment, steps: int = 10) -> dict:
+    """Decomposition steps/s of `exp` run as 1 process x 2 BLAS threads and as 2 processes x 1 thread
+    started together (summed): what `apdspec run --jobs` (default one point per core) trades. Each
+    figure comes from a fresh subprocess, since the BLAS thread count is fixed when NumPy loads."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ..spec import to_json
+
+    payload = to_json(check(exp))
+    path = [p for p in sys.path if p]
+
+    def start(threads: int) -> subprocess.Popen:
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                   MKL_NUM_THREADS=str(threads))
+        proc = subprocess.Popen([sys.executable, "-c", _WORKER.format(path=path, steps=steps)], env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdin.write(payload)
+        proc.stdin.close()
+        return proc
+
+    def ms(proc: subprocess.Popen) -> float:
+        out, err = proc.stdout.read(), proc.stderr.read()
+        if proc.wait():
+            raise RuntimeError(f"benchmark worker failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
+        return float(out.strip().splitlines()[-1])
+
+    one = ms(start(2))
+    pair = [start(1), start(1)]
+    two = [ms(p) for p in pair]
+    thr_one, thr_two = 1e3 / one, sum(1e3 / t for t in two)
+    return {"ms_per_step_1job_2threads": one, "ms_per_step_2jobs_1thread": two,
+            "steps_per_s_1job_2threads": thr_one, "steps_per_s_2jobs_1thread": thr_two,
+            "jobs_over_threads": thr_two / thr_one}
