@@ -203,6 +203,11 @@ class FileEval:
 
     def block(self, b: A.Block, scope: Scope) -> None:
         key = scope.lang + (b.name,)
+        if b.body is None and b.name not in ("target", "experiment"):  # `topk batch(0.25)`: no "="
+            call = b.label.name if isinstance(b.label, A.Call) else "..."
+            self.diags.error(f"expected '=' after '{b.name}', found {call}(...)", b.label.span,
+                             f"write {b.name} = {call}(...)")
+            return
         if b.name == "experiment":
             return self.experiment(b, scope)
         if b.name == "zip" and scope.kind == "sweep":
