@@ -20,7 +20,7 @@ from .schema import EXPERIMENT, REDUCTIONS, REPORT, SWEEP_FUNCTIONS, TARGETS, Fo
 from .state import NONE, RESET, Setting, State, TargetKind, join_path, lang_path
 from .sweeps import generated
 from .unparse import format_number
-from .values import Bad, Const, Float, Int, Str, describe
+from .values import Bad, Float, Int, Str, describe
 
 # ------------------------------------------------------------------------------------------
 # Scopes
@@ -199,7 +199,7 @@ class FileEval:
                 self.diags.error(f"undefined constant '${ref.name}'", ref.span,
                                  f"did you mean '${near}'?" if near else "define it first: let NAME = value")
                 return
-        consts[s.name] = Const(s.value, s.span)
+        self.state.env.define(s.name, s.value, s.span)
 
     def block(self, b: A.Block, scope: Scope) -> None:
         key = scope.lang + (b.name,)
@@ -319,6 +319,11 @@ class FileEval:
         if not os.path.isabs(path):
             here = os.path.dirname(os.path.abspath(base)) if not base.startswith("<") else os.getcwd()
             path = os.path.normpath(os.path.join(here, path))
+        if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+            # a device or a pipe: reading it could block forever (a directory the runtime reports)
+            self.diags.error(f"the target file {path} is not a regular file", call.args[0].span,
+                             'give the path of a target.npz written by `apdspec run`')
+            return
         self.state.set("target", TargetKind("file"), call.span)
         self.state.set("target.path", path, call.args[0].span)
 

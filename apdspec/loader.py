@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from runtime import spec as S
 
 from . import ast as A
-from .build import build, check_experiment, missing_target, provenance
+from .build import build, check_experiment, check_sweep_size, missing_target, provenance
 from .checker import FileEval
 from .state import State
-from .errors import Collector, SpecError
+from .errors import Collector, SpecError, safety_net
+from .limits import MAX_BYTES, MAX_USE_DEPTH
 from .parser import parse, parse_override
 
-MAX_BYTES = 4 * 1024 * 1024  # a spec is a few KB; refuse to lex a stray data file
 
 
 @dataclass(frozen=True)
@@ -47,28 +48,37 @@ class _Loader:
         """The text of a file, or None after reporting why it cannot be read."""
         def fail(reason: str) -> None:
             if use is not None:
-                self.diags.error(f"cannot read '{use.path.value}': {reason}", use.path.span)
+                where = "the current directory" if use.span.file.startswith("<") else "the directory of the using file"
+                self.diags.error(f"cannot read '{use.path.value}' (resolved to {path}): {reason}", use.path.span,
+                                 f"a 'use' path is relative to {where}")
             else:
                 self.diags.error(f"cannot read spec: {reason}", None, file=display)
 
         try:
-            if os.path.isdir(path):
+            mode = os.stat(path).st_mode
+            if stat.S_ISDIR(mode):
                 fail("it is a directory")
+                return None
+            if use is not None and not stat.S_ISREG(mode):  # a device or a pipe could block or never end
+                fail("not a regular file")
                 return None
             with open(path, "rb") as fh:
                 data = fh.read(MAX_BYTES + 1)
         except OSError as e:
             fail(e.strerror or str(e))
             return None
+        except ValueError:  # a NUL or an unencodable character in a path given from Python
+            fail("not a valid file name")
+            return None
         if len(data) > MAX_BYTES:
-            fail(f"larger than {MAX_BYTES // 1024 // 1024} MB; not a spec file")
+            fail(f"larger than {MAX_BYTES // 1024} KB; not a spec file")
             return None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             line = data[: e.start].count(b"\n") + 1
             col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-            self.sources[display] = ""
+            self.sources[display] = data.decode("utf-8", "replace")  # for the snippet
             self.diags.error("not a UTF-8 text file", A.Span(display, line, col, line, col + 1),
                              "an .apd spec is UTF-8 text")
             return None
@@ -101,6 +111,10 @@ class _Loader:
             chain = " -> ".join(os.path.basename(p) for p in stack[stack.index(target):] + (target,))
             self.diags.error(f"'use' cycle: {chain}", use.path.span, "a file cannot build on itself")
             return None
+        if len(stack) >= MAX_USE_DEPTH:  # each level recurses through the checker
+            self.diags.error(f"'use' chain longer than {MAX_USE_DEPTH} files", use.path.span,
+                             "build on a file nearer the base")
+            return None
         text = self.read(shown, target, use)
         if text is None:
             return None
@@ -125,7 +139,7 @@ class _Loader:
         if not state.broken and not state.target_failed and state.kind is None:
             missing_target(state, display, self.diags)
         resolved = None
-        if not state.broken and state.kind is not None:
+        if not state.broken and state.kind is not None and check_sweep_size(state, self.diags):
             exp = build(state, _default_name(display))
             resolved = check_experiment(state, exp, self.diags)
         if self.diags or resolved is None:
@@ -144,35 +158,38 @@ def _default_name(display: str) -> str:
 
 def read_source(path: str | os.PathLike) -> str:
     """The text of a spec file; SpecError (never OSError) when it cannot be read as UTF-8 text."""
-    ld = _Loader()
-    text = ld.read(os.fspath(path), os.fspath(path), None)
-    if text is None:
-        raise SpecError(ld.diags.diagnostics, ld.sources)
-    return text
+    with safety_net(os.fspath(path)):
+        ld = _Loader()
+        text = ld.read(os.fspath(path), os.fspath(path), None)
+        if text is None:
+            raise SpecError(ld.diags.diagnostics, ld.sources)
+        return text
 
 
 def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> LoadedSpec:
-    """Read, compose (use), override, check and resolve a spec file. Raises SpecError."""
+    """Read, compose (use), override, check and resolve a spec file. Raises SpecError (only)."""
     display = os.fspath(path)
-    ld = _Loader()
-    text = ld.read(display, display, None)
-    if text is None:
-        raise SpecError(ld.diags.diagnostics, ld.sources)
-    state = ld.file_state(text, display, display, (os.path.abspath(display),))
-    state = ld.overrides(state, overrides)
-    return ld.finish(state, display)
+    with safety_net(display):
+        ld = _Loader()
+        text = ld.read(display, display, None)
+        if text is None:
+            raise SpecError(ld.diags.diagnostics, ld.sources)
+        state = ld.file_state(text, display, display, (os.path.abspath(display),))
+        state = ld.overrides(state, overrides)
+        return ld.finish(state, display)
 
 
 def loads(text: str, filename: str = "<string>", overrides: Sequence[str] = ()) -> LoadedSpec:
     """Like `load` for text in memory; `use` paths are relative to `filename`'s directory
-    (the current directory for "<string>")."""
-    ld = _Loader()
-    ld.sources[filename] = text
-    real = "" if filename.startswith("<") else filename
-    stack = (os.path.abspath(real),) if real else ()
-    state = ld.file_state(text, filename, real, stack)
-    state = ld.overrides(state, overrides)
-    return ld.finish(state, filename)
+    (the current directory for "<string>"). Raises SpecError (only)."""
+    with safety_net(filename):
+        ld = _Loader()
+        ld.sources[filename] = text
+        real = "" if filename.startswith("<") else filename
+        stack = (os.path.abspath(real),) if real else ()
+        state = ld.file_state(text, filename, real, stack)
+        state = ld.overrides(state, overrides)
+        return ld.finish(state, filename)
 
 
 __all__ = ["LoadedSpec", "load", "loads"]

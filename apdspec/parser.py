@@ -71,7 +71,7 @@ def parser() -> Lark:
 _NUMBER_BODY = re.compile(r"(\d[\d_]*(\.[\d_]*)?|\.\d[\d_]*)([eE][+-]?[\d_]+)?")
 _SUFFIX = {"": 1, "k": 1_000, "M": 1_000_000, "%": None}
 _UNDERSCORES = re.compile(r"(\d+(_\d+)*)?(\.(\d+(_\d+)*)?)?([eE][+-]?\d+(_\d+)*)?")  # '_' only between digits
-_MAX_INT_DIGITS = 309  # 10^309 exceeds every float: larger integers fit no field
+_MAX_INT_DIGITS = 308  # below 10^308 < the largest float: a larger integer fits no field
 
 
 class LiteralError(ValueError):
