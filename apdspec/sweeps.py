@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from . import ast as A
+from .limits import MAX_SWEEP_POINTS as MAX
 from .values import Bad, Env, Int, number
 
 
@@ -15,8 +16,8 @@ def generated(node: A.Call, args: list[A.Value], env: Env) -> list:
         if len(nums) != 1:
             raise Bad(node.span, "write seeds(n) for the seeds 0 .. n-1")
         n = Int().coerce(args[0], env)
-        if not 1 <= n <= 10_000:
-            raise Bad(args[0].span, f"seeds(n) needs 1 <= n <= 10000, got {n}")
+        if not 1 <= n <= MAX:
+            raise Bad(args[0].span, f"seeds(n) needs 1 <= n <= {MAX}, got {n}")
         return list(range(n))
     if name == "range":
         if len(nums) not in (2, 3):
@@ -29,8 +30,8 @@ def generated(node: A.Call, args: list[A.Value], env: Env) -> list:
             steps = (stop - start) / step
         except OverflowError:
             steps = math.inf
-        if not math.isfinite(steps) or steps > 10_000:  # before ceil(), which cannot take inf
-            raise Bad(node.span, "range(...) has more than 10000 values")
+        if not math.isfinite(steps) or steps > MAX:  # before ceil(), which cannot take inf
+            raise Bad(node.span, f"range(...) has more than {MAX} values")
         count = math.ceil(steps)
         if count < 1:
             raise Bad(node.span, f"range({', '.join(f'{x:g}' for x in nums)}) is empty")
@@ -46,8 +47,8 @@ def generated(node: A.Call, args: list[A.Value], env: Env) -> list:
     n = Int().coerce(args[2], env)
     if lo <= 0 or hi <= 0:
         raise Bad(node.span, "logspace(low, high, n) needs low > 0 and high > 0")
-    if not 2 <= n <= 10_000:
-        raise Bad(args[2].span, f"logspace needs 2 <= n <= 10000, got {n}")
+    if not 2 <= n <= MAX:
+        raise Bad(args[2].span, f"logspace needs 2 <= n <= {MAX}, got {n}")
     try:
         return _finite(node, [float(f"{lo * (hi / lo) ** (i / (n - 1)):.12g}") for i in range(n)])
     except OverflowError:

@@ -374,7 +374,7 @@ def m_sweep(rng, text: str, case: Case) -> str:
     for _ in range(rng.randint(1, 4)):
         path = rng.choice(["seed", "decompose.steps", "decompose.optimizer.lr", "data.probability", "replicates",
                            "decompose.components", "target.features", "decompose.topk", "decompose.rank", "nope"])
-        fn = rng.choice([f"seeds({rng.choice(['10000', '10001', '100', '0', '-1', '1e999', '2.5', 'inf'])})",
+        fn = rng.choice([f"seeds({rng.choice(['10000', '2000', '2001', '100', '0', '-1', '1e999', '2.5', 'inf'])})",
                          f"range({rng.choice(NUMBERS)}, {rng.choice(NUMBERS)}, {rng.choice(NUMBERS)})",
                          f"range(0, {rng.choice(['10000', '1e308', '1e300', '9223372036854775807'])})",
                          f"logspace({rng.choice(NUMBERS)}, {rng.choice(NUMBERS)}, {rng.choice(['2', '10000', '3'])})",
@@ -386,7 +386,7 @@ def m_sweep(rng, text: str, case: Case) -> str:
         axes = ["zip { " + "  ".join(axes) + " }"]
     block = "sweep {\n  " + "\n  ".join(axes) + "\n}\n"
     if rng.random() < 0.3:
-        case.overrides.append(f"{rng.choice(['seed', 'decompose.steps'])}={rng.choice(['seeds(10000)', 'grid(1, 2)', 'range(0, 100)'])}")
+        case.overrides.append(f"{rng.choice(['seed', 'decompose.steps'])}={rng.choice(['seeds(10000)', 'seeds(2000)', 'grid(1, 2)', 'range(0, 100)'])}")
     i = text.rfind("}")
     return text[:i] + block + text[i:] if i >= 0 else text + block
 
@@ -841,6 +841,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  load time per case   max {max(times) * 1000:.0f} ms (case {slowest['index']}, "
               f"{'+'.join(slowest.get('mutators', []))}), median {statistics.median(times) * 1000:.1f} ms, "
               f"p99 {sorted(times)[int(0.99 * (len(times) - 1))] * 1000:.0f} ms")
+        top = sorted((r for r in results if r["status"] in ("ok", "spec_error", "exception")), key=lambda r: -r["time"])[:5]
+        print("  slowest cases        " + ", ".join(f"{r['index']} ({r['time'] * 1000:.0f} ms, "
+                                                   f"{'+'.join(r.get('mutators', []))})" for r in top))
     muts: dict[str, list[int]] = {}
     for r in results:
         for m in set(r.get("mutators", [])):
