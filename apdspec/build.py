@@ -63,6 +63,8 @@ def check_experiment(state: State, exp: S.Experiment, diags: Collector) -> S.Exp
     if exp.sweep is not None:
         issues = check_points(state, exp, diags, issues)
     for issue in issues:
+        if diags.full:
+            break
         span = locate(state, issue.path)
         notes = []
         for other in issue.also:
@@ -158,6 +160,8 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
             span = _value_span(state, pi, axis) if axis is not None else locate(state, pi.issue.path)
             grouped.setdefault((key, span), (axis, culprit, causes, []))[3].append(pi)
     for (_, span), (axis, culprit, causes, same) in grouped.items():
+        if diags.full:
+            break
         first, issue = same[0], same[0].issue
         notes = []
         if axis is not None:

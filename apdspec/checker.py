@@ -113,6 +113,8 @@ class FileEval:
     def run_file(self, f: A.File) -> None:
         first = True
         for item in f.items:
+            if self.diags.full:
+                return
             if isinstance(item, A.Use):
                 if not first:
                     self.diags.error("'use' must be the first statement of a file", item.span,
@@ -240,6 +242,8 @@ class FileEval:
 
     def body(self, items: tuple[A.Stmt, ...], scope: Scope) -> None:
         for s in items:
+            if self.diags.full:
+                return
             self.stmt(s, scope)
 
     def experiment(self, b: A.Block, scope: Scope) -> None:

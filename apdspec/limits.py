@@ -13,7 +13,7 @@ from .errors import Diagnostic
 
 MAX_BYTES = 256 * 1024  # size of one file (text given in memory: characters)
 MAX_LINE = 2000  # characters per line
-MAX_TOKENS = 20_000  # tokens per file (the parser's cost is per token: about 10 us each)
+MAX_TOKENS = 10_000  # tokens per file (a shipped spec has at most 132; parsing costs ~20 us per token)
 MAX_NESTING = 32  # brackets and braces open at once: ( [ {
 MAX_TREE_DEPTH = 100  # levels of the syntax tree (blocks, calls, lists, operators): recursion depth
 MAX_USE_DEPTH = 32  # files in a `use` chain

@@ -18,9 +18,9 @@ from . import ast as A
 from .build import build, check_experiment, check_sweep_size, missing_target, provenance
 from .checker import FileEval
 from .state import State
-from .errors import Collector, SpecError, safety_net
-from .limits import MAX_BYTES, MAX_USE_DEPTH
-from .parser import parse, parse_override
+from .errors import MAX_ERRORS, Collector, SpecError, safety_net
+from .limits import MAX_BYTES, MAX_TOKENS, MAX_USE_DEPTH
+from .parser import parse, parse_override, tokens_used
 
 
 
@@ -43,6 +43,7 @@ class _Loader:
         self.diags = Collector()
         self.sources: dict[str, str] = {}
         self.files: list[str] = []
+        self.tokens = 0  # tokens parsed so far, in every file
 
     def read(self, display: str, path: str, use: A.Use | None) -> str | None:
         """The text of a file, or None after reporting why it cannot be read."""
@@ -87,7 +88,9 @@ class _Loader:
         return text
 
     def file_state(self, text: str, display: str, path: str, stack: tuple[str, ...]) -> State:
-        tree = parse(text, display, self.diags)
+        # one token budget for the file and every file it uses: a `use` chain cannot multiply the parse time
+        tree = parse(text, display, self.diags, max(MAX_TOKENS - self.tokens, 0))
+        self.tokens += tokens_used()
         state = State()
         if tree is None:
             state.broken = True
@@ -136,15 +139,18 @@ class _Loader:
         return state
 
     def finish(self, state: State, display: str) -> LoadedSpec:
-        if not state.broken and not state.target_failed and state.kind is None:
+        checked = not state.broken and not self.diags.full  # not full: the rest was not read
+        if checked and not state.target_failed and state.kind is None:
             missing_target(state, display, self.diags)
         resolved = None
-        if not state.broken and state.kind is not None and check_sweep_size(state, self.diags):
+        if checked and state.kind is not None and check_sweep_size(state, self.diags):
             exp = build(state, _default_name(display))
             resolved = check_experiment(state, exp, self.diags)
         if self.diags or resolved is None:
             if not self.diags:  # cannot happen: every failure above reports why
                 self.diags.error("the spec could not be checked", None, file=display)
+            if self.diags.full:
+                self.diags.error(f"too many errors: stopped checking after {MAX_ERRORS}", None, file=display)
             raise SpecError(self.diags.diagnostics, self.sources)
         from .unparse import to_apd
 

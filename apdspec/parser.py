@@ -37,7 +37,7 @@ class _TooManyTokens(Exception):
 def _count(tok: Token) -> Token:
     """Stop lexing after MAX_TOKENS tokens: the parser's cost grows with the token count."""
     _local.tokens = n = getattr(_local, "tokens", 0) + 1
-    if n > MAX_TOKENS:
+    if n > getattr(_local, "budget", MAX_TOKENS):
         raise _TooManyTokens(tok)
     return tok
 
@@ -257,10 +257,11 @@ class _ToAst(Transformer):
 # Entry points
 
 
-def parse(text: str, file: str, diags: Collector) -> A.File | None:
-    """Parse a whole file. Syntax errors (and broken limits) are added to `diags` (None is returned)."""
+def parse(text: str, file: str, diags: Collector, max_tokens: int = MAX_TOKENS) -> A.File | None:
+    """Parse a whole file. Syntax errors (and broken limits) are added to `diags` (None is returned).
+    `max_tokens` is what is left of MAX_TOKENS after the files this one builds on (`tokens_used`)."""
     comments: list[Token] = []
-    tree = _parse(text, file, diags, "start", comments)
+    tree = _parse(text, file, diags, "start", comments, max_tokens)
     if tree is None:
         return None
     items = _transform(tree, file, diags)
@@ -274,21 +275,28 @@ def parse_override(text: str, file: str, diags: Collector) -> A.Assign | None:
     return None if tree is None else _transform(tree, file, diags)
 
 
-def _parse(text: str, file: str, diags: Collector, start: str, comments: list):
+def tokens_used() -> int:
+    """The tokens the last parse in this thread read (for a budget shared by `use`d files)."""
+    return getattr(_local, "tokens", 0)
+
+
+def _parse(text: str, file: str, diags: Collector, start: str, comments: list, max_tokens: int = MAX_TOKENS):
     """The Lark tree of `text`, or None after reporting why not: the limits of `apdspec.limits`
     first (size, characters, line length, nesting; tokens while lexing; tree depth), then syntax."""
     problem = check_text(text, file)
     if problem is not None:
         diags.diagnostics.append(problem)
         return None
-    _local.comments, _local.tokens = comments, 0
+    _local.comments, _local.tokens, _local.budget = comments, 0, max_tokens
     try:
         tree = parser().parse(text, start=start)
     except UnexpectedInput as e:
         diags.diagnostics.append(syntax_error(e, text, file, override=start == "override"))
         return None
     except _TooManyTokens as e:
-        diags.error(f"the spec has more than {MAX_TOKENS} tokens", _tok_span(file, e.token),
+        what = "the spec" if max_tokens == MAX_TOKENS else "the spec and the files it uses"
+        diags.error(f"{what} have more than {MAX_TOKENS} tokens" if max_tokens != MAX_TOKENS else
+                    f"the spec has more than {MAX_TOKENS} tokens", _tok_span(file, e.token),
                     "a spec is a few hundred words, numbers and symbols")
         return None
     finally:
