@@ -13,6 +13,7 @@ from runtime import spec as S
 
 from . import ast as A
 from .errors import Collector, Note
+from .limits import MAX_SWEEP_POINTS
 from .schema import EXPERIMENT, TARGETS, TRAIN, Obj
 from .state import NONE, RESET, State, join_path, prefixes, lang_path
 
@@ -62,6 +63,8 @@ def check_experiment(state: State, exp: S.Experiment, diags: Collector) -> S.Exp
     if exp.sweep is not None:
         issues = check_points(state, exp, diags, issues)
     for issue in issues:
+        if diags.full:
+            break
         span = locate(state, issue.path)
         notes = []
         for other in issue.also:
@@ -79,6 +82,31 @@ def _issue_path(issue: S.Issue) -> str:
 
 
 # -- sweep points
+
+
+def sweep_points(state: State) -> int:
+    """How many points the sweep has: the product of the axis lengths, a zip group counting once."""
+    n, groups = 1, {}
+    for axis, _ in state.axes.values():
+        if axis.group is None:
+            n *= len(axis.values)
+        else:
+            groups[axis.group] = max(groups.get(axis.group, 0), len(axis.values))
+    for size in groups.values():
+        n *= size
+    return n
+
+
+def check_sweep_size(state: State, diags: Collector) -> bool:
+    """False after reporting a sweep with more than MAX_SWEEP_POINTS points (each one is validated)."""
+    n = sweep_points(state)
+    if n <= MAX_SWEEP_POINTS:
+        return True
+    axis, span = max(state.axes.values(), key=lambda a: len(a[0].values))
+    diags.error(f"the sweep has {n:,} points; at most {MAX_SWEEP_POINTS:,}", span,
+                f"'{lang_path(axis.path)}' has {len(axis.values)} values; sweep fewer values or fewer axes")
+    return False
+
 
 MAX_NAMED = 3  # points named in the "same error in N more points" note
 
@@ -99,6 +127,15 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
     value a swept field has outside the sweep is never run."""
     from runtime.pipeline.sweep import expand
 
+    if isinstance(exp.target, S.FileTarget):
+        arch = _file_architecture(exp.target.path)
+        if arch is None:  # unreadable: every point has the base's target.path issue
+            return list(base)
+        # Validating a point reads the target file three times (resolve, then validate twice): with
+        # thousands of points that is seconds. Points of a file target validate exactly like points
+        # of the architecture it holds, untrained (no train block; and no axis can sweep target.* or
+        # train.* of a file target: the checker rejects those keys), so validate those instead.
+        exp = dataclasses.replace(exp, target=arch, train=None)
     try:
         good, issues = expand(exp)
     except S.SpecValidationError:  # zipped axes of different lengths: the checker reported them
@@ -123,6 +160,8 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
             span = _value_span(state, pi, axis) if axis is not None else locate(state, pi.issue.path)
             grouped.setdefault((key, span), (axis, culprit, causes, []))[3].append(pi)
     for (_, span), (axis, culprit, causes, same) in grouped.items():
+        if diags.full:
+            break
         first, issue = same[0], same[0].issue
         notes = []
         if axis is not None:
@@ -154,6 +193,16 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
         diags.error(f"sweep point {point_name(first.values)}: {_issue_path(issue)}: {issue.message}", span, hint,
                     tuple(notes))
     return [i for i in base if (i.path, i.message) in everywhere]
+
+
+def _file_architecture(path: str) -> Any:
+    """The architecture a target file holds, or None if it cannot be read (validate() says why)."""
+    from runtime.io import read_target_meta
+
+    try:
+        return S.target_from_dict(read_target_meta(path)["target"])
+    except Exception:  # any unreadable file: the base experiment's validate() reports it
+        return None
 
 
 def _swept(pi: Any, rt_path: str) -> list[str]:

@@ -20,7 +20,7 @@ from .schema import EXPERIMENT, REDUCTIONS, REPORT, SWEEP_FUNCTIONS, TARGETS, Fo
 from .state import NONE, RESET, Setting, State, TargetKind, join_path, lang_path
 from .sweeps import generated
 from .unparse import format_number
-from .values import Bad, Const, Float, Int, Str, describe
+from .values import Bad, Float, Int, Str, describe
 
 # ------------------------------------------------------------------------------------------
 # Scopes
@@ -113,6 +113,8 @@ class FileEval:
     def run_file(self, f: A.File) -> None:
         first = True
         for item in f.items:
+            if self.diags.full:
+                return
             if isinstance(item, A.Use):
                 if not first:
                     self.diags.error("'use' must be the first statement of a file", item.span,
@@ -199,10 +201,15 @@ class FileEval:
                 self.diags.error(f"undefined constant '${ref.name}'", ref.span,
                                  f"did you mean '${near}'?" if near else "define it first: let NAME = value")
                 return
-        consts[s.name] = Const(s.value, s.span)
+        self.state.env.define(s.name, s.value, s.span)
 
     def block(self, b: A.Block, scope: Scope) -> None:
         key = scope.lang + (b.name,)
+        if b.body is None and b.name not in ("target", "experiment"):  # `topk batch(0.25)`: no "="
+            call = b.label.name if isinstance(b.label, A.Call) else "..."
+            self.diags.error(f"expected '=' after '{b.name}', found {call}(...)", b.label.span,
+                             f"write {b.name} = {call}(...)")
+            return
         if b.name == "experiment":
             return self.experiment(b, scope)
         if b.name == "zip" and scope.kind == "sweep":
@@ -235,6 +242,8 @@ class FileEval:
 
     def body(self, items: tuple[A.Stmt, ...], scope: Scope) -> None:
         for s in items:
+            if self.diags.full:
+                return
             self.stmt(s, scope)
 
     def experiment(self, b: A.Block, scope: Scope) -> None:
@@ -314,6 +323,11 @@ class FileEval:
         if not os.path.isabs(path):
             here = os.path.dirname(os.path.abspath(base)) if not base.startswith("<") else os.getcwd()
             path = os.path.normpath(os.path.join(here, path))
+        if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+            # a device or a pipe: reading it could block forever (a directory the runtime reports)
+            self.diags.error(f"the target file {path} is not a regular file", call.args[0].span,
+                             'give the path of a target.npz written by `apdspec run`')
+            return
         self.state.set("target", TargetKind("file"), call.span)
         self.state.set("target.path", path, call.args[0].span)
 

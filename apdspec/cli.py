@@ -28,6 +28,12 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+def _debug_internal(e: SpecError, debug: bool) -> None:
+    """With --debug, the traceback of the bug behind a safety-net SpecError."""
+    if debug and e.internal and e.__cause__ is not None:
+        traceback.print_exception(type(e.__cause__), e.__cause__, e.__cause__.__traceback__)
+
+
 def _runtime(command: str, module: str, name: str, debug: bool):
     """`runtime.<module>.<name>`, or None after telling the user the runtime is missing."""
     import importlib
@@ -54,6 +60,7 @@ def cmd_check(args) -> int:
         try:
             spec = load(path, args.set)
         except SpecError as e:
+            _debug_internal(e, args.debug)
             _err(e.render())
             n = len(e.diagnostics)
             _err(f"{path}: {n} error{'' if n == 1 else 's'}")
@@ -376,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except SpecError as e:
+        _debug_internal(e, args.debug)
         _err(e.render())
         return EXIT_SPEC
     except KeyboardInterrupt:

@@ -7,7 +7,8 @@ from typing import Any, Iterator
 from runtime import spec as S
 
 from .state import lang_path
-from .errors import Diagnostic, SpecError, did_you_mean
+from .checker import ALIASES
+from .errors import Diagnostic, SpecError, did_you_mean, safety_net
 from .fmt import render_value
 from .loader import LoadedSpec
 from .unparse import leaf_at, value_node
@@ -35,17 +36,47 @@ def _default(rt: str) -> Any:
     return obj
 
 
+_EXPECT_KEYS = ("report", "report.expect", "expect")
+
+
+def unknown_key_hint(key: str, paths: list[str]) -> str:
+    """The hint `check` gives for an unknown key, for the language path `key` among `paths`
+    (every field): each segment is matched in its block, so a typo in a block name is found too."""
+    known = {".".join(p.split(".")[:i]) for p in paths for i in range(1, p.count(".") + 2)}
+    fixed: list[str] = []
+    for seg in key.split("."):
+        if ".".join(fixed + [seg]) in known:
+            fixed.append(seg)
+            continue
+        prefix = ".".join(fixed)
+        children = sorted({k.split(".")[len(fixed)] for k in known
+                           if k.count(".") >= len(fixed) and (not fixed or k.startswith(prefix + "."))})
+        near = did_you_mean(seg, children)
+        if near is None:
+            if seg.lower() in ALIASES:
+                return ALIASES[seg.lower()]
+            return f"no key '{seg}' in block '{prefix or 'experiment'}'; known here: " + ", ".join(children)
+        fixed.append(near)
+    return f"did you mean '{'.'.join(fixed)}'?"
+
+
 def explain(spec: LoadedSpec, key: str | None = None) -> list[str]:
+    """One line per field under `key` (a language path such as decompose.optimizer). Raises SpecError (only)."""
+    with safety_net(next(iter(spec.sources), "<spec>")):
+        return _explain(spec, key)
+
+
+def _explain(spec: LoadedSpec, key: str | None) -> list[str]:
     """One line per field under `key` (a language path such as decompose.optimizer)."""
     exp = spec.experiment
     kind = exp.target.kind
     rows = [(rt, v) for rt, v in _leaves(exp, "") if rt != "name"]
     if key:
         wanted = [r for r in rows if lang_path(r[0]) == key or lang_path(r[0]).startswith(key + ".")]
-        if not wanted:
-            near = did_you_mean(key, [lang_path(r) for r, _ in rows])
-            raise SpecError([Diagnostic(f"no field '{key}' in this spec", None, file=key,
-                                        hint=f"did you mean '{near}'?" if near else "e.g. decompose.steps")])
+        if not wanted and key not in _EXPECT_KEYS:
+            file = next(iter(spec.sources), "") or (spec.files[0] if spec.files else "<spec>")
+            raise SpecError([Diagnostic(f"no field '{key}' in this spec", None, file=file,
+                                        hint=unknown_key_hint(key, [lang_path(r) for r, _ in rows]))], spec.sources)
         rows = wanted
     out = []
     for rt, v in rows:
@@ -59,7 +90,7 @@ def explain(spec: LoadedSpec, key: str | None = None) -> list[str]:
         else:
             origin = "default"
         out.append(f"{lang_path(rt)} = {text}  ({origin})")
-    if key is None or key in ("report", "report.expect", "expect"):
+    if key is None or key in _EXPECT_KEYS:
         for e in exp.report.expect:
             out.append(f"expect {e.text}")
     return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import ast as A
-from .errors import Collector, SpecError
+from .errors import Collector, SpecError, safety_net
 from .parser import parse
 
 INDENT = "  "
@@ -21,11 +21,12 @@ _PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
 
 def format_text(text: str, filename: str = "<string>") -> str:
     """The canonical layout of `text`; raises SpecError on a syntax error."""
-    diags = Collector()
-    tree = parse(text, filename, diags)
-    if tree is None or diags:
-        raise SpecError(diags.diagnostics, {filename: text})
-    return render_file(tree)
+    with safety_net(filename):
+        diags = Collector()
+        tree = parse(text, filename, diags)
+        if tree is None or diags:
+            raise SpecError(diags.diagnostics, {filename: text})
+        return render_file(tree)
 
 
 # ------------------------------------------------------------------------------------------

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from runtime import spec as S
 
 from . import ast as A
-from .build import build, check_experiment, missing_target, provenance
+from .build import build, check_experiment, check_sweep_size, missing_target, provenance
 from .checker import FileEval
 from .state import State
-from .errors import Collector, SpecError
-from .parser import parse, parse_override
+from .errors import MAX_ERRORS, Collector, SpecError, safety_net
+from .limits import MAX_BYTES, MAX_TOKENS, MAX_USE_DEPTH
+from .parser import parse, parse_override, tokens_used
 
-MAX_BYTES = 4 * 1024 * 1024  # a spec is a few KB; refuse to lex a stray data file
 
 
 @dataclass(frozen=True)
@@ -42,33 +43,43 @@ class _Loader:
         self.diags = Collector()
         self.sources: dict[str, str] = {}
         self.files: list[str] = []
+        self.tokens = 0  # tokens parsed so far, in every file
 
     def read(self, display: str, path: str, use: A.Use | None) -> str | None:
         """The text of a file, or None after reporting why it cannot be read."""
         def fail(reason: str) -> None:
             if use is not None:
-                self.diags.error(f"cannot read '{use.path.value}': {reason}", use.path.span)
+                where = "the current directory" if use.span.file.startswith("<") else "the directory of the using file"
+                self.diags.error(f"cannot read '{use.path.value}' (resolved to {path}): {reason}", use.path.span,
+                                 f"a 'use' path is relative to {where}")
             else:
                 self.diags.error(f"cannot read spec: {reason}", None, file=display)
 
         try:
-            if os.path.isdir(path):
+            mode = os.stat(path).st_mode
+            if stat.S_ISDIR(mode):
                 fail("it is a directory")
+                return None
+            if use is not None and not stat.S_ISREG(mode):  # a device or a pipe could block or never end
+                fail("not a regular file")
                 return None
             with open(path, "rb") as fh:
                 data = fh.read(MAX_BYTES + 1)
         except OSError as e:
             fail(e.strerror or str(e))
             return None
+        except ValueError:  # a NUL or an unencodable character in a path given from Python
+            fail("not a valid file name")
+            return None
         if len(data) > MAX_BYTES:
-            fail(f"larger than {MAX_BYTES // 1024 // 1024} MB; not a spec file")
+            fail(f"larger than {MAX_BYTES // 1024} KB; not a spec file")
             return None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             line = data[: e.start].count(b"\n") + 1
             col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-            self.sources[display] = ""
+            self.sources[display] = data.decode("utf-8", "replace")  # for the snippet
             self.diags.error("not a UTF-8 text file", A.Span(display, line, col, line, col + 1),
                              "an .apd spec is UTF-8 text")
             return None
@@ -77,7 +88,9 @@ class _Loader:
         return text
 
     def file_state(self, text: str, display: str, path: str, stack: tuple[str, ...]) -> State:
-        tree = parse(text, display, self.diags)
+        # one token budget for the file and every file it uses: a `use` chain cannot multiply the parse time
+        tree = parse(text, display, self.diags, max(MAX_TOKENS - self.tokens, 0))
+        self.tokens += tokens_used()
         state = State()
         if tree is None:
             state.broken = True
@@ -101,6 +114,10 @@ class _Loader:
             chain = " -> ".join(os.path.basename(p) for p in stack[stack.index(target):] + (target,))
             self.diags.error(f"'use' cycle: {chain}", use.path.span, "a file cannot build on itself")
             return None
+        if len(stack) >= MAX_USE_DEPTH:  # each level recurses through the checker
+            self.diags.error(f"'use' chain longer than {MAX_USE_DEPTH} files", use.path.span,
+                             "build on a file nearer the base")
+            return None
         text = self.read(shown, target, use)
         if text is None:
             return None
@@ -122,15 +139,18 @@ class _Loader:
         return state
 
     def finish(self, state: State, display: str) -> LoadedSpec:
-        if not state.broken and not state.target_failed and state.kind is None:
+        checked = not state.broken and not self.diags.full  # not full: the rest was not read
+        if checked and not state.target_failed and state.kind is None:
             missing_target(state, display, self.diags)
         resolved = None
-        if not state.broken and state.kind is not None:
+        if checked and state.kind is not None and check_sweep_size(state, self.diags):
             exp = build(state, _default_name(display))
             resolved = check_experiment(state, exp, self.diags)
         if self.diags or resolved is None:
             if not self.diags:  # cannot happen: every failure above reports why
                 self.diags.error("the spec could not be checked", None, file=display)
+            if self.diags.full:
+                self.diags.error(f"too many errors: stopped checking after {MAX_ERRORS}", None, file=display)
             raise SpecError(self.diags.diagnostics, self.sources)
         from .unparse import to_apd
 
@@ -144,35 +164,38 @@ def _default_name(display: str) -> str:
 
 def read_source(path: str | os.PathLike) -> str:
     """The text of a spec file; SpecError (never OSError) when it cannot be read as UTF-8 text."""
-    ld = _Loader()
-    text = ld.read(os.fspath(path), os.fspath(path), None)
-    if text is None:
-        raise SpecError(ld.diags.diagnostics, ld.sources)
-    return text
+    with safety_net(os.fspath(path)):
+        ld = _Loader()
+        text = ld.read(os.fspath(path), os.fspath(path), None)
+        if text is None:
+            raise SpecError(ld.diags.diagnostics, ld.sources)
+        return text
 
 
 def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> LoadedSpec:
-    """Read, compose (use), override, check and resolve a spec file. Raises SpecError."""
+    """Read, compose (use), override, check and resolve a spec file. Raises SpecError (only)."""
     display = os.fspath(path)
-    ld = _Loader()
-    text = ld.read(display, display, None)
-    if text is None:
-        raise SpecError(ld.diags.diagnostics, ld.sources)
-    state = ld.file_state(text, display, display, (os.path.abspath(display),))
-    state = ld.overrides(state, overrides)
-    return ld.finish(state, display)
+    with safety_net(display):
+        ld = _Loader()
+        text = ld.read(display, display, None)
+        if text is None:
+            raise SpecError(ld.diags.diagnostics, ld.sources)
+        state = ld.file_state(text, display, display, (os.path.abspath(display),))
+        state = ld.overrides(state, overrides)
+        return ld.finish(state, display)
 
 
 def loads(text: str, filename: str = "<string>", overrides: Sequence[str] = ()) -> LoadedSpec:
     """Like `load` for text in memory; `use` paths are relative to `filename`'s directory
-    (the current directory for "<string>")."""
-    ld = _Loader()
-    ld.sources[filename] = text
-    real = "" if filename.startswith("<") else filename
-    stack = (os.path.abspath(real),) if real else ()
-    state = ld.file_state(text, filename, real, stack)
-    state = ld.overrides(state, overrides)
-    return ld.finish(state, filename)
+    (the current directory for "<string>"). Raises SpecError (only)."""
+    with safety_net(filename):
+        ld = _Loader()
+        ld.sources[filename] = text
+        real = "" if filename.startswith("<") else filename
+        stack = (os.path.abspath(real),) if real else ()
+        state = ld.file_state(text, filename, real, stack)
+        state = ld.overrides(state, overrides)
+        return ld.finish(state, filename)
 
 
 __all__ = ["LoadedSpec", "load", "loads"]

@@ -10,20 +10,41 @@ import functools
 import importlib.resources
 import re
 import threading
+from dataclasses import dataclass
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast as A
-from .errors import Collector
+from .errors import Collector, Diagnostic
+from .limits import MAX_LINE, MAX_TOKENS, MAX_TREE_DEPTH, brackets, check_text
 
-_local = threading.local()  # comment sink for the parse in progress (lexer callbacks are per parser)
+_local = threading.local()  # comment sink and token count of the parse in progress (lexer callbacks are per parser)
 
 
 def _on_comment(tok: Token) -> None:
     sink = getattr(_local, "comments", None)
     if sink is not None:
         sink.append(tok)
+
+
+class _TooManyTokens(Exception):
+    def __init__(self, tok: Token):
+        super().__init__("too many tokens")
+        self.token = tok
+
+
+def _count(tok: Token) -> Token:
+    """Stop lexing after MAX_TOKENS tokens: the parser's cost grows with the token count."""
+    _local.tokens = n = getattr(_local, "tokens", 0) + 1
+    if n > getattr(_local, "budget", MAX_TOKENS):
+        raise _TooManyTokens(tok)
+    return tok
+
+
+# Every terminal but whitespace and comments (keywords are lexed as NAME first, so counted there).
+COUNTED = ("NAME", "NUMBER", "STRING", "REF", "CMP", "EQUAL", "LBRACE", "RBRACE", "PLUS", "MINUS", "STAR", "SLASH",
+           "LPAR", "RPAR", "LSQB", "RSQB", "COMMA", "DOT", "SEMICOLON")
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,7 +61,7 @@ def parser() -> Lark:
         start=["start", "override"],
         propagate_positions=True,
         maybe_placeholders=True,
-        lexer_callbacks={"COMMENT": _on_comment},
+        lexer_callbacks={"COMMENT": _on_comment, **{name: _count for name in COUNTED}},
     )
 
 
@@ -49,6 +70,8 @@ def parser() -> Lark:
 
 _NUMBER_BODY = re.compile(r"(\d[\d_]*(\.[\d_]*)?|\.\d[\d_]*)([eE][+-]?[\d_]+)?")
 _SUFFIX = {"": 1, "k": 1_000, "M": 1_000_000, "%": None}
+_UNDERSCORES = re.compile(r"(\d+(_\d+)*)?(\.(\d+(_\d+)*)?)?([eE][+-]?\d+(_\d+)*)?")  # '_' only between digits
+_MAX_INT_DIGITS = 308  # below 10^308 < the largest float: a larger integer fits no field
 
 
 class LiteralError(ValueError):
@@ -66,10 +89,12 @@ def parse_number(text: str) -> int | float:
     if not m or suffix not in _SUFFIX:
         raise LiteralError(f"malformed number '{text}'", "numbers look like 3, 0.5, 3e-2, 20_000, 20k, 2M or 5%")
     is_int = not any(c in body for c in ".eE")
-    try:
-        value: int | float = int(body) if is_int else float(body)
-    except ValueError:
-        raise LiteralError(f"malformed number '{text}'", "'_' may only separate digits, as in 20_000") from None
+    if not _UNDERSCORES.fullmatch(body):
+        raise LiteralError(f"malformed number '{text}'", "'_' may only separate digits, as in 20_000")
+    digits = body.replace("_", "")
+    if is_int and len(digits.lstrip("0")) > _MAX_INT_DIGITS:  # before int(): no field takes it, and
+        raise LiteralError(f"number '{text}' is too large", "")  # int() of 4300+ digits raises ValueError
+    value: int | float = int(digits) if is_int else float(digits)
     if suffix == "%":
         value = float(value) / 100
     elif suffix:
@@ -232,16 +257,13 @@ class _ToAst(Transformer):
 # Entry points
 
 
-def parse(text: str, file: str, diags: Collector) -> A.File | None:
-    """Parse a whole file. Syntax errors are added to `diags` (None is returned)."""
-    _local.comments = comments = []
-    try:
-        tree = parser().parse(text, start="start")
-    except UnexpectedInput as e:
-        diags.diagnostics.append(syntax_error(e, text, file))
+def parse(text: str, file: str, diags: Collector, max_tokens: int = MAX_TOKENS) -> A.File | None:
+    """Parse a whole file. Syntax errors (and broken limits) are added to `diags` (None is returned).
+    `max_tokens` is what is left of MAX_TOKENS after the files this one builds on (`tokens_used`)."""
+    comments: list[Token] = []
+    tree = _parse(text, file, diags, "start", comments, max_tokens)
+    if tree is None:
         return None
-    finally:
-        _local.comments = None
     items = _transform(tree, file, diags)
     cs = tuple(A.Comment(_tok_span(file, t), str(t)) for t in comments)
     return A.File(file, items, cs)
@@ -249,15 +271,56 @@ def parse(text: str, file: str, diags: Collector) -> A.File | None:
 
 def parse_override(text: str, file: str, diags: Collector) -> A.Assign | None:
     """Parse a command-line override `path=value` (same grammar, start symbol `override`)."""
-    _local.comments = []
+    tree = _parse(text, file, diags, "override", [])
+    return None if tree is None else _transform(tree, file, diags)
+
+
+def tokens_used() -> int:
+    """The tokens the last parse in this thread read (for a budget shared by `use`d files)."""
+    return getattr(_local, "tokens", 0)
+
+
+def _parse(text: str, file: str, diags: Collector, start: str, comments: list, max_tokens: int = MAX_TOKENS):
+    """The Lark tree of `text`, or None after reporting why not: the limits of `apdspec.limits`
+    first (size, characters, line length, nesting; tokens while lexing; tree depth), then syntax."""
+    problem = check_text(text, file)
+    if problem is not None:
+        diags.diagnostics.append(problem)
+        return None
+    _local.comments, _local.tokens, _local.budget = comments, 0, max_tokens
     try:
-        tree = parser().parse(text, start="override")
+        tree = parser().parse(text, start=start)
     except UnexpectedInput as e:
-        diags.diagnostics.append(syntax_error(e, text, file, override=True))
+        diags.diagnostics.append(syntax_error(e, text, file, override=start == "override"))
+        return None
+    except _TooManyTokens as e:
+        what = "the spec" if max_tokens == MAX_TOKENS else "the spec and the files it uses"
+        diags.error(f"{what} have more than {MAX_TOKENS} tokens" if max_tokens != MAX_TOKENS else
+                    f"the spec has more than {MAX_TOKENS} tokens", _tok_span(file, e.token),
+                    "a spec is a few hundred words, numbers and symbols")
         return None
     finally:
         _local.comments = None
-    return _transform(tree, file, diags)
+    deep = _too_deep(tree)
+    if deep is not None:
+        diags.error(f"nested too deeply: more than {MAX_TREE_DEPTH} levels of blocks, calls, lists and operators",
+                    A.Span(file, getattr(deep, "line", 1), getattr(deep, "column", 1), getattr(deep, "line", 1),
+                           getattr(deep, "column", 1) + 1),
+                    "split a long expression with let constants")
+        return None
+    return tree
+
+
+def _too_deep(tree: Tree):
+    """The meta of the first node deeper than MAX_TREE_DEPTH, or None. Iterative: the tree is not
+    yet known to be shallow enough for the recursive transformer (or the checker)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_TREE_DEPTH:
+            return node.meta
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+    return None
 
 
 def _transform(tree, file: str, diags: Collector):
@@ -326,25 +389,87 @@ def _end_of_text(text: str, file: str) -> A.Span:
     return A.Span(file, line, col, line, col + 1)
 
 
-def _open_blocks(text: str) -> list[tuple[str, int, int]]:
-    """(name, line, col) of every '{' still open at the end of `text`, ignoring strings/comments."""
-    stack: list[tuple[str, int, int]] = []
-    scrub = re.sub(r'"([^"\\\n]|\\.)*"|#[^\n]*', lambda m: " " * len(m.group(0)), text)
-    for m in re.finditer(r"[{}]", scrub):
-        if m.group(0) == "{":
-            before = scrub[: m.start()]
-            words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\S", before[-200:])
+@dataclass(frozen=True)
+class _Open:
+    name: str  # the words before '{' on its line: "target tms", "loss"
+    line: int
+    column: int
+    indent: int  # indentation of the line that opened the block
+
+
+def _open_blocks(text: str) -> tuple[list[_Open], tuple[_Open, int] | None]:
+    """The blocks still open at the end of `text` (outermost first), and the first block whose
+    closing '}' is indented less than the line that opened it, with that '}''s line: when a '}'
+    is missing, braces match the wrong blocks and indentation shows which block lacks its '}'."""
+    stack: list[_Open] = []
+    misfit: tuple[_Open, int] | None = None
+    for c, pos in brackets(text):
+        if c not in "{}":
+            continue
+        start = text.rfind("\n", 0, pos) + 1
+        before = text[start:pos]
+        indent = len(before) - len(before.lstrip(" \t"))
+        line = text.count("\n", 0, pos) + 1
+        if c == "{":
+            head = before
+            if not head.strip() and start > 0:  # '{' on its own line: the header is on the line before
+                head = text[text.rfind("\n", 0, start - 1) + 1:start - 1]
+            words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\S", head.split("#")[0])
             name = " ".join(w for w in words[-2:] if re.match(r"[A-Za-z_]", w)) or "block"
-            line = before.count("\n") + 1
-            stack.append((name, line, m.start() - (before.rfind("\n") + 1) + 1))
+            stack.append(_Open(name, line, pos - start + 1, indent))
         elif stack:
-            stack.pop()
-    return stack
+            opened = stack.pop()
+            if misfit is None and not before.strip() and indent < opened.indent:
+                misfit = (opened, line)
+    return stack, misfit
 
 
 def _previous_word(text: str, pos: int) -> str:
-    m = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", re.sub(r"#[^\n]*", "", text[:pos]))
-    return m.group(1) if m else ""
+    """The name just before offset `pos` (comments skipped), or "" if the previous token is not a name."""
+    window = re.sub(r"#[^\n]*", "", text[max(0, pos - 2 * MAX_LINE):pos]).rstrip()
+    i = len(window)
+    while i > 0 and (window[i - 1] == "_" or (window[i - 1].isascii() and window[i - 1].isalnum())):
+        i -= 1
+    word = window[i:]
+    if (i > 0 and window[i - 1] == "$") or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", word):
+        return ""
+    return word
+
+
+def _value_stack(e: UnexpectedToken) -> list:
+    """The parser's stack of tokens and subtrees at the error (empty if Lark does not expose it)."""
+    for state in (getattr(e, "state", None), getattr(getattr(e, "interactive_parser", None), "parser_state", None)):
+        stack = getattr(state, "value_stack", None)
+        if stack is not None:
+            return list(stack)
+    return []
+
+
+_LABELLED = ("experiment", "target")  # the blocks whose header takes a label: experiment NAME, target KIND
+
+
+def _label_error(e: UnexpectedToken, file: str):
+    """`seed zero` or `activation "relu"`: a name and a value without '=' parse as a block header
+    `NAME label` still waiting for its '{'. Report the missing '=' at the value, on its own line,
+    rather than "expected '{'" at whatever token comes next; for a real header, the missing '{'."""
+    from .errors import Diagnostic
+
+    stack = _value_stack(e)
+    if len(stack) < 2:
+        return None
+    head, label = stack[-2], stack[-1]
+    if isinstance(label, Tree) and label.data in ("ident", "string"):  # reduced already, or not yet
+        label = label.children[0]
+    if not (isinstance(head, Token) and head.type == "NAME" and isinstance(label, Token)
+            and label.type in ("NAME", "STRING")):
+        return None
+    found = "the end of the file" if e.token.type == "$END" else _describe(e.token)
+    if str(head) in _LABELLED:
+        span = A.Span(file, label.end_line, label.end_column, label.end_line, label.end_column + 1)
+        return Diagnostic(f"expected '{{' after '{head} {label}', found {found}", span,
+                          hint=f"write {head} {label} {{ ... }}")
+    return Diagnostic(f"expected '=' after '{head}', found {_describe(label)}", _tok_span(file, label),
+                      hint=f"write {head} = {label}")
 
 
 def syntax_error(e: UnexpectedInput, text: str, file: str, override: bool = False):
@@ -363,14 +488,24 @@ def syntax_error(e: UnexpectedInput, text: str, file: str, override: bool = Fals
     assert isinstance(e, UnexpectedToken)
     tok = e.token
     expected = set(e.accepts or e.expected or ())
+    if "LBRACE" in expected:
+        label = _label_error(e, file)
+        if label is not None:
+            return label
     if tok.type == "$END":
         span = _end_of_text(text, file)
-        open_blocks = _open_blocks(text)
+        open_blocks, misfit = _open_blocks(text)
         if open_blocks and "RBRACE" in expected:
-            name, line, col = open_blocks[-1]
+            if misfit is not None:  # indentation shows which block lacks its '}'
+                block, before_line = misfit
+                hint = f"add '}}' to close '{block.name}' before line {before_line}"
+            else:
+                block = open_blocks[-1]
+                hint = f"add '}}' to close '{block.name}'"
             return Diagnostic(
-                "unexpected end of file: a block is not closed", span, hint="add '}'",
-                notes=(Note(f"'{name}' opened here", A.Span(file, line, col, line, col + 1)),))
+                f"unexpected end of file: block '{block.name}' is not closed", span, hint=hint,
+                notes=(Note(f"'{block.name}' opened here", A.Span(file, block.line, block.column, block.line,
+                                                                  block.column + 1)),))
         what = "override" if override else "file"
         return Diagnostic(f"unexpected end of {what}; expected {_join(_alternatives(expected))}", span)
 
@@ -380,9 +515,9 @@ def syntax_error(e: UnexpectedInput, text: str, file: str, override: bool = Fals
         return Diagnostic(f"'{prev}' is a reserved word and cannot be used as a key", span,
                           hint="'use', 'let' and 'expect' start statements")
     alts = _alternatives(expected)
-    if "EQUAL" in expected and prev and tok.type in ("NUMBER", "REF", "LSQB", "MINUS", "EQUAL", "CMP"):
-        return Diagnostic(f"expected '=' after '{prev}', found {_describe(tok)}", span)
-    if tok.type == "RBRACE" and "RBRACE" not in expected and not _open_blocks(text[: tok.start_pos]):
+    if "EQUAL" in expected and prev and tok.type in ("NUMBER", "REF", "LSQB", "LPAR", "MINUS", "EQUAL", "CMP"):
+        return Diagnostic(f"expected '=' after '{prev}', found {_describe(tok)}", span, hint=f"write {prev} = {tok}")
+    if tok.type == "RBRACE" and "RBRACE" not in expected and not _open_blocks(text[: tok.start_pos])[0]:
         return Diagnostic("unexpected '}': no block is open here", span)
     if len(alts) <= 3:
         after = f" after '{prev}'" if prev and tok.type != "NAME" and "EQUAL" in expected else ""

@@ -167,7 +167,9 @@ TOPK = Obj(
     {
         "mode": Leaf(Enum("batch", "sample", "exact"), "batch, sample or exact",
                      valid="exact needs replicates = 1"),
-        "value": Leaf(Float(), "batch: k / B (may exceed 1); sample: k per sample", paper="k",
+        # bounded so that the runtime's value x batch stays finite (int() of it cannot overflow)
+        "value": Leaf(Float(1e18, "top-k cannot exceed the number of components"),
+                      "batch: k / B (may exceed 1); sample: k per sample", paper="k",
                       valid="batch: value x batch >= 1 and value <= components; sample: an integer in [1, components]"),
     },
     "top-k selection of active components (paper eq. 16, 25)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from . import ast as A
+from .limits import MAX_SWEEP_POINTS as MAX
 from .values import Bad, Env, Int, number
 
 
@@ -15,8 +16,8 @@ def generated(node: A.Call, args: list[A.Value], env: Env) -> list:
         if len(nums) != 1:
             raise Bad(node.span, "write seeds(n) for the seeds 0 .. n-1")
         n = Int().coerce(args[0], env)
-        if not 1 <= n <= 10_000:
-            raise Bad(args[0].span, f"seeds(n) needs 1 <= n <= 10000, got {n}")
+        if not 1 <= n <= MAX:
+            raise Bad(args[0].span, f"seeds(n) needs 1 <= n <= {MAX}, got {n}")
         return list(range(n))
     if name == "range":
         if len(nums) not in (2, 3):
@@ -25,23 +26,39 @@ def generated(node: A.Call, args: list[A.Value], env: Env) -> list:
         step = nums[2] if len(nums) == 3 else 1
         if step == 0:
             raise Bad(args[2].span, "range step must not be 0")
-        count = math.ceil((stop - start) / step)
+        try:
+            steps = (stop - start) / step
+        except OverflowError:
+            steps = math.inf
+        if not math.isfinite(steps) or steps > MAX:  # before ceil(), which cannot take inf
+            raise Bad(node.span, f"range(...) has more than {MAX} values")
+        count = math.ceil(steps)
         if count < 1:
             raise Bad(node.span, f"range({', '.join(f'{x:g}' for x in nums)}) is empty")
-        if count > 10_000:
-            raise Bad(node.span, f"range(...) has {count} values; at most 10000")
         ints = all(isinstance(x, int) for x in (start, stop, step))
-        return [start + i * step if ints else float(f"{start + i * step:.12g}") for i in range(count)]
+        return _finite(node, [start + i * step if ints else float(f"{start + i * step:.12g}") for i in range(count)])
     # logspace
     if len(nums) != 3:
         raise Bad(node.span, "write logspace(low, high, n): n values from low to high, evenly spaced in log")
-    lo, hi = float(nums[0]), float(nums[1])
+    try:
+        lo, hi = float(nums[0]), float(nums[1])
+    except OverflowError:
+        raise Bad(node.span, "number is too large") from None
     n = Int().coerce(args[2], env)
     if lo <= 0 or hi <= 0:
         raise Bad(node.span, "logspace(low, high, n) needs low > 0 and high > 0")
-    if not 2 <= n <= 10_000:
-        raise Bad(args[2].span, f"logspace needs 2 <= n <= 10000, got {n}")
-    return [float(f"{lo * (hi / lo) ** (i / (n - 1)):.12g}") for i in range(n)]
+    if not 2 <= n <= MAX:
+        raise Bad(args[2].span, f"logspace needs 2 <= n <= {MAX}, got {n}")
+    try:
+        return _finite(node, [float(f"{lo * (hi / lo) ** (i / (n - 1)):.12g}") for i in range(n)])
+    except OverflowError:
+        raise Bad(node.span, "logspace(...) values are too large") from None
+
+
+def _finite(node: A.Call, values: list) -> list:
+    if not all(math.isfinite(v) for v in values):
+        raise Bad(node.span, f"{node.name}(...) values are too large")
+    return values
 
 
 def _num(node: A.Value, env: Env) -> int | float:

@@ -28,29 +28,39 @@ class Bad(Exception):
 class Const:
     node: A.Value
     span: A.Span  # the `let` statement
+    target: A.Value | None = None  # `node` with `$name` followed (never a Ref); set by Env.define
+    numeric: Any = None  # its value as a number, or the Bad raised evaluating it; set by Env.define
 
 
 @dataclass
 class Env:
     consts: dict[str, Const] = field(default_factory=dict)
 
-    def deref(self, node: A.Value, numeric: bool = False) -> A.Value:
-        """Follow `$name` (and, where a number is expected, a bare name) to the constant's value."""
-        seen = 0
-        while True:
-            if isinstance(node, A.Ref):
-                if node.name not in self.consts:
-                    near = did_you_mean(node.name, self.consts)
-                    raise Bad(node.span, f"undefined constant '${node.name}'",
-                              f"did you mean '${near}'?" if near else "define it first: let NAME = value")
-                node = self.consts[node.name].node
-            elif numeric and isinstance(node, A.Ident) and node.name in self.consts:
-                node = self.consts[node.name].node
-            else:
-                return node
-            seen += 1
-            if seen > 100:  # cannot happen: constants are defined before use
-                raise Bad(None, "constant cycle")
+    def define(self, name: str, node: A.Value, span: A.Span) -> None:
+        """Add a constant, resolved once against the constants before it: a chain of `let`s then
+        costs one step per use (not one per link, nor 2^n for `let b = $a + $a` doubling), and no
+        use recurses deeper than one definition's own syntax tree."""
+        c = Const(node, span)
+        try:
+            c.target = self.deref(node)
+        except Bad:
+            c.target = node
+        try:
+            c.numeric = number(node, self)
+        except Bad as e:
+            c.numeric = e
+        self.consts[name] = c
+
+    def deref(self, node: A.Value) -> A.Value:
+        """Follow `$name` to the constant's value."""
+        if isinstance(node, A.Ref):
+            c = self.consts.get(node.name)
+            if c is None:
+                near = did_you_mean(node.name, self.consts)
+                raise Bad(node.span, f"undefined constant '${node.name}'",
+                          f"did you mean '${near}'?" if near else "define it first: let NAME = value")
+            return c.target if c.target is not None else self.deref(c.node)
+        return node
 
 
 def describe(node: A.Value) -> str:
@@ -67,16 +77,29 @@ def describe(node: A.Value) -> str:
     return "an expression"
 
 
+def _constant(node: A.Ref | A.Ident, env: Env) -> int | float:
+    """The numeric value of a constant used as `$name` (or by its bare name where a number is expected)."""
+    c = env.consts.get(node.name)
+    if c is None:
+        env.deref(node)  # raises: undefined
+    value = c.numeric
+    if value is None:  # defined without Env.define (cannot happen for parsed specs)
+        try:
+            value = number(c.node, env)
+        except Bad as e:
+            value = e
+    if isinstance(value, Bad):
+        if value.span is None:
+            raise value
+        target = c.target if c.target is not None else c.node
+        raise Bad(node.span, value.message, value.hint or f"the constant is defined as {describe(target)}")
+    return value
+
+
 def number(node: A.Value, env: Env) -> int | float:
     """Evaluate a numeric expression (literals, constants, + - * /, unary minus, `pi`)."""
     if isinstance(node, A.Ref) or (isinstance(node, A.Ident) and node.name in env.consts):
-        target = env.deref(node, numeric=True)
-        try:
-            return number(target, env)
-        except Bad as e:
-            if e.span is None:
-                raise
-            raise Bad(node.span, e.message, e.hint or f"the constant is defined as {describe(target)}") from None
+        return _constant(node, env)
     if isinstance(node, A.Number):
         if node.value is None:
             raise Bad(None, "malformed number")
@@ -87,12 +110,12 @@ def number(node: A.Value, env: Env) -> int | float:
         return -number(node.operand, env)
     if isinstance(node, A.BinOp):
         a, b = number(node.left, env), number(node.right, env)
-        if node.op == "/":
-            if b == 0:
-                raise Bad(node.right.span, "division by zero")
-            out = a / b
-        else:
-            out = a + b if node.op == "+" else a - b if node.op == "-" else a * b
+        if node.op == "/" and b == 0:
+            raise Bad(node.right.span, "division by zero")
+        try:
+            out = a / b if node.op == "/" else a + b if node.op == "+" else a - b if node.op == "-" else a * b
+        except OverflowError:  # an integer beyond every float met a float (or a division)
+            raise Bad(node.span, "number is too large") from None
         if isinstance(out, float) and not math.isfinite(out):
             raise Bad(node.span, "number is too large")
         if isinstance(out, int) and abs(out) >= INT_LIMIT:
@@ -133,6 +156,10 @@ class Int(Kind):
 class Float(Kind):
     what = "a number"
 
+    def __init__(self, maximum: float | None = None, why: str = ""):
+        self.maximum = maximum  # a sanity bound where a huge value would overflow the runtime's arithmetic
+        self.why = why
+
     def coerce(self, node, env):
         v = number(node, env)
         try:
@@ -141,6 +168,8 @@ class Float(Kind):
             raise Bad(node.span, "number is too large") from None
         if not math.isfinite(out):
             raise Bad(node.span, "number is too large")
+        if self.maximum is not None and abs(out) > self.maximum:
+            raise Bad(node.span, f"'{{key}}' must be at most {self.maximum:g} in size, got {out:g}", self.why)
         return out
 
 

@@ -29,7 +29,8 @@ def edit(old: str, new: str) -> str:
 CASES = [
     # syntax
     ("missing '='", edit("steps = 100", "steps 100"), 9, 11, "expected '=' after 'steps', found number '100'", ""),
-    ("unclosed block", BASE.rstrip()[:-1], 11, 4, "unexpected end of file: a block is not closed", "add '}'"),
+    ("unclosed block", BASE.rstrip()[:-1], 11, 4, "unexpected end of file: block 'experiment t' is not closed",
+     "add '}'"),
     ("stray '}'", BASE + "}\n", 13, 1, "unexpected '}': no block is open here", ""),
     ("bad character", edit("steps = 100", "steps = @"), 9, 13, "unexpected character '@'", ""),
     ("unterminated string", edit("features = 5", 'features = "abc'), 3, 16, "unterminated string", ""),
@@ -216,9 +217,11 @@ def test_unreadable_files_are_spec_errors(tmp_path):
     assert (d.span.line, d.span.column, d.message) == (2, 2, "not a UTF-8 text file")
 
 
-def test_nul_bytes_are_a_syntax_error():
-    with pytest.raises(SpecError, match="unexpected character"):
+def test_nul_bytes_are_an_error_at_their_position():
+    with pytest.raises(SpecError, match="NUL character") as info:
         apdspec.loads("experiment t {\x00}")
+    (d,) = info.value.diagnostics
+    assert (d.span.line, d.span.column) == (1, 15)
 
 
 # ------------------------------------------------------------------------------------------
