@@ -197,7 +197,7 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
 
 def _file_architecture(path: str) -> Any:
     """The architecture a target file holds, or None if it cannot be read (validate() says why)."""
-    from runtime.io import read_target_meta
+    from runtime.spec.target_file import read_target_meta
 
     try:
         return S.target_from_dict(read_target_meta(path)["target"])

@@ -221,3 +221,23 @@ def test_loads_without_a_name_uses_the_file_stem(tmp_path):
     p = write(tmp_path, "my_exp.apd", "target tms { features = 5 }\n")
     assert apdspec.load(p).experiment.name == "my_exp"
     assert apdspec.loads("target tms { features = 5 }").experiment.name == "experiment"
+
+
+def test_sweep_points_of_a_file_target_are_checked_against_its_architecture(tmp_path):
+    import numpy as np
+
+    from runtime.store.files import save_target
+    from runtime.engine.models import init_target
+    from runtime.spec import TmsTarget
+
+    arch = TmsTarget(features=4, hidden=2)
+    save_target(tmp_path / "target.npz", arch, init_target(arch, 1, np.random.default_rng(0)))
+    ok = write(tmp_path, "ok.apd", 'experiment f {\n  target file("target.npz")\n  decompose { topk = batch(0.5) }\n'
+               "  sweep { decompose.steps = grid(10, 20) }\n}\n")
+    assert len(apdspec.load(ok).experiment.sweep.axes) == 1
+    bad = write(tmp_path, "bad.apd", 'experiment f {\n  target file("target.npz")\n  decompose { topk = batch(0.5) }\n'
+                "  sweep { decompose.rank = grid(1, 0) }\n}\n")
+    with pytest.raises(apdspec.SpecError) as info:
+        apdspec.load(bad)
+    d = info.value.diagnostics[0]
+    assert "sweep point decompose.rank=0" in d.message and d.span.line == 4
