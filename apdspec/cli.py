@@ -386,6 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _debug_internal(e, args.debug)
         _err(e.render())
         return EXIT_SPEC
+    except FloatingPointError as e:  # runtime.engine.decompose.NonFiniteError: the run diverged
+        _err(f"apdspec {args.command}: the decomposition diverged: {e}")
+        if getattr(e, "hint", None):
+            _err(f"hint: {e.hint}")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         _err("apdspec: interrupted")
         return 130

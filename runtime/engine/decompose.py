@@ -235,6 +235,39 @@ class LossProblem:
         return dict(zip(fl.factor_names, grads))
 
 
+class NonFiniteError(FloatingPointError):
+    """A loss term, gradient or parameter of the decomposition became NaN or infinite.
+
+    `what` is the loss term (or "gradient of <param>"), `replicate` the replicate (the runner maps
+    the instances of a restarts run back to replicate and `restart`), `step` the iteration."""
+
+    def __init__(self, what: str, replicate: int, step: int, value: float, restart: int | None = None):
+        self.what, self.replicate, self.step, self.value, self.restart = what, replicate, step, value, restart
+        where = f"replicate {replicate}" + (f" (restart {restart})" if restart is not None else "")
+        super().__init__(f"{what} is {value} in {where} at step {step}")
+
+    hint = ("the optimisation diverged: lower decompose.optimizer's lr (e.g. by 10x), or add warmup to "
+            "decompose.schedule; a very large loss coefficient or init_scale does the same")
+
+
+def _first_non_finite(record: dict, step: int) -> None:
+    """Raise NonFiniteError for the first term of `record` (per-replicate values) that is not finite."""
+    for name, v in record.items():
+        a = np.asarray(v, dtype=np.float64).ravel()
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            raise NonFiniteError(name, int(bad[0]), step, float(a[bad[0]]))
+
+
+def _replicate_sums(a: np.ndarray) -> np.ndarray:
+    """(I,) sums over everything but the leading replicate axis: NaN or inf if any entry is."""
+    a = np.asarray(a)
+    return np.sum(a.reshape(a.shape[0], -1), axis=1, dtype=np.float64)
+
+
+GRAD_CHECK_EVERY = 50  # gradients are summed (one pass over them) every this many steps, and at the end
+
+
 class Trainer:
     """One APD iteration per `step()` call: exactly the body of `decompose`'s loop (which uses it),
     exposed so that a step can be timed on its own (`runtime.pipeline.bench`).
@@ -268,12 +301,20 @@ class Trainer:
         x = self.sample(dc.batch)
         record: dict = {}
         grads = self.problem.step_grads(comps, x, record, need_grad=not last)
+        # loss terms every step (I numbers each: free); a NaN gradient makes the parameters, and so
+        # the next step's losses, NaN, but its sum is checked now and then to name it as the cause
+        _first_non_finite(record, step)
+        checking = not last and (step % GRAD_CHECK_EVERY == 0 or step == dc.steps - 1)
+        if checking:
+            _first_non_finite({f"gradient of {k}": _replicate_sums(g) for k, g in grads.items()}, step)
         if not last:
             grads = {k: g if isinstance(g, np.ndarray) and g.dtype == self.dtype else np.asarray(g, dtype=self.dtype)
                      for k, g in grads.items()}
             if dc.unit_norm:
                 project_gradients(grads, comps, arch)
             self.opt.step(comps, grads, lr)
+            if checking:  # a finite gradient whose square overflows (float32: |g| > 1.8e19) stalls Adam silently
+                _first_non_finite({f"Adam's second moment of {k}": _replicate_sums(v) for k, v in self.opt.v.items()}, step)
         rv = self.reviver
         if rv is not None and not last:
             if rv.watching(step):

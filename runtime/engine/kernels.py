@@ -51,6 +51,11 @@ class FastAdam(Adam):
         decoupled = bool(c.weight_decay) and c.name == "adamw"
         l2 = bool(c.weight_decay) and not decoupled
         step_size = lr / bc1
+        with np.errstate(over="ignore", invalid="ignore"):  # the trainer checks the moments (decompose.py)
+            self._step_all(params, grads, lr, bc1, bc2, step_size, decoupled, l2)
+
+    def _step_all(self, params, grads, lr, bc1, bc2, step_size, decoupled, l2) -> None:
+        c = self.cfg
         for k, p in params.items():
             if not (p.flags.c_contiguous and self.m[k].flags.c_contiguous and self.v[k].flags.c_contiguous):
                 self._step_plain(p, grads[k], self.m[k], self.v[k], lr, bc1, bc2)

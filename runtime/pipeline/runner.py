@@ -21,7 +21,7 @@ import numpy as np
 from . import restarts
 from ..engine import seeding
 from ..engine.data import sample_inputs
-from ..engine.decompose import decompose
+from ..engine.decompose import NonFiniteError, decompose
 from ..engine.models import Params, init_target
 from ..spec import Experiment, FileTarget, GatedTarget, Target, check, from_dict, to_json
 from ..store.rundir import RUN_FORMAT, RunResult, file_record, save_arrays, write_json
@@ -86,7 +86,13 @@ def run(exp: Experiment | dict, *, log: Callable[[dict], None] | None = None,
 
     phase = "restarts" if dc.restarts > 1 else "decompose"
     cb = None if log is None else (lambda entry: log(dict(entry, phase=phase)))
-    dec = decompose(wide, arch, wide_target, sample, seeding.stream(dc.seed, "apd_init"), log=cb, progress=progress)
+    try:
+        dec = decompose(wide, arch, wide_target, sample, seeding.stream(dc.seed, "apd_init"), log=cb, progress=progress)
+    except NonFiniteError as e:
+        if dc.restarts > 1:  # name the replicate and restart, not the instance of the wide model
+            replicate, restart = divmod(e.replicate, dc.restarts)
+            raise NonFiniteError(e.what, replicate, e.step, e.value, restart) from e
+        raise
     selection = None
     if dc.restarts > 1:
         wide_result = RunResult(wide, arch, wide_target, wide_extras, dec, [], {}, [], {}, {})
