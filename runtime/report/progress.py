@@ -1,7 +1,9 @@
-"""A one-line progress display for long runs: step, steps/s, ETA and current losses.
+"""Progress of long runs: step, steps/s, ETA and current losses.
 
-Rewrites one stderr line at most every `interval` seconds when stderr is a terminal; stays quiet
-otherwise (logs and CI get metrics.jsonl instead). APDSPEC_PROGRESS=1 forces it on, 0 off.
+On a terminal one stderr line is rewritten at most every `interval` seconds. Elsewhere (nohup, CI, a
+log file) a plain line is appended every `line_interval` seconds (10 by default) and at the last
+step, so `tail -f` shows the run moving without flooding the log. APDSPEC_PROGRESS=1 forces the
+terminal form, 0 turns progress off.
 """
 from __future__ import annotations
 
@@ -18,21 +20,25 @@ def _fmt_time(s: float) -> str:
 
 
 class ProgressLine:
-    def __init__(self, stream=None, interval: float = 0.5, enabled: bool | None = None):
+    def __init__(self, stream=None, interval: float = 0.5, enabled: bool | None = None,
+                 line_interval: float = 10.0, clock=time.perf_counter):
         self.stream = stream or sys.stderr
         env = os.environ.get("APDSPEC_PROGRESS")
+        tty = self.stream.isatty()
         if enabled is None:
-            enabled = env == "1" if env in ("0", "1") else self.stream.isatty()
+            enabled = env != "0"
         self.enabled = enabled
-        self.interval = interval
-        self.t0 = time.perf_counter()
-        self.last = 0.0
+        self.rewrite = tty or env == "1"  # rewrite one line in place; else append plain lines
+        self.interval = interval if self.rewrite else line_interval
+        self.clock = clock
+        self.t0 = clock()
+        self.last = self.t0 if not self.rewrite else 0.0  # plain lines: the first after `line_interval`
         self.width = 0
 
     def __call__(self, step: int, steps: int, entry: dict) -> None:
         if not self.enabled:
             return
-        now = time.perf_counter()
+        now = self.clock()
         if now - self.last < self.interval and step < steps:
             return
         self.last = now
@@ -41,11 +47,14 @@ class ProgressLine:
         losses = " ".join(f"{k}={v:.3g}" for k, v in entry.items()
                           if k not in ("step", "lr") and isinstance(v, float))
         line = f"step {step}/{steps}  {rate:.1f} steps/s  ETA {_fmt_time(eta)}  {losses}"
-        self.stream.write("\r" + line.ljust(self.width))
-        self.width = len(line)
+        if self.rewrite:
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+        else:
+            self.stream.write(line + "\n")
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled and self.width:
+        if self.enabled and self.rewrite and self.width:
             self.stream.write("\n")
             self.stream.flush()
