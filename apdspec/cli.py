@@ -115,7 +115,13 @@ def cmd_run(args) -> int:
         return EXIT_FAILED
     if (args.jobs or 1) > 1 or args.scheduler:
         _err("apdspec run: note: --jobs and --scheduler apply to sweeps; this spec has no sweep")
-    summary = run_to_dir(exp, out, spec_text=spec.text, spec_files=list(spec.files), progress=not args.quiet)
+    from runtime.store.rundir import RunDirBusy
+
+    try:
+        summary = run_to_dir(exp, out, spec_text=spec.text, spec_files=list(spec.files), progress=not args.quiet)
+    except RunDirBusy as e:
+        _err(f"apdspec run: {e}")
+        return EXIT_FAILED
     status = summary.get("status") if isinstance(summary, dict) else None
     _print_run_summary(summary)
     print(f"{out}: {status}")
@@ -132,6 +138,7 @@ def _run_sweep(args, spec, out: str) -> int:
         return EXIT_FAILED
     from runtime.spec import SpecValidationError
     from runtime.pipeline.sweep import DistributedUnavailable, metric_columns, run_sweep
+    from runtime.store.rundir import RunDirBusy
 
     # The unresolved experiment, so that defaults derived from swept fields (the train and
     # decompose seeds from `seed`, the rank from the target) are derived per point.
@@ -167,7 +174,7 @@ def _run_sweep(args, spec, out: str) -> int:
     try:
         sweep = run_sweep(raw, out, jobs=jobs, scheduler=args.scheduler, progress=not args.quiet and jobs == 1,
                           spec_text=spec.text, spec_files=tuple(spec.files), on_point=line)
-    except DistributedUnavailable as e:
+    except (DistributedUnavailable, RunDirBusy) as e:
         _err(f"apdspec run: {e}")
         return EXIT_FAILED
     except OSError as e:

@@ -24,7 +24,7 @@ from ..engine.data import sample_inputs
 from ..engine.decompose import NonFiniteError, decompose
 from ..engine.models import Params, init_target
 from ..spec import Experiment, FileTarget, GatedTarget, Target, check, from_dict, to_json
-from ..store.rundir import RUN_FORMAT, RunResult, file_record, save_arrays, write_json
+from ..store.rundir import RUN_FORMAT, RunResult, file_record, locked, save_arrays, write_json
 
 
 def build_target(exp: Experiment, log: Callable[[dict], None] | None = None) -> tuple[Target, Params, dict, list]:
@@ -140,7 +140,14 @@ def _versions() -> dict:
 def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = None, spec_files: tuple = (),
                progress: bool = False, report: bool = True) -> dict:
     """Run and write the run directory; returns summary.json's content (status "ok",
-    "expectations_failed" or "error")."""
+    "expectations_failed" or "error"). Raises store.rundir.RunDirBusy if another live process is
+    writing `out_dir`."""
+    with locked(out_dir):
+        return _run_to_dir(exp, out_dir, spec_text, spec_files, progress, report)
+
+
+def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spec_files: tuple, progress: bool,
+                report: bool) -> dict:
     if isinstance(exp, dict):
         exp = from_dict(exp)
     exp = check(exp)

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from . import runner
-from ..store.rundir import file_record, write_json
+from ..store.rundir import file_record, locked, write_json
 from ..analysis.expectations import describe
 from ..spec import NESTED, Experiment, Issue, SpecValidationError, SweepAxis, check, from_dict, resolve, to_dict
 
@@ -316,7 +316,13 @@ def run_sweep(exp: Experiment | dict, out_dir: str, *, jobs: int = 1, progress: 
         exp = from_dict(exp)
     pts = points(exp)  # every point is checked before any compute is spent
     out_dir = os.path.abspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    with locked(out_dir):  # a second sweep on the same directory is refused (RunDirBusy)
+        return _run_points(exp, pts, out_dir, jobs, progress, spec_text, spec_files, scheduler, report, on_point)
+
+
+def _run_points(exp: Experiment, pts: list[SweepPoint], out_dir: str, jobs: int, progress: bool,
+                spec_text: str | None, spec_files: tuple, scheduler: str | None, report: bool,
+                on_point: Callable[[dict], None] | None) -> dict:
     if spec_text is not None:
         with open(os.path.join(out_dir, "spec.apd"), "w") as f:
             f.write(spec_text)

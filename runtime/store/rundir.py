@@ -5,10 +5,11 @@ decomposition.npz per replicate (replicate 0 at the top level, others under repl
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -136,3 +137,57 @@ def load_run(run_dir: str) -> RunResult:
     return RunResult(exp, arch, target, extras, dec, target_history, summary.get("metrics", {}),
                      summary.get("expectations", []), summary.get("seeds", {}), summary.get("timings", {}),
                      selection=summary.get("restarts"))
+
+
+LOCK = ".lock"  # in a run (or sweep) directory while a process writes it: holds that process's pid
+
+
+class RunDirBusy(RuntimeError):
+    """Another live process is writing this run directory."""
+
+    def __init__(self, out_dir: str, pid: int):
+        self.out_dir, self.pid = out_dir, pid
+        super().__init__(f"{out_dir} is being written by another run (pid {pid}); give another --out, "
+                         f"or wait for it to finish")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def locked(out_dir: str) -> Iterator[None]:
+    """Hold `out_dir/.lock` (created exclusively) while writing the directory; a lock left by a
+    process that no longer exists (kill -9, a reboot) is taken over. Raises RunDirBusy otherwise."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, LOCK)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    pid = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise RunDirBusy(out_dir, pid) from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    else:
+        raise RunDirBusy(out_dir, 0)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
