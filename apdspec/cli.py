@@ -102,30 +102,70 @@ def cmd_fmt(args) -> int:
     return status
 
 
+def _resume(args) -> int:
+    """apdspec run --resume DIR: continue the run in DIR from its newest checkpoint."""
+    import json as _json
+
+    d = args.resume
+    try:
+        with open(os.path.join(d, "spec.json")) as f:
+            exp = _json.load(f)
+    except (OSError, ValueError) as e:
+        _err(f"apdspec run: cannot resume {d}: no readable spec.json ({e})")
+        return EXIT_FAILED
+    return _run_one(args, exp, d, None, (), resume=True)
+
+
+def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False) -> int:
+    import signal as _signal
+
+    from runtime.engine.decompose import Interrupted
+    from runtime.store.rundir import RunDirBusy
+
+    run_to_dir = _runtime("run", "pipeline.runner", "run_to_dir", args.debug)
+    if run_to_dir is None:
+        return EXIT_FAILED
+    try:
+        summary = run_to_dir(exp, out, spec_text=spec_text, spec_files=list(spec_files), progress=not args.quiet,
+                             resume=resume, checkpoint_every=args.checkpoint_every)
+    except RunDirBusy as e:
+        _err(f"apdspec run: {e}")
+        return EXIT_FAILED
+    except FileNotFoundError as e:
+        if not resume:
+            raise
+        _err(f"apdspec run: cannot resume: {e}")
+        return EXIT_FAILED
+    except Interrupted as e:
+        name = _signal.Signals(e.signum).name
+        _err(f"apdspec run: {name}: stopped before step {e.step} with a checkpoint; resume with: "
+             f"apdspec run --resume {out}")
+        return 128 + e.signum
+    status = summary.get("status") if isinstance(summary, dict) else None
+    _print_run_summary(summary)
+    print(f"{out}: {status}")
+    return EXIT_OK if status == "ok" else EXIT_FAILED
+
+
 def cmd_run(args) -> int:
     from .loader import load
 
+    if args.resume:
+        if args.spec or args.set:
+            _err("apdspec run: --resume DIR takes no SPEC or -s: the run continues with DIR/spec.json")
+            return EXIT_SPEC
+        return _resume(args)
+    if not args.spec:
+        _err("apdspec run: give a SPEC to run, or --resume DIR")
+        return EXIT_SPEC
     spec = load(args.spec, args.set)
     exp = spec.experiment
     out = args.out or os.path.join("runs", exp.name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     if exp.sweep is not None:
         return _run_sweep(args, spec, out)
-    run_to_dir = _runtime("run", "pipeline.runner", "run_to_dir", args.debug)
-    if run_to_dir is None:
-        return EXIT_FAILED
     if (args.jobs or 1) > 1 or args.scheduler:
         _err("apdspec run: note: --jobs and --scheduler apply to sweeps; this spec has no sweep")
-    from runtime.store.rundir import RunDirBusy
-
-    try:
-        summary = run_to_dir(exp, out, spec_text=spec.text, spec_files=list(spec.files), progress=not args.quiet)
-    except RunDirBusy as e:
-        _err(f"apdspec run: {e}")
-        return EXIT_FAILED
-    status = summary.get("status") if isinstance(summary, dict) else None
-    _print_run_summary(summary)
-    print(f"{out}: {status}")
-    return EXIT_OK if status == "ok" else EXIT_FAILED
+    return _run_one(args, exp, out, spec.text, spec.files)
 
 
 def _run_sweep(args, spec, out: str) -> int:
@@ -138,6 +178,7 @@ def _run_sweep(args, spec, out: str) -> int:
         return EXIT_FAILED
     from runtime.spec import SpecValidationError
     from runtime.pipeline.sweep import DistributedUnavailable, metric_columns, run_sweep
+    from runtime.engine.decompose import Interrupted
     from runtime.store.rundir import RunDirBusy
 
     # The unresolved experiment, so that defaults derived from swept fields (the train and
@@ -177,6 +218,10 @@ def _run_sweep(args, spec, out: str) -> int:
     except (DistributedUnavailable, RunDirBusy) as e:
         _err(f"apdspec run: {e}")
         return EXIT_FAILED
+    except Interrupted as e:
+        _err(f"apdspec run: stopped by signal {e.signum} with a checkpoint of the running point; run the same "
+             f"command with --out {out} to resume the sweep")
+        return 128 + e.signum
     except OSError as e:
         if not args.scheduler:
             raise
@@ -334,8 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "DIR/<point label>/ and writes DIR/sweep.json and DIR/sweep.md; run it again with "
                                    "the same --out to resume (finished points are reused). Exit 0 if every run "
                                    "finished with every expectation met, 1 otherwise, 2 on spec errors.")
-    r.add_argument("spec", metavar="SPEC")
+    r.add_argument("spec", metavar="SPEC", nargs="?")
     r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
+    r.add_argument("--resume", metavar="DIR",
+                   help="continue the interrupted run in DIR from its newest checkpoint (bit-identical to an "
+                        "uninterrupted run)")
+    r.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="write a full-state checkpoint every N decomposition steps (default: every 10%% of the "
+                        "steps; 0: none); Ctrl-C / SIGTERM also write one and exit 130 / 143")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     where = r.add_mutually_exclusive_group()
     where.add_argument("--jobs", type=_positive_int, default=None, metavar="N",

@@ -95,8 +95,9 @@ def _fake_module(monkeypatch, name, **attrs):
 def test_run_calls_the_runtime(tmp_path, monkeypatch, capsys):
     calls = {}
 
-    def run_to_dir(exp, out_dir, spec_text=None, spec_files=(), progress=False):
-        calls.update(exp=exp, out_dir=out_dir, spec_text=spec_text, spec_files=spec_files, progress=progress)
+    def run_to_dir(exp, out_dir, spec_text=None, spec_files=(), progress=False, resume=False, checkpoint_every=None):
+        calls.update(exp=exp, out_dir=out_dir, spec_text=spec_text, spec_files=spec_files, progress=progress,
+                     resume=resume, checkpoint_every=checkpoint_every)
         return {"status": "ok"}
 
     _fake_module(monkeypatch, "runtime.pipeline.runner", run_to_dir=run_to_dir)
@@ -108,6 +109,9 @@ def test_run_calls_the_runtime(tmp_path, monkeypatch, capsys):
     assert calls["spec_files"] == [QUICK]
     assert main(["run", QUICK, "--out", str(tmp_path / "o")]) == 0
     assert calls["out_dir"] == str(tmp_path / "o") and calls["progress"] is True
+    assert calls["resume"] is False and calls["checkpoint_every"] is None
+    assert main(["run", QUICK, "--out", str(tmp_path / "o"), "--checkpoint-every", "7"]) == 0
+    assert calls["checkpoint_every"] == 7
     assert main(["run", QUICK, "-o", str(tmp_path / "short")]) == 0  # -o is --out
     assert calls["out_dir"] == str(tmp_path / "short")
 

@@ -36,6 +36,7 @@ from .models import Params, n_outputs, target_forward
 from .kernels import FastAdam, add_scaled, col_sq_norms, default_blas_threads, tune_malloc
 from .optim import lr_at
 from .revive import Reviver
+from .seeding import rng_state, set_rng_state
 from ..spec import Experiment, Target
 
 TERMS = ("faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon")
@@ -329,26 +330,85 @@ class Trainer:
         self.step_index += 1
         return lr, record
 
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, JSON-able scalars): everything the next `step()` depends on, for a checkpoint.
+        The random streams are the caller's (they live in `sample`)."""
+        arrays = {}
+        for prefix, d in (("comp.", self.comps), ("adam_m.", self.opt.m), ("adam_v.", self.opt.v)):
+            arrays.update({prefix + k: v for k, v in d.items()})
+        scalars: dict = {"step": self.step_index, "adam_t": self.opt.t}
+        rv = self.reviver
+        if rv is not None:
+            arrays["revive.counts"], arrays["revive.present"] = rv.counts, rv.present
+            for j, (chosen, x) in enumerate(rv.probes):
+                arrays[f"revive.probe.{j}.chosen"], arrays[f"revive.probe.{j}.x"] = chosen, x
+            scalars.update(revive_steps=rv.steps, revive_probes=len(rv.probes), revive_events=rv.events)
+        return arrays, scalars
+
+    def restore(self, arrays: dict[str, np.ndarray], scalars: dict) -> None:
+        """Undo `state()`: in place, so the arrays the optimiser and problem hold stay the same objects."""
+        for prefix, d in (("comp.", self.comps), ("adam_m.", self.opt.m), ("adam_v.", self.opt.v)):
+            for k, v in d.items():
+                v[...] = arrays[prefix + k]
+        self.step_index, self.opt.t = int(scalars["step"]), int(scalars["adam_t"])
+        rv = self.reviver
+        if rv is not None:
+            rv.counts[...], rv.present[...] = arrays["revive.counts"], arrays["revive.present"]
+            rv.steps, rv.events = int(scalars["revive_steps"]), list(scalars["revive_events"])
+            rv.probes = [(arrays[f"revive.probe.{j}.chosen"], arrays[f"revive.probe.{j}.x"])
+                         for j in range(int(scalars["revive_probes"]))]
+
     def layer_inputs(self, x: np.ndarray) -> dict:
         """The target's input to every decomposed parameter on inputs x (what revive.py splits by)."""
         pre = target_forward(self.arch, self.target, x).pre
         return {name: pre[name] for name in apd.param_shapes(self.arch)}
 
 
+class Interrupted(Exception):
+    """The loop stopped at a step boundary on request (a signal), after writing a checkpoint."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step = signum, step
+        super().__init__(f"interrupted by signal {signum} before step {step}")
+
+
+@dataclasses.dataclass
+class Checkpointing:
+    """How `decompose` checkpoints: `save(arrays, state)` every `every` steps, and when `stop()`
+    returns a signal number."""
+
+    save: Callable[[dict, dict], None]
+    every: int
+    stop: Callable[[], int | None] = lambda: None
+
+
 def decompose(exp: Experiment, arch: Target, target: Params, sample: Callable[[int], np.ndarray],
               rng_init: np.random.Generator, log: Callable[[dict], None] | None = None,
               progress: Callable[[int, int, dict], None] | None = None,
-              comps: apd.Comps | None = None) -> Decomposition:
+              comps: apd.Comps | None = None, checkpoint: Checkpointing | None = None,
+              resume: tuple[dict, dict] | None = None, rngs: dict | None = None) -> Decomposition:
     """Run APD on `target` (params with a leading replicate axis) with batches from `sample(B)`.
 
     `log(record)` is called every `decompose.log_every` steps and at the end with every loss term
-    (mean over replicates, and per replicate under "<term>/replicates")."""
+    (mean over replicates, and per replicate under "<term>/replicates"). With `checkpoint`, the
+    full state is saved every `checkpoint.every` steps; `resume` = (arrays, state) of such a
+    checkpoint continues from it exactly. `rngs` (name -> Generator) are the random streams
+    `sample` draws from: their states are saved and restored with the rest."""
+    rngs = rngs or {}
     dc = exp.decompose
     I = exp.replicates
     trainer = Trainer(exp, arch, target, sample, rng_init, comps)
     history: list[dict] = []
-    t0 = time.perf_counter()
-    for step in range(dc.steps + 1):
+    start, elapsed = 0, 0.0
+    if resume is not None:
+        arrays, state = resume
+        trainer.restore(arrays, state)
+        history = list(state["history"])
+        for name, rng in rngs.items():
+            set_rng_state(rng, state["rngs"][name])
+        start, elapsed = trainer.step_index, float(state.get("elapsed_s", 0.0))
+    t0 = time.perf_counter() - elapsed
+    for step in range(start, dc.steps + 1):
         lr, record = trainer.step()
         is_log = step % dc.log_every == 0 or step == dc.steps
         if is_log or progress is not None:
@@ -364,6 +424,15 @@ def decompose(exp: Experiment, arch: Target, target: Params, sample: Callable[[i
                     log(entry)
             if progress is not None:
                 progress(step, dc.steps, entry)
+        if checkpoint is not None and step < dc.steps:
+            signum = checkpoint.stop()
+            if signum or (step + 1) % checkpoint.every == 0:
+                arrays, state = trainer.state()
+                state.update(history=history, elapsed_s=time.perf_counter() - t0,
+                             rngs={k: rng_state(r) for k, r in rngs.items()})
+                checkpoint.save(arrays, state)
+            if signum:
+                raise Interrupted(signum, step + 1)
     wall = time.perf_counter() - t0
     revivals = [] if trainer.reviver is None else trainer.reviver.events
     return Decomposition(arch, dc.components, dc.rank, trainer.comps, history, wall, dc.steps / max(wall, 1e-9),

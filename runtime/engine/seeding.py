@@ -9,6 +9,7 @@ draw cannot change the training data. Children can be rebuilt from `describe()`'
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 
@@ -61,3 +62,35 @@ def describe(seed: int, purposes: tuple[str, ...] = PURPOSES) -> dict:
         "bit_generator": "PCG64",
         "streams": {p: {"entropy": int(seed), "spawn_key": list(_key(p))} for p in purposes},
     }
+
+
+# Checkpoints store a stream's state as JSON: its big integers as strings (JSON numbers would lose them).
+
+
+def _jsonable_rng(state: dict) -> Any:
+    """bit_generator.state with its big integers as strings (JSON numbers would lose them)."""
+    if isinstance(state, dict):
+        return {k: _jsonable_rng(v) for k, v in state.items()}
+    if isinstance(state, (int, np.integer)) and not isinstance(state, bool):
+        return {"__int__": str(int(state))}
+    if isinstance(state, np.ndarray):
+        return {"__array__": state.tolist(), "dtype": str(state.dtype)}
+    return state
+
+
+def _rng_from_json(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if "__int__" in obj:
+            return int(obj["__int__"])
+        if "__array__" in obj:
+            return np.asarray(obj["__array__"], dtype=obj["dtype"])
+        return {k: _rng_from_json(v) for k, v in obj.items()}
+    return obj
+
+
+def rng_state(rng: np.random.Generator) -> Any:
+    return _jsonable_rng(rng.bit_generator.state)
+
+
+def set_rng_state(rng: np.random.Generator, state: Any) -> None:
+    rng.bit_generator.state = _rng_from_json(state)

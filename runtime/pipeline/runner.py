@@ -9,19 +9,20 @@ Data flow: `build_target` (train, hand-code or load), `engine.decompose.decompos
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from . import restarts
 from ..engine import seeding
 from ..engine.data import sample_inputs
-from ..engine.decompose import NonFiniteError, decompose
+from ..engine.decompose import Checkpointing, Interrupted, NonFiniteError, decompose
 from ..engine.models import Params, init_target
 from ..spec import Experiment, FileTarget, GatedTarget, Target, check, from_dict, to_json
 from ..store.rundir import RUN_FORMAT, RunResult, file_record, locked, save_arrays, write_json
@@ -66,13 +67,20 @@ def _with_replicates(a: np.ndarray, replicates: int, rank: int | None) -> np.nda
 
 
 def run(exp: Experiment | dict, *, log: Callable[[dict], None] | None = None,
-        progress: Callable[[int, int, dict], None] | None = None, with_metrics: bool = True) -> RunResult:
-    """Run an experiment in memory. `exp` may be an Experiment or its dict form (spec.json)."""
+        progress: Callable[[int, int, dict], None] | None = None, with_metrics: bool = True,
+        checkpoint: Callable[[dict, dict], None] | None = None, checkpoint_every: int = 0,
+        stop: Callable[[], int | None] | None = None, resume: tuple[dict, dict] | None = None) -> RunResult:
+    """Run an experiment in memory. `exp` may be an Experiment or its dict form (spec.json).
+
+    `checkpoint(arrays, state)` receives the decomposition's full state every `checkpoint_every`
+    steps and when `stop()` returns a signal number (then engine.decompose.Interrupted is raised);
+    `resume` = (arrays, state) of such a checkpoint continues from it bit-identically (the target
+    is trained again, deterministically, and its log entries are not repeated)."""
     if isinstance(exp, dict):
         exp = from_dict(exp)
     exp = check(exp)
     t0 = time.perf_counter()
-    arch, target, extras, target_history = build_target(exp, log)
+    arch, target, extras, target_history = build_target(exp, None if resume is not None else log)
     t1 = time.perf_counter()
     dc = exp.decompose
     rng_data = seeding.stream(dc.seed, "apd_data")
@@ -87,7 +95,9 @@ def run(exp: Experiment | dict, *, log: Callable[[dict], None] | None = None,
     phase = "restarts" if dc.restarts > 1 else "decompose"
     cb = None if log is None else (lambda entry: log(dict(entry, phase=phase)))
     try:
-        dec = decompose(wide, arch, wide_target, sample, seeding.stream(dc.seed, "apd_init"), log=cb, progress=progress)
+        ckpt = None if checkpoint is None else Checkpointing(checkpoint, max(checkpoint_every, 1), stop or (lambda: None))
+        dec = decompose(wide, arch, wide_target, sample, seeding.stream(dc.seed, "apd_init"), log=cb, progress=progress,
+                        checkpoint=ckpt, resume=resume, rngs={"apd_data": rng_data})
     except NonFiniteError as e:
         if dc.restarts > 1:  # name the replicate and restart, not the instance of the wide model
             replicate, restart = divmod(e.replicate, dc.restarts)
@@ -119,6 +129,32 @@ def finish(result: RunResult) -> None:
     result.expectations = evaluate_expectations(result.experiment, result.metrics)
 
 
+@contextlib.contextmanager
+def _signals_stop() -> Iterator[Callable[[], int | None]]:
+    """While the run lasts, SIGINT and SIGTERM only set a flag that the decomposition loop reads at
+    each step boundary (it then checkpoints and stops); a second signal interrupts at once. Outside
+    the main thread (where handlers cannot be set) nothing changes."""
+    import signal
+    import threading
+
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+
+    def handler(signum, frame):
+        if got:  # asked twice: stop now
+            raise KeyboardInterrupt
+        got.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: got[0] if got else None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -137,32 +173,66 @@ def _versions() -> dict:
     return out
 
 
+CHECKPOINTS = 10  # default: a checkpoint every 10 % of the decomposition's steps
+KEEP = 2  # checkpoints kept (the newest)
+
+
 def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = None, spec_files: tuple = (),
-               progress: bool = False, report: bool = True) -> dict:
+               progress: bool = False, report: bool = True, resume: bool = False,
+               checkpoint_every: int | None = None) -> dict:
     """Run and write the run directory; returns summary.json's content (status "ok",
     "expectations_failed" or "error"). Raises store.rundir.RunDirBusy if another live process is
-    writing `out_dir`."""
+    writing `out_dir`.
+
+    Full-state checkpoints go to out_dir/checkpoints/ every `checkpoint_every` steps (default 10 %
+    of decompose.steps; 0: none), the newest KEEP kept, removed when the run finishes. SIGINT and
+    SIGTERM write one at the next step boundary, mark summary.json "interrupted" and raise
+    engine.decompose.Interrupted. `resume=True` continues from the newest checkpoint in `out_dir`
+    (its spec.json is the experiment) and gives the arrays an uninterrupted run would have."""
     with locked(out_dir):
-        return _run_to_dir(exp, out_dir, spec_text, spec_files, progress, report)
+        return _run_to_dir(exp, out_dir, spec_text, spec_files, progress, report, resume, checkpoint_every)
 
 
 def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spec_files: tuple, progress: bool,
-                report: bool) -> dict:
+                report: bool, resume: bool, checkpoint_every: int | None) -> dict:
+    from ..store import checkpoint as ckpt
+
     if isinstance(exp, dict):
         exp = from_dict(exp)
     exp = check(exp)
     os.makedirs(out_dir, exist_ok=True)
-    if spec_text is not None:
-        with open(os.path.join(out_dir, "spec.apd"), "w") as f:
-            f.write(spec_text)
-    with open(os.path.join(out_dir, "spec.json"), "w") as f:
-        f.write(to_json(exp))
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    mf = open(metrics_path, "w")
+    state = None
+    if resume:
+        latest = ckpt.latest(out_dir)
+        if latest is None:
+            raise FileNotFoundError(f"{out_dir} holds no checkpoint to resume from ({ckpt.DIR}/ is empty or missing)")
+        state = ckpt.load(latest)
+        with open(metrics_path) as f:  # what the log held when the checkpoint was written
+            lines = f.readlines()[: state[1]["log_lines"]]
+        mf = open(metrics_path + ".tmp", "w")
+        mf.writelines(lines)
+        mf.flush()
+        os.replace(metrics_path + ".tmp", metrics_path)
+    else:
+        if spec_text is not None:
+            with open(os.path.join(out_dir, "spec.apd"), "w") as f:
+                f.write(spec_text)
+        with open(os.path.join(out_dir, "spec.json"), "w") as f:
+            f.write(to_json(exp))
+        mf = open(metrics_path, "w")
+        lines = []
+    written = [len(lines)]
 
     def log(entry: dict) -> None:
         mf.write(json.dumps(entry) + "\n")
         mf.flush()
+        written[0] += 1
+
+    every = max(exp.decompose.steps // CHECKPOINTS, 1) if checkpoint_every is None else checkpoint_every
+
+    def save_checkpoint(arrays: dict, st: dict) -> None:
+        ckpt.save(out_dir, arrays, dict(st, log_lines=written[0]), keep=KEEP)
 
     printer = None
     if progress:
@@ -171,8 +241,18 @@ def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spe
         printer = ProgressLine()
     t0 = time.time()
     summary: dict[str, Any] = {"format": RUN_FORMAT, "experiment": exp.name, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0))}
+    if resume:
+        summary["resumed_from"] = os.path.relpath(latest, out_dir)
     try:
-        result = run(exp, log=log, progress=printer)
+        with _signals_stop() as stop:
+            result = run(exp, log=log, progress=printer, checkpoint=save_checkpoint if every else None,
+                         checkpoint_every=every, stop=stop, resume=state)
+    except Interrupted as e:
+        mf.close()
+        summary.update(status="interrupted", signal=e.signum, next_step=e.step, wall_time_s=time.time() - t0,
+                       resume=f"apdspec run --resume {out_dir}")
+        write_json(os.path.join(out_dir, "summary.json"), summary)
+        raise
     except Exception as e:  # record the failure, then let the caller decide how to show it
         mf.close()
         summary.update(status="error", error=f"{type(e).__name__}: {e}", wall_time_s=time.time() - t0)
@@ -195,6 +275,7 @@ def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spe
     if result.experiment.decompose.revive is not None:
         summary["revivals"] = result.decomposition.revivals
     write_json(os.path.join(out_dir, "summary.json"), summary)
+    ckpt.remove_all(out_dir)  # the run is complete: its arrays are saved
     if report:
         from ..report.document import render
 

@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from . import runner
+from ..engine.decompose import Interrupted
+from ..store import checkpoint
 from ..store.rundir import file_record, locked, write_json
 from ..analysis.expectations import describe
 from ..spec import NESTED, Experiment, Issue, SpecValidationError, SweepAxis, check, from_dict, resolve, to_dict
@@ -214,9 +216,23 @@ def _run_point(exp_dict: dict, out_dir: str, spec_files: tuple, progress: bool, 
     "error" summary so that one bad point never stops the others."""
     t0 = time.time()
     try:
-        return runner.run_to_dir(exp_dict, out_dir, spec_files=tuple(spec_files), progress=progress, report=report)
+        return runner.run_to_dir(exp_dict, out_dir, spec_files=tuple(spec_files), progress=progress, report=report,
+                                 resume=_resumable(exp_dict, out_dir))
+    except Interrupted:  # a signal stops the sweep, not just this point (which resumes next time)
+        raise
     except Exception as e:
         return {"status": "error", "error": f"{type(e).__name__}: {e}", "wall_time_s": time.time() - t0}
+
+
+def _resumable(exp_dict: dict, point_dir: str) -> bool:
+    """Whether `point_dir` holds a checkpoint of exactly this point's experiment (an interrupted run)."""
+    if checkpoint.latest(point_dir) is None:
+        return False
+    try:
+        with open(os.path.join(point_dir, "spec.json")) as f:
+            return from_dict(json.load(f)) == check(from_dict(exp_dict))
+    except (OSError, ValueError, TypeError, KeyError, SpecValidationError):
+        return False
 
 
 def _finished_summary(point: SweepPoint, point_dir: str) -> dict | None:

@@ -1,0 +1,63 @@
+"""Full-state checkpoints of a decomposition, for exact resume.
+
+A checkpoint is one .npz (written atomically by files.save_npz; loaded with allow_pickle=False)
+holding every array the next step depends on: the components, Adam's moments, the reviver's
+window, under "comp.", "adam_m.", "adam_v.", "revive." names, plus a JSON entry "__state__" with the
+scalars: the next step, Adam's step count, the bit-generator states of the random streams the loop
+draws from, the loss history so far, revival events, and how many lines metrics.jsonl had. Resuming
+from it reproduces the uninterrupted run bit for bit (tests/test_resume.py). The target is not
+stored: it is rebuilt (trained again, deterministically) on resume.
+
+Files: RUN_DIR/checkpoints/step-<N>.npz; the newest `keep` are kept.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import numpy as np
+
+from .files import load_npz, save_npz
+
+STATE_KEY = "__state__"
+DIR = "checkpoints"
+
+
+def save(run_dir: str, arrays: dict[str, np.ndarray], state: dict, keep: int = 2) -> str:
+    """Write RUN_DIR/checkpoints/step-<state['step']>.npz atomically; remove all but the newest `keep`."""
+    d = os.path.join(run_dir, DIR)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, f"step-{state['step']:09d}.npz")
+    save_npz(path, {**arrays, STATE_KEY: np.array(json.dumps(state))})
+    for old in sorted(all_checkpoints(run_dir))[:-keep]:
+        os.unlink(old)
+    return path
+
+
+def all_checkpoints(run_dir: str) -> list[str]:
+    pat = re.compile(r"step-\d{9}\.npz$")
+    return sorted(p for p in glob.glob(os.path.join(run_dir, DIR, "step-*.npz")) if pat.search(p))
+
+
+def latest(run_dir: str) -> str | None:
+    found = all_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, state) of a checkpoint file."""
+    arrays = load_npz(path)
+    if STATE_KEY not in arrays:
+        raise ValueError(f"{path!r} is not an apdspec checkpoint (no {STATE_KEY} entry)")
+    state = json.loads(str(arrays.pop(STATE_KEY)[()]))
+    return arrays, state
+
+
+def remove_all(run_dir: str) -> None:
+    """Delete every checkpoint (a finished run needs none) and the folder if it is left empty."""
+    for p in all_checkpoints(run_dir):
+        os.unlink(p)
+    d = os.path.join(run_dir, DIR)
+    if os.path.isdir(d) and not os.listdir(d):
+        os.rmdir(d)
