@@ -14,7 +14,7 @@ from runtime import spec as S
 from . import ast as A
 from .errors import Collector, Note
 from .limits import MAX_SWEEP_POINTS
-from .schema import EXPERIMENT, TARGETS, TRAIN, Obj
+from .schema import EXPERIMENT, TARGETS, TRAIN, Leaf, Obj
 from .state import NONE, RESET, State, join_path, prefixes, lang_path
 
 
@@ -58,10 +58,12 @@ def check_experiment(state: State, exp: S.Experiment, diags: Collector) -> S.Exp
 
     With a sweep, the points are what runs: every point is validated (`check_points`), and an issue
     of the spec without its sweep counts only if every point has it."""
+    reported = check_methods(state, exp, diags)
     resolved = S.resolve(exp)  # an unreadable target file is left for validate() to report
     issues = S.validate(resolved)
     if exp.sweep is not None:
         issues = check_points(state, exp, diags, issues)
+    issues = [i for i in issues if i.path not in reported]  # said at the text that set them, above
     for issue in issues:
         if diags.full:
             break
@@ -75,6 +77,52 @@ def check_experiment(state: State, exp: S.Experiment, diags: Collector) -> S.Exp
                 notes.append(Note(f"'{lang_path(other)}' has its default value"))
         diags.error(f"{_issue_path(issue)}: {issue.message}", span, issue.hint, tuple(notes))
     return resolved
+
+
+def node_method(rt_path: str) -> str:
+    """The decomposition method a runtime path under `decompose` belongs to ("" for both)."""
+    node: Obj | Leaf = EXPERIMENT
+    for part in rt_path.split("."):
+        if not isinstance(node, Obj) or part not in node.fields:
+            return ""
+        node = node.fields[part]
+        if getattr(node, "method", ""):
+            return node.method
+    return ""
+
+
+def check_methods(state: State, exp: S.Experiment, diags: Collector) -> set[str]:
+    """Report every key set (or swept) for the other decomposition method: APD's top-k, rank,
+    attribution and loss terms in an SPD spec, SPD's causal-importance settings in an APD spec.
+    Returns the runtime paths reported (validate() would name them again)."""
+    method = exp.decompose.method
+    if method not in S.METHODS:
+        return set()
+    setting = state.values.get("decompose.method")
+    notes = (Note(f"'decompose.method' is set to {method} here", setting.span),) if setting is not None else \
+        (Note(f"'decompose.method' has its default value ({method})"),)
+    reported: set[str] = set()
+    paths = [(rt, s.span) for rt, s in state.values.items()]
+    paths += [(rt, span) for rt, (_, span) in state.axes.items()]
+    said: list[tuple[str, Any]] = []  # (path, span) reported: one error per statement
+    for rt, span in sorted(paths, key=lambda p: p[0].count(".")):
+        other = node_method(rt)
+        if not other or other == method or diags.full:
+            continue
+        parent = rt.rsplit(".", 1)[0]
+        if any(rt.startswith(p + ".") or (p.rsplit(".", 1)[0] == parent and span is not None and sp is not None
+                                           and sp.file == span.file and sp.line == span.line) for p, sp in said):
+            reported.add(rt)  # a field of an object already reported, or a sibling set by the same call
+            continue
+        said.append((rt, span))
+        diags.error(f"'{lang_path(rt)}' applies to method = {other}; this decomposition is method = {method}", span,
+                    f"remove it, or set decompose.method = {other}" + (" (an SPD spec has no top-k, rank or "
+                                                                     "attribution: causal importances select)"
+                                                                     if other == "apd" else ""), notes)
+        reported.add(rt)
+        reported.update(f"decompose.{f}" for f in (S.APD_ONLY + S.SPD_ONLY)
+                        if rt == f"decompose.{f}" or rt.startswith(f"decompose.{f}.") or f"decompose.{f}".startswith(rt + "."))
+    return reported
 
 
 def _issue_path(issue: S.Issue) -> str:

@@ -70,7 +70,10 @@ def _explain(spec: LoadedSpec, key: str | None) -> list[str]:
     """One line per field under `key` (a language path such as decompose.optimizer)."""
     exp = spec.experiment
     kind = exp.target.kind
-    rows = [(rt, v) for rt, v in _leaves(exp, "") if rt != "name"]
+    other = S.SPD_ONLY if exp.decompose.method == "apd" else S.APD_ONLY  # fields the method does not read
+    skip = tuple(f"decompose.{f}" for f in other)
+    rows = [(rt, v) for rt, v in _leaves(exp, "")
+            if rt != "name" and not any(rt == p or rt.startswith(p + ".") for p in skip)]
     if key:
         wanted = [r for r in rows if lang_path(r[0]) == key or lang_path(r[0]).startswith(key + ".")]
         if not wanted and key not in _EXPECT_KEYS:

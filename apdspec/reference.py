@@ -14,8 +14,8 @@ from typing import Any
 from runtime import spec as S
 
 from .fmt import render_value
-from .schema import (ATTRIBUTION, DATA, DECOMPOSE, EXPERIMENT, LOSSES, REPORT, REVIVE, TARGETS, TOPK, TRAIN, Leaf, Obj,
-                     optimizer, schedule)
+from .schema import (ATTRIBUTION, CAUSAL_IMPORTANCE, DATA, DECOMPOSE, EXPERIMENT, LOSSES, REPORT, REVIVE, TARGETS, TOPK,
+                     TRAIN, Leaf, Obj, optimizer, schedule)
 from .unparse import _as_call, value_node
 from .values import Bool, Enum, Float, Groups, Int, Key, Kind, Names, Optional, Range, Str
 
@@ -34,6 +34,7 @@ TABLES: list[tuple[str, str, Obj, Any]] = [
     ("optimizer", "optimizer = adam(...) | adamw(...)", optimizer(""), S.Optimizer()),
     ("schedule", "schedule = constant(...) | linear(...) | cosine(...) | exponential(...)", schedule(""), S.Schedule()),
     ("revive", "revive = split(...) | none", REVIVE, S.Revive()),
+    ("causal_importance", "causal_importance = mlp(...)", CAUSAL_IMPORTANCE, S.CausalImportance()),
     ("report", "report { ... }", REPORT, S.Report()),
 ]
 
@@ -83,20 +84,31 @@ def _cell(text: str) -> str:
 
 
 def table(schema: Obj, default: Any) -> str:
+    """The key table of one block; a block whose keys belong to different decomposition methods gets
+    a `method` column (apd, spd, or both)."""
+    by_method = any(getattr(node, "method", "") for node in schema.fields.values())
     rows = ["| key | type | default | valid | meaning | paper |", "|---|---|---|---|---|---|"]
+    if by_method:
+        rows = ["| key | method | type | default | valid | meaning | paper |", "|---|---|---|---|---|---|---|"]
+
+    def add(cells: list[str], method: str) -> None:
+        if by_method:
+            cells.insert(1, method or "both")
+        rows.append("| " + " | ".join(cells) + " |")
+
     for name, node in schema.fields.items():
         value = getattr(default, name, None)  # None for train, which the runtime keeps outside the target
         if isinstance(node, Obj):
             kind = _call_type(node) if node.forms else "block"
-            rows.append(f"| `{name}` | {_cell(kind)} | {_cell(_default(node, value, name))} |  | {_cell(node.doc)} |  |")
+            add([f"`{name}`", _cell(kind), _cell(_default(node, value, name)), "", _cell(node.doc), ""], node.method)
             continue
         kind = type_name(node.kind)
         forms = ", ".join(f"`{f}({', '.join(list(form.positional) + [k + ' = ...' for k in form.keywords])})`"
                           for f, form in node.forms.items())
         if forms:
             kind += " / " + forms
-        rows.append(f"| `{name}` | {_cell(kind)} | {_cell(_default(node, value, name))} | {_cell(node.valid)} | "
-                    f"{_cell(node.doc)} | {_cell(node.paper)} |")
+        add([f"`{name}`", _cell(kind), _cell(_default(node, value, name)), _cell(node.valid), _cell(node.doc),
+             _cell(node.paper)], node.method)
     return "\n".join(rows)
 
 

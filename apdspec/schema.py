@@ -36,6 +36,7 @@ class Leaf:
     forms: dict[str, Form] = field(default_factory=dict)
     paper: str = ""  # paper symbol / equation
     valid: str = ""  # the range runtime.spec.validate() enforces, for the docs ("> 0", "[0, 1)")
+    method: str = ""  # the decomposition method that reads it: "apd", "spd", or "" (both)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Obj:
     forms: dict[str, Form] = field(default_factory=dict)  # call forms that replace the whole object
     optional: bool = False  # `= none` allowed
     rt: str | None = None  # absolute runtime path, when it differs from the language path
+    method: str = ""  # the decomposition method that reads it: "apd", "spd", or "" (both)
 
 
 Node = Union[Leaf, Obj]
@@ -172,13 +174,14 @@ TOPK = Obj(
                       "batch: k / B (may exceed 1); sample: k per sample", paper="k",
                       valid="batch: value x batch >= 1 and value <= components; sample: an integer in [1, components]"),
     },
-    "top-k selection of active components (paper eq. 16, 25)",
+    "APD: top-k selection of active components (paper eq. 16, 25)",
     forms={
         "batch": Form(fixed={"mode": "batch"}, positional=("value",), required=1),  # floor(value x B) per batch
         "sample": Form(fixed={"mode": "sample"}, positional=("value",), required=1),  # k per sample
         "exact": Form(fixed={"mode": "exact"}),  # k = active input features in the batch
     },
     optional=True,
+    method="apd",
 )
 
 ATTRIBUTION = Obj(
@@ -189,12 +192,13 @@ ATTRIBUTION = Obj(
         "source": Leaf(Enum("target", "apd"), "gradient only: gradients of the target model or of the APD model",
                        valid="apd needs kind gradient"),
     },
-    "how components are attributed (notes §5)",
+    "APD: how components are attributed (notes §5)",
     forms={
         "gradient": Form(fixed={"kind": "gradient"}, keywords={"source": "source"}),
         "activation": Form(fixed={"kind": "activation"}),
         "ablation": Form(fixed={"kind": "ablation"}),
     },
+    method="apd",
 )
 
 REVIVE = Obj(
@@ -209,10 +213,30 @@ REVIVE = Obj(
         "adopt": Leaf(Bool(), "a dead component left over by the splits takes, from every component, the part that "
                               "reads an input top-k leaves unserved even when it is large (measured better on TMS 40-10)"),
     },
-    "dead-component revival, not part of APD (runtime/engine/revive.py); none = off, as in the paper",
+    "APD: dead-component revival, not part of APD (runtime/engine/revive.py); none = off, as in the paper",
     forms={"split": Form(fixed={"kind": "split"},
                          keywords={k: k for k in ("every", "until", "window", "clear", "adopt")})},
     optional=True,
+    method="apd",
+)
+
+CAUSAL_IMPORTANCE = Obj(
+    S.CausalImportance,
+    {
+        "kind": Leaf(Enum("mlp"), "mlp: one MLP R -> R per subcomponent on its inner activation h_c = a . V_c",
+                     paper="Gamma^l_c, gamma^l_c (§2.3, App. A.1)"),
+        "hidden": Leaf(Int(), "hidden units of each MLP", paper="d_gate (App. A.1)", valid="> 0"),
+        "activation": Leaf(Enum("gelu", "gelu_tanh"), "gelu: z Phi(z) with the exact erf (the paper's, as torch's "
+                           "default); gelu_tanh: its tanh approximation", paper="GELU (App. A.1)"),
+        "lower_leak": Leaf(Float(), "slope below 0 of the hard sigmoid of the masks",
+                           paper="sigma_H,lower, 0.01 (App. A.2)", valid="[0, 1)"),
+        "upper_leak": Leaf(Float(), "slope above 1 of the hard sigmoid of the importance loss",
+                           paper="sigma_H,upper, 0.01 (App. A.2)", valid="[0, 1)"),
+    },
+    "SPD: the causal-importance function g = sigma_H(gamma(h)) of every subcomponent",
+    forms={"mlp": Form(fixed={"kind": "mlp"}, positional=("hidden",),
+                       keywords={k: k for k in ("hidden", "activation", "lower_leak", "upper_leak")})},
+    method="spd",
 )
 
 _COEF = "coefficient; none = term off"
@@ -222,44 +246,64 @@ LOSSES = Obj(
         "faithfulness": Leaf(Optional(Float()), _COEF, paper="L_faithfulness, eq. 14 (mean over the N weights)",
                              valid=">= 0"),
         "minimality": Leaf(Optional(Float()), _COEF, paper="L_minimality, eq. 17 (top-k output MSE); beta",
-                           valid=">= 0; needs top-k"),
+                           valid=">= 0; needs top-k", method="apd"),
         "act_recon": Leaf(Optional(Float()), _COEF, paper="hidden-activation reconstruction (App. A.2.2)",
-                          valid=">= 0"),
+                          valid=">= 0", method="apd"),
         "simplicity": Leaf(Optional(Float()), _COEF + "; schatten(coef, p = P) also sets simplicity_p",
                            forms={"schatten": Form(positional=("simplicity",), keywords={"p": "simplicity_p"}, required=1)},
-                           paper="L_simplicity, eq. 22; alpha", valid=">= 0"),
-        "simplicity_p": Leaf(Float(), "Schatten exponent", paper="p (eq. 22)", valid="> 0"),
+                           paper="L_simplicity, eq. 22; alpha", valid=">= 0", method="apd"),
+        "simplicity_p": Leaf(Float(), "Schatten exponent", paper="p (eq. 22)", valid="> 0", method="apd"),
         "sparsity": Leaf(Optional(Float()), _COEF + "; lp(coef, p = P) also sets sparsity_p",
                          forms={"lp": Form(positional=("sparsity",), keywords={"p": "sparsity_p"}, required=1)},
-                         paper="L_p penalty on attributions, eq. 26", valid=">= 0; required without top-k"),
-        "sparsity_p": Leaf(Float(), "attribution exponent", paper="p1 (eq. 26)", valid="> 0"),
-        "output_recon": Leaf(Optional(Float()), _COEF, paper="unmasked output MSE", valid=">= 0"),
+                         paper="L_p penalty on attributions, eq. 26", valid=">= 0; required without top-k", method="apd"),
+        "sparsity_p": Leaf(Float(), "attribution exponent", paper="p1 (eq. 26)", valid="> 0", method="apd"),
+        "output_recon": Leaf(Optional(Float()), _COEF, paper="unmasked output MSE", valid=">= 0", method="apd"),
+        "stochastic_recon": Leaf(Optional(Float()), _COEF, paper="beta_1, L_stochastic-recon (§2.2)",
+                                 valid=">= 0; this or stochastic_recon_layerwise", method="spd"),
+        "stochastic_recon_layerwise": Leaf(Optional(Float()), _COEF, paper="beta_2, L_stochastic-recon-layerwise (§2.2)",
+                                           valid=">= 0", method="spd"),
+        "importance_minimality": Leaf(Optional(Float()), _COEF + "; lp(coef, p = P) also sets importance_minimality_p",
+                                      forms={"lp": Form(positional=("importance_minimality",),
+                                                        keywords={"p": "importance_minimality_p"}, required=1)},
+                                      paper="beta_3, L_importance-minimality (§2.3)", valid=">= 0", method="spd"),
+        "importance_minimality_p": Leaf(Float(), "exponent of the causal importances", paper="p (§2.3)", valid="> 0",
+                                        method="spd"),
+        "importance_warmup": Leaf(Float(), "fraction of the steps over which beta_3 rises linearly from 0 (not in "
+                                  "the paper)", valid="[0, 1]", method="spd"),
+        "divergence": Leaf(Enum("mse"), "output divergence: mse = mean over batch and outputs of the squared difference",
+                           paper="D (§2.2)", method="spd"),
     },
-    "loss coefficients and exponents (notes §4)",
+    "loss coefficients and exponents (APD: notes §4; SPD: SPD paper §2, App. pseudocode)",
 )
 
 DECOMPOSE = Obj(
     S.Decompose,
     {
-        "components": Leaf(Int(), "parameter components", paper="C", valid="> 0"),
+        "method": Leaf(Enum("apd", "spd"), "apd: Attribution-based Parameter Decomposition (Braun et al. 2025); spd: "
+                       "Stochastic Parameter Decomposition (Bushnaq, Braun & Sharkey 2025)"),
+        "components": Leaf(Int(), "APD: parameter components; SPD: rank-one subcomponents per decomposed matrix",
+                           paper="C", valid="> 0"),
         "rank": Leaf(Optional(Int()), "inner rank of each component matrix; none = per target", paper="m",
-                     valid="[1, min(d_in, d_out) + 1]"),
+                     valid="[1, min(d_in, d_out) + 1]", method="apd"),
         "topk": TOPK,
         "attribution": ATTRIBUTION,
         "loss": LOSSES,
-        "unit_norm": Leaf(Bool(), "normalise the U (A) factors to unit norm every step"),
+        "unit_norm": Leaf(Bool(), "normalise the U (A) factors to unit norm every step", method="apd"),
         "optimizer": optimizer("APD optimiser"),
         "schedule": schedule("APD learning-rate schedule"),
         "steps": Leaf(Int(), "optimiser steps", valid="> 0"),
         "batch": Leaf(Int(), "batch size", paper="B", valid="> 0"),
         "seed": Leaf(Optional(Int()), "seed of APD init and data; none = the experiment seed"),
-        "init_scale": Leaf(Optional(Float()), "gain of the component init; none = per target", valid="> 0"),
+        "init_scale": Leaf(Optional(Float()), "gain of the component init (SPD: of V); none = per target",
+                           valid="> 0"),
         "log_every": Leaf(Int(), "steps between log lines", valid="> 0"),
-        "restarts": Leaf(Int(), "independent inits per replicate; the lowest held-out top-k MSE is kept",
-                         valid="> 0"),
+        "restarts": Leaf(Int(), "independent inits per replicate; the lowest held-out top-k MSE (SPD: held-out SPD "
+                         "loss) is kept", valid="> 0"),
         "revive": REVIVE,
+        "causal_importance": CAUSAL_IMPORTANCE,
+        "mask_samples": Leaf(Int(), "stochastic mask draws per step", paper="S (§2.2)", valid="> 0", method="spd"),
     },
-    "the decomposition (paper §2, App. A.2.2)",
+    "the decomposition (APD paper §2, App. A.2.2; SPD paper §2)",
 )
 
 DATA = Obj(

@@ -109,14 +109,22 @@ def summary_lines(exp: S.Experiment) -> list[str]:
         mats = []
         for layer in layers_of(arch):
             tied = f" (tied to {layer.param})" if layer.transposed else ""
+            if layer.transposed and d.method == "spd":
+                tied = f" ({layer.param} transposed in the target; subcomponents of its own)"
             mats.append(f"{layer.name} {layer.d_in}x{layer.d_out}{tied}")
         rows.append(("decomposed", ", ".join(mats)))
-    rows.append(("components", f"C = {d.components}, rank m = {d.rank}"))
-    rows.append(("top-k", _topk_line(exp)))
+    spd = d.method == "spd"
+    if spd:  # Stochastic Parameter Decomposition: its own rows and costs (summary_spd.py)
+        from .summary_spd import spd_rows
+
+        rows += spd_rows(exp)
+    else:
+        rows.append(("components", f"C = {d.components}, rank m = {d.rank}"))
+        rows.append(("top-k", _topk_line(exp)))
     rows.append(("decompose", f"{d.steps:,} steps, batch B = {d.batch:,}, {d.optimizer.name} lr {d.optimizer.lr:g} "
                               f"{d.schedule.kind}"
-                              + (f"; {d.restarts} inits per replicate, the best held-out top-k MSE kept"
-                                 if d.restarts > 1 else "")))
+                              + (f"; {d.restarts} inits per replicate, the best held-out "
+                                 f"{'SPD loss' if spd else 'top-k MSE'} kept" if d.restarts > 1 else "")))
     if d.revive is not None:
         r = d.revive
         rows.append(("revive", f"every {r.every:,} steps up to step {r.until:,}, dead components (chosen in under "
@@ -124,9 +132,14 @@ def summary_lines(exp: S.Experiment) -> list[str]:
                                + (", dead ones left over adopt inputs no component serves" if r.adopt else "")
                                + (", those left dead at the last revival are zeroed" if r.clear else "") + " (not part of APD)"))
     if arch is not None:
-        c = costs(exp, arch)
+        if spd:
+            from .summary_spd import spd_costs
+
+            c = spd_costs(exp, arch)
+        else:
+            c = costs(exp, arch)
         per = c.params // (exp.replicates * d.restarts)
-        rows.append(("parameters", f"{per:,} trainable APD parameters per replicate ({c.params:,} in all"
+        rows.append(("parameters", f"{per:,} trainable {'SPD' if spd else 'APD'} parameters per replicate ({c.params:,} in all"
                                    + (f", {d.restarts} restarts each)" if d.restarts > 1 else ")")))
         rows.append(("memory", f"~{_bytes(c.memory_bytes)} (parameters, 2 Adam buffers, activations)"))
         rows.append(("compute", f"~{_size(c.flops_per_step, 'FLOP')} per step, "

@@ -123,9 +123,13 @@ def _as_call(obj: Obj, value: Any) -> A.Value | None:
     return None
 
 
-def _fields(obj: Obj, value: Any) -> list:
+def _fields(obj: Obj, value: Any, method: str = "") -> list:
+    """Every field of `value` (of schema `obj`) as statements; with `method`, the fields of the other
+    decomposition method are left out (they keep their defaults, which is what reading gives back)."""
     body = []
     for name, node in obj.fields.items():
+        if method and node.method and node.method != method:
+            continue
         if isinstance(node, Obj):
             if node.rt is not None:
                 continue  # train: written by the caller inside the target block
@@ -134,7 +138,7 @@ def _fields(obj: Obj, value: Any) -> list:
             if call is not None:
                 body.append(_assign(name, call))
             else:
-                body.append(_block(name, _fields(node, v)))
+                body.append(_block(name, _fields(node, v, method)))
         else:
             body.append(_leaf(name, node, getattr(value, name)))
     return body
@@ -206,7 +210,7 @@ def to_apd(exp: S.Experiment) -> str:
         _target(exp),
     ]
     for name in ("data", "decompose", "report"):
-        block = _block(name, _fields(EXPERIMENT.fields[name], getattr(exp, name)))
+        block = _block(name, _fields(EXPERIMENT.fields[name], getattr(exp, name), exp.decompose.method))
         if name == "report":
             block = dataclasses.replace(block, body=block.body + tuple(_expect(e) for e in exp.report.expect))
         body.append(block)

@@ -11,7 +11,7 @@ bottom to top; each imports only those below it (tests/test_layout.py checks thi
     pipeline  run / run_to_dir, restarts, sweeps, bench
 """
 from .spec import (  # noqa: F401
-    Attribution, Data, Decompose, Experiment, Expectation, FileTarget, GatedTarget, Losses, Optimizer, Report,
+    Attribution, CausalImportance, Data, Decompose, Experiment, Expectation, FileTarget, GatedTarget, Losses, Optimizer, Report,
     ResidMlpTarget, Schedule, Sweep, SweepAxis, TmsTarget, TopK, Training, check, resolve, validate,
 )
 
@@ -21,7 +21,7 @@ from .pipeline.runner import run, run_to_dir  # noqa: F401,E402
 from .pipeline.sweep import points, run_sweep  # noqa: F401,E402
 
 __all__ = [
-    "Attribution", "Data", "Decompose", "Experiment", "Expectation", "FileTarget", "GatedTarget", "Losses",
+    "Attribution", "CausalImportance", "Data", "Decompose", "Experiment", "Expectation", "FileTarget", "GatedTarget", "Losses",
     "Optimizer", "Report", "ResidMlpTarget", "Schedule", "Sweep", "SweepAxis", "TmsTarget", "TopK", "Training",
     "check", "resolve", "validate", "RunResult", "load_run", "run", "run_to_dir", "points", "run_sweep",
 ]

@@ -90,14 +90,19 @@ _PROBES = {"> 0": 0, ">= 0": -1, ">= 1": 0, ">= 2": 1, "[0, 1)": 1, "(0, 1]": 0,
                                               (TARGETS["resid_mlp"], "target", "resid_mlp"),
                                               (TARGETS["gated"], "target", "gated")])
 def test_documented_ranges_are_what_validate_enforces(root, prefix, kind):
-    """For every simple documented range, a value just outside it makes validate() name that field."""
+    """For every simple documented range, a value just outside it makes validate() name that field
+    (probed on an experiment of the field's decomposition method)."""
     # decompose.revive is off (None) by default: switch it on so that its ranges are probed too
-    base = S.resolve(S.Experiment(target=S.TARGET_KINDS[kind](), decompose=S.Decompose(revive=S.Revive())))
-    assert S.validate(base) == []
+    bases = {"apd": S.resolve(S.Experiment(target=S.TARGET_KINDS[kind](), decompose=S.Decompose(revive=S.Revive()))),
+             "spd": S.resolve(S.Experiment(target=S.TARGET_KINDS[kind](), decompose=S.Decompose(method="spd")))}
+    assert all(S.validate(b) == [] for b in bases.values())
+    methods = {path: node.method for path, node in walk(root)}
     probed = 0
     for path, node in walk(root):
         if not isinstance(node, Leaf) or (root is not TRAIN and path[0] == "train"):
             continue
+        method = next((methods[path[:i]] for i in range(1, len(path) + 1) if methods.get(path[:i])), "apd")
+        base = bases[method]
         valid = node.valid.split(";")[0].split(",")[0] if node.valid.startswith((">", "(")) else node.valid
         if valid not in _PROBES or node.kind.__class__.__name__ not in ("Int", "Float", "Optional"):
             continue

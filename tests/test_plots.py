@@ -9,7 +9,7 @@ import pytest
 
 from run_cases import gated_run, resid_run, tms_run
 from runtime.report import plots, plots_gated, plots_resid, plots_tms
-from runtime.spec import PLOTS
+from runtime.spec import PLOTS, applies
 
 PNG = b"\x89PNG\r\n\x1a\n"
 rng = np.random.default_rng(0)
@@ -75,7 +75,7 @@ def test_make_plots_draws_every_plot_of_the_kind(tmp_path, case):
     paths, errors = plots.make_plots(r, str(tmp_path))
     kind = r.arch.kind
     assert errors == {}
-    assert set(paths) == {k for k, (kinds, _) in PLOTS.items() if kind in kinds}
+    assert set(paths) == {k for k in PLOTS if applies(k, kind, r.experiment.decompose.method, "plots")}
     for name, p in paths.items():
         assert os.path.basename(p) == f"{name}.png" and is_png(p)
 

@@ -51,7 +51,10 @@ def used_components(mask: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class Decomposition:
-    """Trained components (flat layout of `apd.py`, leading replicate axis) and the loss history."""
+    """Trained components (flat layout of `apd.py`, leading replicate axis) and the loss history.
+    SPD runs return the subclass `spd_train.SpdDecomposition` (method "spd")."""
+
+    method = "apd"  # class attribute, not a field
 
     arch: Target
     C: int
@@ -386,18 +389,24 @@ def decompose(exp: Experiment, arch: Target, target: Params, sample: Callable[[i
               rng_init: np.random.Generator, log: Callable[[dict], None] | None = None,
               progress: Callable[[int, int, dict], None] | None = None,
               comps: apd.Comps | None = None, checkpoint: Checkpointing | None = None,
-              resume: tuple[dict, dict] | None = None, rngs: dict | None = None) -> Decomposition:
+              resume: tuple[dict, dict] | None = None, rngs: dict | None = None,
+              make_trainer: Callable | None = None) -> Decomposition:
     """Run APD on `target` (params with a leading replicate axis) with batches from `sample(B)`.
 
     `log(record)` is called every `decompose.log_every` steps and at the end with every loss term
     (mean over replicates, and per replicate under "<term>/replicates"). With `checkpoint`, the
     full state is saved every `checkpoint.every` steps; `resume` = (arrays, state) of such a
     checkpoint continues from it exactly. `rngs` (name -> Generator) are the random streams
-    `sample` draws from: their states are saved and restored with the rest."""
+    `sample` draws from: their states are saved and restored with the rest. `make_trainer` builds the
+    per-step trainer (default `Trainer`, APD; `spd_train.decompose_spd` passes SPD's); the result is
+    of its `result_cls` (default `Decomposition`)."""
     rngs = rngs or {}
     dc = exp.decompose
     I = exp.replicates
-    trainer = Trainer(exp, arch, target, sample, rng_init, comps)
+    if make_trainer is None and dc.method != "apd":
+        raise ValueError(f"decompose() runs APD; method = {dc.method} runs through runtime.engine.spd_train.decompose_spd "
+                         "(runtime.run dispatches on the method)")
+    trainer = (make_trainer or Trainer)(exp, arch, target, sample, rng_init, comps)
     history: list[dict] = []
     start, elapsed = 0, 0.0
     if resume is not None:
@@ -435,5 +444,5 @@ def decompose(exp: Experiment, arch: Target, target: Params, sample: Callable[[i
                 raise Interrupted(signum, step + 1)
     wall = time.perf_counter() - t0
     revivals = [] if trainer.reviver is None else trainer.reviver.events
-    return Decomposition(arch, dc.components, dc.rank, trainer.comps, history, wall, dc.steps / max(wall, 1e-9),
-                         revivals)
+    result_cls = getattr(trainer, "result_cls", Decomposition)
+    return result_cls(arch, dc.components, dc.rank, trainer.comps, history, wall, dc.steps / max(wall, 1e-9), revivals)

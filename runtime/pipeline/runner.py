@@ -96,8 +96,11 @@ def run(exp: Experiment | dict, *, log: Callable[[dict], None] | None = None,
     cb = None if log is None else (lambda entry: log(dict(entry, phase=phase)))
     try:
         ckpt = None if checkpoint is None else Checkpointing(checkpoint, max(checkpoint_every, 1), stop or (lambda: None))
-        dec = decompose(wide, arch, wide_target, sample, seeding.stream(dc.seed, "apd_init"), log=cb, progress=progress,
-                        checkpoint=ckpt, resume=resume, rngs={"apd_data": rng_data})
+        run_method = decompose
+        if dc.method == "spd":  # Stochastic Parameter Decomposition: the same loop with SPD's step
+            from ..engine.spd_train import decompose_spd as run_method
+        dec = run_method(wide, arch, wide_target, sample, seeding.stream(dc.seed, "apd_init"), log=cb, progress=progress,
+                         checkpoint=ckpt, resume=resume, rngs={"apd_data": rng_data})
     except NonFiniteError as e:
         if dc.restarts > 1:  # name the replicate and restart, not the instance of the wide model
             replicate, restart = divmod(e.replicate, dc.restarts)

@@ -8,8 +8,9 @@ from .checks import (  # noqa: F401
     MAX_LAYERS, Issue, SpecValidationError, check, resolve, target_kind, validate,
 )
 from .experiment import (  # noqa: F401
-    ALL_KINDS, METRICS, PLOTS, TARGET_KINDS, Attribution, Data, Decompose, Expectation, Experiment, FileTarget,
+    ALL_KINDS, APD_ONLY, METHODS, METRIC_METHODS, METRICS, PLOT_METHODS, PLOTS, SPD_ONLY, TARGET_KINDS, Attribution,
+    CausalImportance, Data, Decompose, Expectation, Experiment, FileTarget,
     GatedTarget, Losses, Optimizer, Report, ResidMlpTarget, Revive, Schedule, Sweep, SweepAxis, Target, TmsTarget,
-    TopK, Training,
+    TopK, Training, applies,
 )
 from .serial import NESTED, from_dict, target_from_dict, to_dict, to_json  # noqa: F401

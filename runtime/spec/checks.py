@@ -9,8 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .experiment import (ALL_KINDS, METRICS, PLOTS, Decompose, Experiment, FileTarget, GatedTarget, Optimizer,
-                         ResidMlpTarget, Schedule, TmsTarget)
+from .experiment import (ALL_KINDS, APD_ONLY, METHODS, METRICS, PLOTS, SPD_ONLY, Decompose, Experiment, FileTarget,
+                         GatedTarget, Optimizer, ResidMlpTarget, Schedule, TmsTarget, applies)
 from .serial import target_from_dict
 from .target_file import read_target_meta
 
@@ -62,8 +62,11 @@ def resolve(exp: Experiment) -> Experiment:
         labels = train.labels or ("identity" if kind == "tms" else "act_plus_resid")
         train = dataclasses.replace(train, labels=labels, seed=exp.seed if train.seed is None else train.seed)
     dec = exp.decompose
+    spd = dec.method == "spd"
     rank = dec.rank
-    if rank is None:
+    if spd:
+        pass  # SPD subcomponents are rank one: no rank to fill
+    elif rank is None:
         if kind == "tms":
             rank = min(t_arch.features, t_arch.hidden) + 1
         elif kind == "resid_mlp":
@@ -71,16 +74,16 @@ def resolve(exp: Experiment) -> Experiment:
         else:
             rank = t_arch.functions + 2  # min(d_embed, d_mlp) = d_embed = functions + 2
             rank = min(rank, t_arch.functions * t_arch.neurons // max(t_arch.layers, 1))
-    init_scale = dec.init_scale if dec.init_scale is not None else (2.0 if kind == "resid_mlp" else 1.0)
+    init_scale = dec.init_scale if dec.init_scale is not None else (2.0 if kind == "resid_mlp" and not spd else 1.0)
     seed = exp.seed if dec.seed is None else dec.seed
     dec = dataclasses.replace(dec, rank=rank, init_scale=init_scale, seed=seed)
     report = exp.report
     if report.metrics is None:
-        report = dataclasses.replace(report, metrics=tuple(k for k, (kinds, _) in METRICS.items() if kind in kinds))
+        report = dataclasses.replace(report, metrics=tuple(k for k in METRICS if applies(k, kind, dec.method)))
     if report.plots is None:
         flat_tms = isinstance(t_arch, TmsTarget) and t_arch.hidden != 2  # polygons need a 2-D hidden layer
-        report = dataclasses.replace(report, plots=tuple(k for k, (kinds, _) in PLOTS.items()
-                                                         if kind in kinds and not (flat_tms and k == "polygons")))
+        report = dataclasses.replace(report, plots=tuple(k for k in PLOTS if applies(k, kind, dec.method, "plots")
+                                                         and not (flat_tms and k == "polygons")))
     return dataclasses.replace(exp, data=data, train=train, decompose=dec, report=report)
 
 
@@ -231,6 +234,8 @@ def validate(exp: Experiment) -> list[Issue]:
 
     # decomposition
     dc = exp.decompose
+    _in("decompose.method", dc.method, METHODS, issues)
+    _method_field_issues(dc, issues)
     _positive("decompose.components", dc.components, issues)
     _positive("decompose.steps", dc.steps, issues)
     _positive("decompose.batch", dc.batch, issues)
@@ -241,6 +246,16 @@ def validate(exp: Experiment) -> list[Issue]:
         _revive_issues(dc, issues)
     _optimizer_issues("decompose.optimizer", dc.optimizer, issues)
     _schedule_issues("decompose.schedule", dc.schedule, issues)
+    if dc.method == "spd":
+        _spd_issues(dc, issues)
+    else:
+        _apd_issues(exp, dc, kind, d_ins, issues)
+    _report_issues(exp, kind, arch, issues)
+    return issues
+
+
+def _apd_issues(exp: Experiment, dc: Decompose, kind: str, d_ins: list, issues: list) -> None:
+    """The APD-only checks: rank, top-k, attributions and their loss terms."""
     if dc.rank is not None:
         _positive("decompose.rank", dc.rank, issues)
         # A component's rank cannot exceed min(d_in, d_out); one spare is allowed because the
@@ -303,18 +318,26 @@ def validate(exp: Experiment) -> list[Issue]:
     if dc.unit_norm and kind == "gated":
         pass
 
-    # report
+
+def _report_issues(exp: Experiment, kind: str, arch, issues: list) -> None:
     rp = exp.report
+    method = exp.decompose.method
     for name in rp.metrics or ():
         if name not in METRICS:
             issues.append(Issue("report.metrics", f"unknown metric {name!r}", "known: " + ", ".join(METRICS)))
         elif kind not in METRICS[name][0]:
             issues.append(Issue("report.metrics", f"metric {name!r} does not apply to a {kind} target"))
+        elif not applies(name, kind, method):
+            issues.append(Issue("report.metrics", f"metric {name!r} does not apply to method = {method}",
+                                also=("decompose.method",)))
     for name in rp.plots or ():
         if name not in PLOTS:
             issues.append(Issue("report.plots", f"unknown plot {name!r}", "known: " + ", ".join(PLOTS)))
         elif kind not in PLOTS[name][0]:
             issues.append(Issue("report.plots", f"plot {name!r} does not apply to a {kind} target"))
+        elif not applies(name, kind, method, "plots"):
+            issues.append(Issue("report.plots", f"plot {name!r} does not apply to method = {method}",
+                                also=("decompose.method",)))
         elif name == "polygons" and isinstance(arch, TmsTarget) and arch.hidden != 2:
             issues.append(Issue("report.plots", "the polygons plot needs a 2-D hidden layer (hidden = 2)", also=("target.hidden",)))
     for i, e in enumerate(rp.expect):
@@ -323,6 +346,9 @@ def validate(exp: Experiment) -> list[Issue]:
             issues.append(Issue(path, f"unknown metric {e.metric!r} in expectation", "known: " + ", ".join(METRICS)))
         elif kind not in METRICS[e.metric][0]:
             issues.append(Issue(path, f"metric {e.metric!r} does not apply to a {kind} target"))
+        elif not applies(e.metric, kind, method):
+            issues.append(Issue(path, f"metric {e.metric!r} does not apply to method = {method}",
+                                also=("decompose.method",)))
         _in(path, e.op, (">=", "<=", ">", "<", "=="), issues)
         _in(path, e.reduce, ("all", "mean", "min", "max", "median"), issues)
         if e.at_least is not None and not 1 <= e.at_least <= exp.replicates:
@@ -335,7 +361,6 @@ def validate(exp: Experiment) -> list[Issue]:
         if rp.paper not in PAPER:
             issues.append(Issue("report.paper", f"no paper reference numbers named {rp.paper!r}",
                                 "known: " + ", ".join(PAPER)))
-    return issues
 
 
 def check(exp: Experiment) -> Experiment:
@@ -359,3 +384,49 @@ def _revive_issues(dc: Decompose, issues: list) -> None:
     if dc.topk is None:
         issues.append(Issue("decompose.revive", "revive counts top-k choices; this decomposition has no top-k",
                             "set decompose.topk, or remove revive", ("decompose.topk",)))
+
+
+def _field(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _method_field_issues(dc: Decompose, issues: list) -> None:
+    """A field that only the other method reads must keep its default: APD's top-k, rank, attribution
+    and loss terms mean nothing to SPD, and SPD's causal-importance settings nothing to APD."""
+    if dc.method not in METHODS:
+        return
+    other, fields = ("apd", APD_ONLY) if dc.method == "spd" else ("spd", SPD_ONLY)
+    fresh = Decompose()
+    for name in fields:
+        if _field(dc, name) != _field(fresh, name):
+            issues.append(Issue(f"decompose.{name}", f"'{name}' applies to method = {other}, and this decomposition is "
+                                f"method = {dc.method}", f"remove it, or set decompose.method = {other}",
+                                ("decompose.method",)))
+
+
+def _spd_issues(dc: Decompose, issues: list) -> None:
+    ci, L = dc.causal_importance, dc.loss
+    _in("decompose.causal_importance.kind", ci.kind, ("mlp",), issues)
+    _positive("decompose.causal_importance.hidden", ci.hidden, issues)
+    _in("decompose.causal_importance.activation", ci.activation, ("gelu", "gelu_tanh"), issues)
+    for name in ("lower_leak", "upper_leak"):
+        v = getattr(ci, name)
+        if not 0 <= v < 1:
+            issues.append(Issue(f"decompose.causal_importance.{name}", f"a leak slope must be in [0, 1), got {v}",
+                                "the paper uses 0.01"))
+    _positive("decompose.mask_samples", dc.mask_samples, issues)
+    for name in ("faithfulness", "stochastic_recon", "stochastic_recon_layerwise", "importance_minimality"):
+        _positive(f"decompose.loss.{name}", getattr(L, name), issues, strict=False)
+    _positive("decompose.loss.importance_minimality_p", L.importance_minimality_p, issues)
+    if not 0 <= L.importance_warmup <= 1:
+        issues.append(Issue("decompose.loss.importance_warmup",
+                            f"warmup is a fraction of the steps in [0, 100%], got {L.importance_warmup}",
+                            "write e.g. importance_warmup = 5%"))
+    _in("decompose.loss.divergence", L.divergence, ("mse",), issues)
+    if L.stochastic_recon is None and L.stochastic_recon_layerwise is None:
+        issues.append(Issue("decompose.loss.stochastic_recon", "SPD needs a stochastic reconstruction loss: without one "
+                            "nothing trains the causal importances to keep what the output needs",
+                            "set stochastic_recon and/or stochastic_recon_layerwise",
+                            ("decompose.loss.stochastic_recon_layerwise",)))

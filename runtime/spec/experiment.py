@@ -7,6 +7,11 @@ defaults that depend on the target kind. METRICS and PLOTS list what the runtime
 
 Symbols (paper / method notes): C = components, m = inner rank, k = top-k, W = A @ B per component
 (row-vector convention h = a @ W), N = number of decomposed weights per replicate.
+
+Two decomposition methods (`Decompose.method`): "apd" (Braun et al. 2025, the default) and "spd"
+(Stochastic Parameter Decomposition, Bushnaq, Braun & Sharkey 2025): C rank-one subcomponents per
+decomposed matrix, a causal-importance function per subcomponent, stochastic masks. Fields that only
+one method reads are listed in APD_ONLY / SPD_ONLY (validate() rejects them off their method).
 """
 from __future__ import annotations
 
@@ -146,7 +151,8 @@ class Attribution:
 
 @dataclass(frozen=True)
 class Losses:
-    """Coefficients (None = term off) and exponents of the loss terms (notes §4)."""
+    """Coefficients (None = term off) and exponents of the loss terms (APD: notes §4; SPD: SPD paper
+    §2, App. "SPD Pseudocode"). `faithfulness` is shared; the other terms belong to one method."""
 
     faithfulness: float | None = 1.0  # param match, / N
     minimality: float | None = 1.0  # top-k reconstruction MSE vs target output
@@ -156,6 +162,13 @@ class Losses:
     sparsity: float | None = None  # Lp on attributions (the Lp formulation)
     sparsity_p: float = 1.0
     output_recon: float | None = None  # unmasked output MSE vs target output
+    # SPD terms (method = "spd")
+    stochastic_recon: float | None = 1.0  # beta_1: D(f(x | stochastically masked W'), f(x | W)), mean over S
+    stochastic_recon_layerwise: float | None = 1.0  # beta_2: one layer masked at a time, / (L S)
+    importance_minimality: float | None = 3e-3  # beta_3: sum_l sum_c |sigma_H,upper(g)|^p, mean over B
+    importance_minimality_p: float = 1.0  # p
+    importance_warmup: float = 0.0  # fraction of steps over which beta_3 rises linearly from 0
+    divergence: str = "mse"  # D: mse = mean over batch and outputs of the squared difference
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,22 @@ class Revive:
 
 
 @dataclass(frozen=True)
+class CausalImportance:
+    """SPD's causal-importance function Gamma (SPD paper §2.3, App. "Architecture of Causal Importance
+    Function MLPs" and "Avoiding dead gradients with leaky hard sigmoids"): per subcomponent c of
+    matrix l, g = sigma_H(gamma(h)) with h = the subcomponent's inner activation a . V_c and gamma a
+    one-hidden-layer MLP R -> R of `hidden` (d_gate) units."""
+
+    kind: str = "mlp"
+    hidden: int = 16  # d_gate
+    activation: str = "gelu"  # gelu (exact erf form, as torch's default) | gelu_tanh (tanh approximation)
+    lower_leak: float = 0.01  # slope of sigma_H,lower below 0 (the masks)
+    upper_leak: float = 0.01  # slope of sigma_H,upper above 1 (the importance-minimality loss)
+
+
+@dataclass(frozen=True)
 class Decompose:
+    method: str = "apd"  # apd | spd
     components: int = 5
     rank: int | None = None  # None -> min(F,H)+1 (tms), min(D,d_mlp) (resid), min(d_in,d_out) (gated)
     topk: TopK | None = TopK()
@@ -191,6 +219,18 @@ class Decompose:
     # is kept (no ground truth is used). 1 = the paper's single run.
     restarts: int = 1
     revive: Revive | None = None  # dead-component revival; None = the paper's APD
+    # SPD (method = "spd"): C = components rank-one subcomponents per decomposed matrix
+    causal_importance: CausalImportance = CausalImportance()
+    mask_samples: int = 1  # S: stochastic mask draws per step
+
+
+# Fields of Decompose / Losses that only one method reads (validate() reports them on the other).
+APD_ONLY = ("rank", "topk", "attribution", "unit_norm", "revive", "loss.minimality", "loss.act_recon",
+            "loss.simplicity", "loss.simplicity_p", "loss.sparsity", "loss.sparsity_p", "loss.output_recon")
+SPD_ONLY = ("causal_importance", "mask_samples", "loss.stochastic_recon", "loss.stochastic_recon_layerwise",
+            "loss.importance_minimality", "loss.importance_minimality_p", "loss.importance_warmup",
+            "loss.divergence")
+METHODS = ("apd", "spd")
 
 
 @dataclass(frozen=True)
@@ -277,7 +317,28 @@ METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     "per_feature_loss_topk": (("resid_mlp",), "mean per-feature MSE with batch top-k"),
     "active_per_feature": (("resid_mlp",), "mean number of active components per single feature"),
     "separated_functions": (("gated",), "functions carried by their own component"),
-    "function_mse": (("gated",), "MSE of APD top-k vs target on one-hot control bits"),
+    "function_mse": (("gated",), "MSE of APD top-k (SPD: the CI-masked model) vs target on one-hot control bits"),
+    "stochastic_recon": (ALL_KINDS, "SPD: final stochastic reconstruction loss"),
+    "stochastic_recon_layerwise": (ALL_KINDS, "SPD: final layerwise stochastic reconstruction loss"),
+    "importance_minimality": (ALL_KINDS, "SPD: final importance-minimality loss"),
+    "ci_masked_mse": (ALL_KINDS, "SPD: MSE of the output with every mask at its causal importance (r = 0) vs the "
+                                 "target output (eval batches)"),
+    "ci_l0": (ALL_KINDS, "SPD: mean number of subcomponents (all matrices) with causal importance > 0.1 per sample "
+                         "with a nonzero input"),
+    "alive_subcomponents": (ALL_KINDS, "SPD: subcomponents (all matrices) with causal importance > 0.1 on some eval "
+                                       "sample"),
+    "ci_error": (("tms",), "SPD: mean |g - ground truth| of the first matrix's causal importances on one-hot inputs "
+                           "(ground truth: 1 for the feature's best-matching subcomponent, 0 elsewhere)"),
+}
+
+# Metrics that apply to one method only (absent: both). The runtime computes the shared ones with
+# the method's own masks: top-k for APD, causal importances for SPD (docs/method.md).
+METRIC_METHODS: dict[str, tuple[str, ...]] = {
+    **{k: ("apd",) for k in ("minimality", "act_recon", "simplicity", "sparsity", "output_recon", "topk_mse",
+                             "mean_active", "dead_components", "per_feature_loss_top1", "per_feature_loss_topk",
+                             "active_per_feature")},
+    **{k: ("spd",) for k in ("stochastic_recon", "stochastic_recon_layerwise", "importance_minimality",
+                             "ci_masked_mse", "ci_l0", "alive_subcomponents", "ci_error")},
 }
 
 
@@ -294,6 +355,19 @@ PLOTS: dict[str, tuple[tuple[str, ...], str]] = {
     "per_feature_loss": (("resid_mlp",), "Figs. 16-17, 21-22: per-feature losses, top-1 vs batch top-k"),
     "active_components": (("resid_mlp",), "Figs. 18, 23: active components per feature"),
     "component_categories": (("resid_mlp",), "dead / mono / duo / poly components"),
-    "gated_functions": (("gated",), "Fig. 12: target vs APD top-k per function"),
+    "gated_functions": (("gated",), "Fig. 12: target vs APD top-k (SPD: the CI-masked model) per function"),
     "gated_network": (("gated",), "Fig. 13: component weights of the gated network"),
+    "causal_importance": (ALL_KINDS, "SPD paper Figs. 8, 12, 13: causal importance of every subcomponent on one-hot "
+                                     "inputs, per matrix, columns permuted"),
 }
+
+PLOT_METHODS: dict[str, tuple[str, ...]] = {
+    **{k: ("apd",) for k in ("attributions", "per_feature_loss", "active_components", "gated_network")},
+    "causal_importance": ("spd",),
+}
+
+
+def applies(name: str, kind: str, method: str, table: str = "metrics") -> bool:
+    """Whether metric (or plot, table="plots") `name` applies to a target `kind` decomposed by `method`."""
+    reg, methods = (METRICS, METRIC_METHODS) if table == "metrics" else (PLOTS, PLOT_METHODS)
+    return name in reg and kind in reg[name][0] and method in methods.get(name, METHODS)

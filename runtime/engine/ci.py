@@ -1,0 +1,317 @@
+"""SPD's causal-importance functions (SPD paper §2.3 and App. "Architecture of Causal Importance
+Function MLPs", "Avoiding dead gradients with leaky hard sigmoids").
+
+For subcomponent c of decomposed matrix l, with inner activation h = a . V_c (a scalar per sample):
+
+    gamma_c(h) = sum_k W_out[c, k] act(W_in[c, k] h + b_in[c, k]) + b_out[c]      (d_gate = K units)
+    g = sigma_H,lower(gamma_c(h))   the causal importance that sets the masks
+    sigma_H,upper(gamma_c(h))       what the importance-minimality loss penalises
+
+    sigma_H,lower(x) = leak x (x < 0), x (0 <= x <= 1), 1 (x > 1)
+    sigma_H,upper(x) = 0 (x < 0), x (0 <= x <= 1), 1 + leak (x - 1) (x > 1)
+
+Derivatives at the kinks: 1 at x = 0 and x = 1 for both (the value is continuous; the inner branch
+is taken there), which is what `where(x < 0, ..., where(x > 1, ..., x))` differentiates to.
+
+Two implementations of gamma, with the same values and gradients (tests/test_spd_ci.py):
+
+* `ci_mlp_plain`: the definition in autograd.numpy, one (I, B, C, K) tensor per op. The reference.
+* `ci_mlp` (`CIKernel`): an autograd primitive with a hand-written VJP. The (I, B, C, K) hidden
+  layer is the whole cost of SPD on TMS 40-10 (C = 200, B = 4096, K = 16: 13 M units per matrix
+  and replicate), and it is elementwise work, so the kernel processes one component at a time in a
+  (K, B) block that stays in cache, with preallocated buffers and in-place ufuncs. Everything the
+  backward pass needs reduces to contractions over the batch of two stored (C, K, B) arrays,
+
+      G = act(z), P = act'(z),   z = W_in h + b_in,
+      dW_out[c, k] = sum_b dg[b, c] G[c, k, b]
+      db_in[c, k]  = W_out[c, k] sum_b dg[b, c] P[c, k, b]
+      dW_in[c, k]  = W_out[c, k] sum_b dg[b, c] h[b, c] P[c, k, b]
+      dh[b, c]     = dg[b, c] q[b, c],   q[b, c] = sum_k P[c, k, b] W_out[c, k] W_in[c, k] (= gamma_c'(h))
+
+  all batched GEMVs (BLAS), so the backward pass does no elementwise work on (C, K, B) at all.
+  In float32 the exact GELU, z Phi(z), is computed from fast ufuncs: Phi through erfc by
+  Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7 in erf, i.e. <= 7.5e-8 in Phi: float32 rounding),
+  which shares exp(-z^2/2) with the derivative Phi(z) + z phi(z). scipy's erf costs ~11 ns per
+  float32 element here, this ~4-5 ns for value and derivative together. In float64 (the precise
+  mode) the kernel uses scipy's erf. `gelu_tanh` is the tanh approximation (an option).
+"""
+from __future__ import annotations
+
+import math
+
+import autograd.numpy as anp
+import numpy as np
+from autograd.extend import defvjp, defvjp_argnums, primitive
+
+ACTIVATIONS = ("gelu", "gelu_tanh")
+IMPORTANCE_EPS = 1e-12  # inside the p-th power of the importance loss (finite gradient at 0 for p < 1)
+
+# ------------------------------------------------------------------------------------------
+# Leaky hard sigmoids (primitives: one pass each way, and the kink convention stated above)
+
+
+@primitive
+def sigma_lower(x, leak: float):
+    """sigma_H,lower: the causal importance g that sets the masks (may go slightly below 0)."""
+    return np.minimum(np.where(x < 0, leak * x, x), 1.0).astype(x.dtype, copy=False)
+
+
+@primitive
+def sigma_upper(x, leak: float):
+    """sigma_H,upper: what the importance-minimality loss penalises (never below 0)."""
+    return np.where(x < 0, 0.0, np.where(x > 1, 1.0 + leak * (x - 1.0), x)).astype(x.dtype, copy=False)
+
+
+def sigma_lower_grad(x, leak: float) -> np.ndarray:
+    return np.where(x < 0, leak, np.where(x > 1, 0.0, 1.0)).astype(x.dtype, copy=False)
+
+
+def sigma_upper_grad(x, leak: float) -> np.ndarray:
+    return np.where(x < 0, 0.0, np.where(x > 1, leak, 1.0)).astype(x.dtype, copy=False)
+
+
+defvjp(sigma_lower, lambda ans, x, leak: lambda g: g * sigma_lower_grad(x, leak))
+defvjp(sigma_upper, lambda ans, x, leak: lambda g: g * sigma_upper_grad(x, leak))
+
+# ------------------------------------------------------------------------------------------
+# Activations (autograd definitions: the reference)
+
+_TANH_C = math.sqrt(2.0 / math.pi)
+_TANH_A = 0.044715
+
+
+def gelu_exact(z):
+    """z Phi(z) with the exact erf (torch's default GELU, the paper's)."""
+    from autograd.scipy.special import erf  # lazy: runtime imports without scipy
+
+    return 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
+
+
+def gelu_tanh(z):
+    """The tanh approximation 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))."""
+    return 0.5 * z * (1.0 + anp.tanh(_TANH_C * (z + _TANH_A * z * z * z)))
+
+
+def activation_fn(name: str):
+    if name == "gelu":
+        return gelu_exact
+    if name == "gelu_tanh":
+        return gelu_tanh
+    raise ValueError(f"unknown causal-importance activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+
+
+def ci_mlp_plain(h, w_in, b_in, w_out, b_out, activation: str = "gelu"):
+    """gamma of every subcomponent: h (I, B, C) -> (I, B, C). w_in, b_in, w_out (I, C, K), b_out (I, C).
+    The definition, written with autograd.numpy on an (I, B, C, K) tensor."""
+    act = activation_fn(activation)
+    z = h[..., None] * w_in[:, None] + b_in[:, None]
+    return anp.sum(act(z) * w_out[:, None], axis=-1) + b_out[:, None]
+
+
+# ------------------------------------------------------------------------------------------
+# Fast activation blocks: value G and derivative P of a (K, W) block z, in place
+
+# erfc(x) ~ t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-x^2), t = 1 / (1 + p x), x >= 0 (A&S 7.1.26).
+# With x = |z| / sqrt(2) and the coefficients scaled by sqrt(2 pi) / 2, the polynomial times
+# phi(z) = exp(-z^2/2) / sqrt(2 pi) is erfc(|z| / sqrt(2)) / 2 = Phi(-|z|) directly.
+_AS_P = 0.3275911 / math.sqrt(2.0)
+_AS_A = tuple(a * math.sqrt(2.0 * math.pi) / 2.0
+              for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429))
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def gelu_block_fast(z: np.ndarray, g: np.ndarray, p: np.ndarray, a: np.ndarray, t: np.ndarray) -> None:
+    """G = z Phi(z) into g, P = Phi(z) + z phi(z) into p, for a float32 block z; a, t are scratch of
+    z's shape. Branch-free: with Q = Phi(-|z|), G = max(z, 0) - |z| Q and Phi(z) = 1/2 + sign(z) (1/2 - Q)."""
+    np.abs(z, out=a)
+    np.multiply(a, _AS_P, out=t)
+    t += 1.0
+    np.reciprocal(t, out=t)
+    a1, a2, a3, a4, a5 = _AS_A
+    np.multiply(t, a5, out=p)  # p holds Q while it is built
+    p += a4
+    p *= t
+    p += a3
+    p *= t
+    p += a2
+    p *= t
+    p += a1
+    p *= t
+    np.multiply(z, z, out=t)  # t: phi(z)
+    t *= -0.5
+    np.exp(t, out=t)
+    t *= _INV_SQRT_2PI
+    p *= t  # Q = Phi(-|z|)
+    a *= p
+    np.maximum(z, 0.0, out=g)
+    g -= a  # G
+    np.subtract(0.5, p, out=p)
+    np.copysign(p, z, out=p)
+    p += 0.5  # Phi(z)
+    t *= z
+    p += t  # P = Phi + z phi
+
+
+def gelu_block_exact(z: np.ndarray, g: np.ndarray, p: np.ndarray, a: np.ndarray, t: np.ndarray) -> None:
+    """As `gelu_block_fast` with scipy's erf (the float64 path)."""
+    from scipy.special import erf
+
+    erf(z * (1.0 / math.sqrt(2.0)), out=a)
+    a += 1.0
+    a *= 0.5  # Phi
+    np.multiply(z, a, out=g)
+    np.multiply(z, z, out=t)
+    t *= -0.5
+    np.exp(t, out=t)
+    t *= _INV_SQRT_2PI
+    t *= z
+    np.add(a, t, out=p)
+
+
+def gelu_tanh_block(z: np.ndarray, g: np.ndarray, p: np.ndarray, a: np.ndarray, t: np.ndarray) -> None:
+    """G and P of the tanh approximation: with u = c (z + a z^3), s = (1 + tanh u) / 2,
+    G = z s and P = s + z (1 - tanh^2 u) c (1 + 3 a z^2) / 2."""
+    np.multiply(z, z, out=a)  # z^2
+    np.multiply(a, _TANH_A * _TANH_C, out=t)
+    t += _TANH_C
+    t *= z  # u
+    np.tanh(t, out=t)
+    np.multiply(a, 3.0 * _TANH_A * _TANH_C * 0.5, out=a)
+    a += _TANH_C * 0.5  # c (1 + 3 a z^2) / 2
+    a *= z
+    np.multiply(t, t, out=p)
+    np.subtract(1.0, p, out=p)
+    p *= a  # z (1 - tanh^2) c (1 + 3 a z^2) / 2
+    t += 1.0
+    t *= 0.5  # s
+    np.multiply(z, t, out=g)
+    p += t
+
+
+def _block_fn(activation: str, dtype) -> callable:
+    if activation == "gelu_tanh":
+        return gelu_tanh_block
+    if activation == "gelu":
+        return gelu_block_fast if np.dtype(dtype) == np.float32 else gelu_block_exact
+    raise ValueError(f"unknown causal-importance activation {activation!r}")
+
+
+# ------------------------------------------------------------------------------------------
+# The kernel and its primitive
+
+BLOCK = 1 << 14  # elements per (K, W) block: 64 KiB in float32; five blocks stay in L2
+
+
+class CIKernel:
+    """gamma of one decomposed matrix (all replicates), forward and backward by hand.
+
+    `forward` stores G and P (I, C, K, B) for `backward` in buffers reused across steps (grown
+    when a batch needs more). A backward pass whose forward was not the last one (finite-difference
+    checks evaluate the function again before differentiating) runs that forward again first."""
+
+    def __init__(self, activation: str = "gelu"):
+        self.activation = activation
+        self.G: np.ndarray | None = None
+        self.P: np.ndarray | None = None
+        self.q: np.ndarray | None = None
+        self._scratch: dict = {}
+        self._last = None  # (result, shapes) of the forward the stored arrays belong to
+
+    def _buffers(self, I: int, C: int, K: int, B: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+        need = I * C * K * B
+        if self.G is None or self.G.dtype != dtype or self.G.size < need:
+            self.G = np.empty(need, dtype=dtype)
+            self.P = np.empty(need, dtype=dtype)
+        return self.G[:need].reshape(I, C, K, B), self.P[:need].reshape(I, C, K, B)
+
+    def _blocks(self, n: int, dtype) -> list[np.ndarray]:
+        key = np.dtype(dtype)
+        bufs = self._scratch.get(key)
+        if bufs is None or bufs[0].size < n:
+            bufs = [np.empty(n, dtype=key) for _ in range(3)]
+            self._scratch[key] = bufs
+        return bufs
+
+    def forward(self, h, w_in, b_in, w_out, b_out) -> np.ndarray:
+        h, w_in, b_in, w_out, b_out = (np.asarray(v) for v in (h, w_in, b_in, w_out, b_out))
+        I, B, C = h.shape
+        K = w_in.shape[-1]
+        dtype = h.dtype
+        G, P = self._buffers(I, C, K, B, dtype)
+        block = _block_fn(self.activation, dtype)
+        W = max(1, min(B, BLOCK // K))  # batch columns per block
+        z_buf, a_buf, t_buf = self._blocks(K * W, dtype)
+        out = np.empty((I, C, B), dtype=dtype)
+        q = np.empty((I, C, B), dtype=dtype)
+        wq = w_out * w_in  # (I, C, K): gamma'(h) = sum_k P W_out W_in
+        for i in range(I):
+            hT = np.ascontiguousarray(h[i].T)  # (C, B)
+            for c in range(C):
+                w1, b1 = w_in[i, c, :, None], b_in[i, c, :, None]
+                for s in range(0, B, W):
+                    e = min(B, s + W)
+                    n = K * (e - s)
+                    z = z_buf[:n].reshape(K, e - s)
+                    np.multiply(hT[c, None, s:e], w1, out=z)
+                    z += b1
+                    block(z, G[i, c, :, s:e], P[i, c, :, s:e], a_buf[:n].reshape(K, e - s), t_buf[:n].reshape(K, e - s))
+            np.matmul(w_out[i][:, None, :], G[i], out=out[i][:, None, :])  # (C, 1, K) @ (C, K, B)
+            np.matmul(wq[i][:, None, :], P[i], out=q[i][:, None, :])
+        out += b_out[:, :, None]
+        self.q = q
+        ans = np.ascontiguousarray(out.transpose(0, 2, 1))
+        self._last = (ans, (I, B, C, K))
+        return ans
+
+    def backward(self, dg, ans, h, w_in, b_in, w_out, b_out) -> tuple:
+        if self._last is None or self._last[0] is not ans:
+            self.forward(h, w_in, b_in, w_out, b_out)  # the stored arrays belong to another call
+        h, w_in, w_out = np.asarray(h), np.asarray(w_in), np.asarray(w_out)
+        I, B, C, K = self._last[1]
+        G, P = self._buffers(I, C, K, B, h.dtype)
+        dT = np.ascontiguousarray(np.swapaxes(np.asarray(dg, dtype=h.dtype), 1, 2))  # (I, C, B)
+        dh = np.swapaxes(dT * self.q, 1, 2)
+        two = np.stack([dT, dT * np.swapaxes(h, 1, 2)], axis=-1)  # (I, C, B, 2)
+        d_w_out = np.empty((I, C, K), dtype=h.dtype)
+        sums = np.empty((I, C, K, 2), dtype=h.dtype)
+        for i in range(I):
+            np.matmul(G[i], dT[i][:, :, None], out=d_w_out[i][:, :, None])
+            np.matmul(P[i], two[i], out=sums[i])
+        d_b_in = w_out * sums[..., 0]
+        d_w_in = w_out * sums[..., 1]
+        d_b_out = dT.sum(axis=2)
+        return dh, d_w_in, d_b_in, d_w_out, d_b_out
+
+
+@primitive
+def ci_mlp(kernel: CIKernel, h, w_in, b_in, w_out, b_out):
+    """gamma of every subcomponent, (I, B, C), through `kernel` (same arguments as `ci_mlp_plain`)."""
+    return kernel.forward(h, w_in, b_in, w_out, b_out)
+
+
+def _ci_vjp(argnums, ans, args, kwargs):
+    kernel, rest = args[0], args[1:]
+
+    def vjp(g):
+        grads = kernel.backward(g, ans, *rest)
+        return tuple(grads[a - 1] for a in argnums)
+
+    return vjp
+
+
+defvjp_argnums(ci_mlp, _ci_vjp)
+
+
+# ------------------------------------------------------------------------------------------
+# Parameters
+
+
+def init_ci(C: int, K: int, replicates: int, rng: np.random.Generator, dtype=np.float32) -> dict:
+    """Causal-importance MLP parameters of one matrix, (I, C, K) / (I, C). The paper gives no init;
+    as the authors' code at the time (a fact, not its code): W_in ~ N(0, 2) (Kaiming for a ReLU-like
+    unit with fan-in 1), W_out ~ N(0, 1/K) (fan-in K), zero biases. So gamma(0) = 0: every
+    subcomponent starts at causal importance 0 on a zero input."""
+    return {"w_in": rng.normal(0.0, math.sqrt(2.0), (replicates, C, K)).astype(dtype),
+            "b_in": np.zeros((replicates, C, K), dtype=dtype),
+            "w_out": rng.normal(0.0, 1.0 / math.sqrt(K), (replicates, C, K)).astype(dtype),
+            "b_out": np.zeros((replicates, C), dtype=dtype)}

@@ -1,0 +1,193 @@
+"""The SPD training step and its trainer: what `decompose.decompose` runs for `method = "spd"`.
+
+    for step in 0..steps (the last iteration only logs, as for APD):
+      1. LR of the step (warmup + schedule, `optim.lr_at`), beta_3 of the step (importance warmup)
+      2. a batch x (stream "apd_data") and the mask noise R (stream "spd_masks", `spd.draw_uniforms`)
+      3. rows with an all-zero input dropped where that is exact (`spd.zero_rows_inert`): such a row
+         has h = 0 in every matrix, the same output under every mask, and adds only gamma(0)'s
+         importance, which the loss adds in closed form (TMS 5-2: ~77% of rows)
+      4. target forward, then the loss (`spd.SpdLoss.terms`) and its gradient (autograd, with the
+         causal-importance MLPs as the hand-written primitive `ci.ci_mlp`)
+      5. non-finite guard, Adam (`kernels.FastAdam`)
+
+Per-term losses are per replicate; the optimised total sums replicates, so each replicate's
+gradient is exactly an independent run's (given its batch and mask noise).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import autograd.numpy as anp
+import numpy as np
+from autograd import value_and_grad
+from autograd.tracer import getval
+
+from . import seeding
+from .decompose import GRAD_CHECK_EVERY, Decomposition, _first_non_finite, _replicate_sums
+from .kernels import FastAdam, default_blas_threads, tune_malloc
+from .models import Params, target_forward
+from .optim import lr_at
+from .spd import SpdLoss, SpdParams, draw_uniforms, init_spd, spd_layers, zero_rows_inert
+from ..spec import Experiment, Target
+
+CI_ACTIVE = 0.1  # a subcomponent counts as causally important on a sample when g > CI_ACTIVE (logs, metrics)
+
+
+def nonzero_rows(x: np.ndarray) -> np.ndarray:
+    """(I, B) rows of x (I, B, n) with a nonzero entry."""
+    return np.matmul(np.abs(x), np.ones(x.shape[-1], dtype=x.dtype)) > 0
+
+
+def compact_index(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """(idx (I, R), R): per replicate the indices of its rows with a nonzero input, in order, then
+    all-zero rows up to R = the largest count (>= 1), so every replicate keeps R rows."""
+    nz = nonzero_rows(x)
+    R = max(int(nz.sum(axis=1).max()), 1)
+    order = np.argsort(~nz, axis=1, kind="stable")
+    return np.ascontiguousarray(order[:, :R]), R
+
+
+class SpdProblem:
+    """The loss and gradient of one SPD step for an experiment and target."""
+
+    def __init__(self, exp: Experiment, arch: Target, target: Params, fused: bool = True):
+        dc = exp.decompose
+        self.exp, self.arch, self.target = exp, arch, target
+        self.loss = SpdLoss(arch, target, dc, fused=fused)
+        self.compact = zero_rows_inert(arch)
+        self.path = "spd-fused" if fused else "spd-autograd"
+        self._last: tuple | None = None  # (causal importances, nonzero-row mask) of the last step
+
+    def step_grads(self, params: SpdParams, x: np.ndarray, uniforms: dict, record: dict, step: int = 0,
+                   need_grad: bool = True) -> dict | None:
+        """Fill `record` with the loss terms and total (per replicate) of this step on inputs x and
+        mask noise `uniforms`; return the gradient of the total summed over replicates."""
+        B = x.shape[1]
+        xs, us, zero = x, uniforms, 0
+        if self.compact:
+            idx, R = compact_index(x)
+            if R < B:
+                xs = np.take_along_axis(x, idx[..., None], axis=1)
+                us = {k: np.take_along_axis(u, idx[None, :, :, None], axis=2) for k, u in uniforms.items()}
+                zero = B - R
+        tgt = target_forward(self.arch, self.target, xs)
+        coef = self.loss.coefficients(step, self.exp.decompose.steps)
+
+        def total(p):
+            terms = self.loss.terms(p, xs, tgt, us, rows=B, zero_rows=zero)
+            tot = 0.0
+            for name, value in terms.items():
+                tot = tot + coef[name] * value
+                record[name] = np.asarray(getval(value))
+            record["total"] = np.asarray(getval(tot))
+            return anp.sum(tot)
+
+        if need_grad:
+            _, grads = value_and_grad(total)(params)
+        else:
+            total(params)
+            grads = None
+        self._last = (self.loss.last_ci, nonzero_rows(xs))
+        return grads
+
+    def mask_stats(self) -> dict:
+        """`ci_l0` of the last step: per replicate, the mean number of subcomponents (all matrices)
+        with causal importance > CI_ACTIVE on the rows with a nonzero input."""
+        if self._last is None:
+            return {}
+        g, nz = self._last
+        active = sum(np.count_nonzero(np.asarray(v) > CI_ACTIVE, axis=-1) for v in g.values())  # (I, R)
+        n = np.maximum(nz.sum(axis=1), 1)
+        return {"ci_l0": np.where(nz, active, 0).sum(axis=1) / n}
+
+
+class SpdTrainer:
+    """One SPD iteration per `step()` call (the interface of `decompose.Trainer`: step, state,
+    restore, problem.mask_stats, comps)."""
+
+    result_cls = None  # SpdDecomposition, set below
+
+    def __init__(self, exp: Experiment, arch: Target, target: Params, sample: Callable[[int], np.ndarray],
+                 rng_init: np.random.Generator, comps: SpdParams | None = None, fused: bool = True):
+        dc = exp.decompose
+        self.exp, self.arch, self.target, self.sample = exp, arch, target, sample
+        self.dtype = np.dtype(exp.dtype)
+        tune_malloc()
+        default_blas_threads()
+        if comps is None:
+            comps = init_spd(arch, dc.components, dc.causal_importance.hidden, exp.replicates, dc.init_scale,
+                             rng_init, self.dtype)
+        self.comps = comps
+        self.problem = SpdProblem(exp, arch, target, fused=fused)
+        self.opt = FastAdam(comps, dc.optimizer)
+        self.rng_masks = seeding.stream(dc.seed, "spd_masks")
+        self.step_index = 0
+        self.reviver = None
+
+    def uniforms(self, batch: int) -> dict:
+        dc = self.exp.decompose
+        return draw_uniforms(self.arch, dc.components, dc.mask_samples, self.exp.replicates, batch, self.rng_masks,
+                             self.dtype)
+
+    def step(self) -> tuple[float, dict]:
+        dc = self.exp.decompose
+        step = self.step_index
+        last = step >= dc.steps
+        lr = lr_at(step, dc.steps, dc.optimizer.lr, dc.schedule) if not last else 0.0
+        x = self.sample(dc.batch)
+        u = self.uniforms(dc.batch)
+        record: dict = {}
+        grads = self.problem.step_grads(self.comps, x, u, record, step, need_grad=not last)
+        _first_non_finite(record, step)
+        checking = not last and (step % GRAD_CHECK_EVERY == 0 or step == dc.steps - 1)
+        if checking:
+            _first_non_finite({f"gradient of {k}": _replicate_sums(g) for k, g in grads.items()}, step)
+        if not last:
+            grads = {k: g if isinstance(g, np.ndarray) and g.dtype == self.dtype else np.asarray(g, dtype=self.dtype)
+                     for k, g in grads.items()}
+            self.opt.step(self.comps, grads, lr)
+            if checking:
+                _first_non_finite({f"Adam's second moment of {k}": _replicate_sums(v) for k, v in self.opt.v.items()},
+                                  step)
+        self.step_index += 1
+        return lr, record
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        arrays = {}
+        for prefix, d in (("comp.", self.comps), ("adam_m.", self.opt.m), ("adam_v.", self.opt.v)):
+            arrays.update({prefix + k: v for k, v in d.items()})
+        return arrays, {"step": self.step_index, "adam_t": self.opt.t, "spd_masks": seeding.rng_state(self.rng_masks)}
+
+    def restore(self, arrays: dict[str, np.ndarray], scalars: dict) -> None:
+        for prefix, d in (("comp.", self.comps), ("adam_m.", self.opt.m), ("adam_v.", self.opt.v)):
+            for k, v in d.items():
+                v[...] = arrays[prefix + k]
+        self.step_index, self.opt.t = int(scalars["step"]), int(scalars["adam_t"])
+        seeding.set_rng_state(self.rng_masks, scalars["spd_masks"])
+
+
+@dataclasses.dataclass
+class SpdDecomposition(Decomposition):
+    """A trained SPD decomposition: `comps` holds the flat parameters of `spd.py` (leading replicate
+    axis); C is the number of subcomponents per matrix, m is None."""
+
+    method = "spd"
+
+    def components(self, name: str, replicate: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """V (d_in, C) and U (C, d_out) of decomposed matrix `name` (a layer name, e.g. "W.T")."""
+        return self.comps[f"{name}.V"][replicate], self.comps[f"{name}.U"][replicate]
+
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in spd_layers(self.arch)]
+
+
+SpdTrainer.result_cls = SpdDecomposition
+
+
+def decompose_spd(exp: Experiment, arch: Target, target: Params, sample: Callable[[int], np.ndarray],
+                  rng_init: np.random.Generator, **kwargs) -> SpdDecomposition:
+    """`decompose.decompose` (the same loop: logging, progress, checkpoints, resume) with SPD's step."""
+    from .decompose import decompose
+
+    return decompose(exp, arch, target, sample, rng_init, make_trainer=SpdTrainer, **kwargs)
