@@ -1,49 +1,28 @@
 """`apdspec check` summary lines and cost estimates of an SPD decomposition (method = spd).
 
-Estimates per optimiser step, all replicates (I), per decomposed matrix l (d_in x d_out), with
-R = B (1 - (1 - p)^F) rows when all-zero input rows are dropped (TMS, residual MLPs without input
-biases; spd.zero_rows_inert), else R = B:
-  trainable parameters  C (d_in + d_out) + C (3 K + 1)     (subcomponents and causal-importance MLPs)
-  causal importances    R C K hidden units; ~30 FLOPs each (the MLP, its GELU and the backward
-                        contractions; elementwise work, the cost that dominates TMS 40-10)
-  masked passes         S (1 + L) passes: 3 x 2 R C (d_in + d_out) per masked matrix (forward + backward)
-  faithfulness          3 x 2 C d_in d_out (V U and its two gradients)
-  memory                parameters + 2 Adam buffers + the stored activations G, P of the MLPs (2 R C K)
+The cost model is the runtime's (`runtime.engine.spd.step_cost`: per replicate and step, with the
+expected rows R after all-zero input rows are dropped): trainable parameters C (d_in + d_out) +
+C (3 K + 1) per matrix; the causal-importance MLPs' R C K hidden units (~30 FLOPs each, elementwise:
+what dominates TMS 40-10); the S (1 + L) masked passes; faithfulness. Memory: parameters, 2 Adam
+buffers, and the MLPs' stored G and P (2 R C K per matrix).
 """
 from __future__ import annotations
 
 from runtime import spec as S
 
-CI_FLOPS_PER_UNIT = 30
-
-
-def rows(exp: S.Experiment, arch) -> float:
-    """Expected rows a step works on (all-zero input rows dropped where exact)."""
-    from runtime.engine.models import n_inputs
-    from runtime.engine.spd import zero_rows_inert
-
-    B = exp.decompose.batch
-    if zero_rows_inert(arch) and exp.data.mode == "at_least_zero_active" and not exp.data.synced:
-        return B * (1.0 - (1.0 - exp.data.probability) ** n_inputs(arch))
-    return float(B)
-
-
 def spd_costs(exp: S.Experiment, arch):
-    """summary.Costs of an SPD step (see the module docstring)."""
-    from runtime.engine.spd import spd_layers
+    """summary.Costs of an SPD step (runtime.engine.spd.step_cost, all replicates and restarts)."""
+    from runtime.engine.spd import spd_layers, step_cost
 
     from .summary import Costs
 
     d = exp.decompose
-    C, K, Sm, I = d.components, d.causal_importance.hidden, d.mask_samples, exp.replicates * d.restarts
-    layers = spd_layers(arch)
-    R = rows(exp, arch)
-    params = I * sum(C * (la.d_in + la.d_out) + C * (3 * K + 1) for la in layers)
+    I = exp.replicates * d.restarts
+    c = step_cost(exp, arch)
     width = 4 if exp.dtype == "float32" else 8
-    acts = I * R * sum(2 * C * K + 4 * C + la.d_out for la in layers)
-    flops = I * sum(CI_FLOPS_PER_UNIT * R * C * K + 2 * R * la.d_in * C
-                    + Sm * 2 * 3 * 2 * R * C * (la.d_in + la.d_out) + 3 * 2 * C * la.d_in * la.d_out for la in layers)
-    return Costs(int(params), int(width * (3 * params + acts)), int(flops))
+    # the MLPs' stored G and P, and ~8 (R, C) arrays per matrix (h, gamma, g, masks, noise, ...)
+    acts = 2 * c["ci_units"] + 8 * c["rows"] * d.components * len(spd_layers(arch))
+    return Costs(int(I * c["params"]), int(width * I * (3 * c["params"] + acts)), int(I * c["total"]))
 
 
 def spd_rows(exp: S.Experiment) -> list[tuple[str, str]]:

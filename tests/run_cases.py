@@ -83,3 +83,73 @@ def replace_report(result, **kw):
     """The same run with a different report section (analyses are recomputed)."""
     exp = dataclasses.replace(result.experiment, report=dataclasses.replace(result.experiment.report, **kw))
     return wrap(exp, result.target, result.decomposition.comps, result.extras)
+
+
+# ------------------------------------------------------------------------------------------
+# SPD runs with known answers
+
+
+def _spd_ci(C, K, gain, I, active=None):
+    """Causal-importance MLPs of C subcomponents: gamma(h) = GELU(gain h) + GELU(-gain h) ~ gain |h|
+    (K = 2 units), so g = 1 for |h| > ~1 / gain and exactly 0 at h = 0; `active` (C,) bool: the rest
+    get gamma = 0 (never important)."""
+    w_in = np.zeros((I, C, K))
+    w_in[:, :, 0], w_in[:, :, 1] = gain, -gain
+    w_out = np.ones((I, C, K))
+    if active is not None:
+        w_out[:, ~active] = 0.0
+    return {"w_in": w_in, "b_in": np.zeros((I, C, K)), "w_out": w_out, "b_out": np.zeros((I, C))}
+
+
+def wrap_spd(exp, target, params, extras=None, history=None):
+    from runtime.engine.spd_train import SpdDecomposition
+
+    exp = check(exp)
+    dec = SpdDecomposition(exp.target, exp.decompose.components, None, params,
+                           history or [{"step": 0, "lr": 0.0, "total": 1.0, "faithfulness": 1.0}])
+    return RunResult(exp, exp.target, target, extras or {}, dec, [], {}, [], {}, {})
+
+
+def _spd_decompose(C, batch=64):
+    from runtime.spec import CausalImportance
+
+    return Decompose(method="spd", components=C, batch=batch, causal_importance=CausalImportance(hidden=2))
+
+
+def spd_tms_run(I=2, F=5, H=2, extra=2, seed=0):
+    """TMS with random W and SPD's ground truth: W's subcomponent f is row f of W (V_f = e_f, U_f =
+    W[f]) with g = 1 exactly when x_f != 0; W^T's subcomponent f is column f of W^T (V_f = W[f],
+    U_f = e_f) with gamma = 0 (never important); `extra` zero subcomponents per matrix."""
+    rng = np.random.default_rng(seed)
+    W = rng.normal(0, 1, (I, F, H))
+    C = F + extra
+    VW = np.zeros((I, F, C))
+    VW[:, np.arange(F), np.arange(F)] = 1.0
+    UW = np.zeros((I, C, H))
+    UW[:, :F] = W
+    VT = np.zeros((I, H, C))
+    VT[:, :, :F] = np.swapaxes(W, 1, 2)
+    UT = np.zeros((I, C, F))
+    UT[:, np.arange(F), np.arange(F)] = 1.0
+    params = {"W.V": VW, "W.U": UW, "W.T.V": VT, "W.T.U": UT}
+    for name, active in (("W", np.arange(C) < F), ("W.T", np.zeros(C, dtype=bool))):
+        params.update({f"{name}.ci.{k}": v for k, v in _spd_ci(C, 2, 1e4, I, active).items()})
+    exp = Experiment(name="spd_tms_case", replicates=I, dtype="float64", target=TmsTarget(features=F, hidden=H),
+                     decompose=_spd_decompose(C), report=Report(eval_batches=2))
+    return wrap_spd(exp, {"W": W, "b": np.zeros((I, F))}, params)
+
+
+def spd_resid_run(F=4, I=1, probability=0.3, eval_batches=3):
+    """The identity residual MLP of `resid_run` with SPD's ground truth: subcomponent c of W_in and
+    of W_out is neuron c's weight (V_c = U_c = e_c), causally important exactly when its input is
+    nonzero (W_in: x_c; W_out: ReLU(x_c))."""
+    arch = ResidMlpTarget(features=F, d_embed=F, d_mlp=F, layers=1, embedding="identity")
+    eye = np.broadcast_to(np.eye(F), (I, F, F)).copy()
+    target = {"W_E": eye.copy(), "W_U": eye.copy(), "layers.0.W_in": eye.copy(), "layers.0.W_out": eye.copy()}
+    params = {}
+    for name in ("layers.0.W_in", "layers.0.W_out"):
+        params[f"{name}.V"], params[f"{name}.U"] = eye.copy(), eye.copy()
+        params.update({f"{name}.ci.{k}": v for k, v in _spd_ci(F, 2, 1e4, I).items()})
+    exp = Experiment(name="spd_resid_case", replicates=I, dtype="float64", target=arch, data=Data(probability=probability),
+                     decompose=_spd_decompose(F), report=Report(eval_batches=eval_batches))
+    return wrap_spd(exp, target, params)

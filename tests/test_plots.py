@@ -88,7 +88,7 @@ def test_make_plots_reports_inapplicable_and_failing_plots(tmp_path, monkeypatch
 
     real = plots.builders
 
-    monkeypatch.setattr(plots, "builders", lambda: {**real(), "components": broken})
+    monkeypatch.setattr(plots, "builders", lambda method="apd": {**real(method), "components": broken})
     paths, errors = plots.make_plots(r, str(tmp_path), ["losses", "components", "scrub_histogram", "bogus"])
     assert set(paths) == {"losses"}
     assert "nope" in errors["components"] and "tms" in errors["scrub_histogram"] and errors["bogus"] == "unknown plot"

@@ -48,7 +48,26 @@ def gated():
                       report=NO_REPORT)
 
 
+def spd(**dc):
+    return Experiment(name="s", seed=2, replicates=2, target=TmsTarget(features=5, hidden=2, hidden_layers=1),
+                      train=Training(steps=30, batch=256),
+                      decompose=Decompose(**{**dict(method="spd", components=6, optimizer=Optimizer("adam", 3e-3),
+                                                    schedule=Schedule("cosine", warmup=0.1), steps=40, batch=128,
+                                                    log_every=5, loss=Losses(importance_warmup=0.2)), **dc}),
+                      report=NO_REPORT)
+
+
+def spd_resid():
+    return Experiment(replicates=2, target=ResidMlpTarget(features=6, d_embed=10, d_mlp=4, layers=2, in_bias=True),
+                      train=Training(steps=20, batch=64), data=Data(probability=0.2),
+                      decompose=Decompose(method="spd", components=7, mask_samples=2, steps=40, batch=32, log_every=5),
+                      report=NO_REPORT)
+
+
 CASES = {
+    "spd": spd(),
+    "spd_resid": spd_resid(),
+    "spd_restarts": spd(restarts=2),
     "tms": tms(),
     "resid_mlp": resid(),
     "gated": gated(),

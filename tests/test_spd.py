@@ -116,8 +116,9 @@ def _ci_args(I=2, B=37, C=5, K=4, seed=0, dtype=np.float64):
 
 
 @pytest.mark.parametrize("activation", ci.ACTIVATIONS)
-def test_kernel_equals_definition_float64(activation, monkeypatch):
-    monkeypatch.setattr(ci, "BLOCK", 24)  # several batch blocks per component
+@pytest.mark.parametrize("block", [24, 4 * 37 * 2, 1 << 16])  # batch blocks; 2 components a block; all at once
+def test_kernel_equals_definition_float64(activation, block, monkeypatch):
+    monkeypatch.setattr(ci, "BLOCK", block)
     args = _ci_args()
     k = ci.CIKernel(activation)
     assert np.allclose(ci.ci_mlp(k, *args), ci.ci_mlp_plain(*args, activation=activation), atol=1e-13)

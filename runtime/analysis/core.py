@@ -490,10 +490,16 @@ class RunAnalysis:
                 "function_mse": np.mean((y_k - y_t) ** 2, axis=(1, 2))}
 
 
+# The analysis class of each decomposition method other than APD: analysis/spd.py registers
+# SpdAnalysis here when the package is imported (the package __init__ imports it).
+ANALYSES: dict[str, type] = {}
+
+
 def analysis_for(result: Any) -> RunAnalysis:
-    """The RunAnalysis of `result`, created on first use and cached on the result object."""
+    """The RunAnalysis of `result` (SpdAnalysis for an SPD run), created on first use and cached on
+    the result object."""
     an = getattr(result, "analysis", None)
     if an is None or an.result is not result:
-        an = RunAnalysis(result)
+        an = ANALYSES.get(result.experiment.decompose.method, RunAnalysis)(result)
         result.analysis = an
     return an

@@ -17,9 +17,12 @@ import numpy as np
 from . import resid as ar
 from .core import RunAnalysis, analysis_for, masked_mean
 from .tms import mmcs_ml2r  # noqa: F401  (public: MMCS / ML2R of one replicate)
-from ..spec import METRICS
+from ..engine.spd_train import CI_ACTIVE
+from ..spec import METRICS, applies
 
-LOSS_METRICS = ("faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon", "total")
+LOSS_METRICS = ("faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon", "total",
+                "stochastic_recon", "stochastic_recon_layerwise", "importance_minimality")
+
 
 
 def _sampled_mean(key: str) -> Callable[[RunAnalysis], Any]:
@@ -66,6 +69,11 @@ def _category(key: str) -> Callable[[RunAnalysis], Any]:
     return lambda an: [c[key] for c in an.categories()]
 
 
+def _ci_l0(an: RunAnalysis):
+    s = an.sampled()
+    return masked_mean(s["n_components"].astype(np.float64), s["active_input"])
+
+
 COMPUTED: dict[str, Callable[[RunAnalysis], Any]] = {
     "target_loss": lambda an: an.target_loss(),
     "topk_mse": _topk_mse,
@@ -89,6 +97,11 @@ COMPUTED: dict[str, Callable[[RunAnalysis], Any]] = {
     "active_per_feature": _per_feature("n_components"),
     "separated_functions": lambda an: an.gated()["separated"],
     "function_mse": lambda an: an.gated()["function_mse"],
+    # SPD (analysis/spd.py)
+    "ci_masked_mse": lambda an: an.sampled()["ci_masked_vs_target"].mean(axis=1),
+    "ci_l0": _ci_l0,
+    "alive_subcomponents": lambda an: (an.sampled()["alive"] > CI_ACTIVE).sum(axis=1),
+    "ci_error": lambda an: an.ci_error(),
 }
 
 
@@ -110,10 +123,11 @@ def evaluate(result) -> dict[str, list[float]]:
     exp = result.experiment
     wanted = requested(exp)
     kind = result.arch.kind
+    method = exp.decompose.method
     an = analysis_for(result)
     out: dict[str, list[float]] = {}
-    for name, (kinds, _) in METRICS.items():
-        if name not in wanted or kind not in kinds:
+    for name in METRICS:
+        if name not in wanted or not applies(name, kind, method):
             continue
         if name in LOSS_METRICS:
             vals = loss_metric(result.decomposition.history, name)

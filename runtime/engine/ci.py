@@ -32,7 +32,7 @@ Two implementations of gamma, with the same values and gradients (tests/test_spd
   In float32 the exact GELU, z Phi(z), is computed from fast ufuncs: Phi through erfc by
   Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7 in erf, i.e. <= 7.5e-8 in Phi: float32 rounding),
   which shares exp(-z^2/2) with the derivative Phi(z) + z phi(z). scipy's erf costs ~11 ns per
-  float32 element here, this ~4-5 ns for value and derivative together. In float64 (the precise
+  float32 element here, this ~3.5 ns for value and derivative together (benchmarks/spd_kernels.py). In float64 (the precise
   mode) the kernel uses scipy's erf. `gelu_tanh` is the tanh approximation (an option).
 """
 from __future__ import annotations
@@ -122,7 +122,9 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 def gelu_block_fast(z: np.ndarray, g: np.ndarray, p: np.ndarray, a: np.ndarray, t: np.ndarray) -> None:
     """G = z Phi(z) into g, P = Phi(z) + z phi(z) into p, for a float32 block z; a, t are scratch of
-    z's shape. Branch-free: with Q = Phi(-|z|), G = max(z, 0) - |z| Q and Phi(z) = 1/2 + sign(z) (1/2 - Q)."""
+    z's shape. Branch-free, 24 in-place ufuncs: with Q = Phi(-|z|) (A&S), Phi(z) = 1/2 + sign(z) (1/2 - Q).
+    Errors are absolute, at float32 rounding of the O(1) values (the far negative tail of G, below
+    ~1e-8, is not resolved relatively)."""
     np.abs(z, out=a)
     np.multiply(a, _AS_P, out=t)
     t += 1.0
@@ -142,12 +144,10 @@ def gelu_block_fast(z: np.ndarray, g: np.ndarray, p: np.ndarray, a: np.ndarray, 
     np.exp(t, out=t)
     t *= _INV_SQRT_2PI
     p *= t  # Q = Phi(-|z|)
-    a *= p
-    np.maximum(z, 0.0, out=g)
-    g -= a  # G
     np.subtract(0.5, p, out=p)
     np.copysign(p, z, out=p)
     p += 0.5  # Phi(z)
+    np.multiply(z, p, out=g)  # G
     t *= z
     p += t  # P = Phi + z phi
 
@@ -199,7 +199,7 @@ def _block_fn(activation: str, dtype) -> callable:
 # ------------------------------------------------------------------------------------------
 # The kernel and its primitive
 
-BLOCK = 1 << 14  # elements per (K, W) block: 64 KiB in float32; five blocks stay in L2
+BLOCK = 1 << 16  # elements per block (256 KiB in float32): measured fastest (numpy call overhead vs cache)
 
 
 class CIKernel:
@@ -239,22 +239,26 @@ class CIKernel:
         dtype = h.dtype
         G, P = self._buffers(I, C, K, B, dtype)
         block = _block_fn(self.activation, dtype)
-        W = max(1, min(B, BLOCK // K))  # batch columns per block
-        z_buf, a_buf, t_buf = self._blocks(K * W, dtype)
+        # a block is nc components x K units x W samples: several whole components when B is small
+        W = max(1, min(B, BLOCK // K))
+        nc = max(1, BLOCK // (K * B)) if W == B else 1
+        z_buf, a_buf, t_buf = self._blocks(nc * K * W, dtype)
         out = np.empty((I, C, B), dtype=dtype)
         q = np.empty((I, C, B), dtype=dtype)
         wq = w_out * w_in  # (I, C, K): gamma'(h) = sum_k P W_out W_in
         for i in range(I):
             hT = np.ascontiguousarray(h[i].T)  # (C, B)
-            for c in range(C):
-                w1, b1 = w_in[i, c, :, None], b_in[i, c, :, None]
+            for c0 in range(0, C, nc):
+                c1 = min(C, c0 + nc)
+                w1, b1 = w_in[i, c0:c1, :, None], b_in[i, c0:c1, :, None]
                 for s in range(0, B, W):
                     e = min(B, s + W)
-                    n = K * (e - s)
-                    z = z_buf[:n].reshape(K, e - s)
-                    np.multiply(hT[c, None, s:e], w1, out=z)
+                    shape = (c1 - c0, K, e - s)
+                    n = shape[0] * K * (e - s)
+                    z = z_buf[:n].reshape(shape)
+                    np.multiply(hT[c0:c1, None, s:e], w1, out=z)
                     z += b1
-                    block(z, G[i, c, :, s:e], P[i, c, :, s:e], a_buf[:n].reshape(K, e - s), t_buf[:n].reshape(K, e - s))
+                    block(z, G[i, c0:c1, :, s:e], P[i, c0:c1, :, s:e], a_buf[:n].reshape(shape), t_buf[:n].reshape(shape))
             np.matmul(w_out[i][:, None, :], G[i], out=out[i][:, None, :])  # (C, 1, K) @ (C, K, B)
             np.matmul(wq[i][:, None, :], P[i], out=q[i][:, None, :])
         out += b_out[:, :, None]
@@ -281,6 +285,37 @@ class CIKernel:
         d_w_in = w_out * sums[..., 1]
         d_b_out = dT.sum(axis=2)
         return dh, d_w_in, d_b_in, d_w_out, d_b_out
+
+
+def gamma_values(h: np.ndarray, w_in: np.ndarray, b_in: np.ndarray, w_out: np.ndarray, b_out: np.ndarray,
+                 activation: str = "gelu") -> np.ndarray:
+    """gamma of every subcomponent on plain arrays (analysis: no gradient, nothing stored, any
+    batch size): the kernel's blocks, each reduced over its K units at once. (I, B, C)."""
+    h = np.asarray(h)
+    I, B, C = h.shape
+    K = w_in.shape[-1]
+    dtype = h.dtype
+    block = _block_fn(activation, dtype)
+    W = max(1, min(B, BLOCK // K))
+    nc = max(1, BLOCK // (K * B)) if W == B else 1
+    z, g, p, a, t = (np.empty(nc * K * W, dtype=dtype) for _ in range(5))
+    out = np.empty((I, C, B), dtype=dtype)
+    for i in range(I):
+        hT = np.ascontiguousarray(h[i].T)
+        for c0 in range(0, C, nc):
+            c1 = min(C, c0 + nc)
+            for s in range(0, B, W):
+                e = min(B, s + W)
+                shape = (c1 - c0, K, e - s)
+                n = shape[0] * K * (e - s)
+                zb = z[:n].reshape(shape)
+                np.multiply(hT[c0:c1, None, s:e], w_in[i, c0:c1, :, None], out=zb)
+                zb += b_in[i, c0:c1, :, None]
+                gb = g[:n].reshape(shape)
+                block(zb, gb, p[:n].reshape(shape), a[:n].reshape(shape), t[:n].reshape(shape))
+                out[i, c0:c1, s:e] = np.matmul(w_out[i, c0:c1, None, :], gb)[:, 0, :]
+    out += b_out[:, :, None]
+    return np.ascontiguousarray(out.transpose(0, 2, 1))
 
 
 @primitive

@@ -172,23 +172,7 @@ class SpdLoss:
 
     # -- passes
     def masked_output(self, params: SpdParams, x, tgt, h: dict, masks: dict):
-        """The model output with the matrices in `masks` (name -> (I, B, C)) replaced by their masked
-        subcomponents and every other matrix the target's."""
-        target = self.target
-        by_name = {layer.name: layer for layer in self.layers}
-        state = {"modified": False}
-
-        def linear(name, a):
-            layer = by_name[name]
-            if name in masks:
-                inner = anp.matmul(a, params[f"{name}.V"]) if state["modified"] else h[name]
-                state["modified"] = True
-                return anp.matmul(inner * masks[name], params[f"{name}.U"])
-            if not state["modified"]:
-                return tgt.post[name]  # the target's own output of this matrix: nothing changed yet
-            return anp.matmul(a, target_weight(target, layer))
-
-        return forward(self.arch, target, x, linear).y
+        return masked_forward(self.arch, self.target, params, x, tgt, h, masks)
 
     def terms(self, params: SpdParams, x, tgt, uniforms: dict, rows: int | None = None, zero_rows: int = 0) -> dict:
         """Per-replicate loss terms (name -> (I,)) on inputs x (I, B, n_in) with target trace tgt and
@@ -235,6 +219,28 @@ class SpdLoss:
         return {k: v for k, v in c.items() if v is not None}
 
 
+def masked_forward(arch: Target, target: Params, params: SpdParams, x, tgt, h: dict, masks: dict):
+    """The model output with the matrices in `masks` (name -> (I, B, C)) replaced by their masked
+    subcomponents, ((a @ V) * m) @ U, and every other matrix the target's own. `h` holds the inner
+    activations a_l @ V_l at the target's inputs (`inner_acts`): a masked matrix whose input is still
+    the target's reads them, and the matrices before the first masked one return the target's cached
+    outputs (`tgt.post`)."""
+    by_name = {layer.name: layer for layer in spd_layers(arch)}
+    state = {"modified": False}
+
+    def linear(name, a):
+        layer = by_name[name]
+        if name in masks:
+            inner = anp.matmul(a, params[f"{name}.V"]) if state["modified"] else h[name]
+            state["modified"] = True
+            return anp.matmul(inner * masks[name], params[f"{name}.U"])
+        if not state["modified"]:
+            return tgt.post[name]  # the target's own output of this matrix: nothing changed yet
+        return anp.matmul(a, target_weight(target, layer))
+
+    return forward(arch, target, x, linear).y
+
+
 def draw_uniforms(arch: Target, C: int, S: int, replicates: int, batch: int, rng: np.random.Generator,
                   dtype) -> dict:
     """The mask noise R of one step: (S, I, B, C) per matrix, in forward order, from `rng`."""
@@ -250,3 +256,39 @@ def zero_rows_inert(arch: Target) -> bool:
     if isinstance(arch, ResidMlpTarget):
         return not arch.in_bias and (not arch.out_bias or arch.layers == 1)
     return hasattr(arch, "hidden")
+
+
+CI_FLOPS_PER_UNIT = 30  # the MLP's two affine maps, GELU and derivative (~24 ufuncs), the backward contractions
+
+
+def expected_rows(exp, arch: Target) -> float:
+    """Rows a step works on: all-zero input rows are dropped where exact (`zero_rows_inert`), so with
+    at_least_zero_active data B (1 - (1 - p)^F) rows are expected to remain."""
+    from .models import n_inputs
+
+    B = exp.decompose.batch
+    if zero_rows_inert(arch) and exp.data.mode == "at_least_zero_active" and not exp.data.synced:
+        return B * (1.0 - (1.0 - exp.data.probability) ** n_inputs(arch))
+    return float(B)
+
+
+def step_cost(exp, arch: Target) -> dict:
+    """Analytic cost of one SPD step per replicate (multiply-add = 2 FLOPs), by term, with R the
+    expected rows: causal_importance R C K units x CI_FLOPS_PER_UNIT per matrix (elementwise work);
+    inner_acts 2 R d_in C (and its gradient, x2); masked_passes S (1 + L) passes of 3 x 2 R C
+    (d_in + d_out) per masked matrix; faithfulness 3 x 2 C d_in d_out. Also "params" (trainable
+    parameters) and "ci_units" (R C K summed over matrices)."""
+    dc = exp.decompose
+    C, K, S = dc.components, dc.causal_importance.hidden, dc.mask_samples
+    layers = spd_layers(arch)
+    R = expected_rows(exp, arch)
+    L = len(layers)
+    mm = sum(3 * 2 * R * C * (la.d_in + la.d_out) for la in layers)
+    out = {"causal_importance": sum(CI_FLOPS_PER_UNIT * R * C * K for la in layers),
+           "inner_acts": sum(3 * 2 * R * la.d_in * C for la in layers),
+           "masked_passes": S * (mm + L * (mm / L)) if L else 0.0,
+           "faithfulness": sum(3 * 2 * C * la.d_in * la.d_out for la in layers)}
+    total = sum(out.values())
+    out.update(total=total, params=sum(C * (la.d_in + la.d_out) + C * (3 * K + 1) for la in layers),
+               ci_units=R * C * K * L, rows=R)
+    return out

@@ -2,13 +2,15 @@
 
     for step in 0..steps (the last iteration only logs, as for APD):
       1. LR of the step (warmup + schedule, `optim.lr_at`), beta_3 of the step (importance warmup)
-      2. a batch x (stream "apd_data") and the mask noise R (stream "spd_masks", `spd.draw_uniforms`)
+      2. a batch x (stream "apd_data")
       3. rows with an all-zero input dropped where that is exact (`spd.zero_rows_inert`): such a row
          has h = 0 in every matrix, the same output under every mask, and adds only gamma(0)'s
          importance, which the loss adds in closed form (TMS 5-2: ~77% of rows)
-      4. target forward, then the loss (`spd.SpdLoss.terms`) and its gradient (autograd, with the
+      4. the mask noise R of the rows kept, (S, I, R, C) per matrix (stream "spd_masks",
+         `spd.draw_uniforms`; the noise of a dropped row could not change anything)
+      5. target forward, then the loss (`spd.SpdLoss.terms`) and its gradient (autograd, with the
          causal-importance MLPs as the hand-written primitive `ci.ci_mlp`)
-      5. non-finite guard, Adam (`kernels.FastAdam`)
+      6. non-finite guard, Adam (`kernels.FastAdam`)
 
 Per-term losses are per replicate; the optimised total sums replicates, so each replicate's
 gradient is exactly an independent run's (given its batch and mask noise).
@@ -59,18 +61,27 @@ class SpdProblem:
         self.path = "spd-fused" if fused else "spd-autograd"
         self._last: tuple | None = None  # (causal importances, nonzero-row mask) of the last step
 
-    def step_grads(self, params: SpdParams, x: np.ndarray, uniforms: dict, record: dict, step: int = 0,
+    def step_grads(self, params: SpdParams, x: np.ndarray, uniforms, record: dict, step: int = 0,
                    need_grad: bool = True) -> dict | None:
-        """Fill `record` with the loss terms and total (per replicate) of this step on inputs x and
-        mask noise `uniforms`; return the gradient of the total summed over replicates."""
+        """Fill `record` with the loss terms and total (per replicate) of this step on inputs x;
+        return the gradient of the total summed over replicates. `uniforms` is the mask noise: a
+        dict name -> (S, I, B, C) for the whole batch, or a function rows -> such a dict for the
+        rows the step keeps (what the trainer passes: no noise is drawn for dropped rows)."""
         B = x.shape[1]
-        xs, us, zero = x, uniforms, 0
+        xs, zero, idx = x, 0, None
         if self.compact:
             idx, R = compact_index(x)
             if R < B:
                 xs = np.take_along_axis(x, idx[..., None], axis=1)
-                us = {k: np.take_along_axis(u, idx[None, :, :, None], axis=2) for k, u in uniforms.items()}
                 zero = B - R
+            else:
+                idx = None
+        if callable(uniforms):
+            us = uniforms(xs.shape[1])
+        elif idx is not None:
+            us = {k: np.take_along_axis(u, idx[None, :, :, None], axis=2) for k, u in uniforms.items()}
+        else:
+            us = uniforms
         tgt = target_forward(self.arch, self.target, xs)
         coef = self.loss.coefficients(step, self.exp.decompose.steps)
 
@@ -136,9 +147,8 @@ class SpdTrainer:
         last = step >= dc.steps
         lr = lr_at(step, dc.steps, dc.optimizer.lr, dc.schedule) if not last else 0.0
         x = self.sample(dc.batch)
-        u = self.uniforms(dc.batch)
         record: dict = {}
-        grads = self.problem.step_grads(self.comps, x, u, record, step, need_grad=not last)
+        grads = self.problem.step_grads(self.comps, x, self.uniforms, record, step, need_grad=not last)
         _first_non_finite(record, step)
         checking = not last and (step % GRAD_CHECK_EVERY == 0 or step == dc.steps - 1)
         if checking:

@@ -87,6 +87,15 @@ def expected_rows(exp: Experiment, arch) -> float:
     return float(B * (1.0 - (1.0 - exp.data.probability) ** arch.features))
 
 
+def spd_step_flops(exp: Experiment, arch) -> dict:
+    """SPD's analytic FLOPs per step, all replicates: engine.spd.step_cost by term, and "total"."""
+    from ..engine.spd import step_cost
+
+    c = step_cost(exp, arch)
+    terms = ("causal_importance", "inner_acts", "masked_passes", "faithfulness", "total")
+    return {k: c[k] * exp.replicates for k in terms}
+
+
 def step_flops(exp: Experiment, arch=None) -> dict:
     """Analytic FLOP count of one step as this runtime computes it (multiply-add = 2 FLOPs, as in
     notes §10.2), per term and in total, for all replicates.
@@ -216,6 +225,13 @@ def _target_for(exp: Experiment):
 def describe_config(exp: Experiment) -> str:
     """One-line summary of what a step computes."""
     dc = exp.decompose
+    if dc.method == "spd":
+        L, ci = dc.loss, dc.causal_importance
+        terms = ", ".join(f"{n} {getattr(L, n):g}" for n in ("faithfulness", "stochastic_recon",
+                                                            "stochastic_recon_layerwise", "importance_minimality")
+                          if getattr(L, n) is not None)
+        return (f"SPD; B {dc.batch}; C {dc.components} per matrix; I {exp.replicates}; causal importance "
+                f"{ci.hidden} {ci.activation}; S {dc.mask_samples}; {terms} (p {L.importance_minimality_p:g}); {exp.dtype}")
     L = dc.loss
     parts = [f"B {dc.batch}", f"C {dc.components}", f"m {dc.rank}", f"I {exp.replicates}"]
     if dc.topk is not None:
@@ -302,6 +318,8 @@ def bench(exp: Experiment, steps: int = 20, warmup: int = 3, threads: int | None
         def sample(batch: int) -> np.ndarray:
             return sample_inputs(arch, exp.data, exp.replicates, batch, rng_data, dtype)
 
+        if dc.method == "spd":
+            from ..engine.spd_train import SpdTrainer as Trainer  # noqa: N813  (the same interface)
         trainer = Trainer(run_exp, arch, target, sample, seeding.stream(dc.seed, "apd_init"))
         for _ in range(warmup):
             trainer.step()
@@ -326,7 +344,7 @@ def bench(exp: Experiment, steps: int = 20, warmup: int = 3, threads: int | None
             set_blas_threads(old_threads)
     t = np.asarray(times) * 1e3
     med = float(np.median(t))
-    flops = step_flops(exp, arch)
+    flops = spd_step_flops(exp, arch) if dc.method == "spd" else step_flops(exp, arch)
     achieved = flops["total"] / (med / 1e3) / 1e9
     return {
         "experiment": exp.name,

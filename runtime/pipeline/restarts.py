@@ -22,6 +22,7 @@ from ..spec import Experiment, Report
 
 SELECT_BATCHES = 10  # fresh batches of decompose.batch samples scored per instance
 CRITERION = "held-out batch top-k MSE vs target output"
+SPD_CRITERION = "held-out SPD loss (the training objective at the final coefficients, fresh batches and mask noise)"
 
 
 def widened(exp: Experiment) -> Experiment:
@@ -45,6 +46,8 @@ def scores(result: Any) -> np.ndarray:
     from ..analysis.core import RunAnalysis, mse_per_sample
 
     exp = result.experiment
+    if exp.decompose.method == "spd":
+        return spd_scores(result)
     if exp.decompose.topk is None:
         last = result.decomposition.history[-1]
         return np.asarray(last.get("total/replicates", [last["total"]]), dtype=np.float64)
@@ -59,6 +62,34 @@ def scores(result: Any) -> np.ndarray:
     return total / SELECT_BATCHES
 
 
+def spd_scores(result: Any) -> np.ndarray:
+    """(I*R,) SPD selection score per instance: the SPD loss (faithfulness + beta_1 stochastic recon
+    + beta_2 layerwise + beta_3 importance minimality, the final coefficients) on SELECT_BATCHES fresh
+    batches with fresh mask noise. No ground truth: the objective itself, held out. A decomposition
+    that shares a subcomponent between features pays in importance minimality (the shared one is
+    causally important more often) or in reconstruction."""
+    from ..engine.data import sample_inputs
+    from ..engine.spd import draw_uniforms
+    from ..engine.spd_train import SpdProblem
+
+    exp = result.experiment
+    dc = exp.decompose
+    rng_data = seeding.stream(dc.seed, "restarts.select")
+    rng_masks = seeding.stream(dc.seed, "restarts.select_masks")
+    problem = SpdProblem(exp, result.arch, result.target)
+    dtype = np.dtype(exp.dtype)
+    total = np.zeros(exp.replicates)
+    for _ in range(SELECT_BATCHES):
+        x = sample_inputs(result.arch, exp.data, exp.replicates, dc.batch, rng_data, dtype)
+        record: dict = {}
+        problem.step_grads(result.decomposition.comps, x,
+                           lambda rows: draw_uniforms(result.arch, dc.components, dc.mask_samples, exp.replicates, rows,
+                                                      rng_masks, dtype),
+                           record, step=dc.steps, need_grad=False)
+        total += np.asarray(record["total"], dtype=np.float64)
+    return total / SELECT_BATCHES
+
+
 def choose(score: np.ndarray, replicates: int, restarts: int) -> np.ndarray:
     """(I,) instance index of the best restart of every replicate (lowest score; first on ties)."""
     s = np.asarray(score, dtype=np.float64).reshape(replicates, restarts)
@@ -70,7 +101,8 @@ def select(wide_result: Any, replicates: int, restarts: int) -> tuple[Decomposit
     """(the kept decomposition, the record of the choice for summary.json) of a wide run."""
     score = scores(wide_result)
     chosen = choose(score, replicates, restarts)
-    record = {"restarts": restarts, "criterion": CRITERION,
+    spd = wide_result.experiment.decompose.method == "spd"
+    record = {"restarts": restarts, "criterion": SPD_CRITERION if spd else CRITERION,
               "scores": score.reshape(replicates, restarts).tolist(),
               "chosen": [int(c) % restarts for c in chosen]}
     return take(wide_result.decomposition, chosen), record

@@ -12,12 +12,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .plots_common import (
-    cmap, color, figure, grid_shape, hide_unused, integer_ticks, positive, save, suptitle, symmetric_limit,
+from .plots_common import (  # noqa: F401  (mosaic, plot_components: public here too)
+    MAX_COMPONENTS_SHOWN, color, figure, grid_shape, hide_unused, integer_ticks, mosaic, plot_components, positive, save,
+    suptitle,
 )
 
-LOSS_TERMS = ("total", "faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon")
-MAX_COMPONENTS_SHOWN = 24
+LOSS_TERMS = ("total", "faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon",
+              "stochastic_recon", "stochastic_recon_layerwise", "importance_minimality")
 MAX_REPLICATES_SHOWN = 4
 
 
@@ -31,6 +32,8 @@ def plot_losses(history: list[dict], path: str, target_history: list[dict] | Non
         panels.append(("mean_active", history, "active components / sample", False))
     if any("used_components" in e for e in history):
         panels.append(("used_components", history, "components used in the batch", False))
+    if any("ci_l0" in e for e in history):
+        panels.append(("ci_l0", history, "causally important subcomponents / sample", False))
     if target_history:
         panels.append(("loss_mean", target_history, "target training loss", True))
     if not panels:
@@ -59,50 +62,6 @@ def plot_losses(history: list[dict], path: str, target_history: list[dict] | Non
     axes.ravel()[0].legend(fontsize=8)
     hide_unused(axes, len(panels))
     suptitle(fig, title or "Training curves")
-    return save(fig, path)
-
-
-def mosaic(tiles: np.ndarray, cols: int, gap: int = 1) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Tiles (n, r, c) laid out on a grid with NaN gaps: (image, top-left corner of every tile)."""
-    n, r, c = tiles.shape
-    rows = (n + cols - 1) // cols
-    img = np.full((rows * (r + gap) - gap, cols * (c + gap) - gap), np.nan)
-    corners = []
-    for k in range(n):
-        i, j = divmod(k, cols)
-        img[i * (r + gap):i * (r + gap) + r, j * (c + gap):j * (c + gap) + c] = tiles[k]
-        corners.append((i * (r + gap), j * (c + gap)))
-    return img, corners
-
-
-def plot_components(mats: list[tuple[str, np.ndarray]], path: str, title: str = "",
-                    order: np.ndarray | None = None) -> str:
-    """Component weight matrices as heat maps, one panel per matrix kind. `mats` holds
-    (label, (C, rows, cols)); the components shown (at most MAX_COMPONENTS_SHOWN, in `order`) are
-    tiled in one image per panel (a single imshow: fast at any C) with one symmetric colour scale
-    (blue negative, red positive) and labelled c<index>."""
-    C = mats[0][1].shape[0]
-    order = np.arange(C) if order is None else np.asarray(order)
-    shown = order[:MAX_COMPONENTS_SHOWN]
-    r, c = mats[0][1].shape[1:]
-    cols = max(1, min(len(shown), 6 if c <= r else 4))
-    rows = (len(shown) + cols - 1) // cols
-    tile_w, tile_h = np.clip(0.06 * c, 0.7, 2.4), np.clip(0.06 * r, 0.7, 2.4)
-    fig, axes = figure(len(mats), 1, (max(7.0, cols * tile_w + 2.0), len(mats) * (rows * tile_h + 0.9) + 0.6))
-    cm = cmap("RdBu_r").with_extremes(bad="white")
-    for ax, (label, a) in zip(axes[:, 0], mats):
-        img, corners = mosaic(np.asarray(a, dtype=float)[shown], cols)
-        lim = symmetric_limit(a[shown])
-        im = ax.imshow(img, cmap=cm, vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
-        for (y, x), comp in zip(corners, shown):
-            ax.text(x, y - 0.6, f"c{int(comp)}", fontsize=7, va="bottom", ha="left")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(label, fontsize=9, pad=12)
-        fig.colorbar(im, ax=ax, shrink=0.8, label="weight")
-    # on its own line: a long experiment name plus this overran narrow figures
-    more = f"\n{len(shown)} of {C} components, largest first" if len(shown) < C else ""
-    suptitle(fig, (title or "Component weights") + more)
     return save(fig, path)
 
 
@@ -137,7 +96,8 @@ def plot_mse_by_sparsity(table: dict[str, dict[str, np.ndarray]], path: str, tit
     fig, axes = figure(1, 1, (1.6 * len(levels) + 3.5, 3.8))
     ax = axes[0, 0]
     w = 0.8 / max(len(models), 1)
-    names = {"apd": "APD (top-k)", "target": "target", "monosemantic": "monosemantic baseline", "input": "output = input"}
+    names = {"apd": "APD (top-k)", "spd": "SPD (CI-masked)", "target": "target", "monosemantic": "monosemantic baseline",
+             "input": "output = input"}
     for j, mdl in enumerate(models):
         vals = [np.asarray(table[lv].get(mdl, [np.nan]), dtype=float) for lv in levels]
         means = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
@@ -145,7 +105,7 @@ def plot_mse_by_sparsity(table: dict[str, dict[str, np.ndarray]], path: str, tit
         ax.bar(np.arange(len(levels)) + (j - (len(models) - 1) / 2) * w, positive(means), w, yerr=stds,
                color=color(j), label=names.get(mdl, mdl), capsize=2)
     ax.set_xticks(np.arange(len(levels)), levels)
-    ax.set_xlabel("input distribution (training: all-zero samples dropped; exactly n: per-sample top-n)")
+    ax.set_xlabel("input distribution (training: all-zero samples dropped; exactly n: APD per-sample top-n)")
     ax.set_ylabel("MSE vs true labels")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
@@ -211,11 +171,12 @@ def _build_mse_by_sparsity(an: Any, path: str) -> str:
     return plot_mse_by_sparsity(an.mse_by_sparsity(), path, f"{an.exp.name}: MSE by number of active features")
 
 
-def builders() -> dict[str, Callable[[Any, str], str]]:
-    """Plot name -> builder(RunAnalysis, path)."""
+def builders(method: str = "apd") -> dict[str, Callable[[Any, str], str]]:
+    """Plot name -> builder(RunAnalysis, path); an SPD run's own builders replace those that show
+    APD components or top-k (plots_spd.py)."""
     from . import plots_gated, plots_resid, plots_tms
 
-    return {
+    table = {
         "losses": _build_losses, "components": _build_components, "attributions": _build_attributions,
         "polygons": plots_tms.build_polygons, "mse_by_sparsity": _build_mse_by_sparsity,
         "neuron_contributions": plots_resid.build_neuron_contributions,
@@ -228,6 +189,11 @@ def builders() -> dict[str, Callable[[Any, str], str]]:
         "gated_functions": plots_gated.build_gated_functions,
         "gated_network": plots_gated.build_gated_network,
     }
+    if method == "spd":
+        from . import plots_spd
+
+        table.update(plots_spd.BUILDERS)
+    return table
 
 
 def make_plots(result: Any, out_dir: str, names: list[str] | tuple[str, ...] | None = None) -> tuple[dict, dict]:
@@ -238,9 +204,12 @@ def make_plots(result: Any, out_dir: str, names: list[str] | tuple[str, ...] | N
     from ..analysis.core import analysis_for
     from ..spec import PLOTS
 
+    from ..spec import applies
+
     an = analysis_for(result)
     names = list(result.experiment.report.plots or ()) if names is None else list(names)
-    table = builders()
+    method = result.experiment.decompose.method
+    table = builders(method)
     paths, errors = {}, {}
     for name in names:
         kinds = PLOTS.get(name, ((), ""))[0]
@@ -249,6 +218,9 @@ def make_plots(result: Any, out_dir: str, names: list[str] | tuple[str, ...] | N
             continue
         if an.kind not in kinds:
             errors[name] = f"does not apply to a {an.kind} target"
+            continue
+        if not applies(name, an.kind, method, "plots"):
+            errors[name] = f"does not apply to method = {method}"
             continue
         if name == "polygons" and an.arch.hidden != 2:
             continue  # in the resolved defaults of every TMS spec; only drawable for hidden = 2

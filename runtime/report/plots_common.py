@@ -78,3 +78,56 @@ def integer_ticks(ax) -> None:
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+# ------------------------------------------------------------------------------------------
+# Component mosaics (plots.py and plots_spd.py)
+
+MAX_COMPONENTS_SHOWN = 24
+
+
+def mosaic(tiles: np.ndarray, cols: int, gap: int = 1) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Tiles (n, r, c) laid out on a grid with NaN gaps: (image, top-left corner of every tile)."""
+    n, r, c = tiles.shape
+    rows = (n + cols - 1) // cols
+    img = np.full((rows * (r + gap) - gap, cols * (c + gap) - gap), np.nan)
+    corners = []
+    for k in range(n):
+        i, j = divmod(k, cols)
+        img[i * (r + gap):i * (r + gap) + r, j * (c + gap):j * (c + gap) + c] = tiles[k]
+        corners.append((i * (r + gap), j * (c + gap)))
+    return img, corners
+
+
+def plot_components(mats: list[tuple[str, np.ndarray]], path: str, title: str = "",
+                    order: np.ndarray | None = None, orders: list[np.ndarray] | None = None,
+                    what: str = "components") -> str:
+    """Component weight matrices as heat maps, one panel per matrix kind. `mats` holds
+    (label, (C, rows, cols)); the components shown (at most MAX_COMPONENTS_SHOWN, in `order`) are
+    tiled in one image per panel (a single imshow: fast at any C) with one symmetric colour scale
+    (blue negative, red positive) and labelled c<index>. `orders` gives each panel its own order
+    (SPD: every matrix has its own subcomponents)."""
+    C = mats[0][1].shape[0]
+    order = np.arange(C) if order is None else np.asarray(order)
+    shown = order[:MAX_COMPONENTS_SHOWN]
+    shown_per = [shown] * len(mats) if orders is None else [np.asarray(o)[:MAX_COMPONENTS_SHOWN] for o in orders]
+    r, c = mats[0][1].shape[1:]
+    cols = max(1, min(len(shown), 6 if c <= r else 4))
+    rows = (len(shown) + cols - 1) // cols
+    tile_w, tile_h = np.clip(0.06 * c, 0.7, 2.4), np.clip(0.06 * r, 0.7, 2.4)
+    fig, axes = figure(len(mats), 1, (max(7.0, cols * tile_w + 2.0), len(mats) * (rows * tile_h + 0.9) + 0.6))
+    cm = cmap("RdBu_r").with_extremes(bad="white")
+    for ax, (label, a), shown in zip(axes[:, 0], mats, shown_per):
+        img, corners = mosaic(np.asarray(a, dtype=float)[shown], cols)
+        lim = symmetric_limit(a[shown])
+        im = ax.imshow(img, cmap=cm, vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+        for (y, x), comp in zip(corners, shown):
+            ax.text(x, y - 0.6, f"c{int(comp)}", fontsize=7, va="bottom", ha="left")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(label, fontsize=9, pad=12)
+        fig.colorbar(im, ax=ax, shrink=0.8, label="weight")
+    # on its own line: a long experiment name plus this overran narrow figures
+    more = f"\n{len(shown)} of {C} {what}, largest first" if len(shown) < C else ""
+    suptitle(fig, (title or "Component weights") + more)
+    return save(fig, path)

@@ -10,11 +10,13 @@ from .plots_common import cmap, color, figure, integer_ticks, positive, save, su
 
 SCRUB_COLORS = {"topk": "#1f77b4", "scrubbed": "#e377c2", "anti_scrubbed": "#2ca02c", "random": "#ff7f0e"}
 SCRUB_LABELS = {"topk": "APD (top-k)", "scrubbed": "scrubbed", "anti_scrubbed": "anti-scrubbed",
-                "random": "random half ablated"}
+                "random": "random half ablated", "ci_masked": "SPD (CI-masked)"}
+SCRUB_COLORS["ci_masked"] = SCRUB_COLORS["topk"]
 
 
 def plot_neuron_contributions(target: np.ndarray, rows: np.ndarray, components: np.ndarray, path: str,
-                              layer_sizes: tuple[int, ...] = (), title: str = "") -> str:
+                              layer_sizes: tuple[int, ...] = (), title: str = "",
+                              component_label: str = "dominant APD component c*(f) = argmax_c max_n contrib_c[f, n]") -> str:
     """Figs. 6 / 10: neuron contributions of the first features. `target` (n, N) rows of the target,
     `rows` (n, N) the same features' rows of their dominant components `components` (n,).
     One colour scale for both panels; dotted lines separate the MLP layers."""
@@ -22,7 +24,7 @@ def plot_neuron_contributions(target: np.ndarray, rows: np.ndarray, components: 
     lim = symmetric_limit(target, rows)
     fig, axes = figure(2, 1, (max(8.0, min(16.0, 0.16 * N + 3.5)), 0.32 * n * 2 + 2.2), sharex=True)
     panels = [("target model: (W_U[f] W_out) * (W_in W_E[f])", target, [f"f{f}" for f in range(n)]),
-              ("dominant APD component c*(f) = argmax_c max_n contrib_c[f, n]", rows,
+              (component_label, rows,
                [f"f{f} (c{int(c)})" for f, c in enumerate(components)])]
     im = None
     for ax, (label, M, ticks) in zip(axes[:, 0], panels):
@@ -42,7 +44,8 @@ def plot_neuron_contributions(target: np.ndarray, rows: np.ndarray, components: 
 
 
 def plot_feature_response(feature: int, target: np.ndarray, top1: np.ndarray, scrubbed: np.ndarray,
-                          anti: np.ndarray, path: str, title: str = "", lines: int = 20) -> str:
+                          anti: np.ndarray, path: str, title: str = "", lines: int = 20,
+                          model_label: str = "APD (top-1)") -> str:
     """Figs. 7 / 24: MLP output (output minus x W_E W_U) at every output index for the one-hot
     input x_feature = 1. Scrubbed / anti-scrubbed runs: `lines` individual runs (thin), mean +- std
     (band); target and APD top-1 as references."""
@@ -58,7 +61,7 @@ def plot_feature_response(feature: int, target: np.ndarray, top1: np.ndarray, sc
         ax.fill_between(idx, mu - sd, mu + sd, color=c, alpha=0.2)
         ax.plot(idx, mu, color=c, lw=1.5, label=f"{SCRUB_LABELS[key]} (mean +- std of {len(runs)})")
     ax.plot(idx, target, color="#1f77b4", lw=1.8, label="target model")
-    ax.plot(idx, top1, color="black", lw=1.0, ls="--", label="APD (top-1)")
+    ax.plot(idx, top1, color="black", lw=1.0, ls="--", label=model_label)
     ax.axvline(feature, color="0.6", lw=0.8, ls=":")
     ax.set_xlabel("output index")
     ax.set_ylabel("MLP output (output - x W_E W_U)")
@@ -171,7 +174,8 @@ def plot_active_components(top1_mse: np.ndarray, n_active: np.ndarray, path: str
 
 
 def plot_component_categories(counts: dict[str, int], features_represented: int, dedicated: int, n_features: int,
-                              path: str, cutoff: float = 0.04, title: str = "") -> str:
+                              path: str, cutoff: float = 0.04, title: str = "",
+                              criterion: str = "max contribution", what: str = "components") -> str:
     """Bars: components representing 0 (dead), 1 (mono), 2 (duo) or more (poly) features
     (max neuron contribution > cutoff), with feature coverage in the title."""
     keys = ("dead", "mono", "duo", "poly")
@@ -180,8 +184,8 @@ def plot_component_categories(counts: dict[str, int], features_represented: int,
     bars = ax.bar(keys, [counts[k] for k in keys], color=[color(i) for i in range(4)])
     for b, k in zip(bars, keys):
         ax.annotate(str(counts[k]), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=9)
-    ax.set_ylabel("components")
-    ax.set_xlabel(f"features represented (max contribution > {cutoff:g})")
+    ax.set_ylabel(what)
+    ax.set_xlabel(f"features represented ({criterion} > {cutoff:g})")
     ax.set_title(title or f"{features_represented}/{n_features} features represented, {dedicated} by a dedicated component",
                  fontsize=10)
     return save(fig, path)

@@ -44,7 +44,8 @@ class RunResult:
         return "ok" if all(e["passed"] for e in self.expectations) else "expectations_failed"
 
     def components(self, name: str, replicate: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """A (C, d_in, m) and B (C, m, d_out) of decomposed matrix `name` (row-vector h = a @ W)."""
+        """A (C, d_in, m) and B (C, m, d_out) of decomposed matrix `name` (row-vector h = a @ W);
+        for SPD, V (d_in, C) and U (C, d_out) of decomposed matrix (layer) `name`."""
         return self.decomposition.components(name, replicate)
 
 
@@ -66,9 +67,12 @@ def save_arrays(result: RunResult, out_dir: str) -> list[str]:
                                    meta={"replicate": r, "experiment": result.experiment.name,
                                          "train": to_dict(result.experiment.train)}))
         arrays = {}
-        for name in decomposed_params(result.arch):
-            A, B = result.components(name, r)
-            arrays[f"{name}.A"], arrays[f"{name}.B"] = A, B
+        if result.experiment.decompose.method == "spd":  # every SPD array of the replicate, as trained
+            arrays = {k: v[r] for k, v in result.decomposition.comps.items()}
+        else:
+            for name in decomposed_params(result.arch):
+                A, B = result.components(name, r)
+                arrays[f"{name}.A"], arrays[f"{name}.B"] = A, B
         written.append(save_npz(os.path.join(d, "decomposition.npz"), arrays))
     return written
 
@@ -120,7 +124,13 @@ def load_run(run_dir: str) -> RunResult:
     extras = {k: np.stack([e[k] for e in extras_l]) for k in extras_l[0]}
     C, m = exp.decompose.components, exp.decompose.rank
     comps = {}
-    for name in decomposed_params(arch):
+    dec_cls = Decomposition
+    if exp.decompose.method == "spd":
+        from ..engine.spd_train import SpdDecomposition
+
+        dec_cls = SpdDecomposition
+        comps = {k: np.stack([c[k] for c in comps_l]) for k in comps_l[0]}
+    for name in decomposed_params(arch) if dec_cls is Decomposition else ():
         A = np.stack([c[f"{name}.A"] for c in comps_l])
         B = np.stack([c[f"{name}.B"] for c in comps_l])
         comps.update(apd.from_components(name, A, B))
@@ -132,8 +142,8 @@ def load_run(run_dir: str) -> RunResult:
                 target_history.append(entry)
             elif phase == "decompose":  # "restarts": every init, not kept
                 history.append(entry)
-    dec = Decomposition(arch, C, m, comps, history, summary.get("timings", {}).get("decompose_s", 0.0),
-                        summary.get("steps_per_s", 0.0), summary.get("revivals", []))
+    dec = dec_cls(arch, C, m, comps, history, summary.get("timings", {}).get("decompose_s", 0.0),
+                  summary.get("steps_per_s", 0.0), summary.get("revivals", []))
     return RunResult(exp, arch, target, extras, dec, target_history, summary.get("metrics", {}),
                      summary.get("expectations", []), summary.get("seeds", {}), summary.get("timings", {}),
                      selection=summary.get("restarts"))
