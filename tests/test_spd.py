@@ -352,14 +352,15 @@ def test_fused_and_compacted_equal_plain(name):
 
 
 def test_compact_index_keeps_nonzero_rows_in_order_then_zero_rows():
-    x = np.zeros((2, 6, 3))
+    x = np.zeros((2, 7, 3))
     x[0, [1, 4], 0] = 1.0
     x[1, [0, 2, 5], 2] = -2.0
     idx, R = compact_index(x)
-    assert R == 3
-    assert list(idx[0][:2]) == [1, 4] and not np.any(x[0, idx[0][2]])
-    assert list(idx[1]) == [0, 2, 5]
+    assert R == 4  # the largest count + 1: the last kept row of every replicate is all-zero
+    assert list(idx[0][:2]) == [1, 4] and not np.any(x[0, idx[0][2:]])
+    assert list(idx[1][:3]) == [0, 2, 5] and not np.any(x[1, idx[1][3]])
     assert compact_index(np.zeros((1, 4, 2)))[1] == 1
+    assert compact_index(np.ones((1, 4, 2)))[1] == 4  # nothing to drop
 
 
 def test_replicate_gradients_equal_independent_runs():

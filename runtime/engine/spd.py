@@ -151,34 +151,28 @@ class SpdLoss:
             return ci_mod.ci_mlp(self.kernels[name], h, *ci_params(params, name))
         return ci_mod.ci_mlp_plain(h, *ci_params(params, name), activation=self.ci.activation)
 
-    def gamma_at_zero(self, params: SpdParams, name: str):
-        """gamma(0) of every subcomponent, (I, 1, C): the raw causal importance on an all-zero input row."""
-        w_in, b_in, w_out, b_out = ci_params(params, name)
-        h0 = np.zeros((w_in.shape[0], 1, w_in.shape[1]), dtype=getval(b_out).dtype)
-        return ci_mod.ci_mlp_plain(h0, w_in, b_in, w_out, b_out, activation=self.ci.activation)
-
-    def importance(self, g_raw: dict, rows: int, zero_rows: int = 0, params: SpdParams | None = None):
-        """L_importance-minimality per replicate: (1/rows) sum over the given rows, matrices and
-        subcomponents of (sigma_H,upper(g_raw) + eps)^p, plus `zero_rows` more all-zero input rows
-        (each contributes the same, from gamma(0))."""
+    def importance(self, g_raw: dict, rows: int, row_weights=None):
+        """L_importance-minimality per replicate: (1/rows) sum over the given rows (each weighted by
+        `row_weights` (I, R), default 1), matrices and subcomponents of (sigma_H,upper(g_raw) + eps)^p.
+        A weight above 1 stands for the all-zero input rows a step leaves out (each contributes what
+        the zero row it is put on does: gamma(0) everywhere)."""
         p, leak, eps = self.L.importance_minimality_p, self.ci.upper_leak, ci_mod.IMPORTANCE_EPS
-        total = 0.0
-        for name, g in g_raw.items():
-            total = total + anp.sum((ci_mod.sigma_upper(g, leak) + eps) ** p, axis=(1, 2))
-            if zero_rows:
-                g0 = self.gamma_at_zero(params, name)
-                total = total + zero_rows * anp.sum((ci_mod.sigma_upper(g0, leak) + eps) ** p, axis=(1, 2))
-        return total / rows
+        per_row = 0.0
+        for g in g_raw.values():
+            per_row = per_row + anp.sum((ci_mod.sigma_upper(g, leak) + eps) ** p, axis=2)
+        if row_weights is not None:
+            per_row = per_row * row_weights
+        return anp.sum(per_row, axis=1) / rows
 
     # -- passes
     def masked_output(self, params: SpdParams, x, tgt, h: dict, masks: dict):
         return masked_forward(self.arch, self.target, params, x, tgt, h, masks)
 
-    def terms(self, params: SpdParams, x, tgt, uniforms: dict, rows: int | None = None, zero_rows: int = 0) -> dict:
+    def terms(self, params: SpdParams, x, tgt, uniforms: dict, rows: int | None = None, row_weights=None) -> dict:
         """Per-replicate loss terms (name -> (I,)) on inputs x (I, B, n_in) with target trace tgt and
         uniform draws `uniforms` (name -> (S, I, B, C)). `rows`: the batch size to normalise by when x
-        holds some of its rows; `zero_rows`: how many all-zero input rows of that batch x leaves out
-        (they only enter the importance term, `importance`)."""
+        holds some of its rows; `row_weights` (I, B): each row's weight in the importance term (the
+        all-zero input rows left out are counted on a zero row that x keeps; `importance`)."""
         L = self.L
         rows = x.shape[1] if rows is None else rows
         y_ref = tgt.y
@@ -189,7 +183,7 @@ class SpdLoss:
         if L.faithfulness is not None:
             out["faithfulness"] = faithfulness_loss(self.arch, params, self.target)
         if L.importance_minimality is not None:
-            out["importance_minimality"] = self.importance(g_raw, rows, zero_rows, params)
+            out["importance_minimality"] = self.importance(g_raw, rows, row_weights)
         g = {name: ci_mod.sigma_lower(v, self.ci.lower_leak) for name, v in g_raw.items()}
         self.last_ci = g  # lower-leaky causal importances of this batch (for logging)
         recon, layerwise = 0.0, 0.0

@@ -4,8 +4,8 @@
       1. LR of the step (warmup + schedule, `optim.lr_at`), beta_3 of the step (importance warmup)
       2. a batch x (stream "apd_data")
       3. rows with an all-zero input dropped where that is exact (`spd.zero_rows_inert`): such a row
-         has h = 0 in every matrix, the same output under every mask, and adds only gamma(0)'s
-         importance, which the loss adds in closed form (TMS 5-2: ~77% of rows)
+         has h = 0 in every matrix and the same output under every mask, so it adds only gamma(0)'s
+         importance; one zero row is kept and weighted for all of them (TMS 5-2: ~77% of rows)
       4. the mask noise R of the rows kept, (S, I, R, C) per matrix (stream "spd_masks",
          `spd.draw_uniforms`; the noise of a dropped row could not change anything)
       5. target forward, then the loss (`spd.SpdLoss.terms`) and its gradient (autograd, with the
@@ -43,9 +43,13 @@ def nonzero_rows(x: np.ndarray) -> np.ndarray:
 
 def compact_index(x: np.ndarray) -> tuple[np.ndarray, int]:
     """(idx (I, R), R): per replicate the indices of its rows with a nonzero input, in order, then
-    all-zero rows up to R = the largest count (>= 1), so every replicate keeps R rows."""
+    all-zero rows up to R = the largest count + 1, so every replicate keeps R rows and the last of
+    them is an all-zero row. R = B (nothing dropped) when that is not fewer than B rows."""
     nz = nonzero_rows(x)
-    R = max(int(nz.sum(axis=1).max()), 1)
+    B = x.shape[1]
+    R = int(nz.sum(axis=1).max()) + 1
+    if R >= B:
+        return np.broadcast_to(np.arange(B), nz.shape), B
     order = np.argsort(~nz, axis=1, kind="stable")
     return np.ascontiguousarray(order[:, :R]), R
 
@@ -68,12 +72,13 @@ class SpdProblem:
         dict name -> (S, I, B, C) for the whole batch, or a function rows -> such a dict for the
         rows the step keeps (what the trainer passes: no noise is drawn for dropped rows)."""
         B = x.shape[1]
-        xs, zero, idx = x, 0, None
+        xs, weights, idx = x, None, None
         if self.compact:
             idx, R = compact_index(x)
             if R < B:
                 xs = np.take_along_axis(x, idx[..., None], axis=1)
-                zero = B - R
+                weights = np.ones((x.shape[0], R), dtype=x.dtype)
+                weights[:, -1] += B - R  # the last kept row is all-zero: it stands for the B - R dropped
             else:
                 idx = None
         if callable(uniforms):
@@ -86,7 +91,7 @@ class SpdProblem:
         coef = self.loss.coefficients(step, self.exp.decompose.steps)
 
         def total(p):
-            terms = self.loss.terms(p, xs, tgt, us, rows=B, zero_rows=zero)
+            terms = self.loss.terms(p, xs, tgt, us, rows=B, row_weights=weights)
             tot = 0.0
             for name, value in terms.items():
                 tot = tot + coef[name] * value
@@ -108,7 +113,7 @@ class SpdProblem:
         if self._last is None:
             return {}
         g, nz = self._last
-        active = sum(np.count_nonzero(np.asarray(v) > CI_ACTIVE, axis=-1) for v in g.values())  # (I, R)
+        active = sum(np.count_nonzero(getval(v) > CI_ACTIVE, axis=-1) for v in g.values())  # (I, R)
         n = np.maximum(nz.sum(axis=1), 1)
         return {"ci_l0": np.where(nz, active, 0).sum(axis=1) / n}
 
