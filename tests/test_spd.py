@@ -351,6 +351,29 @@ def test_fused_and_compacted_equal_plain(name):
         assert np.allclose(g1[k], g2[k], rtol=1e-10, atol=1e-12), k
 
 
+@pytest.mark.parametrize("name", ["tms", "tms_hidden2"])
+@pytest.mark.parametrize("S", [1, 2])
+def test_tms_hand_written_loss_equals_autograd(name, S, monkeypatch):
+    from runtime.engine import spd_fused
+
+    monkeypatch.setattr(spd_fused, "ROW_BLOCK", 9)  # several row blocks
+    arch, exp, target, params, x, u = _setup(name, seed=6, S=S, importance_minimality_p=0.7)
+    auto = SpdProblem(exp, arch, target, fused=True)
+    auto.tms = None  # autograd around the CI kernel
+    hand = SpdProblem(exp, arch, target, fused=True)
+    assert hand.tms is not None and hand.path == "spd-fused-tms"
+    r1, r2 = {}, {}
+    g1 = auto.step_grads(params, x, u, r1, step=5)
+    g2 = hand.step_grads(params, x, u, r2, step=5)
+    assert r1.keys() == r2.keys()
+    for k in r1:
+        assert np.allclose(r1[k], r2[k], rtol=1e-12, atol=1e-14), k
+    assert g1.keys() == g2.keys()
+    for k in g1:
+        assert np.allclose(g1[k], g2[k], rtol=1e-10, atol=1e-12), k
+    assert hand.mask_stats()["ci_l0"].shape == (2,)
+
+
 def test_compact_index_keeps_nonzero_rows_in_order_then_zero_rows():
     x = np.zeros((2, 7, 3))
     x[0, [1, 4], 0] = 1.0
@@ -373,6 +396,32 @@ def test_replicate_gradients_equal_independent_runs():
                                                               {k: v[:, r:r + 1] for k, v in u.items()}, {}, step=5)
         for k in full:
             assert np.allclose(full[k][r], one[k][0], rtol=1e-12, atol=1e-14), k
+
+
+@pytest.mark.parametrize("arch", [ResidMlpTarget(features=4, d_embed=9, d_mlp=3, layers=1),
+                                  ResidMlpTarget(features=4, d_embed=9, d_mlp=3, layers=1, in_bias=True, out_bias=True,
+                                                 activation="gelu", output_activation=True)])
+def test_folded_one_layer_residual_equals_the_forward_pass(arch):
+    rng = np.random.default_rng(11)
+    I, B, C = 2, 8, 5
+    dc = dataclasses.replace(_dc(importance_minimality=0.4), components=C, mask_samples=2,
+                             causal_importance=CausalImportance(hidden=3))
+    target = random_params(arch, I, rng)
+    params = {k: v + rng.normal(0, 0.3, v.shape) for k, v in spd.init_spd(arch, C, 3, I, 1.0, rng, np.float64).items()}
+    x = inputs(arch, I, B, rng)
+    u = spd.draw_uniforms(arch, C, 2, I, B, rng, np.float64)
+    chain = spd.SpdLoss(arch, target, dc, view=spd.ChainView(arch, target))
+    folded = spd.SpdLoss(arch, target, dc)
+    assert isinstance(folded.view, spd.Resid1View)
+    f = lambda loss: lambda p: np.sum(sum(loss.terms(p, x, loss.view.prepare(x), u).values()))  # noqa: E731
+    assert np.allclose(chain.view.prepare(x).y, folded.view.prepare(x).y, atol=1e-12)
+    t1 = chain.terms(params, x, chain.view.prepare(x), u)
+    t2 = folded.terms(params, x, folded.view.prepare(x), u)
+    for k in t1:
+        assert np.allclose(t1[k], t2[k], rtol=1e-11, atol=1e-13), k
+    g1, g2 = grad(f(chain))(params), grad(f(folded))(params)
+    for k in g1:
+        assert np.allclose(g1[k], g2[k], rtol=1e-9, atol=1e-11), k
 
 
 def test_resid_first_layer_shortcut_is_exact():

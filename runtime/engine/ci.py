@@ -246,21 +246,23 @@ class CIKernel:
         out = np.empty((I, C, B), dtype=dtype)
         q = np.empty((I, C, B), dtype=dtype)
         wq = w_out * w_in  # (I, C, K): gamma'(h) = sum_k P W_out W_in
+        affine = np.stack([w_in, b_in], axis=-1)  # (I, C, K, 2): z = [W_in, b_in] @ [h; 1], one GEMM per block
         for i in range(I):
-            hT = np.ascontiguousarray(h[i].T)  # (C, B)
+            h1 = np.ones((C, 2, B), dtype=dtype)
+            h1[:, 0, :] = h[i].T
             for c0 in range(0, C, nc):
                 c1 = min(C, c0 + nc)
-                w1, b1 = w_in[i, c0:c1, :, None], b_in[i, c0:c1, :, None]
                 for s in range(0, B, W):
                     e = min(B, s + W)
                     shape = (c1 - c0, K, e - s)
                     n = shape[0] * K * (e - s)
                     z = z_buf[:n].reshape(shape)
-                    np.multiply(hT[c0:c1, None, s:e], w1, out=z)
-                    z += b1
-                    block(z, G[i, c0:c1, :, s:e], P[i, c0:c1, :, s:e], a_buf[:n].reshape(shape), t_buf[:n].reshape(shape))
-            np.matmul(w_out[i][:, None, :], G[i], out=out[i][:, None, :])  # (C, 1, K) @ (C, K, B)
-            np.matmul(wq[i][:, None, :], P[i], out=q[i][:, None, :])
+                    np.matmul(affine[i, c0:c1], h1[c0:c1, :, s:e], out=z)
+                    g, p = G[i, c0:c1, :, s:e], P[i, c0:c1, :, s:e]
+                    block(z, g, p, a_buf[:n].reshape(shape), t_buf[:n].reshape(shape))
+                    # reduce over the K units while the block is in cache: (nc, 1, K) @ (nc, K, W)
+                    out[i, c0:c1, None, s:e] = np.matmul(w_out[i, c0:c1, None, :], g)
+                    q[i, c0:c1, None, s:e] = np.matmul(wq[i, c0:c1, None, :], p)
         out += b_out[:, :, None]
         self.q = q
         ans = np.ascontiguousarray(out.transpose(0, 2, 1))
@@ -300,8 +302,10 @@ def gamma_values(h: np.ndarray, w_in: np.ndarray, b_in: np.ndarray, w_out: np.nd
     nc = max(1, BLOCK // (K * B)) if W == B else 1
     z, g, p, a, t = (np.empty(nc * K * W, dtype=dtype) for _ in range(5))
     out = np.empty((I, C, B), dtype=dtype)
+    affine = np.stack([w_in, b_in], axis=-1).astype(dtype, copy=False)
     for i in range(I):
-        hT = np.ascontiguousarray(h[i].T)
+        h1 = np.ones((C, 2, B), dtype=dtype)
+        h1[:, 0, :] = h[i].T
         for c0 in range(0, C, nc):
             c1 = min(C, c0 + nc)
             for s in range(0, B, W):
@@ -309,8 +313,7 @@ def gamma_values(h: np.ndarray, w_in: np.ndarray, b_in: np.ndarray, w_out: np.nd
                 shape = (c1 - c0, K, e - s)
                 n = shape[0] * K * (e - s)
                 zb = z[:n].reshape(shape)
-                np.multiply(hT[c0:c1, None, s:e], w_in[i, c0:c1, :, None], out=zb)
-                zb += b_in[i, c0:c1, :, None]
+                np.matmul(affine[i, c0:c1], h1[c0:c1, :, s:e], out=zb)
                 gb = g[:n].reshape(shape)
                 block(zb, gb, p[:n].reshape(shape), a[:n].reshape(shape), t[:n].reshape(shape))
                 out[i, c0:c1, s:e] = np.matmul(w_out[i, c0:c1, None, :], gb)[:, 0, :]

@@ -30,6 +30,8 @@ from .decompose import GRAD_CHECK_EVERY, Decomposition, _first_non_finite, _repl
 from .kernels import FastAdam, default_blas_threads, tune_malloc
 from .models import Params, target_forward
 from .optim import lr_at
+from . import spd_fused
+from .ci import sigma_lower as ci_sigma_lower
 from .spd import SpdLoss, SpdParams, draw_uniforms, init_spd, spd_layers, zero_rows_inert
 from ..spec import Experiment, Target
 
@@ -62,7 +64,9 @@ class SpdProblem:
         self.exp, self.arch, self.target = exp, arch, target
         self.loss = SpdLoss(arch, target, dc, fused=fused)
         self.compact = zero_rows_inert(arch)
-        self.path = "spd-fused" if fused else "spd-autograd"
+        # TMS: the whole loss and gradient by hand (spd_fused.py); otherwise autograd around the CI kernel
+        self.tms = spd_fused.SpdTmsFused(self.loss) if fused and spd_fused.applies(arch) else None
+        self.path = "spd-fused-tms" if self.tms is not None else ("spd-fused" if fused else "spd-autograd")
         self._last: tuple | None = None  # (causal importances, nonzero-row mask) of the last step
 
     def step_grads(self, params: SpdParams, x: np.ndarray, uniforms, record: dict, step: int = 0,
@@ -87,8 +91,21 @@ class SpdProblem:
             us = {k: np.take_along_axis(u, idx[None, :, :, None], axis=2) for k, u in uniforms.items()}
         else:
             us = uniforms
-        tgt = target_forward(self.arch, self.target, xs)
+        if self.tms is not None:
+            tgt = target_forward(self.arch, self.target, xs)
+        else:
+            tgt = self.loss.view.prepare(xs)
         coef = self.loss.coefficients(step, self.exp.decompose.steps)
+        if self.tms is not None:
+            terms, grads = self.tms.value_and_grad(params, xs, tgt, us, B, weights, coef, need_grad)
+            tot = 0.0
+            for name, value in terms.items():
+                tot = tot + coef[name] * value
+                record[name] = value
+            record["total"] = np.asarray(tot)
+            lo = self.loss.ci.lower_leak
+            self._last = ({k: ci_sigma_lower(v, lo) for k, v in self.tms.last_gamma.items()}, nonzero_rows(xs))
+            return grads
 
         def total(p):
             terms = self.loss.terms(p, xs, tgt, us, rows=B, row_weights=weights)
