@@ -63,7 +63,7 @@ def check_experiment(state: State, exp: S.Experiment, diags: Collector) -> S.Exp
     issues = S.validate(resolved)
     if exp.sweep is not None:
         issues = check_points(state, exp, diags, issues)
-    issues = [i for i in issues if i.path not in reported]  # said at the text that set them, above
+    issues = [i for i in issues if not any(i.path == p or i.path.startswith(p + ".") for p in reported)]  # said above
     for issue in issues:
         if diags.full:
             break

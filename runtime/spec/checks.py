@@ -242,7 +242,7 @@ def validate(exp: Experiment) -> list[Issue]:
     _positive("decompose.log_every", dc.log_every, issues)
     _positive("decompose.init_scale", dc.init_scale, issues)
     _positive("decompose.restarts", dc.restarts, issues)
-    if dc.revive is not None:
+    if dc.revive is not None and dc.method != "spd":
         _revive_issues(dc, issues)
     _optimizer_issues("decompose.optimizer", dc.optimizer, issues)
     _schedule_issues("decompose.schedule", dc.schedule, issues)
