@@ -1,0 +1,31 @@
+"""runtime.pipeline.compare: APD and SPD runs and sweeps in one table."""
+import json
+
+from runtime.pipeline import compare
+from runtime.spec import Decompose, Experiment, TmsTarget, to_dict
+
+
+def _run(d, method, seed, mmcs, ml2r, wall=60.0):
+    d.mkdir(parents=True)
+    exp = Experiment(seed=seed, replicates=len(mmcs), target=TmsTarget(features=5, hidden=2),
+                     decompose=Decompose(method=method))
+    (d / "spec.json").write_text(json.dumps(to_dict(exp)))
+    (d / "summary.json").write_text(json.dumps({"status": "ok", "replicates": len(mmcs), "wall_time_s": wall,
+                                                "metrics": {"mmcs": mmcs, "ml2r": ml2r}}))
+
+
+def test_groups_by_target_and_method_and_counts_the_bars(tmp_path):
+    _run(tmp_path / "apd", "apd", 0, [0.998, 0.995, 0.98], [0.90, 0.89, 0.90])
+    sweep = tmp_path / "sweep"
+    _run(sweep / "seed=0", "spd", 0, [1.0, 0.999], [0.99, 0.95], wall=120)
+    _run(sweep / "seed=1", "spd", 1, [1.0, 1.0], [0.99, 0.98], wall=180)
+    (sweep / "sweep.json").write_text(json.dumps({"points": [{"label": "seed=0"}, {"label": "seed=1"}]}))
+    rows = {r["method"]: r for r in (compare.row(k[0], k[1], v) for k, v in
+                                     compare.group(compare.runs_in(str(tmp_path / "apd")) +
+                                                   compare.runs_in(str(sweep))).items())}
+    assert rows["apd"]["replicates"] == 3 and abs(rows["apd"]["mmcs_rate"] - 2 / 3) < 1e-12 and rows["apd"]["both_rate"] == 0
+    assert rows["spd"]["runs"] == 2 and rows["spd"]["seeds"] == [0, 1]
+    assert rows["spd"]["mmcs_rate"] == 1.0 and rows["spd"]["both_rate"] == 0.75 and rows["spd"]["wall_min"] == 2.5
+    text = compare.compare([str(tmp_path / "apd"), str(sweep)])
+    assert "| TMS 5-2 | APD | 1 (0) | 3 | 67% | 0% |" in text
+    assert "| TMS 5-2 | SPD | 2 (0, 1) | 4 | 100% | 75% |" in text
