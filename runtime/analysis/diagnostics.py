@@ -107,6 +107,9 @@ def diagnose(exp: Any, arch: Any, metrics: dict, history: list[dict], *, status:
 
     # TMS geometry
     mmcs, ml2r = _mean(metrics, "mmcs"), _mean(metrics, "ml2r")
+    if getattr(exp.decompose, "method", "apd") == "spd":
+        _spd_diagnostics(add, metrics, history, mmcs, ml2r)
+        mmcs = ml2r = None  # said for SPD above
     if mmcs is not None and mmcs < MMCS_LOW:
         add("problem", f"Component directions do not match every target row: MMCS = {_fmt(mmcs)} (< {MMCS_LOW}; paper "
             "0.996-0.998). Some features are split across components or missing.")
@@ -184,6 +187,35 @@ def diagnose(exp: Any, arch: Any, metrics: dict, history: list[dict], *, status:
     for name, msg in (errors or {}).items():
         add("problem", f"{name} could not be computed: {msg}")
     return out
+
+
+CI_ERROR_HIGH = 0.5  # ci_error per feature: half of a subcomponent's worth of causal importance misplaced
+
+
+def _spd_diagnostics(add, metrics: dict, history: list[dict], mmcs: float | None, ml2r: float | None) -> None:
+    """SPD's versions of the TMS geometry checks, and its causal-importance checks (SPD paper
+    Table 1, Fig. 8, App. "Heuristics for Hyperparameter Selection")."""
+    if mmcs is not None and mmcs < MMCS_LOW:
+        add("problem", f"Subcomponent directions do not match every column of W: MMCS = {_fmt(mmcs)} (< {MMCS_LOW}; SPD "
+            "paper 1.000). A feature is spread over several subcomponents or shares one with another feature.")
+    if ml2r is not None and ml2r < ML2R_LOW:
+        add("problem" if ml2r < 0.8 else "note",
+            f"ML2R = {_fmt(ml2r)} (< {ML2R_LOW}; SPD paper 0.993 for TMS 5-2, 1.010 for 40-10). SPD has no term that "
+            "shrinks subcomponents, so a low ML2R means a feature's column is split over several subcomponents (the best "
+            "match holds part of it): the importance-minimality loss has not concentrated them yet (train longer) or is "
+            "too weak (raise beta_3).")
+    elif ml2r is not None and ml2r > ML2R_HIGH:
+        add("problem", f"ML2R = {_fmt(ml2r)} (> {ML2R_HIGH}): matched subcomponents are longer than the target's "
+            "columns, so others must cancel them.")
+    err = _mean(metrics, "ci_error")
+    if err is not None and err > CI_ERROR_HIGH:
+        add("problem", f"The causal importances on one-hot inputs are far from the ground truth: ci_error = {_fmt(err)} "
+            "per feature (the causal_importance plot shows which subcomponents are important for each feature).")
+    last = history[-1] if history else {}
+    l0 = last.get("ci_l0")
+    if isinstance(l0, float) and l0 < 0.5:
+        add("problem", f"Almost no subcomponent is causally important on the training samples (ci_l0 = {_fmt(l0)} at the "
+            "end): beta_3 (importance_minimality) is likely too high (SPD paper App., heuristics).")
 
 
 def weight_scale(arch: Any, target: dict) -> float:

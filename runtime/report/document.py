@@ -275,6 +275,9 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
         kind = result.arch.kind if result is not None else getattr(exp.target, "kind", "?")
         line += f" · target `{kind}` · {exp.replicates} replicate(s) · C = {exp.decompose.components}, " \
                 f"m = {exp.decompose.rank} · {exp.decompose.steps} steps"
+        if exp.decompose.method == "spd":  # SPD: rank-one subcomponents, C of them per matrix
+            line = line.replace(f"C = {exp.decompose.components}, m = {exp.decompose.rank}",
+                                f"SPD, C = {exp.decompose.components} subcomponents per matrix")
     head.blocks.append(_p(line))
     if paper is not None:
         head.blocks.append(_p(f"Reproduces: {paper.title} ({paper.source})."))

@@ -327,8 +327,9 @@ METRICS: dict[str, tuple[tuple[str, ...], str]] = {
                          "with a nonzero input"),
     "alive_subcomponents": (ALL_KINDS, "SPD: subcomponents (all matrices) with causal importance > 0.1 on some eval "
                                        "sample"),
-    "ci_error": (("tms",), "SPD: mean |g - ground truth| of the first matrix's causal importances on one-hot inputs "
-                           "(ground truth: 1 for the feature's best-matching subcomponent, 0 elsewhere)"),
+    "ci_error": (("tms",), "SPD: per feature, sum over subcomponents of |g - ground truth| on its one-hot input "
+                           "(x_f = 0.75; truth 1 for the feature's best-matching subcomponent, 0 elsewhere), mean over "
+                           "features and the matrices W, W^T"),
 }
 
 # Metrics that apply to one method only (absent: both). The runtime computes the shared ones with
