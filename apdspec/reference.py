@@ -14,8 +14,8 @@ from typing import Any
 from runtime import spec as S
 
 from .fmt import render_value
-from .schema import (ATTRIBUTION, CAUSAL_IMPORTANCE, DATA, DECOMPOSE, EXPERIMENT, LOSSES, REPORT, REVIVE, TARGETS, TOPK,
-                     TRAIN, Leaf, Obj, optimizer, schedule)
+from .schema import (ATTRIBUTION, CAUSAL_IMPORTANCE, DATA, DECOMPOSE, EXPERIMENT, FAITHFULNESS_WARMUP, LOSSES, REPORT,
+                     REVIVE, TARGETS, TOPK, TRAIN, Leaf, Obj, optimizer, schedule)
 from .unparse import _as_call, value_node
 from .values import Bool, Enum, Float, Groups, Int, Key, Kind, Names, Optional, Range, Str
 
@@ -35,6 +35,7 @@ TABLES: list[tuple[str, str, Obj, Any]] = [
     ("schedule", "schedule = constant(...) | linear(...) | cosine(...) | exponential(...)", schedule(""), S.Schedule()),
     ("revive", "revive = split(...) | none", REVIVE, S.Revive()),
     ("causal_importance", "causal_importance = mlp(...)", CAUSAL_IMPORTANCE, S.CausalImportance()),
+    ("faithfulness_warmup", "faithfulness_warmup = adamw(...) | none", FAITHFULNESS_WARMUP, S.FaithfulnessWarmup()),
     ("report", "report { ... }", REPORT, S.Report()),
 ]
 

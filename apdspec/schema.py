@@ -239,6 +239,19 @@ CAUSAL_IMPORTANCE = Obj(
     method="spd",
 )
 
+FAITHFULNESS_WARMUP = Obj(
+    S.FaithfulnessWarmup,
+    {
+        "steps": Leaf(Int(), "AdamW steps on the faithfulness loss alone (V, U) before training", valid="> 0"),
+        "lr": Leaf(Float(), "their learning rate", valid="> 0"),
+        "weight_decay": Leaf(Float(), "their decoupled weight decay", valid=">= 0"),
+    },
+    "SPD, not in the paper (the authors' later configs): start from subcomponents that sum to the target; none = off",
+    forms={"adamw": Form(keywords={k: k for k in ("steps", "lr", "weight_decay")})},
+    optional=True,
+    method="spd",
+)
+
 _COEF = "coefficient; none = term off"
 LOSSES = Obj(
     S.Losses,
@@ -302,6 +315,7 @@ DECOMPOSE = Obj(
         "revive": REVIVE,
         "causal_importance": CAUSAL_IMPORTANCE,
         "mask_samples": Leaf(Int(), "stochastic mask draws per step", paper="S (§2.2)", valid="> 0", method="spd"),
+        "faithfulness_warmup": FAITHFULNESS_WARMUP,
     },
     "the decomposition (APD paper §2, App. A.2.2; SPD paper §2)",
 )

@@ -94,7 +94,8 @@ def test_documented_ranges_are_what_validate_enforces(root, prefix, kind):
     (probed on an experiment of the field's decomposition method)."""
     # decompose.revive is off (None) by default: switch it on so that its ranges are probed too
     bases = {"apd": S.resolve(S.Experiment(target=S.TARGET_KINDS[kind](), decompose=S.Decompose(revive=S.Revive()))),
-             "spd": S.resolve(S.Experiment(target=S.TARGET_KINDS[kind](), decompose=S.Decompose(method="spd")))}
+             "spd": S.resolve(S.Experiment(target=S.TARGET_KINDS[kind](),
+                                           decompose=S.Decompose(method="spd", faithfulness_warmup=S.FaithfulnessWarmup())))}
     assert all(S.validate(b) == [] for b in bases.values())
     methods = {path: node.method for path, node in walk(root)}
     probed = 0

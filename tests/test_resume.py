@@ -14,7 +14,8 @@ import pytest
 
 from runtime.engine.decompose import Interrupted
 from runtime.pipeline import runner
-from runtime.spec import (Attribution, Data, Decompose, Experiment, GatedTarget, Losses, Optimizer, Report,
+from runtime.spec import (Attribution, Data, Decompose, Experiment, FaithfulnessWarmup, GatedTarget, Losses, Optimizer,
+                          Report,
                           ResidMlpTarget, Revive, Schedule, TmsTarget, TopK, Training)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,6 +69,7 @@ CASES = {
     "spd": spd(),
     "spd_resid": spd_resid(),
     "spd_restarts": spd(restarts=2),
+    "spd_warmup": spd(faithfulness_warmup=FaithfulnessWarmup(steps=30)),
     "tms": tms(),
     "resid_mlp": resid(),
     "gated": gated(),

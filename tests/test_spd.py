@@ -434,3 +434,33 @@ def test_resid_first_layer_shortcut_is_exact():
     tgt = target_forward(arch, target, x)
     a = tgt.pre[layer.name]
     assert np.allclose(spd.inner_acts(arch, target, params, layer, a, x), a @ params[f"{layer.name}.V"], atol=1e-12)
+
+
+def test_faithfulness_warmup_fits_the_sum_before_the_first_step():
+    from autograd import grad as agrad
+
+    from runtime.engine.spd_train import SpdTrainer
+    from runtime.spec import FaithfulnessWarmup, check
+
+    arch = TmsTarget(features=5, hidden=3, hidden_layers=1)
+    rng = np.random.default_rng(12)
+    target = random_params(arch, 2, rng, dtype=np.float64)
+    params = spd.init_spd(arch, 6, 3, 2, 1.0, rng, np.float64)
+    value, g = spd.faithfulness_value_and_grad(arch, params, target)
+    ref = agrad(lambda p: np.sum(spd.faithfulness_loss(arch, p, target)))(params)
+    assert np.allclose(value, spd.faithfulness_loss(arch, params, target))
+    for k in g:
+        assert np.allclose(g[k], ref[k], atol=1e-13), k
+    exp = check(Experiment(replicates=2, dtype="float64", target=arch, train=None,
+                           decompose=Decompose(method="spd", components=6, steps=5, batch=16,
+                                               faithfulness_warmup=FaithfulnessWarmup(steps=300))))
+    tr = SpdTrainer(exp, arch, target, lambda b: inputs(arch, 2, b, rng), np.random.default_rng(0))
+    before = spd.faithfulness_loss(arch, tr.comps, target).mean()
+    ci_before = {k: v.copy() for k, v in tr.comps.items() if ".ci." in k}
+    assert np.isclose(tr.faithfulness_warmup(), spd.faithfulness_loss(arch, tr.comps, target).mean())
+    assert spd.faithfulness_loss(arch, tr.comps, target).mean() < 0.05 * before
+    assert all(np.array_equal(ci_before[k], tr.comps[k]) for k in ci_before)  # V and U only
+    tr2 = SpdTrainer(exp, arch, target, lambda b: inputs(arch, 2, b, rng), np.random.default_rng(0))
+    _, rec = tr2.step()
+    assert rec["warmup_faithfulness"] < 0.05 * before
+    assert "warmup_faithfulness" not in tr2.step()[1]  # once, before step 0

@@ -103,6 +103,20 @@ def faithfulness_loss(arch: Target, params: SpdParams, target: Params):
     return total / n_decomposed_weights(arch)
 
 
+def faithfulness_value_and_grad(arch: Target, params: SpdParams, target: Params) -> tuple[np.ndarray, dict]:
+    """(faithfulness (I,), gradients of its sum over replicates w.r.t. every V and U) on plain arrays:
+    D = V U - W, d/dV = 2 D U^T / N, d/dU = 2 V^T D / N."""
+    N = n_decomposed_weights(arch)
+    value, grads = 0.0, {}
+    for layer in spd_layers(arch):
+        V, U = np.asarray(params[f"{layer.name}.V"]), np.asarray(params[f"{layer.name}.U"])
+        D = np.matmul(V, U) - np.asarray(target_weight(target, layer))
+        value = value + np.sum(D * D, axis=(1, 2)) / N
+        grads[f"{layer.name}.V"] = (2.0 / N) * np.matmul(D, np.swapaxes(U, 1, 2))
+        grads[f"{layer.name}.U"] = (2.0 / N) * np.matmul(np.swapaxes(V, 1, 2), D)
+    return np.asarray(value), grads
+
+
 def mse(y, y_ref, rows: int):
     """D = mse: sum over rows and outputs of (y - y_ref)^2 / (rows x outputs), per replicate. `rows`
     is the full batch when y holds only some of its rows (the others contribute exactly zero)."""

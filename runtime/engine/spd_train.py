@@ -1,6 +1,8 @@
 """The SPD training step and its trainer: what `decompose.decompose` runs for `method = "spd"`.
 
     for step in 0..steps (the last iteration only logs, as for APD):
+      0. before step 0 only, with decompose.faithfulness_warmup (not in the paper): AdamW steps on the
+         faithfulness loss alone (V, U), their own optimiser state
       1. LR of the step (warmup + schedule, `optim.lr_at`), beta_3 of the step (importance warmup)
       2. a batch x (stream "apd_data")
       3. rows with an all-zero input dropped where that is exact (`spd.zero_rows_inert`): such a row
@@ -32,8 +34,9 @@ from .models import Params, target_forward
 from .optim import lr_at
 from . import spd_fused
 from .ci import sigma_lower as ci_sigma_lower
-from .spd import SpdLoss, SpdParams, draw_uniforms, init_spd, spd_layers, zero_rows_inert
-from ..spec import Experiment, Target
+from .spd import (SpdLoss, SpdParams, draw_uniforms, faithfulness_value_and_grad, init_spd, spd_layers,
+                  zero_rows_inert)
+from ..spec import Experiment, Optimizer, Target
 
 CI_ACTIVE = 0.1  # a subcomponent counts as causally important on a sample when g > CI_ACTIVE (logs, metrics)
 
@@ -158,6 +161,20 @@ class SpdTrainer:
         self.step_index = 0
         self.reviver = None
 
+    def faithfulness_warmup(self) -> float:
+        """`decompose.faithfulness_warmup` (not in the paper): AdamW steps on the faithfulness loss
+        alone, V and U only, in place, with their own optimiser state (the main Adam starts fresh).
+        Returns the final faithfulness (mean over replicates)."""
+        fw = self.exp.decompose.faithfulness_warmup
+        sub = {k: v for k, v in self.comps.items() if k.endswith(".V") or k.endswith(".U")}
+        opt = FastAdam(sub, Optimizer("adamw", fw.lr, weight_decay=fw.weight_decay))
+        for step in range(fw.steps + 1):
+            value, grads = faithfulness_value_and_grad(self.arch, sub, self.target)
+            _first_non_finite({"faithfulness (warmup)": value}, 0)
+            if step < fw.steps:
+                opt.step(sub, {k: g.astype(self.dtype, copy=False) for k, g in grads.items()}, fw.lr)
+        return float(np.mean(value))
+
     def uniforms(self, batch: int) -> dict:
         dc = self.exp.decompose
         return draw_uniforms(self.arch, dc.components, dc.mask_samples, self.exp.replicates, batch, self.rng_masks,
@@ -167,9 +184,11 @@ class SpdTrainer:
         dc = self.exp.decompose
         step = self.step_index
         last = step >= dc.steps
+        record: dict = {}
+        if step == 0 and dc.faithfulness_warmup is not None:  # before the first step (never after a resume)
+            record["warmup_faithfulness"] = np.asarray(self.faithfulness_warmup())
         lr = lr_at(step, dc.steps, dc.optimizer.lr, dc.schedule) if not last else 0.0
         x = self.sample(dc.batch)
-        record: dict = {}
         grads = self.problem.step_grads(self.comps, x, self.uniforms, record, step, need_grad=not last)
         _first_non_finite(record, step)
         checking = not last and (step % GRAD_CHECK_EVERY == 0 or step == dc.steps - 1)

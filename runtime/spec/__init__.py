@@ -9,7 +9,7 @@ from .checks import (  # noqa: F401
 )
 from .experiment import (  # noqa: F401
     ALL_KINDS, APD_ONLY, METHODS, METRIC_METHODS, METRICS, PLOT_METHODS, PLOTS, SPD_ONLY, TARGET_KINDS, Attribution,
-    CausalImportance, Data, Decompose, Expectation, Experiment, FileTarget,
+    CausalImportance, Data, Decompose, Expectation, Experiment, FaithfulnessWarmup, FileTarget,
     GatedTarget, Losses, Optimizer, Report, ResidMlpTarget, Revive, Schedule, Sweep, SweepAxis, Target, TmsTarget,
     TopK, Training, applies,
 )

@@ -417,6 +417,11 @@ def _spd_issues(dc: Decompose, issues: list) -> None:
             issues.append(Issue(f"decompose.causal_importance.{name}", f"a leak slope must be in [0, 1), got {v}",
                                 "the paper uses 0.01"))
     _positive("decompose.mask_samples", dc.mask_samples, issues)
+    fw = dc.faithfulness_warmup
+    if fw is not None:
+        _positive("decompose.faithfulness_warmup.steps", fw.steps, issues)
+        _positive("decompose.faithfulness_warmup.lr", fw.lr, issues)
+        _positive("decompose.faithfulness_warmup.weight_decay", fw.weight_decay, issues, strict=False)
     for name in ("faithfulness", "stochastic_recon", "stochastic_recon_layerwise", "importance_minimality"):
         _positive(f"decompose.loss.{name}", getattr(L, name), issues, strict=False)
     _positive("decompose.loss.importance_minimality_p", L.importance_minimality_p, issues)

@@ -200,6 +200,17 @@ class CausalImportance:
 
 
 @dataclass(frozen=True)
+class FaithfulnessWarmup:
+    """SPD, not in the paper (the authors' later configs): before the first step, `steps` AdamW steps
+    on the faithfulness loss alone (the subcomponents V, U only), so that training starts from
+    subcomponents that already sum to the target."""
+
+    steps: int = 200
+    lr: float = 1e-2
+    weight_decay: float = 0.1
+
+
+@dataclass(frozen=True)
 class Decompose:
     method: str = "apd"  # apd | spd
     components: int = 5
@@ -222,12 +233,13 @@ class Decompose:
     # SPD (method = "spd"): C = components rank-one subcomponents per decomposed matrix
     causal_importance: CausalImportance = CausalImportance()
     mask_samples: int = 1  # S: stochastic mask draws per step
+    faithfulness_warmup: FaithfulnessWarmup | None = None  # None = off, the paper's procedure
 
 
 # Fields of Decompose / Losses that only one method reads (validate() reports them on the other).
 APD_ONLY = ("rank", "topk", "attribution", "unit_norm", "revive", "loss.minimality", "loss.act_recon",
             "loss.simplicity", "loss.simplicity_p", "loss.sparsity", "loss.sparsity_p", "loss.output_recon")
-SPD_ONLY = ("causal_importance", "mask_samples", "loss.stochastic_recon", "loss.stochastic_recon_layerwise",
+SPD_ONLY = ("causal_importance", "mask_samples", "faithfulness_warmup", "loss.stochastic_recon", "loss.stochastic_recon_layerwise",
             "loss.importance_minimality", "loss.importance_minimality_p", "loss.importance_warmup",
             "loss.divergence")
 METHODS = ("apd", "spd")

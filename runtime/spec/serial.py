@@ -5,7 +5,7 @@ import dataclasses
 import json
 from typing import Any
 
-from .experiment import (TARGET_KINDS, Attribution, CausalImportance, Data, Decompose, Expectation, Experiment, Losses, Optimizer,
+from .experiment import (TARGET_KINDS, Attribution, CausalImportance, Data, FaithfulnessWarmup, Decompose, Expectation, Experiment, Losses, Optimizer,
                          Report, Revive, Schedule, Sweep, SweepAxis, Target, TopK, Training)
 
 
@@ -41,7 +41,7 @@ NESTED = {
     (Experiment, "report"): Report, (Experiment, "sweep"): Sweep, (Training, "optimizer"): Optimizer,
     (Training, "schedule"): Schedule, (Decompose, "topk"): TopK, (Decompose, "attribution"): Attribution,
     (Decompose, "loss"): Losses, (Decompose, "revive"): Revive, (Decompose, "optimizer"): Optimizer, (Decompose, "schedule"): Schedule,
-    (Decompose, "causal_importance"): CausalImportance,
+    (Decompose, "causal_importance"): CausalImportance, (Decompose, "faithfulness_warmup"): FaithfulnessWarmup,
 }
 
 
