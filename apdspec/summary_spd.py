@@ -41,4 +41,6 @@ def spd_rows(exp: S.Experiment) -> list[tuple[str, str]]:
                         f"(masks: slope {ci.lower_leak:g} below 0; importance loss: slope {ci.upper_leak:g} above 1); "
                         f"S = {d.mask_samples} mask sample{'' if d.mask_samples == 1 else 's'} per step"),
         ("losses", ", ".join(terms) + f"; D = {L.divergence}"),
-    ]
+    ] + ([("warmup", f"{d.faithfulness_warmup.steps:,} AdamW steps on faithfulness alone first (lr "
+                     f"{d.faithfulness_warmup.lr:g}, weight decay {d.faithfulness_warmup.weight_decay:g}; not in the paper)")]
+         if d.faithfulness_warmup is not None else [])

@@ -67,9 +67,8 @@ def init_spd(arch: Target, C: int, K: int, replicates: int, init_scale: float, r
     The paper gives no init. V_c ~ N(0, init_scale^2 / d_out) and U_c ~ N(0, 1 / C) entrywise (as
     the authors' code at the time), so the summed weight V U starts with entries of variance
     init_scale^2 / d_out whatever C is (surplus subcomponents do not inflate it), and each inner
-    activation h_c = a . V_c has the variance of a layer output. Replicates are drawn one after the
-    other, so replicate r of an I-replicate run starts where an independent run would with the
-    same stream position (the fans never involve I)."""
+    activation h_c = a . V_c has the variance of a layer output. The fans never involve the number
+    of replicates I."""
     params: SpdParams = {}
     for layer in spd_layers(arch):
         params[f"{layer.name}.V"] = rng.normal(0.0, init_scale / math.sqrt(layer.d_out), (replicates, layer.d_in, C))
