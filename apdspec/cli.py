@@ -317,6 +317,59 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def _suggested_spec(arch) -> str:
+    """The paper spec whose target has `arch`'s shape, else a placeholder."""
+    from runtime import spec as S
+
+    if isinstance(arch, S.TmsTarget) and not arch.hidden_layers:
+        return {(5, 2): "specs/tms_5_2.apd", (40, 10): "specs/tms_40_10_paper.apd"}.get((arch.features, arch.hidden),
+                                                                                        "SPEC.apd")
+    if isinstance(arch, S.ResidMlpTarget) and (arch.features, arch.d_embed) == (100, 1000):
+        return {(50, 1): "specs/resid_mlp_1l.apd", (25, 2): "specs/resid_mlp_2l.apd"}.get((arch.d_mlp, arch.layers),
+                                                                                        "SPEC.apd")
+    if isinstance(arch, S.GatedTarget):
+        return "specs/gated.apd"
+    return "SPEC.apd"
+
+
+def cmd_import_target(args) -> int:
+    from runtime.spec import to_dict
+    from runtime.store.importer import TargetImportError, import_file
+
+    input_range = None
+    if args.input_range is not None:
+        try:
+            lo, hi = (float(v) for v in args.input_range.split(","))
+        except ValueError:
+            _err(f"apdspec import-target: --input-range takes LO,HI (two numbers), got {args.input_range!r}")
+            return EXIT_SPEC
+        input_range = (lo, hi)
+    try:
+        imp = import_file(args.src, args.kind, args.out, layout=args.layout, ignore=tuple(args.ignore),
+                          activation=args.activation, input_range=input_range)
+    except (TargetImportError, FileNotFoundError, ValueError) as e:
+        _err(f"apdspec import-target: {args.src}: {e}")
+        return EXIT_SPEC
+    except OSError as e:
+        _err(f"apdspec import-target: cannot write {args.out}: {e.strerror or e}")
+        return EXIT_FAILED
+    fields = ", ".join(f"{k} {str(v).lower() if isinstance(v, bool) else v}" for k, v in to_dict(imp.arch).items()
+                       if k != "kind")
+    reps = f"{imp.replicates} replicates" if imp.replicates else "no replicate axis (shared by every replicate)"
+    how = "x @ W as stored" if imp.layout == "rows" else "nn.Linear (d_out, d_in): transposed"
+    print(f"{args.out}: {imp.arch.kind} target ({fields}); {reps}; matrices {how}")
+    width = max((len(d) for _, d, _ in imp.renames), default=0)
+    for src, dst, note in imp.renames:
+        if dst:
+            shape = "x".join(str(n) for n in imp.params[dst].shape)
+            print(f"  {dst:<{width}}  <- {src or '(computed)'} {shape}" + (f"  ({note})" if note else ""))
+        else:
+            print(f"  {'':<{width}}     {src}: {note}")
+    r = f" -s replicates={imp.replicates}" if imp.replicates else ""
+    print(f"decompose it: apdspec run {_suggested_spec(imp.arch)} -s 'target = file(\"{args.out}\")'{r}")
+    return EXIT_OK
+
+
 def cmd_explain(args) -> int:
     from .explain import explain
     from .loader import load
@@ -421,6 +474,40 @@ def build_parser() -> argparse.ArgumentParser:
                         "--jobs trades), in fresh subprocesses")
     overrides(b)
     b.set_defaults(func=cmd_bench)
+
+    from runtime.store.importer import NAMES, TIED, ZERO
+
+    def names_help(kind: str) -> str:
+        rows = [f"{dst} <- {', '.join(a for a in aliases if a != dst) or dst}" for dst, aliases in NAMES[kind].items()]
+        rows += [f"{src}: tied to {dst}, checked and dropped" for src, dst in TIED.get(kind, {}).items()]
+        rows += [f"{src}: must be zero, dropped" for src in ZERO.get(kind, ()) if src not in NAMES[kind]]
+        return f"  {kind}: " + "; ".join(rows)
+
+    imp = sub.add_parser(
+        "import-target", help="convert a trained target from another implementation into an apdspec target file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read SRC (an .npz of a state dict, e.g. np.savez(SRC, **{k: v.numpy() for k, v in "
+                    "model.state_dict().items()})), rename its entries to apdspec's names, orient its matrices "
+                    "(apdspec: x @ W, (d_in, d_out)), read the architecture off the shapes, check them, and write "
+                    "the target file OUT. A leading instance axis becomes the replicate axis. Decompose OUT with "
+                    "apdspec run SPEC -s 'target = file(\"OUT\")' (and -s replicates=R for R instances). "
+                    "Exit 0 on success, 2 if SRC cannot be imported (the message says which entry and why).",
+        epilog="accepted names (apdspec name <- source names; {l} is a layer index):\n"
+               + "\n".join(names_help(k) for k in NAMES) + "\n(docs/outputs.md, 'Importing a target')")
+    imp.add_argument("src", metavar="SRC")
+    imp.add_argument("--kind", required=True, choices=list(NAMES), help="the target's architecture")
+    imp.add_argument("-o", "--out", required=True, metavar="OUT", help="target file to write (.npz)")
+    imp.add_argument("--layout", choices=["auto", "rows", "torch"], default="auto",
+                     help="how SRC stores matrices: rows = (d_in, d_out), x @ W (the original APD code, apdspec); "
+                          "torch = nn.Linear (d_out, d_in); auto (default) = whichever fits the shapes (square "
+                          "matrices that fit both need the flag)")
+    imp.add_argument("--ignore", action="append", default=[], metavar="NAME",
+                     help="skip SRC entries matching this glob (e.g. buffers); repeatable")
+    imp.add_argument("--activation", choices=["relu", "gelu"], default=None,
+                     help="resid_mlp: the hidden nonlinearity (default relu; not stored in a state dict)")
+    imp.add_argument("--input-range", metavar="LO,HI",
+                     help="gated: the input range of x (default: read off the network's knots)")
+    imp.set_defaults(func=cmd_import_target)
 
     e = sub.add_parser("explain", help="show field values and where they were set",
                        description="Print the resolved value of KEY (a field or a block, e.g. decompose.optimizer; "

@@ -36,10 +36,7 @@ def build_target(exp: Experiment, log: Callable[[dict], None] | None = None) -> 
         from ..store.files import load_target
 
         arch, params, extras, _ = load_target(t.path)
-        # A saved target has no replicate axis unless it was saved from a replicated run.
-        params = {k: _with_replicates(np.asarray(v, dtype=dtype), exp.replicates, _rank(arch, k)) for k, v in params.items()}
-        extras = {k: _with_replicates(np.asarray(v), exp.replicates, None) for k, v in extras.items()}
-        return arch, params, extras, []
+        return arch, *_replicated(arch, params, extras, exp, t.path), []
     if isinstance(t, GatedTarget):
         from ..engine.gated import build_for_experiment
 
@@ -53,17 +50,23 @@ def build_target(exp: Experiment, log: Callable[[dict], None] | None = None) -> 
     return t, params, {}, history
 
 
-def _rank(arch: Target, name: str) -> int:
-    """Number of axes of parameter `name` without the replicate axis."""
-    return 1 if name in ("b",) or ".b_" in name else 2
+def _replicated(arch: Target, params: dict, extras: dict, exp: Experiment, path: str) -> tuple[Params, dict]:
+    """A loaded target file's arrays with the experiment's replicate axis: a file without one is
+    shared by every replicate; a file with R replicates (a leading axis, docs/outputs.md) needs
+    exp.replicates == R (the checker says so first)."""
+    from ..spec.target_file import EXTRA_PREFIX, stored_replicates
 
+    shapes = {**{k: np.shape(v) for k, v in params.items()}, **{EXTRA_PREFIX + k: np.shape(v) for k, v in extras.items()}}
+    stored = stored_replicates(arch, shapes, repr(path))
+    if stored is not None and stored != exp.replicates:
+        raise ValueError(f"{path!r} holds {stored} replicates, the experiment asks for {exp.replicates}")
 
-def _with_replicates(a: np.ndarray, replicates: int, rank: int | None) -> np.ndarray:
-    if rank is not None and a.ndim == rank + 1:
-        if a.shape[0] != replicates:
-            raise ValueError(f"the target file holds {a.shape[0]} replicates, the experiment asks for {replicates}")
-        return a
-    return np.broadcast_to(a, (replicates,) + a.shape).copy()
+    def widen(a: np.ndarray) -> np.ndarray:
+        return a if stored is not None else np.broadcast_to(a, (exp.replicates,) + a.shape).copy()
+
+    dtype = np.dtype(exp.dtype)
+    return ({k: widen(np.asarray(v, dtype=dtype)) for k, v in params.items()},
+            {k: widen(np.asarray(v)) for k, v in extras.items()})
 
 
 def run(exp: Experiment | dict, *, log: Callable[[dict], None] | None = None,
