@@ -415,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "print the resolved target, decomposed matrices, C, m, top-k, parameter count, and "
                                    "memory and FLOP estimates. Exit 0 if every spec is valid, 2 otherwise.")
     c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--no-estimate", action="store_true",
+                   help="skip the wall-time estimate (a ~1-2 s calibration per spec that times real steps)")
     overrides(c)
     c.set_defaults(func=cmd_check)
 

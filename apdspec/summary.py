@@ -61,6 +61,24 @@ def _arch_line(arch) -> str:
     return f"gated: {arch.functions} functions x {arch.neurons} neurons, {n} layers (d_embed {D}, d_mlp {d_mlp})"
 
 
+def _file_line(exp: S.Experiment) -> str:
+    """"file PATH (R replicates): " for a file target, else ""."""
+    t = exp.target
+    if not isinstance(t, S.FileTarget):
+        return ""
+    import os
+
+    from runtime.spec.target_file import target_replicates
+
+    rel = os.path.relpath(t.path)
+    shown = t.path if rel.startswith("..") else rel
+    try:
+        r = target_replicates(t.path)
+    except (OSError, ValueError):
+        r = None
+    return f"file {shown} ({'one target for every replicate' if r is None else f'{r} replicates'}): "
+
+
 def _topk_line(exp: S.Experiment) -> str:
     tk, B, C = exp.decompose.topk, exp.decompose.batch, exp.decompose.components
     if tk is None:
@@ -102,7 +120,7 @@ def summary_lines(exp: S.Experiment) -> list[str]:
     if arch is None:
         rows.append(("target", f"file {exp.target.path} (architecture read at run time)"))
     else:
-        rows.append(("target", _arch_line(arch)))
+        rows.append(("target", _file_line(exp) + _arch_line(arch)))
         if exp.train is not None:
             rows.append(("train", f"{exp.train.steps:,} steps, batch {exp.train.batch:,}, "
                                   f"{exp.train.optimizer.name} lr {exp.train.optimizer.lr:g} {exp.train.schedule.kind}"))

@@ -79,6 +79,8 @@ def entry_shapes(arch) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int,
             req[f"hidden.{k}"] = (H, H)
         if arch.bias:
             req["b"] = (F,)
+        else:
+            opt["b"] = (F,)  # models.init_target makes a zero bias either way
         return req, opt
     if isinstance(arch, ResidMlpTarget):
         n_in = n_out = arch.features
@@ -113,6 +115,8 @@ def stored_replicates(arch, shapes: dict[str, tuple[int, ...]], where: str = "th
     if missing:
         raise ValueError(f"{where} lacks {', '.join(repr(n) for n in missing)} (a {arch.kind} target of this "
                          f"architecture holds {', '.join(req)})")
+    # extras apdspec does not know are carried along unchecked (they are the writer's business)
+    shapes = {n: s for n, s in shapes.items() if n in req or n in opt or not n.startswith(EXTRA_PREFIX)}
     unknown = [n for n in shapes if n not in req and n not in opt]
     if unknown:
         raise ValueError(f"{where} holds {', '.join(repr(n) for n in unknown)}, which a {arch.kind} target of this "
