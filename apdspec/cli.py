@@ -73,8 +73,41 @@ def cmd_check(args) -> int:
             if args.debug:
                 traceback.print_exc()
             lines = [f"  (no summary: {type(e).__name__}: {e})"]
-        print("\n".join(lines))
+        print("\n".join(lines), flush=True)
+        if not args.no_estimate:
+            print(f"  {'time':<10}  {_estimate_line(spec, args.debug)}", flush=True)
     return status
+
+
+def _estimate_line(spec, debug: bool) -> str:
+    """The estimated wall time of `apdspec run` on a checked spec (every sweep point; --jobs as the
+    default, one point per core), from a calibration that times a few real steps."""
+    from runtime.pipeline.estimate import duration, estimate
+
+    try:
+        if spec.experiment.sweep is None:
+            return estimate(spec.experiment).describe()
+        from runtime.pipeline.sweep import points
+
+        from .build import build
+
+        pts = points(build(spec.state, spec.experiment.name))
+        first = estimate(pts[0].experiment)
+        per = []
+        for p in pts:  # the first point's step times, each point's own step counts
+            e = p.experiment
+            trains = first.target_step_ms is not None and e.train is not None
+            per.append((first.target_step_ms * e.train.steps if trains else 0.0) / 1e3
+                       + first.step_ms * e.decompose.steps / 1e3 + first.parts["finish"])
+        jobs = min(len(pts), os.cpu_count() or 1)
+        total = sum(per) / jobs  # points run `jobs` at a time
+        return (f"~{duration(total)} for {len(pts)} points ({jobs} at a time; a point ~{duration(min(per))}"
+                + (f" to ~{duration(max(per))}" if max(per) > 1.05 * min(per) else "")
+                + f"; step times of the first point: {first.describe()})")
+    except Exception as e:  # informative only: never fail a valid spec on it
+        if debug:
+            traceback.print_exc()
+        return f"(no estimate: {type(e).__name__}: {e})"
 
 
 def cmd_fmt(args) -> int:
