@@ -115,6 +115,7 @@ def cmd_fmt(args) -> int:
     from .loader import read_source
 
     status = EXIT_OK
+    same = changed = 0
     for path in args.files:
         try:
             text = read_source(path)
@@ -124,7 +125,9 @@ def cmd_fmt(args) -> int:
             status = EXIT_SPEC
             continue
         if new == text:
+            same += 1
             continue
+        changed += 1
         if args.check:
             print(f"would reformat: {path}")
             status = max(status, EXIT_FAILED)
@@ -132,6 +135,11 @@ def cmd_fmt(args) -> int:
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(new)
             print(f"reformatted: {path}")
+    files = lambda n: f"{n} file{'' if n == 1 else 's'}"  # noqa: E731
+    done = [f"{files(changed)} {'would be reformatted' if args.check else 'reformatted'}"] if changed else []
+    if same or not changed:
+        done.append(f"{files(same)} already formatted")
+    print(", ".join(done))
     return status
 
 
@@ -455,8 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fmt", help="rewrite specs in canonical layout",
                        description="Rewrite each file in canonical layout (2-space indent, one statement per line, "
-                                   "comments kept). With --check, change nothing: list the files that would change "
-                                   "and exit 1 if there are any. Exit 2 on syntax errors.")
+                                   "comments kept), then count the files reformatted and already formatted. With "
+                                   "--check, change nothing: list the files that would change and exit 1 if there "
+                                   "are any. Exit 2 on syntax errors.")
     f.add_argument("--check", action="store_true", help="only report files that would change")
     f.add_argument("files", nargs="+", metavar="FILE")
     f.set_defaults(func=cmd_fmt)

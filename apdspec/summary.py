@@ -133,8 +133,9 @@ def summary_lines(exp: S.Experiment) -> list[str]:
     rows.append(("top-k", _topk_line(exp)))
     rows.append(("decompose", f"{d.steps:,} steps, batch B = {d.batch:,}, {d.optimizer.name} lr {d.optimizer.lr:g} "
                               f"{d.schedule.kind}"
-                              + (f"; {d.restarts} inits per replicate, the best held-out top-k MSE kept"
-                                 if d.restarts > 1 else "")))
+                              + (f"; {d.restarts} inits per replicate, the one with the "
+                                 + ("lowest held-out top-k MSE" if d.topk is not None else "lowest final total loss")
+                                 + " kept" if d.restarts > 1 else "")))
     if d.revive is not None:
         r = d.revive
         rows.append(("revive", f"every {r.every:,} steps up to step {r.until:,}, dead components (chosen in under "

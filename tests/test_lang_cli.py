@@ -24,7 +24,7 @@ def test_check_prints_a_resolved_summary(capsys):
     # per replicate: C * m * (d_in + d_out) for the one decomposed parameter W = 5 * 3 * 7
     # ... trained as 4 restarts of each of the 5 replicates
     assert "105 trainable APD parameters per replicate (2,100 in all, 4 restarts each)" in out
-    assert "4 inits per replicate, the best held-out top-k MSE kept" in out
+    assert "4 inits per replicate, the one with the lowest held-out top-k MSE kept" in out
 
 
 def test_check_shows_revival(capsys):
@@ -74,7 +74,9 @@ def test_fmt_check_and_rewrite(tmp_path, capsys):
     assert p.read_text() == "experiment x {target tms{features=5}  # five\n}"  # --check changes nothing
     assert main(["fmt", str(p)]) == 0
     assert p.read_text() == "experiment x {\n  target tms {\n    features = 5\n  }  # five\n}\n"
+    capsys.readouterr()
     assert main(["fmt", "--check", str(p)]) == 0
+    assert capsys.readouterr().out == "1 file already formatted\n"
 
 
 def test_fmt_syntax_error_exits_2(tmp_path, capsys):
@@ -173,6 +175,9 @@ def test_explain(capsys):
     assert main(["explain", TMS, "decompose.topk"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [f"decompose.topk.mode = batch  ({TMS}:31:12)", f"decompose.topk.value = 0.211  ({TMS}:31:18)"]
+    # an optional object that is off reads as the language writes it
+    assert main(["explain", TMS, "decompose.revive"]) == 0
+    assert capsys.readouterr().out == "decompose.revive = none  (default)\n"
 
 
 def test_threads_option_sets_blas_variables(monkeypatch, capsys):
