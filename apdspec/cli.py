@@ -157,7 +157,7 @@ def _resume(args) -> int:
     return _run_one(args, exp, d, None, (), resume=True)
 
 
-def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False) -> int:
+def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, spec_original=None) -> int:
     import signal as _signal
 
     from runtime.engine.decompose import Interrupted
@@ -168,7 +168,7 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False) -
         return EXIT_FAILED
     try:
         summary = run_to_dir(exp, out, spec_text=spec_text, spec_files=list(spec_files), progress=not args.quiet,
-                             resume=resume, checkpoint_every=args.checkpoint_every)
+                             resume=resume, checkpoint_every=args.checkpoint_every, spec_original=spec_original)
     except RunDirBusy as e:
         _err(f"apdspec run: {e}")
         return EXIT_FAILED
@@ -206,7 +206,7 @@ def cmd_run(args) -> int:
         return _run_sweep(args, spec, out)
     if (args.jobs or 1) > 1 or args.scheduler:
         _err("apdspec run: note: --jobs and --scheduler apply to sweeps; this spec has no sweep")
-    return _run_one(args, exp, out, spec.text, spec.files)
+    return _run_one(args, exp, out, spec.text, spec.files, spec_original=spec.sources.get(args.spec))
 
 
 def _run_sweep(args, spec, out: str) -> int:
@@ -255,7 +255,8 @@ def _run_sweep(args, spec, out: str) -> int:
                                                        f", {jobs} at a time" if jobs > 1 else ""), flush=True)
     try:
         sweep = run_sweep(raw, out, jobs=jobs, scheduler=args.scheduler, progress=not args.quiet and jobs == 1,
-                          spec_text=spec.text, spec_files=tuple(spec.files), on_point=line)
+                          spec_text=spec.text, spec_files=tuple(spec.files), on_point=line,
+                          spec_original=spec.sources.get(args.spec))
     except (DistributedUnavailable, RunDirBusy) as e:
         _err(f"apdspec run: {e}")
         return EXIT_FAILED

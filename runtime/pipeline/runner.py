@@ -182,7 +182,7 @@ KEEP = 2  # checkpoints kept (the newest)
 
 def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = None, spec_files: tuple = (),
                progress: bool = False, report: bool = True, resume: bool = False,
-               checkpoint_every: int | None = None) -> dict:
+               checkpoint_every: int | None = None, spec_original: str | None = None) -> dict:
     """Run and write the run directory; returns summary.json's content (status "ok",
     "expectations_failed" or "error"). Raises store.rundir.RunDirBusy if another live process is
     writing `out_dir`.
@@ -191,13 +191,17 @@ def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = Non
     of decompose.steps; 0: none), the newest KEEP kept, removed when the run finishes. SIGINT and
     SIGTERM write one at the next step boundary, mark summary.json "interrupted" and raise
     engine.decompose.Interrupted. `resume=True` continues from the newest checkpoint in `out_dir`
-    (its spec.json is the experiment) and gives the arrays an uninterrupted run would have."""
+    (its spec.json is the experiment) and gives the arrays an uninterrupted run would have.
+
+    `spec_text` (the resolved spec, canonical .apd) is written as spec.apd, `spec_original` (the
+    spec file as the user wrote it, comments included) as spec.original.apd."""
     with locked(out_dir):
-        return _run_to_dir(exp, out_dir, spec_text, spec_files, progress, report, resume, checkpoint_every)
+        return _run_to_dir(exp, out_dir, spec_text, spec_files, progress, report, resume, checkpoint_every,
+                           spec_original)
 
 
 def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spec_files: tuple, progress: bool,
-                report: bool, resume: bool, checkpoint_every: int | None) -> dict:
+                report: bool, resume: bool, checkpoint_every: int | None, spec_original: str | None = None) -> dict:
     from ..store import checkpoint as ckpt
 
     if isinstance(exp, dict):
@@ -218,9 +222,10 @@ def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spe
         mf.flush()
         os.replace(metrics_path + ".tmp", metrics_path)
     else:
-        if spec_text is not None:
-            with open(os.path.join(out_dir, "spec.apd"), "w") as f:
-                f.write(spec_text)
+        for name, text in (("spec.apd", spec_text), ("spec.original.apd", spec_original)):
+            if text is not None:
+                with open(os.path.join(out_dir, name), "w") as f:
+                    f.write(text)
         with open(os.path.join(out_dir, "spec.json"), "w") as f:
             f.write(to_json(exp))
         mf = open(metrics_path, "w")
