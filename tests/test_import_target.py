@@ -310,3 +310,14 @@ def test_target_assignment_is_only_for_files_on_the_command_line(tmp_path, capsy
     spec.write_text('experiment s {\n  target = file("T.npz")\n}\n')
     assert main(["check", str(spec), "--no-estimate"]) == 2
     assert "without '='" in capsys.readouterr().err
+
+
+def test_docs_list_every_accepted_name():
+    from runtime.store.importer import NAMES, TIED, ZERO
+
+    text = open(os.path.join(ROOT, "docs", "outputs.md")).read()
+    section = text[text.index("## Importing a target"):]
+    for kind, table in NAMES.items():
+        for dst, aliases in table.items():
+            for name in (dst, *aliases, *TIED.get(kind, {}), *ZERO.get(kind, ())):
+                assert f"`{name.replace('{l}', 'N')}`" in section, (kind, name)
