@@ -435,6 +435,25 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _with_names_epilog(parser: argparse.ArgumentParser, format_help):
+    """`format_help` of import-target with the accepted source names as its epilog."""
+    def with_epilog() -> str:
+        from runtime.store.importer import NAMES, TIED, ZERO
+
+        def names(kind: str) -> str:
+            rows = [f"{dst} <- {', '.join(a for a in aliases if a != dst) or dst}"
+                    for dst, aliases in NAMES[kind].items()]
+            rows += [f"{src}: tied to {dst}, checked and dropped" for src, dst in TIED.get(kind, {}).items()]
+            rows += [f"{src}: must be zero, dropped" for src in ZERO.get(kind, ()) if src not in NAMES[kind]]
+            return f"  {kind}: " + "; ".join(rows)
+
+        parser.epilog = ("accepted names (apdspec name <- source names; {l} is a layer index):\n"
+                         + "\n".join(names(k) for k in NAMES) + "\n(docs/outputs.md, 'Importing a target')")
+        return format_help()
+
+    return with_epilog
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apdspec",
@@ -454,8 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="check specs and print a resolved summary",
                        description="Check each spec (syntax, keys, types, ranges, cross-field rules, every sweep point) and "
-                                   "print the resolved target, decomposed matrices, C, m, top-k, parameter count, and "
-                                   "memory and FLOP estimates. Exit 0 if every spec is valid, 2 otherwise.")
+                                   "print the resolved target, decomposed matrices, C, m, top-k, parameter count, "
+                                   "memory and FLOP estimates, and the estimated wall time of `apdspec run` (from "
+                                   "timing a few real steps, ~1-2 s per spec). Exit 0 if every spec is valid, 2 "
+                                   "otherwise.")
     c.add_argument("files", nargs="+", metavar="FILE")
     c.add_argument("--no-estimate", action="store_true",
                    help="skip the wall-time estimate (a ~1-2 s calibration per spec that times real steps)")
@@ -520,14 +541,6 @@ def build_parser() -> argparse.ArgumentParser:
     overrides(b)
     b.set_defaults(func=cmd_bench)
 
-    from runtime.store.importer import NAMES, TIED, ZERO
-
-    def names_help(kind: str) -> str:
-        rows = [f"{dst} <- {', '.join(a for a in aliases if a != dst) or dst}" for dst, aliases in NAMES[kind].items()]
-        rows += [f"{src}: tied to {dst}, checked and dropped" for src, dst in TIED.get(kind, {}).items()]
-        rows += [f"{src}: must be zero, dropped" for src in ZERO.get(kind, ()) if src not in NAMES[kind]]
-        return f"  {kind}: " + "; ".join(rows)
-
     imp = sub.add_parser(
         "import-target", help="convert a trained target from another implementation into an apdspec target file",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -537,10 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "the target file OUT. A leading instance axis becomes the replicate axis. Decompose OUT with "
                     "apdspec run SPEC -s 'target = file(\"OUT\")' (and -s replicates=R for R instances). "
                     "Exit 0 on success, 2 if SRC cannot be imported (the message says which entry and why).",
-        epilog="accepted names (apdspec name <- source names; {l} is a layer index):\n"
-               + "\n".join(names_help(k) for k in NAMES) + "\n(docs/outputs.md, 'Importing a target')")
+    )
+    # the name table comes from the runtime, which imports NumPy: only build it when help is shown
+    # (the BLAS thread count --threads sets must be in the environment before NumPy loads)
+    imp.format_help = _with_names_epilog(imp, imp.format_help)
     imp.add_argument("src", metavar="SRC")
-    imp.add_argument("--kind", required=True, choices=list(NAMES), help="the target's architecture")
+    imp.add_argument("--kind", required=True, choices=["tms", "resid_mlp", "gated"], help="the target's architecture")
     imp.add_argument("-o", "--out", required=True, metavar="OUT", help="target file to write (.npz)")
     imp.add_argument("--layout", choices=["auto", "rows", "torch"], default="auto",
                      help="how SRC stores matrices: rows = (d_in, d_out), x @ W (the original APD code, apdspec); "

@@ -321,3 +321,16 @@ def test_docs_list_every_accepted_name():
         for dst, aliases in table.items():
             for name in (dst, *aliases, *TIED.get(kind, {}), *ZERO.get(kind, ())):
                 assert f"`{name.replace('{l}', 'N')}`" in section, (kind, name)
+
+
+def test_the_command_line_loads_numpy_only_after_threads_are_set():
+    """--threads works by setting the BLAS variables before NumPy loads: building the parser
+    (import-target's help included) must not import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, apdspec.cli as c; c.build_parser(); assert 'numpy' not in sys.modules; "
+            "from runtime.store.importer import KINDS; "
+            "p = c.build_parser()._subparsers._group_actions[0].choices['import-target']; "
+            "assert [a for a in p._actions if a.dest == 'kind'][0].choices == list(KINDS)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
