@@ -11,8 +11,13 @@ is extrapolated to the spec's step count from the median step time after one war
 calibration stops when its time budget is spent (at least 2 timed steps each), so a slow step
 (hundreds of ms) costs a few steps and a fast one up to `MAX_STEPS`. Because it times the actual
 step function, the estimate follows faster kernels or another decomposition method without
-change. The target is untrained (as in `bench`); a trained target changes which components are
-active, and so the work per step, only a little.
+change. The target is untrained (as in `bench`), also for a target file (timed as a fresh target
+of the file's architecture): on a trained target the first steps of a random decomposition can
+cost several times a typical step (on a TMS 5-2 target trained in PyTorch, 12 replicates x 4
+restarts: 47 ms for the first ~200 steps, then 12 ms, because batch top-k falls back to the whole
+batch while the APD model's output is still far off), which a calibration of a few steps would
+extrapolate to the whole run. A trained target changes which components are active, and so the
+work per step, only a little once the decomposition is under way.
 
 Not timed: computing the metrics, drawing the plots and the report, and starting the process. They
 take a fixed allowance per target kind (`FINISH_S`, measured with `apdspec run` on the paper specs,
@@ -110,6 +115,13 @@ def estimate(exp: Experiment, budget_s: float = 1.5) -> Estimate:
 
     t0 = time.perf_counter()
     exp = check(exp)
+    steps = exp.decompose.steps
+    if isinstance(exp.target, FileTarget):  # time a fresh target of its architecture (see above)
+        from ..spec.serial import target_from_dict
+        from ..spec.target_file import read_target_meta
+
+        exp = check(dataclasses.replace(exp, target=target_from_dict(read_target_meta(exp.target.path)["target"]),
+                                        train=None))
     target_step = _target_step(exp)
     target_ms, target_s = None, 0.0
     if target_step is not None:
@@ -117,8 +129,8 @@ def estimate(exp: Experiment, budget_s: float = 1.5) -> Estimate:
         target_ms, target_s = sec * 1e3, sec * exp.train.steps
     runner, arch, _, _ = step_runner(exp, min_steps=MAX_STEPS + 3)
     sec, timed = _time_steps(runner.step, max(budget_s - (time.perf_counter() - t0), budget_s / 3))
-    decompose_s = sec * exp.decompose.steps
+    decompose_s = sec * steps
     finish_s = finish_seconds(arch)
     parts = {"target": target_s, "decompose": decompose_s, "finish": finish_s}
-    return Estimate(sum(parts.values()), parts, sec * 1e3, target_ms, exp.decompose.steps,
+    return Estimate(sum(parts.values()), parts, sec * 1e3, target_ms, steps,
                     exp.train.steps if target_step is not None else 0, timed, time.perf_counter() - t0)
