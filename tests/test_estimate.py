@@ -20,11 +20,19 @@ QUICK = os.path.join(ROOT, "specs", "quickstart.apd")
 
 def test_time_steps_warms_up_then_times_within_the_budget():
     calls = []
-    sec, n = E._time_steps(lambda: calls.append(1), budget_s=0.0)
+    sec, n, _ = E._time_steps(lambda: calls.append(1), budget_s=0.0)
     assert n == 2 and len(calls) == 3  # one warm-up, then at least two timed
     calls.clear()
-    sec, n = E._time_steps(lambda: calls.append(1), budget_s=10.0)
+    sec, n, _ = E._time_steps(lambda: calls.append(1), budget_s=10.0)
     assert n == E.MAX_STEPS and len(calls) == E.MAX_STEPS + 1 and sec < 0.01
+
+
+def test_contention_is_wall_over_cpu_time():
+    import time
+
+    _, _, busy = E._time_steps(lambda: sum(range(20000)), budget_s=0.05)  # computing: wall ~ CPU
+    _, _, idle = E._time_steps(lambda: time.sleep(0.01), budget_s=0.05)  # waiting: wall >> CPU
+    assert busy < 3 and idle > 5
 
 
 def test_estimate_extrapolates_the_timed_steps_to_the_spec():
@@ -33,7 +41,7 @@ def test_estimate_extrapolates_the_timed_steps_to_the_spec():
     assert e.steps == 3000 and e.target_steps == 2000 and 2 <= e.timed_steps <= E.MAX_STEPS
     assert e.parts["decompose"] == pytest.approx(e.step_ms / 1e3 * 3000)
     assert e.parts["target"] == pytest.approx(e.target_step_ms / 1e3 * 2000)
-    assert e.parts["finish"] == E.finish_seconds(exp.target)
+    assert e.parts["finish"] == pytest.approx(E.finish_seconds(exp.target) * e.contention) and e.contention >= 1
     assert e.total_s == pytest.approx(sum(e.parts.values()))
     assert "(3,000 steps x" in e.describe() and "target ~" in e.describe()
 

@@ -97,9 +97,10 @@ def _fake_module(monkeypatch, name, **attrs):
 def test_run_calls_the_runtime(tmp_path, monkeypatch, capsys):
     calls = {}
 
-    def run_to_dir(exp, out_dir, spec_text=None, spec_files=(), progress=False, resume=False, checkpoint_every=None):
+    def run_to_dir(exp, out_dir, spec_text=None, spec_files=(), progress=False, resume=False, checkpoint_every=None,
+                   spec_original=None):
         calls.update(exp=exp, out_dir=out_dir, spec_text=spec_text, spec_files=spec_files, progress=progress,
-                     resume=resume, checkpoint_every=checkpoint_every)
+                     resume=resume, checkpoint_every=checkpoint_every, spec_original=spec_original)
         return {"status": "ok"}
 
     _fake_module(monkeypatch, "runtime.pipeline.runner", run_to_dir=run_to_dir)
@@ -109,6 +110,7 @@ def test_run_calls_the_runtime(tmp_path, monkeypatch, capsys):
     assert calls["out_dir"].startswith(os.path.join("runs", "quickstart", ""))
     assert "steps = 5\n" in calls["spec_text"] and calls["progress"] is False
     assert calls["spec_files"] == [QUICK]
+    assert calls["spec_original"] == open(QUICK).read()  # the file as written, comments and all
     assert main(["run", QUICK, "--out", str(tmp_path / "o")]) == 0
     assert calls["out_dir"] == str(tmp_path / "o") and calls["progress"] is True
     assert calls["resume"] is False and calls["checkpoint_every"] is None

@@ -20,8 +20,11 @@ extrapolate to the whole run. A trained target changes which components are acti
 work per step, only a little once the decomposition is under way.
 
 Not timed: computing the metrics, drawing the plots and the report, and starting the process. They
-take a fixed allowance per target kind (`FINISH_S`, measured with `apdspec run` on the paper specs,
-2-core AMD EPYC VM), a few seconds to half a minute: small against any full run.
+take an allowance per target kind (`finish_seconds`, measured with `apdspec run` on the paper specs
+on an otherwise idle 2-core AMD EPYC VM), a few seconds to half a minute: small against any full
+run. On a busy machine everything takes longer; the timed steps show it directly, and the
+allowance is scaled by how much longer the calibration's steps took in wall time than in CPU time
+(`contention`: 1 on an idle core, ~3 when three processes share it).
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ class Estimate:
     target_steps: int
     timed_steps: int  # decomposition steps timed
     calibration_s: float  # wall time spent calibrating
+    contention: float = 1.0  # wall / CPU time of the timed steps (>= 1): how busy the machine is
 
     def describe(self) -> str:
         """One line, e.g. '~4.6 min: target ~35 s (2,000 steps x 17 ms), decomposition ~4 min
@@ -80,17 +84,20 @@ def _ms(ms: float) -> str:
     return f"{ms:.2g} ms" if ms < 10 else f"{ms:.0f} ms"
 
 
-def _time_steps(step, budget_s: float) -> tuple[float, int]:
-    """(median seconds per call, calls timed) of `step()`, after one untimed warm-up call."""
+def _time_steps(step, budget_s: float) -> tuple[float, int, float]:
+    """(median wall seconds per call, calls timed, wall / CPU time of those calls) of `step()`,
+    after one untimed warm-up call."""
     t0 = time.perf_counter()
     step()
     deadline = time.perf_counter() + max(budget_s - (time.perf_counter() - t0), 0.0)
     times: list[float] = []
+    c0, w0 = time.process_time(), time.perf_counter()
     while len(times) < MAX_STEPS and (len(times) < 2 or time.perf_counter() < deadline):
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    return statistics.median(times), len(times)
+    cpu = time.process_time() - c0
+    return statistics.median(times), len(times), (time.perf_counter() - w0) / cpu if cpu > 0 else 1.0
 
 
 def _target_step(exp: Experiment):
@@ -125,12 +132,13 @@ def estimate(exp: Experiment, budget_s: float = 1.5) -> Estimate:
     target_step = _target_step(exp)
     target_ms, target_s = None, 0.0
     if target_step is not None:
-        sec, _ = _time_steps(target_step, budget_s / 3)
+        sec, _, _ = _time_steps(target_step, budget_s / 3)
         target_ms, target_s = sec * 1e3, sec * exp.train.steps
     runner, arch, _, _ = step_runner(exp, min_steps=MAX_STEPS + 3)
-    sec, timed = _time_steps(runner.step, max(budget_s - (time.perf_counter() - t0), budget_s / 3))
+    sec, timed, contention = _time_steps(runner.step, max(budget_s - (time.perf_counter() - t0), budget_s / 3))
+    contention = min(max(contention, 1.0), 8.0)  # < 1 with several BLAS threads: no slow-down
     decompose_s = sec * steps
-    finish_s = finish_seconds(arch)
+    finish_s = finish_seconds(arch) * contention
     parts = {"target": target_s, "decompose": decompose_s, "finish": finish_s}
     return Estimate(sum(parts.values()), parts, sec * 1e3, target_ms, steps,
-                    exp.train.steps if target_step is not None else 0, timed, time.perf_counter() - t0)
+                    exp.train.steps if target_step is not None else 0, timed, time.perf_counter() - t0, contention)
