@@ -58,7 +58,11 @@ class _Loader:
         try:
             mode = os.stat(path).st_mode
             if stat.S_ISDIR(mode):
-                fail("it is a directory")
+                if use is None and os.path.exists(os.path.join(path, "spec.json")):  # a run directory
+                    self.diags.error("cannot read spec: it is a run directory", None,
+                                     f"continue it with: apdspec run --resume {display}", file=display)
+                else:
+                    fail("it is a directory")
                 return None
             if use is not None and not stat.S_ISREG(mode):  # a device or a pipe could block or never end
                 fail("not a regular file")

@@ -365,11 +365,13 @@ class Trainer:
 
 
 class Interrupted(Exception):
-    """The loop stopped at a step boundary on request (a signal), after writing a checkpoint."""
+    """A loop stopped at a step boundary on request (a signal). In the "decompose" phase a
+    checkpoint was written first; in the "target" phase (target training) nothing was saved yet."""
 
-    def __init__(self, signum: int, step: int):
-        self.signum, self.step = signum, step
-        super().__init__(f"interrupted by signal {signum} before step {step}")
+    def __init__(self, signum: int, step: int, phase: str = "decompose"):
+        self.signum, self.step, self.phase = signum, step, phase
+        where = "target training" if phase == "target" else "the decomposition"
+        super().__init__(f"interrupted by signal {signum} before step {step} of {where}")
 
 
 @dataclasses.dataclass

@@ -237,6 +237,8 @@ def validate(exp: Experiment) -> list[Issue]:
     _positive("decompose.log_every", dc.log_every, issues)
     _positive("decompose.init_scale", dc.init_scale, issues)
     _positive("decompose.restarts", dc.restarts, issues)
+    _positive("decompose.checkpoint_every", dc.checkpoint_every, issues, strict=False)
+    _positive("decompose.checkpoint_keep", dc.checkpoint_keep, issues)
     if dc.revive is not None:
         _revive_issues(dc, issues)
     _optimizer_issues("decompose.optimizer", dc.optimizer, issues)
