@@ -12,6 +12,7 @@ missing, self-referencing and deeply chained files, sweep blow-ups, and grammar-
 from the schema and by recombining blocks of the seed specs (`specs/*.apd`).
 
 Cases run in worker subprocesses with a watchdog: a case that takes longer than --timeout seconds
+(counted from the moment it is generated: the generator's own cost on a big case does not count)
 is a hang (the worker is killed and replaced). Per case the worker calls `apdspec.load` (timed),
 then `apdspec.format_text` on the text, `explain` on a spec that loads (and reloads its canonical
 text, which must give the same experiment), and every tenth case the CLI `apdspec check` (exit 3 is
@@ -675,6 +676,8 @@ def worker(seed: int, cmd_fd: int, res_fd: int) -> None:
         for line in cmds:
             index = int(line)
             case = make_case(seed, index)
+            res.write(json.dumps({"started": index}) + "\n")  # the watchdog times the checker, not the generator
+            res.flush()
             out = run_case(case, workdir, cli=index % 10 == 0)
             out["mutators"] = case.mutators
             res.write(json.dumps(out) + "\n")
@@ -706,13 +709,18 @@ class Worker:
         os.write(self.cmd_w, f"{index}\n".encode())
 
     def read_line(self) -> dict | None:
+        """The case's result once it is complete; None while it runs. The worker's "started" line
+        (sent once the case is generated) restarts the watchdog's clock."""
         chunk = os.read(self.res_r, 1 << 16)
         if not chunk:
             raise EOFError
         self.buf += chunk
-        if b"\n" in self.buf:
+        while b"\n" in self.buf:
             line, self.buf = self.buf.split(b"\n", 1)
-            return json.loads(line)
+            msg = json.loads(line)
+            if "started" not in msg:
+                return msg
+            self.started = time.monotonic()
         return None
 
     def kill(self) -> None:
