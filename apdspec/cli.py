@@ -144,6 +144,15 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False) -
     except RunDirBusy as e:
         _err(f"apdspec run: {e}")
         return EXIT_FAILED
+    except FloatingPointError as e:  # NonFiniteError: name what diverged, and what was kept
+        from runtime.store import checkpoint
+
+        _err(f"apdspec run: the run diverged: {e}")
+        _err(f"hint: {getattr(e, 'hint', 'lower the learning rate')}")
+        last = checkpoint.latest(out)
+        if last is not None:
+            _err(f"note: the last checkpoint before it is kept: {last}")
+        return EXIT_FAILED
     except FileNotFoundError as e:
         if not resume:
             raise
@@ -486,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(e.render())
         return EXIT_SPEC
     except FloatingPointError as e:  # runtime.engine.decompose.NonFiniteError: the run diverged
-        _err(f"apdspec {args.command}: the decomposition diverged: {e}")
+        _err(f"apdspec {args.command}: the run diverged: {e}")
         if getattr(e, "hint", None):
             _err(f"hint: {e.hint}")
         return EXIT_FAILED

@@ -16,7 +16,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd import grad_and_aux
 
-from .decompose import Interrupted
+from .decompose import Interrupted, NonFiniteError
 from .data import feature_importance, label_coefficients, labels_for, sample_inputs
 from .models import n_outputs, target_forward, trainable_target_params
 from .optim import Adam, lr_at
@@ -45,6 +45,10 @@ def _training(exp: Experiment, arch: Target, train: Training | None) -> Training
 
         train = dataclasses.replace(train, labels="identity" if isinstance(arch, TmsTarget) else "act_plus_resid")
     return train
+
+
+TARGET_HINT = ("the target's training diverged: lower target.train.optimizer's lr (e.g. by 10x), or add warmup to "
+               "target.train.schedule")
 
 
 def train_target(exp: Experiment, arch: TmsTarget | ResidMlpTarget, params: dict, rng_data: np.random.Generator,
@@ -93,6 +97,10 @@ def train_target(exp: Experiment, arch: TmsTarget | ResidMlpTarget, params: dict
         x = sample_inputs(arch, exp.data, I, train.batch, rng_data, dtype)
         labels = labels_for(arch, train, x, coeffs)
         grads, per = grad_fn(trainable, x, labels)
+        bad = np.flatnonzero(~np.isfinite(np.asarray(per, dtype=np.float64)))
+        if bad.size:  # a diverged target would make every later number meaningless
+            raise NonFiniteError("the target's training loss", int(bad[0]), step, float(np.asarray(per)[bad[0]]),
+                                 hint=TARGET_HINT)
         # autograd may promote to float64 (e.g. through max); Adam state must stay in `dtype`.
         opt.step(trainable, {k: np.asarray(g, dtype=dtype) for k, g in grads.items()}, lr)
         if step % every == 0 or step == steps - 1:
