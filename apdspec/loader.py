@@ -149,7 +149,7 @@ class _Loader:
         resolved = None
         if checked and state.kind is not None and check_sweep_size(state, self.diags):
             exp = build(state, _default_name(display))
-            resolved = check_experiment(state, exp, self.diags)
+            resolved = check_experiment(state, exp, self.diags, display)
         if self.diags or resolved is None:
             if not self.diags:  # cannot happen: every failure above reports why
                 self.diags.error("the spec could not be checked", None, file=display)

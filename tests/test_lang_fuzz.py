@@ -83,3 +83,14 @@ def test_a_long_list_is_laid_out_over_lines_that_reload():
     assert max(len(line) for line in canonical.splitlines()) <= 100
     assert apdspec.loads(canonical).experiment == spec.experiment
     assert apdspec.format_text(canonical, "x.apd") == canonical
+
+
+def test_a_derived_training_seed_error_points_at_the_target_block(tmp_path):
+    # fuzz seed 3 case 1678: no experiment header, an invalid seed inherited by target.train.seed
+    p = tmp_path / "s.apd"
+    p.write_text("seed = -1\ntarget tms { features = 5 }\n")
+    with pytest.raises(apdspec.SpecError) as info:
+        apdspec.load(str(p))
+    by_message = {d.message: d for d in info.value.diagnostics}
+    d = by_message["target.train.seed: must be >= 0, got -1"]
+    assert d.span is not None and (d.span.line, d.span.column) == (2, 1)

@@ -158,7 +158,8 @@ def validate(exp: Experiment) -> list[Issue]:
         for f in ("features", "hidden"):
             _positive(f"target.{f}", getattr(arch, f), issues)
         _positive("target.hidden_layers", arch.hidden_layers, issues, strict=False)
-        n_features, d_ins = arch.features, [(arch.features, arch.hidden)] + [(arch.hidden, arch.hidden)] * arch.hidden_layers
+        # the distinct shapes of the decomposed matrices (every hidden layer has the same one)
+        n_features, d_ins = arch.features, [(arch.features, arch.hidden)] + [(arch.hidden, arch.hidden)] * (arch.hidden_layers > 0)
     elif isinstance(arch, ResidMlpTarget):
         for f in ("features", "d_embed", "d_mlp", "layers"):
             _positive(f"target.{f}", getattr(arch, f), issues)
