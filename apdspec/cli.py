@@ -132,8 +132,9 @@ def cmd_fmt(args) -> int:
             print(f"would reformat: {path}")
             status = max(status, EXIT_FAILED)
         else:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(new)
+            from runtime.store.rundir import write_text
+
+            write_text(path, new)  # atomic: a crash never leaves a half-written spec
             print(f"reformatted: {path}")
     files = lambda n: f"{n} file{'' if n == 1 else 's'}"  # noqa: E731
     done = [f"{files(changed)} {'would be reformatted' if args.check else 'reformatted'}"] if changed else []
@@ -144,7 +145,8 @@ def cmd_fmt(args) -> int:
 
 
 def _resume(args) -> int:
-    """apdspec run --resume DIR: continue the run in DIR from its newest checkpoint."""
+    """apdspec run --resume DIR: continue the run in DIR from its newest checkpoint, or the sweep
+    in DIR (its finished points reused, its interrupted ones resumed from their checkpoints)."""
     import json as _json
 
     d = args.resume
@@ -154,6 +156,17 @@ def _resume(args) -> int:
     except (OSError, ValueError) as e:
         _err(f"apdspec run: cannot resume {d}: no readable spec.json ({e})")
         return EXIT_FAILED
+    if os.path.exists(os.path.join(d, "sweep.json")):
+        from runtime.spec import SpecValidationError, from_dict
+
+        try:
+            raw = from_dict(exp)
+            with open(os.path.join(d, "sweep.json")) as f:
+                files = [r["path"] for r in _json.load(f).get("spec_files", []) if os.path.exists(r["path"])]
+        except (OSError, ValueError, TypeError, KeyError, SpecValidationError) as e:
+            _err(f"apdspec run: cannot resume the sweep in {d}: {e}")
+            return EXIT_FAILED
+        return _run_sweep(args, raw, d, None, tuple(files))
     return _run_one(args, exp, d, None, (), resume=True)
 
 
@@ -172,6 +185,15 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, s
     except RunDirBusy as e:
         _err(f"apdspec run: {e}")
         return EXIT_FAILED
+    except FloatingPointError as e:  # NonFiniteError: name what diverged, and what was kept
+        from runtime.store import checkpoint
+
+        _err(f"apdspec run: the run diverged: {e}")
+        _err(f"hint: {getattr(e, 'hint', 'lower the learning rate')}")
+        last = checkpoint.latest(out)
+        if last is not None:
+            _err(f"note: the last checkpoint before it is kept: {last}")
+        return EXIT_FAILED
     except FileNotFoundError as e:
         if not resume:
             raise
@@ -179,7 +201,9 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, s
         return EXIT_FAILED
     except Interrupted as e:
         name = _signal.Signals(e.signum).name
-        _err(f"apdspec run: {name}: stopped before step {e.step} with a checkpoint; resume with: "
+        saved = ("in target training, nothing saved yet" if e.phase == "target"
+                 else "with a checkpoint")
+        _err(f"apdspec run: {name}: stopped before step {e.step} {saved}; resume with: "
              f"apdspec run --resume {out}")
         return 128 + e.signum
     status = summary.get("status") if isinstance(summary, dict) else None
@@ -203,15 +227,42 @@ def cmd_run(args) -> int:
     exp = spec.experiment
     out = args.out or os.path.join("runs", exp.name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     if exp.sweep is not None:
-        return _run_sweep(args, spec, out)
+        from .build import build
+
+        # The unresolved experiment, so that defaults derived from swept fields (the train and
+        # decompose seeds from `seed`, the rank from the target) are derived per point.
+        return _run_sweep(args, build(spec.state, exp.name), out, spec.text, tuple(spec.files),
+                          spec.sources.get(args.spec))
     if (args.jobs or 1) > 1 or args.scheduler:
         _err("apdspec run: note: --jobs and --scheduler apply to sweeps; this spec has no sweep")
+    held = _existing_run(out)
+    if held is not None and not args.force:
+        if held in ("interrupted", "unknown"):  # unknown: no summary, e.g. killed with kill -9
+            _err(f"apdspec run: {out} already holds a run that did not finish; continue it with: "
+                 f"apdspec run --resume {out} (or pass --force to start it over)")
+        else:
+            _err(f"apdspec run: {out} already holds a finished run (status {held}); choose another --out, "
+                 "or pass --force to replace it")
+        return EXIT_FAILED
     return _run_one(args, exp, out, spec.text, spec.files, spec_original=spec.sources.get(args.spec))
 
 
-def _run_sweep(args, spec, out: str) -> int:
-    """Every point of the sweep into OUT/<label>/; one line per finished point, then sweep.md."""
-    from .build import build
+def _existing_run(out: str) -> str | None:
+    """The status of the run already in directory `out` ("unknown" if it never wrote a summary), or None."""
+    import json as _json
+
+    if not os.path.exists(os.path.join(out, "spec.json")):
+        return None
+    try:
+        with open(os.path.join(out, "summary.json")) as f:
+            return str(_json.load(f).get("status", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
+def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, spec_original: str | None = None) -> int:
+    """Every point of the sweep `raw` (an unresolved Experiment) into OUT/<label>/; one line per
+    finished point, then sweep.md. `spec_original`: the spec file as written (spec.original.apd)."""
     from .state import lang_path
 
     points = _runtime("run", "pipeline.sweep", "points", args.debug)
@@ -222,14 +273,11 @@ def _run_sweep(args, spec, out: str) -> int:
     from runtime.engine.decompose import Interrupted
     from runtime.store.rundir import RunDirBusy
 
-    # The unresolved experiment, so that defaults derived from swept fields (the train and
-    # decompose seeds from `seed`, the rank from the target) are derived per point.
-    raw = build(spec.state, spec.experiment.name)
     try:
         pts = points(raw)  # load() has checked every point; this fails only if e.g. a target file changed since
     except SpecValidationError as e:
         for i in e.issues:
-            _err(f"{args.spec}: error: {lang_path(i.path)}: {i.message}")
+            _err(f"{args.spec or args.resume}: error: {lang_path(i.path)}: {i.message}")
         return EXIT_SPEC
     # one point per core by default: each worker runs one BLAS thread (runtime/pipeline/sweep.py); a
     # second BLAS thread speeds a step up far less than 2x (benchmarks/RESULTS.md), a second process ~2x
@@ -255,14 +303,14 @@ def _run_sweep(args, spec, out: str) -> int:
                                                        f", {jobs} at a time" if jobs > 1 else ""), flush=True)
     try:
         sweep = run_sweep(raw, out, jobs=jobs, scheduler=args.scheduler, progress=not args.quiet and jobs == 1,
-                          spec_text=spec.text, spec_files=tuple(spec.files), on_point=line,
-                          spec_original=spec.sources.get(args.spec))
+                          spec_text=spec_text, spec_files=spec_files, on_point=line,
+                          spec_original=spec_original)
     except (DistributedUnavailable, RunDirBusy) as e:
         _err(f"apdspec run: {e}")
         return EXIT_FAILED
     except Interrupted as e:
-        _err(f"apdspec run: stopped by signal {e.signum} with a checkpoint of the running point; run the same "
-             f"command with --out {out} to resume the sweep")
+        _err(f"apdspec run: stopped by signal {e.signum} with a checkpoint of the running point; resume the sweep "
+             f"with: apdspec run --resume {out}")
         return 128 + e.signum
     except OSError as e:
         if not args.scheduler:
@@ -502,10 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
     r.add_argument("--resume", metavar="DIR",
                    help="continue the interrupted run in DIR from its newest checkpoint (bit-identical to an "
-                        "uninterrupted run)")
+                        "uninterrupted run), or the interrupted sweep in DIR (finished points reused)")
     r.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                   help="write a full-state checkpoint every N decomposition steps (default: every 10%% of the "
-                        "steps; 0: none); Ctrl-C / SIGTERM also write one and exit 130 / 143")
+                   help="write a full-state checkpoint every N decomposition steps (default: "
+                        "decompose.checkpoint_every, else every 10%% of the steps; 0: none); Ctrl-C / SIGTERM "
+                        "stop at the next step with one and exit 130 / 143")
+    r.add_argument("--force", action="store_true",
+                   help="run even if --out already holds a run (it is replaced); without it that is refused")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     where = r.add_mutually_exclusive_group()
     where.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
@@ -592,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(e.render())
         return EXIT_SPEC
     except FloatingPointError as e:  # runtime.engine.decompose.NonFiniteError: the run diverged
-        _err(f"apdspec {args.command}: the decomposition diverged: {e}")
+        _err(f"apdspec {args.command}: the run diverged: {e}")
         if getattr(e, "hint", None):
             _err(f"hint: {e.hint}")
         return EXIT_FAILED

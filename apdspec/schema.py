@@ -258,6 +258,9 @@ DECOMPOSE = Obj(
         "restarts": Leaf(Int(), "independent inits per replicate; the lowest held-out top-k MSE is kept",
                          valid="> 0"),
         "revive": REVIVE,
+        "checkpoint_every": Leaf(Optional(Int()), "steps between full-state checkpoints of a run directory "
+                                 "(exact resume); none = every 10 % of the steps, 0 = none", valid=">= 0"),
+        "checkpoint_keep": Leaf(Int(), "newest checkpoints kept", valid="> 0"),
     },
     "the decomposition (paper §2, App. A.2.2)",
 )

@@ -242,10 +242,13 @@ class NonFiniteError(FloatingPointError):
     `what` is the loss term (or "gradient of <param>"), `replicate` the replicate (the runner maps
     the instances of a restarts run back to replicate and `restart`), `step` the iteration."""
 
-    def __init__(self, what: str, replicate: int, step: int, value: float, restart: int | None = None):
+    def __init__(self, what: str, replicate: int, step: int, value: float, restart: int | None = None,
+                 hint: str | None = None):
         self.what, self.replicate, self.step, self.value, self.restart = what, replicate, step, value, restart
         where = f"replicate {replicate}" + (f" (restart {restart})" if restart is not None else "")
         super().__init__(f"{what} is {value} in {where} at step {step}")
+        if hint is not None:
+            self.hint = hint
 
     hint = ("the optimisation diverged: lower decompose.optimizer's lr (e.g. by 10x), or add warmup to "
             "decompose.schedule; a very large loss coefficient or init_scale does the same")
@@ -365,11 +368,13 @@ class Trainer:
 
 
 class Interrupted(Exception):
-    """The loop stopped at a step boundary on request (a signal), after writing a checkpoint."""
+    """A loop stopped at a step boundary on request (a signal). In the "decompose" phase a
+    checkpoint was written first; in the "target" phase (target training) nothing was saved yet."""
 
-    def __init__(self, signum: int, step: int):
-        self.signum, self.step = signum, step
-        super().__init__(f"interrupted by signal {signum} before step {step}")
+    def __init__(self, signum: int, step: int, phase: str = "decompose"):
+        self.signum, self.step, self.phase = signum, step, phase
+        where = "target training" if phase == "target" else "the decomposition"
+        super().__init__(f"interrupted by signal {signum} before step {step} of {where}")
 
 
 @dataclasses.dataclass

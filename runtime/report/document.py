@@ -25,6 +25,7 @@ import numpy as np
 from ..analysis.diagnostics import diagnose, weight_scale
 from ..spec.paper import PaperResult, lookup
 from ..spec import METRICS, PLOTS, Experiment, from_dict
+from ..store.rundir import write_text
 
 # ------------------------------------------------------------------------------------------
 # Document model
@@ -290,7 +291,14 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
         head.blocks.append(_p(f"Reproduces: {paper.title} ({paper.source})."))
     if summary.get("error"):
         head.blocks.append(_p(f"Error: `{summary['error']}`"))
-    if load_error:
+    if status == "interrupted":
+        where = "target training" if summary.get("phase") == "target" else "the decomposition"
+        saved = ("the trained target is not saved yet" if summary.get("phase") == "target"
+                 else "a full-state checkpoint is in `checkpoints/`")
+        head.blocks.append(_p(f"Interrupted by signal {summary.get('signal')} before step {summary.get('next_step')} "
+                              f"of {where}; {saved}. Continue it (bit-identical to an uninterrupted run) with "
+                              f"`{summary.get('resume', 'apdspec run --resume RUN_DIR')}`."))
+    elif load_error:
         head.blocks.append(_p(f"The run's arrays could not be loaded, so this report has no figures: `{load_error}`"))
 
     # diagnostics
@@ -437,7 +445,7 @@ def render(run_dir: str, result: Any = None) -> list[str]:
     report is written from summary.json / spec.json alone, without figures."""
     summary = _read_json(os.path.join(run_dir, "summary.json"))
     load_error = None
-    if result is None:
+    if result is None and summary.get("status") != "interrupted":  # an interrupted run has no arrays yet
         try:
             from ..store.rundir import load_run
 
@@ -452,8 +460,6 @@ def render(run_dir: str, result: Any = None) -> list[str]:
         plot_paths, plot_errors = make_plots(result, os.path.join(run_dir, "plots"))
     title, sections = build_document(run_dir, summary, result, exp, plot_paths, plot_errors, load_error)
     md_path, html_path = os.path.join(run_dir, "report.md"), os.path.join(run_dir, "report.html")
-    with open(md_path, "w") as f:
-        f.write(to_markdown(title, sections, run_dir))
-    with open(html_path, "w") as f:
-        f.write(to_html(title, sections))
+    write_text(md_path, to_markdown(title, sections, run_dir))
+    write_text(html_path, to_html(title, sections))
     return list(plot_paths.values()) + [md_path, html_path]

@@ -169,7 +169,8 @@ def validate(exp: Experiment) -> list[Issue]:
         for f in ("features", "hidden"):
             _positive(f"target.{f}", getattr(arch, f), issues)
         _positive("target.hidden_layers", arch.hidden_layers, issues, strict=False)
-        n_features, d_ins = arch.features, [(arch.features, arch.hidden)] + [(arch.hidden, arch.hidden)] * arch.hidden_layers
+        # the distinct shapes of the decomposed matrices (every hidden layer has the same one)
+        n_features, d_ins = arch.features, [(arch.features, arch.hidden)] + [(arch.hidden, arch.hidden)] * (arch.hidden_layers > 0)
     elif isinstance(arch, ResidMlpTarget):
         for f in ("features", "d_embed", "d_mlp", "layers"):
             _positive(f"target.{f}", getattr(arch, f), issues)
@@ -248,6 +249,8 @@ def validate(exp: Experiment) -> list[Issue]:
     _positive("decompose.log_every", dc.log_every, issues)
     _positive("decompose.init_scale", dc.init_scale, issues)
     _positive("decompose.restarts", dc.restarts, issues)
+    _positive("decompose.checkpoint_every", dc.checkpoint_every, issues, strict=False)
+    _positive("decompose.checkpoint_keep", dc.checkpoint_keep, issues)
     if dc.revive is not None:
         _revive_issues(dc, issues)
     _optimizer_issues("decompose.optimizer", dc.optimizer, issues)
