@@ -8,6 +8,7 @@ Estimates (per optimiser step, all replicates):
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from runtime import spec as S
@@ -66,8 +67,6 @@ def _file_line(exp: S.Experiment) -> str:
     t = exp.target
     if not isinstance(t, S.FileTarget):
         return ""
-    import os
-
     from runtime.spec.target_file import target_replicates
 
     rel = os.path.relpath(t.path)
