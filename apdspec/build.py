@@ -137,7 +137,11 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
         # thousands of points that is seconds. Points of a file target validate exactly like points
         # of the architecture it holds, untrained (no train block; and no axis can sweep target.* or
         # train.* of a file target: the checker rejects those keys), so validate those instead.
-        exp = dataclasses.replace(exp, target=arch, train=None)
+        # A file with a replicate axis fixes `replicates`: if that is swept, validate the points
+        # with the file itself, which checks the count (slower, and rare).
+        swept = {a.path for a in exp.sweep.axes} if exp.sweep else set()
+        if "replicates" not in swept or _file_replicates(exp.target.path) is None:
+            exp = dataclasses.replace(exp, target=arch, train=None)
     try:
         good, issues = expand(exp)
     except S.SpecValidationError:  # zipped axes of different lengths: the checker reported them
@@ -204,6 +208,15 @@ def _file_architecture(path: str) -> Any:
     try:
         return S.target_from_dict(read_target_meta(path)["target"])
     except Exception:  # any unreadable file: the base experiment's validate() reports it
+        return None
+
+
+def _file_replicates(path: str) -> int | None:
+    from runtime.spec.target_file import target_replicates
+
+    try:
+        return target_replicates(path)
+    except Exception:  # unreadable: the base experiment's validate() reports it
         return None
 
 

@@ -237,8 +237,10 @@ def test_cli_runs_a_sweep_and_resumes(tmp_path, capsys):
     assert re.search(r"^\[2/2\] seed=1  ok ", text, re.M)
     assert "  faithfulness <= 10: passed at 2 of 2 points" in text
     assert f"table: {os.path.join(out, 'sweep.md')}" in text and f"{out}: ok" in text
-    assert sorted(os.listdir(out)) == ["seed=0", "seed=1", "spec.apd", "spec.json", "sweep.json", "sweep.md"]
+    assert sorted(os.listdir(out)) == ["seed=0", "seed=1", "spec.apd", "spec.json", "spec.original.apd", "sweep.json",
+                                       "sweep.md"]
     assert "seed = [0, 1]" in open(os.path.join(out, "spec.apd")).read()
+    assert open(os.path.join(out, "spec.original.apd")).read() == open(spec).read()  # as written, no overrides
     assert main(args) == 0
     assert "[1/2] seed=0  ok (reused)" in capsys.readouterr().out
     # --resume DIR resumes a sweep too: point seed=1 is gone (as if the sweep had been stopped in it)

@@ -22,6 +22,7 @@ from ..spec import Experiment, Report
 
 SELECT_BATCHES = 10  # fresh batches of decompose.batch samples scored per instance
 CRITERION = "held-out batch top-k MSE vs target output"
+CRITERION_LP = "final total loss (no top-k: the Lp formulation)"
 
 
 def widened(exp: Experiment) -> Experiment:
@@ -70,7 +71,8 @@ def select(wide_result: Any, replicates: int, restarts: int) -> tuple[Decomposit
     """(the kept decomposition, the record of the choice for summary.json) of a wide run."""
     score = scores(wide_result)
     chosen = choose(score, replicates, restarts)
-    record = {"restarts": restarts, "criterion": CRITERION,
+    lp = wide_result.experiment.decompose.topk is None
+    record = {"restarts": restarts, "criterion": CRITERION_LP if lp else CRITERION,
               "scores": score.reshape(replicates, restarts).tolist(),
               "chosen": [int(c) % restarts for c in chosen]}
     return take(wide_result.decomposition, chosen), record

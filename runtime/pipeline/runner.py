@@ -39,10 +39,7 @@ def build_target(exp: Experiment, log: Callable[[dict], None] | None = None,
         from ..store.files import load_target
 
         arch, params, extras, _ = load_target(t.path)
-        # A saved target has no replicate axis unless it was saved from a replicated run.
-        params = {k: _with_replicates(np.asarray(v, dtype=dtype), exp.replicates, _rank(arch, k)) for k, v in params.items()}
-        extras = {k: _with_replicates(np.asarray(v), exp.replicates, None) for k, v in extras.items()}
-        return arch, params, extras, []
+        return arch, *_replicated(arch, params, extras, exp, t.path), []
     if isinstance(t, GatedTarget):
         from ..engine.gated import build_for_experiment
 
@@ -57,17 +54,23 @@ def build_target(exp: Experiment, log: Callable[[dict], None] | None = None,
     return t, params, {}, history
 
 
-def _rank(arch: Target, name: str) -> int:
-    """Number of axes of parameter `name` without the replicate axis."""
-    return 1 if name in ("b",) or ".b_" in name else 2
+def _replicated(arch: Target, params: dict, extras: dict, exp: Experiment, path: str) -> tuple[Params, dict]:
+    """A loaded target file's arrays with the experiment's replicate axis: a file without one is
+    shared by every replicate; a file with R replicates (a leading axis, docs/outputs.md) needs
+    exp.replicates == R (the checker says so first)."""
+    from ..spec.target_file import EXTRA_PREFIX, stored_replicates
 
+    shapes = {**{k: np.shape(v) for k, v in params.items()}, **{EXTRA_PREFIX + k: np.shape(v) for k, v in extras.items()}}
+    stored = stored_replicates(arch, shapes, repr(path))
+    if stored is not None and stored != exp.replicates:
+        raise ValueError(f"{path!r} holds {stored} replicates, the experiment asks for {exp.replicates}")
 
-def _with_replicates(a: np.ndarray, replicates: int, rank: int | None) -> np.ndarray:
-    if rank is not None and a.ndim == rank + 1:
-        if a.shape[0] != replicates:
-            raise ValueError(f"the target file holds {a.shape[0]} replicates, the experiment asks for {replicates}")
-        return a
-    return np.broadcast_to(a, (replicates,) + a.shape).copy()
+    def widen(a: np.ndarray) -> np.ndarray:
+        return a if stored is not None else np.broadcast_to(a, (exp.replicates,) + a.shape).copy()
+
+    dtype = np.dtype(exp.dtype)
+    return ({k: widen(np.asarray(v, dtype=dtype)) for k, v in params.items()},
+            {k: widen(np.asarray(v)) for k, v in extras.items()})
 
 
 def run(exp: Experiment | dict, *, log: Callable[[dict], None] | None = None,
@@ -193,7 +196,7 @@ CHECKPOINTS = 10  # default: a checkpoint every 10 % of the decomposition's step
 
 def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = None, spec_files: tuple = (),
                progress: bool = False, report: bool = True, resume: bool = False,
-               checkpoint_every: int | None = None) -> dict:
+               checkpoint_every: int | None = None, spec_original: str | None = None) -> dict:
     """Run and write the run directory; returns summary.json's content (status "ok",
     "expectations_failed" or "error"). Raises store.rundir.RunDirBusy if another live process is
     writing `out_dir`.
@@ -205,9 +208,13 @@ def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = Non
     decomposition), mark summary.json and report.md "interrupted" and raise
     engine.decompose.Interrupted. `resume=True` continues the run in `out_dir` (its spec.json is the
     experiment) from its newest checkpoint, else from its saved target, else from the start, and
-    gives the arrays an uninterrupted run would have."""
+    gives the arrays an uninterrupted run would have.
+
+    `spec_text` (the resolved spec, canonical .apd) is written as spec.apd, `spec_original` (the
+    spec file as the user wrote it, comments included) as spec.original.apd."""
     with locked(out_dir):
-        return _run_to_dir(exp, out_dir, spec_text, spec_files, progress, report, resume, checkpoint_every)
+        return _run_to_dir(exp, out_dir, spec_text, spec_files, progress, report, resume, checkpoint_every,
+                           spec_original)
 
 
 def _interrupted_report(out_dir: str, summary: dict) -> None:
@@ -234,7 +241,7 @@ def _restart_log(path: str, keep_lines: int) -> Any:
 
 
 def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spec_files: tuple, progress: bool,
-                report: bool, resume: bool, checkpoint_every: int | None) -> dict:
+                report: bool, resume: bool, checkpoint_every: int | None, spec_original: str | None = None) -> dict:
     from ..store import checkpoint as ckpt
 
     if isinstance(exp, dict):
@@ -254,8 +261,9 @@ def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spe
             state = ckpt.load(latest)
             keep_lines, resumed_from = state[1]["log_lines"], os.path.relpath(latest, out_dir)
     else:
-        if spec_text is not None:
-            write_text(os.path.join(out_dir, "spec.apd"), spec_text)
+        for name, text in (("spec.apd", spec_text), ("spec.original.apd", spec_original)):
+            if text is not None:
+                write_text(os.path.join(out_dir, name), text)
         write_text(os.path.join(out_dir, "spec.json"), to_json(exp))
     mf = _restart_log(metrics_path, keep_lines)
     written = [keep_lines]

@@ -323,8 +323,12 @@ def _result(fut: Any) -> dict:
 
 def run_sweep(exp: Experiment | dict, out_dir: str, *, jobs: int = 1, progress: bool = False,
               spec_text: str | None = None, spec_files: tuple = (), scheduler: str | None = None,
-              report: bool = True, on_point: Callable[[dict], None] | None = None) -> dict:
+              report: bool = True, on_point: Callable[[dict], None] | None = None,
+              spec_original: str | None = None) -> dict:
     """Run every point into `out_dir/<label>/`; write and return sweep.json's content.
+
+    `spec_text` (the resolved spec with its sweep block) is written as out_dir/spec.apd,
+    `spec_original` (the file as written, comments included) as out_dir/spec.original.apd.
 
     `report=False` skips each point's plots and report; `on_point(record)` is called as each point
     finishes (or is reused). A point whose run raises is recorded with status "error"."""
@@ -333,6 +337,8 @@ def run_sweep(exp: Experiment | dict, out_dir: str, *, jobs: int = 1, progress: 
     pts = points(exp)  # every point is checked before any compute is spent
     out_dir = os.path.abspath(out_dir)
     with locked(out_dir):  # a second sweep on the same directory is refused (RunDirBusy)
+        if spec_original is not None:
+            write_text(os.path.join(out_dir, "spec.original.apd"), spec_original)
         return _run_points(exp, pts, out_dir, jobs, progress, spec_text, spec_files, scheduler, report, on_point)
 
 

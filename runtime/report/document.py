@@ -248,16 +248,26 @@ def provenance_section(run_dir: str, summary: dict, exp: Experiment | None) -> S
     return Section("Provenance", [Block("table", header=["what", "value", "detail"], items=rows)])
 
 
+SPEC_FILES = (
+    ("spec.original.apd", "apd", "The spec file as written (`spec.original.apd`, comments kept; its `use` base and "
+                                 "any `-s` overrides are not applied here)."),
+    ("spec.apd", "apd", "The resolved spec the run used (`spec.apd`): every `use`, `-s` override and default applied, "
+                        "in canonical form; `spec.json` holds the same as JSON."),
+)
+
+
 def spec_section(run_dir: str) -> Section:
-    for name, lang in (("spec.apd", "apd"), ("spec.json", "json")):
+    blocks = []
+    for name, lang, note in SPEC_FILES:
         p = os.path.join(run_dir, name)
         if os.path.exists(p):
             with open(p) as f:
-                text = f.read()
-            note = "The spec as written (`spec.apd`); `spec.json` holds the resolved form with every default." \
-                if name == "spec.apd" else "The resolved spec (`spec.json`), every default filled in."
-            return Section("Spec", [_p(note), Block("code", text=text, header=[lang])])
-    return Section("Spec", [_p("No spec file in the run directory.")])
+                blocks += [_p(note), Block("code", text=f.read(), header=[lang])]
+    if not blocks and os.path.exists(os.path.join(run_dir, "spec.json")):
+        with open(os.path.join(run_dir, "spec.json")) as f:
+            blocks = [_p("The resolved spec (`spec.json`), every default filled in."),
+                      Block("code", text=f.read(), header=["json"])]
+    return Section("Spec", blocks or [_p("No spec file in the run directory.")])
 
 
 def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | None, plot_paths: dict,

@@ -12,7 +12,7 @@ from typing import Any
 from .experiment import (ALL_KINDS, METRICS, PLOTS, Decompose, Experiment, FileTarget, GatedTarget, Optimizer,
                          ResidMlpTarget, Schedule, TmsTarget)
 from .serial import target_from_dict
-from .target_file import read_target_meta
+from .target_file import read_target_meta, target_replicates
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,20 @@ def validate(exp: Experiment) -> list[Issue]:
             kind = target_kind(exp)
         except (OSError, KeyError, ValueError) as e:
             issues.append(Issue("target.path", f"cannot read target file {t.path!r}: {e.strerror if isinstance(e, OSError) and e.strerror else e}",
-                                "give the path of a target.npz written by `apdspec run`"))
+                                "give the path of a target.npz written by `apdspec run` or `apdspec import-target`"))
             return issues
         arch = target_from_dict(read_target_meta(t.path)["target"])
+        try:
+            stored = target_replicates(t.path)
+        except (OSError, ValueError) as e:
+            issues.append(Issue("target.path", f"cannot use target file {t.path!r}: {e}",
+                                "give a target file written by `apdspec run` or `apdspec import-target`"))
+            return issues
+        if stored is not None and stored != exp.replicates:
+            issues.append(Issue("replicates", f"the target file holds {stored} replicates (a leading axis of length "
+                                f"{stored}); the experiment has {exp.replicates}",
+                                f"set replicates = {stored} (on the command line: -s replicates={stored})",
+                                ("target.path",)))
     else:
         kind, arch = t.kind, t
     for path, v in (("seed", exp.seed), ("train.seed", exp.train.seed if exp.train else None),
