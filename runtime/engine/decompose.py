@@ -33,7 +33,7 @@ from . import apd
 from . import fused as fused_kernels
 from .attributions import attributions, live_choices, topk_mask
 from .models import Params, n_outputs, target_forward
-from .kernels import FastAdam, add_scaled, col_sq_norms, default_blas_threads, tune_malloc
+from .kernels import FastAdam, GradParts, add_scaled, col_sq_norms, default_blas_threads, tune_malloc
 from .optim import lr_at
 from .revive import Reviver
 from .seeding import rng_state, set_rng_state
@@ -77,9 +77,13 @@ def normalise_columns(comps: apd.Comps, arch: Target) -> None:
 
 
 def project_gradients(grads: apd.Comps, comps: apd.Comps, arch: Target) -> None:
-    """g <- g - <g, A> A per column: the tangent space of the unit sphere (A is unit-norm)."""
+    """g <- g - <g, A> A per column: the tangent space of the unit sphere (A is unit-norm). A lazy
+    gradient (`kernels.GradParts`) only changes its per-column scale of A."""
     for name in apd.decomposed_params(arch):
         A, g = comps[f"{name}.A"], grads[f"{name}.A"]
+        if isinstance(g, GradParts):
+            g.project_columns(A)
+            continue
         if not g.flags.writeable:
             g = grads[f"{name}.A"] = g.copy()
         dots = np.einsum("idn,idn->in", g, A)  # <g, A> per column, no temporary
@@ -114,6 +118,8 @@ class LossProblem:
         # Residual MLPs: attributions and loss share their largest GEMMs (fused.ResidualPre)
         self.use_pre = self.fused and fused_kernels.residual_pre_applies(arch, self.attr)
         self.last_mask: tuple[np.ndarray, np.ndarray] | None = None  # (mask, inputs) of the last loss
+        # True: gradients may come back as kernels.GradParts (what Trainer consumes); False: arrays
+        self.lazy_grads = False
 
     def mask_stats(self) -> dict:
         """Statistics of the top-k mask of the last loss evaluated (empty without top-k); computed
@@ -232,6 +238,8 @@ class LossProblem:
         if not need_grad:
             return None
         g = np.repeat(np.asarray(coeffs, dtype=vals.dtype)[:, None], vals.shape[1], axis=1)
+        if self.lazy_grads and hasattr(fl, "backward_lazy"):
+            return fl.backward_lazy(factors, g)
         grads = fl.backward(factors, g)
         return dict(zip(fl.factor_names, grads))
 
@@ -260,8 +268,10 @@ def _first_non_finite(record: dict, step: int) -> None:
             raise NonFiniteError(name, int(bad[0]), step, float(a[bad[0]]))
 
 
-def _replicate_sums(a: np.ndarray) -> np.ndarray:
+def _replicate_sums(a) -> np.ndarray:
     """(I,) sums over everything but the leading replicate axis: NaN or inf if any entry is."""
+    if isinstance(a, GradParts):
+        return a.replicate_sums()
     a = np.asarray(a)
     return np.sum(a.reshape(a.shape[0], -1), axis=1, dtype=np.float64)
 
@@ -288,6 +298,7 @@ class Trainer:
             comps = apd.init_components(arch, dc.components, dc.rank, exp.replicates, dc.init_scale, rng_init, self.dtype)
         self.comps = comps
         self.problem = LossProblem(exp, arch, target)
+        self.problem.lazy_grads = True  # FastAdam and the projection take kernels.GradParts as they are
         self.opt = FastAdam(comps, dc.optimizer)
         self.step_index = 0
         self.reviver = None if dc.revive is None else Reviver(dc.revive, exp.replicates, dc.components, dc.rank)
@@ -309,8 +320,8 @@ class Trainer:
         if checking:
             _first_non_finite({f"gradient of {k}": _replicate_sums(g) for k, g in grads.items()}, step)
         if not last:
-            grads = {k: g if isinstance(g, np.ndarray) and g.dtype == self.dtype else np.asarray(g, dtype=self.dtype)
-                     for k, g in grads.items()}
+            grads = {k: g if isinstance(g, (np.ndarray, GradParts)) and g.dtype == self.dtype
+                     else np.asarray(g, dtype=self.dtype) for k, g in grads.items()}
             if dc.unit_norm:
                 project_gradients(grads, comps, arch)
             self.opt.step(comps, grads, lr)

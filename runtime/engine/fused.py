@@ -42,7 +42,8 @@ import numpy as np
 from autograd.extend import defvjp_argnums, primitive
 
 from .apd import SCHATTEN_EPS, n_decomposed_weights
-from .kernels import add_scaled, add_sum_scaled, col_sq_norms, row_sq_norms
+from .grouped import Grouped, Pairs  # noqa: F401  (Pairs: also used by TmsSparseLoss)
+from .kernels import GradParts, add_scaled, col_sq_norms, row_sq_norms
 from .models import activation, has_bias, layers_of, residual_dims
 from ..spec import GatedTarget, ResidMlpTarget, TmsTarget
 
@@ -72,65 +73,6 @@ def _fused_vjp(argnums, ans, args, kwargs):
 
 
 defvjp_argnums(fused_terms, _fused_vjp)
-
-
-# ------------------------------------------------------------------------------------------
-# Active (sample, component) pairs of a mask
-
-
-class Pairs:
-    """The active pairs of one replicate's (B, C) boolean mask, sorted by component.
-
-    `b` (K,) sample of each pair; `groups` [(c, start, end)] the slice of pairs of component c
-    (only components with active samples); `levels` a scatter plan: pairs split by their
-    occurrence rank within their sample, so that each level's samples are distinct and
-    `out[b_j] += v[idx_j]` is a plain (unbuffered-safe) fancy-index add."""
-
-    def __init__(self, mask: np.ndarray):
-        B, C = mask.shape
-        cs, bs = np.nonzero(mask.T)  # component-major
-        self.B, self.C, self.K = B, C, bs.size
-        self.b, self.c = bs, cs
-        counts = np.bincount(cs, minlength=C)
-        ends = np.cumsum(counts)
-        starts = ends - counts
-        self.counts = counts
-        self.groups = [(int(c), int(starts[c]), int(ends[c])) for c in np.flatnonzero(counts)]
-        order = np.argsort(bs, kind="stable")
-        sb = bs[order]
-        if self.K:
-            first = np.flatnonzero(np.r_[True, sb[1:] != sb[:-1]])
-            rank = np.arange(self.K) - np.repeat(first, np.diff(np.r_[first, self.K]))
-            self.levels = [(sb[rank == j], order[rank == j]) for j in range(int(rank.max()) + 1)]
-        else:
-            self.levels = []
-
-    def bottleneck(self, X: np.ndarray, first: np.ndarray, second: np.ndarray, m: int, dtype,
-                   inner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The masked rank-m pass of every pair k = (b, c): inner_k = X_k first_c and
-        out_k = inner_k second_c, where first_c / second_c are component c's column / row block of
-        the flat factors. X holds the pairs' input rows (K, d_in); a given `inner` skips its GEMM.
-        Returns (inner (K, m), out (K, d_out)), per pair (see `scatter`)."""
-        out = np.empty((self.K, second.shape[-1]), dtype=dtype)
-        given = inner is not None
-        if not given:
-            inner = np.empty((self.K, m), dtype=dtype)
-        for c, s, e in self.groups:
-            sl = slice(c * m, (c + 1) * m)
-            if not given:
-                np.matmul(X[s:e], first[:, sl], out=inner[s:e])
-            np.matmul(inner[s:e], second[sl], out=out[s:e])
-        return inner, out
-
-    def scatter(self, vals: np.ndarray, width: int, dtype) -> np.ndarray:
-        """(K, width) per-pair rows -> (B, width) sums over each sample's pairs."""
-        out = np.zeros((self.B, width), dtype=dtype)
-        for j, (b, idx) in enumerate(self.levels):
-            if j == 0:
-                out[b] = vals[idx]
-            else:
-                out[b] += vals[idx]
-        return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -256,6 +198,8 @@ class _Common:
             a2, b2, S = save.pop(f"a2:{n}"), save.pop(f"b2:{n}"), save.pop(f"S:{n}")
             w = coef * (self.uses[n] * half) * (S + SCHATTEN_EPS) ** (half - 1.0)  # dL/dS
             A, Bf = F[f"{n}.A"], F[f"{n}.B"]
+            if f"{n}.A" in defer:
+                save.setdefault("schatten_a2", {})[n] = a2  # ||A column||^2, for the unit-norm projection
             for ab, X, u, axis in (("A", A, 2.0 * w * b2, 1), ("B", Bf, 2.0 * w * a2, 2)):
                 if f"{n}.{ab}" in defer:
                     deferred[f"{n}.{ab}"] = u
@@ -275,7 +219,17 @@ class ResidualLoss(_Common):
         o_l = sum_{c active} (h_l A_out,c) B_out,c  (+ b_out),   r_l = r_{l-1} + o_l
         y = r_L W_U  (act(y) with an output activation)
     Terms: faithfulness, minimality mean (y - y*)^2, act-recon (residual MLP: ReLU of the
-    pre-bias W_in outputs; gated: every layer's pre-bias output), Schatten."""
+    pre-bias W_in outputs; gated: every layer's pre-bias output), Schatten.
+
+    Every masked product goes through `grouped.Grouped` (dense or per component, by cost). With
+    the residual-MLP precompute (`ResidualPre`), layer 0's bottleneck r_0 A_in = x (W_E A_in) is
+    taken from the attribution pass, and the last layer's output is only ever read through W_U,
+    so it is evaluated as u (B_out W_U) with the attribution's N = B_out W_U (C m x d_L) instead
+    of through the d_embed-wide B_out.
+
+    `backward_lazy` returns the gradients of the d_embed-wide factors (A_in, B_out) as
+    `kernels.GradParts` (faithfulness GEMM + masked-pass part + Schatten scale, never summed into
+    one array; FastAdam sums them in cache); `backward` returns plain arrays."""
 
     def __init__(self, arch, target, C: int, m: int, losses, x, tgt, mask: np.ndarray, dtype, B_total=None,
                  pre=None):
@@ -284,7 +238,8 @@ class ResidualLoss(_Common):
         D, d_mlp, n_layers = residual_dims(arch)
         self.D, self.d_mlp, self.n_layers = D, d_mlp, n_layers
         self.act, self.act_grad = activation(arch)
-        self.pairs = [Pairs(mask[i]) for i in range(self.I)]
+        self.grouped = [Grouped(mask[i], m, self.dtype) for i in range(self.I)]
+        self.pairs = [g.pairs for g in self.grouped]
         self.r0 = np.asarray(tgt.pre["layers.0.W_in"], dtype=self.dtype)  # x @ W_E: shared with the target pass
         self.W_U = np.asarray(target["W_U"], dtype=self.dtype)
         self.y_ref = np.asarray(tgt.y, dtype=self.dtype)
@@ -303,39 +258,46 @@ class ResidualLoss(_Common):
             if self.resid_act_recon:
                 self.ar_ref = {n: np.where(h > 0, h, 0.0).astype(self.dtype) for n, h in self.ar_ref.items()}
             self.ar_units = sum(self.ar_ref[n].shape[-1] for n in names)
+        # W_out's output feeds an act-recon term only for the gated network
+        self.ar_out = losses.act_recon is not None and not self.resid_act_recon
+        self.big = tuple(f"layers.{l}.{w}" for l in range(n_layers) for w in ("W_in.A", "W_out.B"))
         self._save: dict = {}
+
+    def _via_N(self, pre, l: int) -> bool:
+        """Is layer l's output read only through W_U (so it can be taken through N = B_out W_U)?"""
+        return pre is not None and l == self.n_layers - 1 and not self.ar_out
 
     # -- masked pass of one replicate -----------------------------------------------------------
 
     def _forward_replicate(self, i, F, save):
-        P = self.pairs[i]
-        m, dt = self.m, self.dtype
+        G = self.grouped[i]
+        pre = save.get("pre")
         r = self.r0[i]
         post = {}
+        y_pre = None
         for l in range(self.n_layers):
             A_in, B_in = F[f"layers.{l}.W_in.A"][i], F[f"layers.{l}.W_in.B"][i]
             A_out, B_out = F[f"layers.{l}.W_out.A"][i], F[f"layers.{l}.W_out.B"][i]
-            R = r[P.b]  # (K, D) inputs of the active pairs
-            pre = save.get("pre")
             # r_0 A_in = x (W_E A_in): the attribution pass computed it for every row
-            inner0 = pre.inner0[i].reshape(-1, self.C, m)[P.b, P.c] if l == 0 and pre is not None else None
-            inner, zp = P.bottleneck(R, A_in, B_in, m, dt, inner=inner0)
-            z = P.scatter(zp, self.d_mlp, dt)
+            inner = pre.inner0[i] if l == 0 and pre is not None else None
+            u = G.first(r, A_in, inner=inner)
+            z = G.second(u, B_in)
             post[f"layers.{l}.W_in"] = z
             zb = z if self.b_in[l] is None else z + self.b_in[l][i]
-            h = np.asarray(self.act(zb), dtype=dt)
-            H = h[P.b]
-            inner2, op = P.bottleneck(H, A_out, B_out, m, dt)
-            o = P.scatter(op, self.D, dt)
-            post[f"layers.{l}.W_out"] = o
-            save[(i, l)] = (R, inner, zb, H, inner2)
-            if self.b_out[l] is not None:
-                o = o + self.b_out[l][i]
-            r = r + o
-        y = r @ self.W_U[i]
-        y_pre = y
-        if self.out_act:
-            y = np.asarray(self.act(y_pre), dtype=dt)
+            h = np.asarray(self.act(zb), dtype=self.dtype)
+            u2 = G.first(h, A_out)
+            save[(i, l)] = (r, u, zb, h, u2)
+            rb = r if self.b_out[l] is None else r + self.b_out[l][i]
+            if self._via_N(pre, l):
+                y_pre = np.matmul(rb, self.W_U[i])
+                y_pre += G.second(u2, pre.N[i])
+            else:
+                o = G.second(u2, B_out)
+                post[f"layers.{l}.W_out"] = o
+                r = rb + o
+        if y_pre is None:
+            y_pre = np.matmul(r, self.W_U[i])
+        y = np.asarray(self.act(y_pre), dtype=self.dtype) if self.out_act else y_pre
         save[(i, "y")] = (y, y_pre)
         save[(i, "post")] = post
         return y, post
@@ -345,23 +307,21 @@ class ResidualLoss(_Common):
         save = self._save = {"pre": self._pre_for(factors), "factors": tuple(factors)}
         I, B = self.I, self.B
         vals = {t: np.zeros(I, dtype=self.dtype) for t in self.terms}
-        need_pass = "minimality" in self.terms or "act_recon" in self.terms
-        for i in range(I):
-            if not need_pass:
-                break
-            y, post = self._forward_replicate(i, F, save)
-            if "minimality" in self.terms:
-                d = y - self.y_ref[i]
-                vals["minimality"][i] = np.sum(d * d) / (B * d.shape[-1])
-            if "act_recon" in self.terms:
-                sq = 0.0
-                for n in self.ar_names:
-                    h = post[n]
-                    if self.resid_act_recon:
-                        h = np.where(h > 0, h, 0.0)
-                    d = h - self.ar_ref[n][i]
-                    sq = sq + np.sum(d * d, axis=-1)
-                vals["act_recon"][i] = np.sum(sq) / B / self.ar_units
+        if "minimality" in self.terms or "act_recon" in self.terms:
+            for i in range(I):
+                y, post = self._forward_replicate(i, F, save)
+                if "minimality" in self.terms:
+                    d = y - self.y_ref[i]
+                    vals["minimality"][i] = np.sum(d * d) / (B * d.shape[-1])
+                if "act_recon" in self.terms:
+                    sq = 0.0
+                    for n in self.ar_names:
+                        h = post[n]
+                        if self.resid_act_recon:
+                            h = np.where(h > 0, h, 0.0)
+                        d = h - self.ar_ref[n][i]
+                        sq = sq + np.sum(d * d, axis=-1)
+                    vals["act_recon"][i] = np.sum(sq) / B / self.ar_units
         if "faithfulness" in self.terms:
             vals["faithfulness"] = self._faith_forward(F, save)
         if "simplicity" in self.terms:
@@ -369,71 +329,80 @@ class ResidualLoss(_Common):
         return np.stack([np.asarray(vals[t], dtype=self.dtype) for t in self.terms])
 
     def backward(self, factors, g):
+        grads = self.backward_lazy(factors, g)
+        return [np.asarray(grads[n]) if isinstance(grads[n], GradParts) else grads[n] for n in self.factor_names]
+
+    def backward_lazy(self, factors, g) -> dict:
+        """name -> gradient: plain arrays, and `GradParts` for the d_embed-wide factors."""
         F = dict(zip(self.factor_names, factors))
         save = self._saved_for(factors)
         g = {t: g[k] for k, t in enumerate(self.terms)}
+        dt = self.dtype
+        # the faithfulness GEMMs start every factor's gradient (zeros without the term)
         grads = self._grads_with_faithfulness(F, save, g)
-        sparse_pass = "minimality" in self.terms or "act_recon" in self.terms
+        parts = {n: [grads[n]] for n in self.big}
+        # <faithfulness part of A's gradient, A> per column = sum_k B[j, k] (A^T G)[j, k]: from B's gradient
+        dots = {}
+        for n in self.big:
+            if n.endswith(".A"):
+                p = n[:-2]
+                dots[n] = (np.einsum("ijk,ijk->ij", F[f"{p}.B"], grads[f"{p}.B"]) if "faithfulness" in self.terms
+                           else np.zeros((self.I, F[n].shape[-1]), dtype=dt))
         if "simplicity" in self.terms:
-            # the sparse pass makes a full pass over A_in's and B_out's gradients: apply the
-            # Schatten term there
-            defer = ()
-            if sparse_pass:
-                defer = tuple(f"layers.{l}.{w}" for l in range(self.n_layers) for w in ("W_in.A", "W_out.B"))
-            self._schatten_backward(F, self.n_active, self.B, save, g["simplicity"], grads, defer)
-        if sparse_pass:
+            self._schatten_backward(F, self.n_active, self.B, save, g["simplicity"], grads, defer=self.big)
+        if "minimality" in self.terms or "act_recon" in self.terms:
+            sparse = {n: np.empty((self.I,) + F[n].shape[1:], dtype=dt) for n in self.big}
             for i in range(self.I):
-                self._backward_replicate(i, F, save, g, grads)
+                self._backward_replicate(i, F, save, g, grads, sparse, dots)
+            for n in self.big:
+                parts[n].append(sparse[n])
+        u_sch = save.get("schatten_u", {})
+        a2 = save.get("schatten_a2", {})
+        out = {}
+        for n in self.factor_names:
+            if n not in self.big:
+                out[n] = grads[n]
+                continue
+            axis = 1 if n.endswith(".A") else 2
+            out[n] = GradParts(parts[n], X=F[n], w=u_sch.get(n), axis=axis, col_dots=dots.get(n),
+                               x_sq=a2.get(n[:-2]) if axis == 1 else None)
         self._save = {}
-        return [grads[n] for n in self.factor_names]
+        return out
 
-    def _backward_replicate(self, i, F, save, g, grads):
-        P = self.pairs[i]
-        m, dt, B = self.m, self.dtype, self.B
+    def _backward_replicate(self, i, F, save, g, grads, sparse, dots):
+        G = self.grouped[i]
+        pre = save.get("pre")
+        dt, B = self.dtype, self.B
         y, y_pre = save[(i, "y")]
         post = save[(i, "post")]
         d_L = y.shape[-1]
+        gy = None
         if "minimality" in self.terms:
             gy = (y - self.y_ref[i]) * dt.type(2.0 * g["minimality"][i] / (B * d_L))
             if self.out_act:
                 gy = gy * self.act_grad(y_pre)
-            g_r = gy @ self.W_U[i].T
+            g_r = np.matmul(gy, self.W_U[i].T)
         else:
             g_r = np.zeros((self.r0.shape[1], self.D), dtype=dt)
         ar = "act_recon" in self.terms
         if ar:
             ar_scale = dt.type(2.0 * g["act_recon"][i] / (B * self.ar_units))
         for l in reversed(range(self.n_layers)):
-            R, inner, zb, H, inner2 = save.pop((i, l))
+            r, u, zb, h, u2 = save.pop((i, l))
             A_in, B_in = F[f"layers.{l}.W_in.A"][i], F[f"layers.{l}.W_in.B"][i]
             A_out, B_out = F[f"layers.{l}.W_out.A"][i], F[f"layers.{l}.W_out.B"][i]
-            gA_in, gB_in = grads[f"layers.{l}.W_in.A"][i], grads[f"layers.{l}.W_in.B"][i]
-            gA_out, gB_out = grads[f"layers.{l}.W_out.A"][i], grads[f"layers.{l}.W_out.B"][i]
             g_o = g_r
-            if ar and not self.resid_act_recon:
+            if self.ar_out and ar:
                 n = f"layers.{l}.W_out"
                 g_o = g_o + (post[n] - self.ar_ref[n][i]) * ar_scale
-            Go = g_o[P.b]  # (K, D)
-            gh_p = np.empty((P.K, self.d_mlp), dtype=dt)
-            u_sch = save.get("schatten_u", {})
-            uB = u_sch.get(f"layers.{l}.W_out.B")
-            uB = None if uB is None else uB[i][:, None]
-            for c, s, e in P.groups:
-                sl = slice(c * m, (c + 1) * m)
-                g_in2 = Go[s:e] @ B_out[sl].T  # (n, m)
-                if uB is None:
-                    gB_out[sl] += inner2[s:e].T @ Go[s:e]
-                else:  # with the (deferred) Schatten term, in the same block update
-                    blk = inner2[s:e].T @ Go[s:e]
-                    blk += B_out[sl] * uB[sl]
-                    gB_out[sl] += blk
-                gA_out[:, sl] += H[s:e].T @ g_in2
-                np.matmul(g_in2, A_out[:, sl].T, out=gh_p[s:e])
-            if uB is not None and np.any(P.counts == 0):
-                off = np.repeat(P.counts == 0, m)
-                gB_out[off] += B_out[off] * uB[off]
-            g_h = P.scatter(gh_p, self.d_mlp, dt)
-            g_z = g_h * self.act_grad(zb)
+            if self._via_N(pre, l):  # the output gradient is gy W_U^T: through N = B_out W_U
+                g_u2 = G.grad_u(gy, pre.N[i]) if gy is not None else np.zeros_like(u2)
+            else:
+                g_u2 = G.grad_u(g_o, B_out)
+            G.grad_second(u2, g_o, out=sparse[f"layers.{l}.W_out.B"][i])
+            grads[f"layers.{l}.W_out.A"][i] += G.grad_first(h, g_u2)
+            g_z = G.grad_input(g_u2, A_out)
+            g_z *= self.act_grad(zb)
             if ar:
                 n = f"layers.{l}.W_in"
                 z = post[n]
@@ -441,30 +410,13 @@ class ResidualLoss(_Common):
                     g_z += np.where(z > 0, (np.where(z > 0, z, 0.0) - self.ar_ref[n][i]) * ar_scale, 0.0).astype(dt)
                 else:
                     g_z += (z - self.ar_ref[n][i]) * ar_scale
-            Gz = g_z[P.b]  # (K, d_mlp)
-            need_ga = l > 0
-            ga_p = np.empty((P.K, self.D), dtype=dt) if need_ga else None
-            # The (D, m) blocks of A_in's gradient are column blocks of a row-major (D, C m)
-            # array: written by the GEMMs straight into a scratch array, then added in one
-            # sequential pass (a read-modify-write per block is cache-hostile for large D).
-            S = np.empty_like(gA_in)
-            S3 = S.reshape(S.shape[0], self.C, m)
-            S3[:, P.counts == 0, :] = 0.0
-            for c, s, e in P.groups:
-                sl = slice(c * m, (c + 1) * m)
-                g_in = Gz[s:e] @ B_in[sl].T  # (n, m)
-                gB_in[sl] += inner[s:e].T @ Gz[s:e]
-                np.matmul(R[s:e].T, g_in, out=S[:, sl])
-                if need_ga:
-                    np.matmul(g_in, A_in[:, sl].T, out=ga_p[s:e])
-            uA = u_sch.get(f"layers.{l}.W_in.A")
-            if uA is None:
-                gA_in += S
-            else:  # G += S + A u in one blocked pass (the deferred Schatten term)
-                add_sum_scaled(gA_in, S, A_in, uA[i])
-            if need_ga:
-                g_r = g_r + P.scatter(ga_p, self.D, dt)
-
+            grads[f"layers.{l}.W_in.B"][i] += G.grad_second(u, g_z)
+            g_u = G.grad_u(g_z, B_in)
+            nA = f"layers.{l}.W_in.A"
+            G.grad_first(r, g_u, out=sparse[nA][i])
+            dots[nA][i] += G.col_dots(u, g_u)
+            if l > 0:
+                g_r = g_r + G.grad_input(g_u, A_in)
 
 
 # ------------------------------------------------------------------------------------------
@@ -648,13 +600,13 @@ class TmsSparseLoss(TmsLoss):
                     f_i, s_i, gA_i, gB_i = first[i], second[i], gA[i], gB[i]
                     for c, s, e in P.groups:
                         sl = slice(c * m, (c + 1) * m)
-                        g_inner = Go[s:e] @ s_i[sl].T  # (n, m)
+                        g_inner = np.matmul(Go[s:e], s_i[sl].T)  # (n, m)
                         if layer.transposed:  # first = B^T, second = A^T
-                            gA_i[:, sl] += Go[s:e].T @ inner[s:e]
-                            gB_i[sl] += g_inner.T @ Ai[s:e]
+                            gA_i[:, sl] += np.matmul(Go[s:e].T, inner[s:e])
+                            gB_i[sl] += np.matmul(g_inner.T, Ai[s:e])
                         else:
-                            gB_i[sl] += inner[s:e].T @ Go[s:e]
-                            gA_i[:, sl] += Ai[s:e].T @ g_inner
+                            gB_i[sl] += np.matmul(inner[s:e].T, Go[s:e])
+                            gA_i[:, sl] += np.matmul(Ai[s:e].T, g_inner)
                         if j > 0:
                             np.matmul(g_inner, f_i[:, sl].T, out=ga_p[s:e])
                     if j > 0:
@@ -714,6 +666,7 @@ class ResidualPre:
         self.DBt = {f"layers.{l}.W_out": np.empty((I, d_mlp, Cm), dtype=dt) for l in range(L)}  # D_out B_out^T
         self.inner0 = np.empty((I, R, Cm), dtype=dt)
         self.attr = np.empty((I, R, C), dtype=dt)
+        self.N = []  # per replicate: B_out W_U (C m, d_L) of the last layer (a view into its K2)
         out_act = isinstance(arch, ResidMlpTarget) and arch.output_activation
         for i in range(I):
             xi = x[i]
@@ -760,6 +713,8 @@ class ResidualPre:
                 M = np.concatenate(later, axis=1)  # (D, n_later)
                 k = M.shape[1]
                 K2 = np.matmul(B_out, np.concatenate([M, d_out_.T], axis=1))  # (C m, n_later + d_mlp)
+                if l == L - 1:
+                    self.N.append(K2[:, k - F_out:k])
                 self.DBt[f"layers.{l}.W_out"][i] = K2[:, k:].T
                 terms.append((da, np.matmul(W_out, M), l))
                 h = tgt.pre[f"layers.{l}.W_out"][i]

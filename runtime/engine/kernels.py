@@ -44,6 +44,7 @@ class FastAdam(Adam):
         adam_update(self.cfg, p, g, m, v, lr, bc1, bc2)
 
     def step(self, params, grads, lr: float) -> None:
+        """One update; a gradient may be an array or a `GradParts` (summed chunk by chunk here)."""
         c = self.cfg
         self.t += 1
         bc1 = 1.0 - c.beta1 ** self.t
@@ -55,39 +56,150 @@ class FastAdam(Adam):
             self._step_all(params, grads, lr, bc1, bc2, step_size, decoupled, l2)
 
     def _step_all(self, params, grads, lr, bc1, bc2, step_size, decoupled, l2) -> None:
-        c = self.cfg
         for k, p in params.items():
-            if not (p.flags.c_contiguous and self.m[k].flags.c_contiguous and self.v[k].flags.c_contiguous):
-                self._step_plain(p, grads[k], self.m[k], self.v[k], lr, bc1, bc2)
+            g, m, v = grads[k], self.m[k], self.v[k]
+            contiguous = p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous
+            if isinstance(g, GradParts):
+                if contiguous and g.chunkable(p):
+                    self._step_parts(p, g, m, v, lr, bc1, bc2, step_size, decoupled, l2)
+                    continue
+                g = g.materialise()
+            if not contiguous:
+                self._step_plain(p, g, m, v, lr, bc1, bc2)
                 continue
-            pf, mf, vf = p.reshape(-1), self.m[k].reshape(-1), self.v[k].reshape(-1)
-            gf = np.ascontiguousarray(grads[k], dtype=p.dtype).reshape(-1)
+            pf, mf, vf = p.reshape(-1), m.reshape(-1), v.reshape(-1)
+            gf = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
             n = pf.size
-            t1, t2, t3 = self._buffers(p.dtype, min(n, CHUNK))
+            bufs = self._buffers(p.dtype, min(n, CHUNK))
             for s in range(0, n, CHUNK):
                 e = min(s + CHUNK, n)
-                L = e - s
-                pc, mc, vc, gc = pf[s:e], mf[s:e], vf[s:e], gf[s:e]
-                a, b, d = t1[:L], t2[:L], t3[:L]
-                if decoupled:
-                    pc *= 1.0 - lr * c.weight_decay
-                elif l2:
-                    np.multiply(c.weight_decay, pc, out=a)
-                    np.add(gc, a, out=a)
-                    gc = a
-                mc *= c.beta1
-                np.multiply(1.0 - c.beta1, gc, out=b)
-                mc += b
-                vc *= c.beta2
-                np.multiply(gc, gc, out=b)
-                np.multiply(1.0 - c.beta2, b, out=b)
-                vc += b
-                np.divide(vc, bc2, out=b)
-                np.sqrt(b, out=b)
-                b += c.eps
-                np.multiply(step_size, mc, out=d)
-                np.divide(d, b, out=d)
-                pc -= d
+                self._chunk(pf[s:e], gf[s:e], mf[s:e], vf[s:e], bufs, e - s, lr, bc2, step_size, decoupled, l2)
+
+    def _step_parts(self, p, g: "GradParts", m, v, lr, bc1, bc2, step_size, decoupled, l2) -> None:
+        """Row blocks of an (I, d0, d1) parameter: the gradient's parts are summed (and the scaled
+        factor added) in cache, in the order `GradParts.materialise` uses (bitwise the same)."""
+        I, d0, d1 = p.shape
+        rows = max(1, CHUNK // max(d1, 1))
+        bufs = self._buffers(p.dtype, min(rows, d0) * d1)
+        gsum = self._gbuf(p.dtype, min(rows, d0) * d1)
+        for i in range(I):
+            for r0 in range(0, d0, rows):
+                r1 = min(r0 + rows, d0)
+                L = (r1 - r0) * d1
+                pc = p[i, r0:r1]
+                gc = g.block(i, r0, r1, gsum[:L].reshape(r1 - r0, d1), pc, bufs[0][:L].reshape(r1 - r0, d1))
+                self._chunk(pc.reshape(-1), gc.reshape(-1), m[i, r0:r1].reshape(-1), v[i, r0:r1].reshape(-1), bufs,
+                            L, lr, bc2, step_size, decoupled, l2)
+
+    def _gbuf(self, dtype, n):
+        key = ("g", np.dtype(dtype))
+        buf = self._buf.get(key)
+        if buf is None or buf.size < n:
+            buf = self._buf[key] = np.empty(n, dtype=dtype)
+        return buf
+
+    def _chunk(self, pc, gc, mc, vc, bufs, L, lr, bc2, step_size, decoupled, l2) -> None:
+        """optim.adam_update's arithmetic on one chunk (1-D views), in place."""
+        c = self.cfg
+        a, b, d = bufs[0][:L], bufs[1][:L], bufs[2][:L]
+        if decoupled:
+            pc *= 1.0 - lr * c.weight_decay
+        elif l2:
+            np.multiply(c.weight_decay, pc, out=a)
+            np.add(gc, a, out=a)
+            gc = a
+        mc *= c.beta1
+        np.multiply(1.0 - c.beta1, gc, out=b)
+        mc += b
+        vc *= c.beta2
+        np.multiply(gc, gc, out=b)
+        np.multiply(1.0 - c.beta2, b, out=b)
+        vc += b
+        np.divide(vc, bc2, out=b)
+        np.sqrt(b, out=b)
+        b += c.eps
+        np.multiply(step_size, mc, out=d)
+        np.divide(d, b, out=d)
+        pc -= d
+
+
+class GradParts:
+    """A gradient kept as a sum that is never formed in full during training:
+        g = parts[0] + parts[1] + ... + X * w
+    with the parts same-shaped (I, d0, d1) arrays and w (I, d1) scaling X's columns (axis 1) or
+    w (I, d0) its rows (axis 2); X is the factor itself (the Schatten gradient and the unit-norm
+    projection are of that form). `FastAdam` sums it chunk by chunk in cache, and the unit-norm
+    projection (`decompose.project_gradients`) only changes w, using `col_dots` = <sum of parts,
+    X> per column and `x_sq` = ||X column||^2 when the producer has them (else computed here).
+    `materialise()` forms the array with the same operations in the same order as FastAdam."""
+
+    def __init__(self, parts, X=None, w=None, axis: int = 1, col_dots=None, x_sq=None):
+        self.parts = tuple(parts)
+        self.X, self.w, self.axis = X, w, axis
+        self.col_dots, self.x_sq = col_dots, x_sq
+        self.shape, self.dtype = self.parts[0].shape, self.parts[0].dtype
+
+    def chunkable(self, p) -> bool:
+        return (p.ndim == 3 and all(q.shape == p.shape and q.flags.c_contiguous and q.dtype == p.dtype for q in self.parts)
+                and (self.X is None or self.X is p))
+
+    def block(self, i: int, r0: int, r1: int, out, X, tmp):
+        """Rows r0:r1 of replicate i's gradient into `out` (X: the factor's rows; tmp: scratch)."""
+        parts = self.parts
+        if len(parts) == 1 and self.w is None:
+            return parts[0][i, r0:r1]
+        if len(parts) == 1:
+            np.copyto(out, parts[0][i, r0:r1])
+        else:
+            np.add(parts[0][i, r0:r1], parts[1][i, r0:r1], out=out)
+        for q in parts[2:]:
+            out += q[i, r0:r1]
+        if self.w is not None:
+            w = self.w[i] if self.axis == 1 else self.w[i, r0:r1, None]
+            np.multiply(X, w, out=tmp)
+            out += tmp
+        return out
+
+    def materialise(self) -> np.ndarray:
+        parts = self.parts
+        out = parts[0].copy() if len(parts) == 1 else np.add(parts[0], parts[1])
+        for q in parts[2:]:
+            out += q
+        if self.w is not None:
+            w = self.w[:, None, :] if self.axis == 1 else self.w[:, :, None]
+            out += self.X * w
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.materialise()
+        return out if dtype is None else out.astype(dtype)
+
+    def replicate_sums(self) -> np.ndarray:
+        """(I,) float64 sums of the gradient (NaN or inf if any entry is), without forming it."""
+        total = sum(np.sum(q.reshape(q.shape[0], -1), axis=1, dtype=np.float64) for q in self.parts)
+        if self.w is not None:
+            xs = np.sum(self.X, axis=1 if self.axis == 1 else 2, dtype=np.float64)  # (I, n) sums along the scaled axis
+            total = total + np.sum(xs * self.w, axis=1)
+        return total
+
+    def project_columns(self, X: np.ndarray) -> None:
+        """In place: g <- g - <g, X> X per column of the factor X (the unit sphere's tangent
+        space when X's columns have unit norm)."""
+        if self.w is not None and (self.axis != 1 or self.X is not X):
+            raise ValueError("GradParts.project_columns: the scaled term is not X's columns")
+        self.X = X
+        dots = self.col_dots
+        if dots is None:
+            dots = sum(np.einsum("idn,idn->in", q, X) for q in self.parts)
+        w = self.w
+        if w is not None:
+            x_sq = self.x_sq if self.x_sq is not None else col_sq_norms(X)
+            dots = dots + w * x_sq
+            self.w = w - dots
+        else:
+            self.w = -dots
+        self.axis = 1
+        self.col_dots = None
 
 
 # ------------------------------------------------------------------------------------------

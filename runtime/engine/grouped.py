@@ -1,0 +1,222 @@
+"""Masked rank-m bottleneck products of one replicate: dense or grouped by component, whichever is cheaper.
+
+A masked APD layer with factors first (d_in, C m) and second (C m, d_out) and a 0/1 top-k mask s
+(R, C) maps its input rows X (R, d_in) to
+
+    u = (X first) * s_m        (R, C m), s_m: s repeated over each component's m columns
+    out = u second             (R, d_out)
+
+Batch top-k switches on only K ~ topk x R of the R x C (sample, component) pairs. Each product of
+the pass and of its backward can be evaluated
+
+* **dense**: one GEMM over all rows and all C m columns, then the mask (2 R C m d FLOPs, one
+  NumPy call), or
+* **grouped**: per component with active samples, one GEMM over its active rows only
+  (2 K m d FLOPs in all, but one NumPy call per component, each reading the component's
+  (m, d) block of the factor).
+
+`Grouped` picks per product with a cost model (`dense_is_cheaper`): for the residual MLP's
+d_embed-wide factors (m = 50, d = 1000) the dense form would do ~50x the work, for its d_mlp-wide
+ones (d = 25-50) or rank-1 components (m = 1) one GEMM beats a hundred small calls. Both forms
+give the same values up to float rounding (summation order). The bottleneck u is always kept
+dense (R, C m) with zeros at inactive pairs (it is small: R x C m), so every product takes and
+returns dense arrays whichever form computes it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# cost model (seconds), measured on the 2-core machines of benchmarks/RESULTS.md: GEMM throughput
+# of a dense masked product, per-call cost of a small grouped GEMM, and the rate at which a
+# component's factor block is streamed from memory
+DENSE_FLOPS_PER_S = 1.2e11
+CALL_S = 5e-6
+BYTES_PER_S = 2e10
+
+
+class Pairs:
+    """The active pairs of one replicate's (B, C) boolean mask, sorted by component.
+
+    `b` (K,) sample of each pair, `c` its component; `groups` [(c, start, end)] the slice of pairs
+    of component c (only components with active samples); `levels` a scatter plan: pairs split
+    by their occurrence rank within their sample, so that each level's samples are distinct and
+    `out[b_j] += v[idx_j]` is a plain (unbuffered-safe) fancy-index add."""
+
+    def __init__(self, mask: np.ndarray):
+        B, C = mask.shape
+        cs, bs = np.nonzero(mask.T)  # component-major
+        self.B, self.C, self.K = B, C, bs.size
+        self.b, self.c = bs, cs
+        counts = np.bincount(cs, minlength=C)
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        self.counts = counts
+        self.groups = [(int(c), int(starts[c]), int(ends[c])) for c in np.flatnonzero(counts)]
+        self.group_starts = starts[counts > 0]
+        order = np.argsort(bs, kind="stable")
+        sb = bs[order]
+        if self.K:
+            first = np.flatnonzero(np.r_[True, sb[1:] != sb[:-1]])
+            rank = np.arange(self.K) - np.repeat(first, np.diff(np.r_[first, self.K]))
+            self.levels = [(sb[rank == j], order[rank == j]) for j in range(int(rank.max()) + 1)]
+        else:
+            self.levels = []
+
+    def bottleneck(self, X: np.ndarray, first: np.ndarray, second: np.ndarray, m: int, dtype,
+                   inner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The masked rank-m pass of every pair k = (b, c): inner_k = X_k first_c and
+        out_k = inner_k second_c, where first_c / second_c are component c's column / row block of
+        the flat factors. X holds the pairs' input rows (K, d_in); a given `inner` skips its GEMM.
+        Returns (inner (K, m), out (K, d_out)), per pair (see `scatter`)."""
+        out = np.empty((self.K, second.shape[-1]), dtype=dtype)
+        given = inner is not None
+        if not given:
+            inner = np.empty((self.K, m), dtype=dtype)
+        for c, s, e in self.groups:
+            sl = slice(c * m, (c + 1) * m)
+            if not given:
+                np.matmul(X[s:e], first[:, sl], out=inner[s:e])
+            np.matmul(inner[s:e], second[sl], out=out[s:e])
+        return inner, out
+
+    def scatter(self, vals: np.ndarray, width: int, dtype) -> np.ndarray:
+        """(K, width) per-pair rows -> (B, width) sums over each sample's pairs."""
+        out = np.zeros((self.B, width), dtype=dtype)
+        for j, (b, idx) in enumerate(self.levels):
+            if j == 0:
+                out[b] = vals[idx]
+            else:
+                out[b] += vals[idx]
+        return out
+
+
+class Grouped:
+    """The products of masked layers sharing one (R, C) mask, dense or grouped by component.
+
+    Conventions: u and g_u are dense (R, C m) arrays, zero at inactive pairs; X (R, d_in) are the
+    layer's input rows; g_out (R, d_out) the gradient at its output."""
+
+    def __init__(self, mask: np.ndarray, m: int, dtype):
+        self.pairs = Pairs(mask)
+        self.R, self.C = mask.shape
+        self.m = m
+        self.Cm = self.C * m
+        self.dtype = np.dtype(dtype)
+        self.mask3 = mask[:, :, None].astype(self.dtype)  # (R, C, 1)
+        self.inactive = self.pairs.counts == 0
+
+    # -- the cost model -------------------------------------------------------------------------
+
+    def dense_is_cheaper(self, d: int) -> bool:
+        """Is a dense product with a d-wide factor cheaper than the grouped one?"""
+        n = len(self.pairs.groups)
+        dense = 2.0 * self.R * self.Cm * d / DENSE_FLOPS_PER_S + self.Cm * d * self.dtype.itemsize / BYTES_PER_S
+        grouped = n * CALL_S + n * self.m * d * self.dtype.itemsize / BYTES_PER_S
+        return dense <= grouped
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def mask_(self, a: np.ndarray) -> np.ndarray:
+        """a (R, C m) *= s_m in place; returns a."""
+        a3 = a.reshape(self.R, self.C, self.m)
+        a3 *= self.mask3
+        return a
+
+    def at_pairs(self, a: np.ndarray) -> np.ndarray:
+        """(R, C m) -> (K, m): the entries of the active pairs, component-major."""
+        P = self.pairs
+        return a.reshape(self.R, self.C, self.m)[P.b, P.c]
+
+    def from_pairs(self, vals: np.ndarray) -> np.ndarray:
+        """(K, m) per-pair values -> dense (R, C m), zero elsewhere."""
+        P = self.pairs
+        out = np.zeros((self.R, self.C, self.m), dtype=self.dtype)
+        out[P.b, P.c] = vals
+        return out.reshape(self.R, self.Cm)
+
+    def _slices(self):
+        m = self.m
+        for c, s, e in self.pairs.groups:
+            yield slice(c * m, (c + 1) * m), s, e
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def first(self, X: np.ndarray, first: np.ndarray, inner: np.ndarray | None = None) -> np.ndarray:
+        """u = (X first) * s_m (R, C m); `inner` = X first (unmasked) if already known."""
+        if inner is not None:
+            u = np.array(inner, dtype=self.dtype)
+            return self.mask_(u)
+        if self.dense_is_cheaper(first.shape[0]):
+            return self.mask_(np.matmul(X, first))
+        Xp = X[self.pairs.b]
+        vals = np.empty((self.pairs.K, self.m), dtype=self.dtype)
+        for sl, s, e in self._slices():
+            np.matmul(Xp[s:e], first[:, sl], out=vals[s:e])
+        return self.from_pairs(vals)
+
+    def second(self, u: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """u second (R, d_out)."""
+        d = second.shape[-1]
+        if self.dense_is_cheaper(d):
+            return np.matmul(u, second)
+        up = self.at_pairs(u)
+        vals = np.empty((self.pairs.K, d), dtype=self.dtype)
+        for sl, s, e in self._slices():
+            np.matmul(up[s:e], second[sl], out=vals[s:e])
+        return self.pairs.scatter(vals, d, self.dtype)
+
+    # -- backward -----------------------------------------------------------------------------
+
+    def grad_u(self, g_out: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """d/du of <g_out, u second>, masked: (g_out second^T) * s_m (R, C m)."""
+        d = second.shape[-1]
+        if self.dense_is_cheaper(d):
+            return self.mask_(np.matmul(g_out, np.swapaxes(second, -1, -2)))
+        Gp = g_out[self.pairs.b]
+        vals = np.empty((self.pairs.K, self.m), dtype=self.dtype)
+        for sl, s, e in self._slices():
+            np.matmul(Gp[s:e], second[sl].T, out=vals[s:e])
+        return self.from_pairs(vals)
+
+    def grad_second(self, u: np.ndarray, g_out: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """u^T g_out (C m, d_out): the second factor's gradient (rows of inactive components zero)."""
+        d = g_out.shape[-1]
+        if out is None:
+            out = np.empty((self.Cm, d), dtype=self.dtype)
+        if self.dense_is_cheaper(d):
+            return np.matmul(u.T, g_out, out=out)
+        up, Gp = self.at_pairs(u), g_out[self.pairs.b]
+        for sl, s, e in self._slices():
+            np.matmul(up[s:e].T, Gp[s:e], out=out[sl])
+        out.reshape(self.C, self.m, d)[self.inactive] = 0.0
+        return out
+
+    def grad_first(self, X: np.ndarray, g_u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """X^T g_u (d_in, C m): the first factor's gradient (columns of inactive components zero)."""
+        d = X.shape[-1]
+        if out is None:
+            out = np.empty((d, self.Cm), dtype=self.dtype)
+        if self.dense_is_cheaper(d):
+            return np.matmul(X.T, g_u, out=out)
+        Xp, gp = X[self.pairs.b], self.at_pairs(g_u)
+        for sl, s, e in self._slices():
+            np.matmul(Xp[s:e].T, gp[s:e], out=out[:, sl])
+        out.reshape(d, self.C, self.m)[:, self.inactive] = 0.0
+        return out
+
+    def grad_input(self, g_u: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """g_u first^T (R, d_in): the gradient at the layer's input rows."""
+        d = first.shape[0]
+        if self.dense_is_cheaper(d):
+            return np.matmul(g_u, first.T)
+        gp = self.at_pairs(g_u)
+        vals = np.empty((self.pairs.K, d), dtype=self.dtype)
+        for sl, s, e in self._slices():
+            np.matmul(gp[s:e], first[:, sl].T, out=vals[s:e])
+        return self.pairs.scatter(vals, d, self.dtype)
+
+    @staticmethod
+    def col_dots(u: np.ndarray, g_u: np.ndarray) -> np.ndarray:
+        """(C m,) <X^T g_u, first> per column of `first`, i.e. sum over rows of u * g_u (u = X first
+        masked: the mask is 0/1 and g_u is masked too), without forming X^T g_u."""
+        return np.einsum("rj,rj->j", u, g_u)
