@@ -693,22 +693,22 @@ class ResidualPre:
                     basis.append(bias_sum[None])
                     coefs.append(np.ones((R, 1), dtype=dt))
                 nb = sum(b.shape[0] for b in basis)
+                inner = self.inner0[i] if l == 0 else np.empty((R, Cm), dtype=dt)
                 if nb < R:
                     K1 = np.matmul(np.concatenate(basis + [d_in_.T], axis=0), A_in)
-                    inner = np.matmul(np.concatenate(coefs, axis=1), K1[:nb])
+                    np.matmul(np.concatenate(coefs, axis=1), K1[:nb], out=inner)
                 else:
                     K1 = np.matmul(d_in_.T, A_in)
                     nb = 0
-                    inner = np.matmul(tgt.pre[f"layers.{l}.W_in"][i], A_in)
+                    np.matmul(tgt.pre[f"layers.{l}.W_in"][i], A_in, out=inner)
                 self.AtD[f"layers.{l}.W_in"][i] = K1[nb:].T
-                if l == 0:
-                    self.inner0[i] = inner
                 # tangent of the pre-activation: own component + earlier components through W_in*
                 dz = np.matmul(np.swapaxes(inner.reshape(R, C, m), 0, 1), B_in.reshape(C, m, d_mlp))
                 for coef, P, made in terms:
                     c0 = (l - made - 1) * d_mlp
                     dz += np.matmul(coef, P[..., c0:c0 + d_mlp])
-                da = dz * act_grad(tgt.preact[f"layers.{l}"][i])[None]
+                dz *= act_grad(tgt.preact[f"layers.{l}"][i])[None]
+                da = dz
                 later = [target[f"layers.{j}.W_in"][i] for j in range(l + 1, L)] + [W_U]
                 M = np.concatenate(later, axis=1)  # (D, n_later)
                 k = M.shape[1]
@@ -719,15 +719,19 @@ class ResidualPre:
                 terms.append((da, np.matmul(W_out, M), l))
                 h = tgt.pre[f"layers.{l}.W_out"][i]
                 inner_out = np.swapaxes(np.matmul(h, A_out).reshape(R, C, m), 0, 1)  # (C, R, m)
-                terms.append((inner_out, np.ascontiguousarray(K2[:, :k]).reshape(C, m, k), l))
+                terms.append((inner_out, K2[:, :k].reshape(C, m, k), l))  # a view: per component (m, k) blocks
                 if has_bias(arch, l, "out"):
                     b = target[f"layers.{l}.b_out"][i]
                     bias_sum = b if bias_sum is None else bias_sum + b
-            dy = 0.0
+            dy = None
             for coef, P, made in terms:
-                dy = dy + np.matmul(coef, P[..., -F_out:])
+                t = np.matmul(coef, P[..., -F_out:])
+                if dy is None:
+                    dy = t
+                else:
+                    dy += t
             if out_act:
-                dy = dy * act_grad(tgt.preact["out"][i])[None]
+                dy *= act_grad(tgt.preact["out"][i])[None]
             self.attr[i] = np.einsum("crf,crf->rc", dy, dy)
 
     def matches(self, names, factors) -> bool:

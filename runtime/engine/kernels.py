@@ -1,12 +1,13 @@
 """Memory-lean NumPy kernels and process settings for the training loop (no autograd).
 
-* `FastAdam` is `optim.Adam` with the same arithmetic, element by element and in the same order
-  (so results are bitwise identical), evaluated in place over cache-sized chunks: the plain version
-  allocates ~6 full-size temporaries per parameter per step, which for the residual MLP's 13.65 M
-  float32 parameters cost more page faults and memory traffic than the forward pass (66-137 ms ->
-  25 ms per step).
-* `col_sq_norms`, `row_sq_norms`, `add_scaled`, `add_sum_scaled`: column/row norms and scaled
-  accumulations without full-size temporaries (Schatten term, unit-norm projection).
+* `FastAdam` is `optim.Adam(folded=True)` with the same arithmetic, element by element and in the
+  same order (so results are bitwise identical), evaluated in place over cache-sized chunks: the
+  plain version allocates ~6 full-size temporaries per parameter per step, which for the residual
+  MLP's 13.65 M float32 parameters cost more page faults and memory traffic than the forward pass
+  (66-137 ms -> 25 ms per step). It takes gradients as `GradParts` (a sum of arrays plus the
+  factor scaled per column or row), summing them chunk by chunk instead of in full-size passes.
+* `col_sq_norms`, `row_sq_norms`, `add_scaled`: column/row norms and scaled accumulations without
+  full-size temporaries (Schatten term, unit-norm projection).
 * `tune_malloc`: keep freed NumPy buffers in the heap (glibc mallopt) instead of page-faulting
   fresh memory every step.
 * `blas_info`, `set_blas_threads`, `default_blas_threads`: OpenBLAS's thread count through its C
@@ -19,16 +20,18 @@ import os
 
 import numpy as np
 
-from .optim import Adam, adam_update
+from .optim import Adam, adam_update, folded_constants
 
-CHUNK = 1 << 17  # elements per chunk: a few 512 KiB float32 temporaries stay in cache
+CHUNK = 1 << 16  # elements per chunk: the chunk's parameter, moments, gradient and 2 temporaries (256 KiB each
+# in float32) stay in a 2 MiB L2 cache (measured best of 2^15..2^17 on the benchmark machine)
 
 
 class FastAdam(Adam):
-    """Drop-in replacement for `optim.Adam` (same constructor, same state, bitwise-equal updates)."""
+    """`optim.Adam(folded=True)` evaluated in place over cache-sized chunks (same constructor, same
+    state, bitwise-equal updates). Gradients may be arrays or `GradParts`."""
 
     def __init__(self, params, cfg):
-        super().__init__(params, cfg)
+        super().__init__(params, cfg, folded=True)
         self._buf: dict = {}
 
     def _buffers(self, dtype, n):
@@ -41,7 +44,7 @@ class FastAdam(Adam):
 
     def _step_plain(self, p, g, m, v, lr, bc1, bc2) -> None:
         """optim.Adam's arithmetic on whole arrays (for non-contiguous parameters)."""
-        adam_update(self.cfg, p, g, m, v, lr, bc1, bc2)
+        adam_update(self.cfg, p, g, m, v, lr, bc1, bc2, folded=True)
 
     def step(self, params, grads, lr: float) -> None:
         """One update; a gradient may be an array or a `GradParts` (summed chunk by chunk here)."""
@@ -49,65 +52,57 @@ class FastAdam(Adam):
         self.t += 1
         bc1 = 1.0 - c.beta1 ** self.t
         bc2 = 1.0 - c.beta2 ** self.t
-        decoupled = bool(c.weight_decay) and c.name == "adamw"
-        l2 = bool(c.weight_decay) and not decoupled
-        step_size = lr / bc1
         with np.errstate(over="ignore", invalid="ignore"):  # the trainer checks the moments (decompose.py)
-            self._step_all(params, grads, lr, bc1, bc2, step_size, decoupled, l2)
+            for k, p in params.items():
+                self._step_one(p, grads[k], self.m[k], self.v[k], lr, bc1, bc2)
 
-    def _step_all(self, params, grads, lr, bc1, bc2, step_size, decoupled, l2) -> None:
-        for k, p in params.items():
-            g, m, v = grads[k], self.m[k], self.v[k]
-            contiguous = p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous
-            if isinstance(g, GradParts):
-                if contiguous and g.chunkable(p):
-                    self._step_parts(p, g, m, v, lr, bc1, bc2, step_size, decoupled, l2)
-                    continue
-                g = g.materialise()
-            if not contiguous:
-                self._step_plain(p, g, m, v, lr, bc1, bc2)
-                continue
-            pf, mf, vf = p.reshape(-1), m.reshape(-1), v.reshape(-1)
-            gf = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
-            n = pf.size
-            bufs = self._buffers(p.dtype, min(n, CHUNK))
-            for s in range(0, n, CHUNK):
-                e = min(s + CHUNK, n)
-                self._chunk(pf[s:e], gf[s:e], mf[s:e], vf[s:e], bufs, e - s, lr, bc2, step_size, decoupled, l2)
+    def _step_one(self, p, g, m, v, lr, bc1, bc2) -> None:
+        contiguous = p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous
+        if isinstance(g, GradParts):
+            if contiguous and g.chunkable(p):
+                self._step_parts(p, g, m, v, lr, bc1, bc2)
+                return
+            g = g.materialise()
+        if not contiguous:
+            self._step_plain(p, g, m, v, lr, bc1, bc2)
+            return
+        pf, mf, vf = p.reshape(-1), m.reshape(-1), v.reshape(-1)
+        gf = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
+        n = pf.size
+        bufs = self._buffers(p.dtype, min(n, CHUNK))
+        for s in range(0, n, CHUNK):
+            e = min(s + CHUNK, n)
+            self._chunk(pf[s:e], gf[s:e], mf[s:e], vf[s:e], bufs, e - s, lr, bc1, bc2)
 
-    def _step_parts(self, p, g: "GradParts", m, v, lr, bc1, bc2, step_size, decoupled, l2) -> None:
+    def _step_parts(self, p, g: "GradParts", m, v, lr, bc1, bc2) -> None:
         """Row blocks of an (I, d0, d1) parameter: the gradient's parts are summed (and the scaled
         factor added) in cache, in the order `GradParts.materialise` uses (bitwise the same)."""
         I, d0, d1 = p.shape
         rows = max(1, CHUNK // max(d1, 1))
-        bufs = self._buffers(p.dtype, min(rows, d0) * d1)
-        gsum = self._gbuf(p.dtype, min(rows, d0) * d1)
+        n = min(rows, d0) * d1
+        bufs = self._buffers(p.dtype, n)
+        gsum = bufs[2][:n]
         for i in range(I):
             for r0 in range(0, d0, rows):
                 r1 = min(r0 + rows, d0)
                 L = (r1 - r0) * d1
                 pc = p[i, r0:r1]
-                gc = g.block(i, r0, r1, gsum[:L].reshape(r1 - r0, d1), pc, bufs[0][:L].reshape(r1 - r0, d1))
+                gc = g.block(i, r0, r1, gsum[:L].reshape(r1 - r0, d1), pc, bufs[1][:L].reshape(r1 - r0, d1))
                 self._chunk(pc.reshape(-1), gc.reshape(-1), m[i, r0:r1].reshape(-1), v[i, r0:r1].reshape(-1), bufs,
-                            L, lr, bc2, step_size, decoupled, l2)
+                            L, lr, bc1, bc2)
 
-    def _gbuf(self, dtype, n):
-        key = ("g", np.dtype(dtype))
-        buf = self._buf.get(key)
-        if buf is None or buf.size < n:
-            buf = self._buf[key] = np.empty(n, dtype=dtype)
-        return buf
-
-    def _chunk(self, pc, gc, mc, vc, bufs, L, lr, bc2, step_size, decoupled, l2) -> None:
-        """optim.adam_update's arithmetic on one chunk (1-D views), in place."""
+    def _chunk(self, pc, gc, mc, vc, bufs, L, lr, bc1, bc2) -> None:
+        """`optim.adam_update(folded=True)` on one chunk (1-D views), in place, in its operation
+        order. Uses bufs[0] and bufs[1] (gc may be bufs[2])."""
         c = self.cfg
-        a, b, d = bufs[0][:L], bufs[1][:L], bufs[2][:L]
-        if decoupled:
+        a, b = bufs[0][:L], bufs[1][:L]
+        if c.weight_decay and c.name == "adamw":
             pc *= 1.0 - lr * c.weight_decay
-        elif l2:
+        elif c.weight_decay:
             np.multiply(c.weight_decay, pc, out=a)
             np.add(gc, a, out=a)
             gc = a
+        step, eps = folded_constants(c, lr, bc1, bc2)
         mc *= c.beta1
         np.multiply(1.0 - c.beta1, gc, out=b)
         mc += b
@@ -115,12 +110,11 @@ class FastAdam(Adam):
         np.multiply(gc, gc, out=b)
         np.multiply(1.0 - c.beta2, b, out=b)
         vc += b
-        np.divide(vc, bc2, out=b)
-        np.sqrt(b, out=b)
-        b += c.eps
-        np.multiply(step_size, mc, out=d)
-        np.divide(d, b, out=d)
-        pc -= d
+        np.sqrt(vc, out=b)
+        b += eps
+        np.divide(mc, b, out=b)
+        np.multiply(step, b, out=b)
+        pc -= b
 
 
 class GradParts:
@@ -232,19 +226,6 @@ def add_scaled(G: np.ndarray, A: np.ndarray, u: np.ndarray, axis: int) -> None:
             t = tmp[: e - s]
             np.multiply(A[i, s:e], uu[i] if axis == 1 else uu[i, s:e], out=t)
             G[i, s:e] += t
-
-
-def add_sum_scaled(G: np.ndarray, S: np.ndarray, A: np.ndarray, u: np.ndarray) -> None:
-    """G += S + A * u (2-D (d, n) arrays, u (n,) per column) in one blocked pass."""
-    d, n = A.shape
-    step = max(1, ROWS // max(n, 1))
-    tmp = np.empty((min(step, d), n), dtype=np.result_type(A, u))
-    for s in range(0, d, step):
-        e = min(s + step, d)
-        t = tmp[: e - s]
-        np.multiply(A[s:e], u, out=t)
-        t += S[s:e]
-        G[s:e] += t
 
 
 # ------------------------------------------------------------------------------------------
