@@ -218,6 +218,9 @@ def add_scaled(G: np.ndarray, A: np.ndarray, u: np.ndarray, axis: int) -> None:
     2: u is (I, n) per row of (I, n, d)), in row blocks so the product stays in cache."""
     I, d0, d1 = A.shape
     uu = u[:, None, :] if axis == 1 else u[:, :, None]
+    if A.size <= ROWS:  # small: one vectorised pass (the blocked loop is for cache-sized blocks)
+        G += A * uu
+        return
     step = max(1, ROWS // max(d1, 1))
     tmp = np.empty((min(step, d0), d1), dtype=np.result_type(A, u))
     for i in range(I):
