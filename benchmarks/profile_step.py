@@ -48,8 +48,8 @@ PHASES = {
     "top-k": ("runtime.engine.fused:compact_batch_topk", "runtime.engine.attributions:topk_mask"),
     "loss setup": ("runtime.engine.decompose:LossProblem.fused_loss",),
     "loss forward": ("runtime.engine.fused:ResidualLoss.forward", "runtime.engine.fused:TmsLoss.forward"),
-    "loss backward": ("runtime.engine.fused:ResidualLoss.backward", "runtime.engine.fused:TmsLoss.backward",
-                      "runtime.engine.fused:TmsSparseLoss.backward"),
+    "loss backward": ("runtime.engine.fused:ResidualLoss.backward", "runtime.engine.fused:ResidualLoss.backward_lazy",
+                      "runtime.engine.fused:TmsLoss.backward", "runtime.engine.fused:TmsSparseLoss.backward"),
     "gradient projection": ("runtime.engine.decompose:project_gradients",),
     "adam": ("runtime.engine.kernels:FastAdam.step",),
 }

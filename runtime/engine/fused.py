@@ -48,6 +48,7 @@ from .models import activation, has_bias, layers_of, residual_dims
 from ..spec import GatedTarget, ResidMlpTarget, TmsTarget
 
 TERM_ORDER = ("faithfulness", "minimality", "act_recon", "simplicity")
+FOLD_FIRST_LAYER = True  # see ResidualLoss._fold_first_layer
 
 
 # ------------------------------------------------------------------------------------------
@@ -138,17 +139,20 @@ class _Common:
             total = total + self.uses[n] * np.sum(diff * diff, axis=(-2, -1))
         return total / self.N
 
-    def _grads_with_faithfulness(self, F, save, g) -> dict:
-        """Fresh gradient arrays of every factor, holding the faithfulness term's (zeros without it)."""
+    def _grads_with_faithfulness(self, F, save, g, defer=()) -> dict:
+        """Fresh gradient arrays of every factor, holding the faithfulness term's (zeros without it).
+        For the A factors named in `defer`, the GEMM G B^T is left to the caller: save["faith_G"]
+        holds the scaled residual G (absent without the term) and grads has no entry."""
         grads: dict = {}
         if "faithfulness" in self.terms:
-            self._faith_backward(F, save, g["faithfulness"], grads)
+            self._faith_backward(F, save, g["faithfulness"], grads, defer)
         else:
             for n in self.factor_names:
-                grads[n] = np.zeros_like(F[n])
+                if n not in defer:
+                    grads[n] = np.zeros_like(F[n])
         return grads
 
-    def _faith_backward(self, F, save, g_pm, grads):
+    def _faith_backward(self, F, save, g_pm, grads, defer=()):
         """g_pm (I,): upstream gradient of the faithfulness term. Initialises grads[*]."""
         pre = save.get("pre")
         for n in self.params:
@@ -156,16 +160,20 @@ class _Common:
             scale = (2.0 * self.uses[n] / self.N) * g_pm[:, None, None].astype(G.dtype)
             G *= scale
             A, B = F[f"{n}.A"], F[f"{n}.B"]
+            if f"{n}.A" in defer:
+                save.setdefault("faith_G", {})[f"{n}.A"] = G
             # A^T G and G B^T; the residual MLP precompute already has one of them, unscaled
             # (shared GEMMs with the attribution's W_E A_in and B_out W_U)
             if pre is not None and n in pre.AtD:
-                grads[f"{n}.A"] = np.matmul(G, np.swapaxes(B, -1, -2))
+                if f"{n}.A" not in defer:
+                    grads[f"{n}.A"] = np.matmul(G, np.swapaxes(B, -1, -2))
                 grads[f"{n}.B"] = np.ascontiguousarray(pre.AtD[n] * scale)
             elif pre is not None and n in pre.DBt:
                 grads[f"{n}.A"] = np.ascontiguousarray(pre.DBt[n] * scale)
                 grads[f"{n}.B"] = np.matmul(np.swapaxes(A, -1, -2), G)
             else:
-                grads[f"{n}.A"] = np.matmul(G, np.swapaxes(B, -1, -2))
+                if f"{n}.A" not in defer:
+                    grads[f"{n}.A"] = np.matmul(G, np.swapaxes(B, -1, -2))
                 grads[f"{n}.B"] = np.matmul(np.swapaxes(A, -1, -2), G)
 
     def _schatten_forward(self, F, n_active, B, save):
@@ -239,6 +247,7 @@ class ResidualLoss(_Common):
         self.D, self.d_mlp, self.n_layers = D, d_mlp, n_layers
         self.act, self.act_grad = activation(arch)
         self.grouped = [Grouped(mask[i], m, self.dtype) for i in range(self.I)]
+        self.x = np.asarray(x, dtype=self.dtype)
         self.pairs = [g.pairs for g in self.grouped]
         self.r0 = np.asarray(tgt.pre["layers.0.W_in"], dtype=self.dtype)  # x @ W_E: shared with the target pass
         self.W_U = np.asarray(target["W_U"], dtype=self.dtype)
@@ -262,6 +271,26 @@ class ResidualLoss(_Common):
         self.ar_out = losses.act_recon is not None and not self.resid_act_recon
         self.big = tuple(f"layers.{l}.{w}" for l in range(n_layers) for w in ("W_in.A", "W_out.B"))
         self._save: dict = {}
+
+    def _fold_first_layer(self, pre) -> bool:
+        """Take layer 0's A_in gradient as [G | W_E^T] [B_in^T ; x^T g_u] (one GEMM, 2 D (d_mlp +
+        n_feats) C m FLOPs) instead of the faithfulness GEMM plus per-component column blocks of
+        a second full-size array (written with a d_embed-long stride: measured slower)?"""
+        return FOLD_FIRST_LAYER and pre is not None and not all(G.dense_is_cheaper(self.D) for G in self.grouped)
+
+    def _folded_first_layer_grad(self, F, save, out):
+        """out (I, D, C m) <- G B_in^T + W_E[feats]^T Y per replicate (save: faith_G, fold_Y)."""
+        pre = save["pre"]
+        G_faith = save.get("faith_G", {}).get("layers.0.W_in.A")
+        B_in = F["layers.0.W_in.B"]
+        for i in range(self.I):
+            Y, basis = save["fold_Y"][i], pre.basis0[i]
+            if G_faith is None:
+                np.matmul(basis.T, Y, out=out[i])
+            else:
+                left = np.concatenate([G_faith[i], basis.T], axis=1)  # (D, d_mlp + n_feats)
+                np.matmul(left, np.concatenate([B_in[i].T, Y], axis=0), out=out[i])
+        return out
 
     def _via_N(self, pre, l: int) -> bool:
         """Is layer l's output read only through W_U (so it can be taken through N = B_out W_U)?"""
@@ -339,8 +368,16 @@ class ResidualLoss(_Common):
         g = {t: g[k] for k, t in enumerate(self.terms)}
         dt = self.dtype
         # the faithfulness GEMMs start every factor's gradient (zeros without the term)
-        grads = self._grads_with_faithfulness(F, save, g)
-        parts = {n: [grads[n]] for n in self.big}
+        pre = save.get("pre")
+        sparse_pass = "minimality" in self.terms or "act_recon" in self.terms
+        # layer 0's input rows are x W_E: the masked pass's part of A_in's gradient, r_0^T g_u,
+        # is W_E^T (x^T g_u), one GEMM with the faithfulness part (`_fold_first_layer`)
+        fold = sparse_pass and self._fold_first_layer(pre)
+        defer = ("layers.0.W_in.A",) if fold else ()
+        if fold:
+            save["fold_Y"] = [None] * self.I
+        grads = self._grads_with_faithfulness(F, save, g, defer)
+        parts = {n: [grads[n]] for n in self.big if n not in defer}
         # <faithfulness part of A's gradient, A> per column = sum_k B[j, k] (A^T G)[j, k]: from B's gradient
         dots = {}
         for n in self.big:
@@ -350,12 +387,15 @@ class ResidualLoss(_Common):
                            else np.zeros((self.I, F[n].shape[-1]), dtype=dt))
         if "simplicity" in self.terms:
             self._schatten_backward(F, self.n_active, self.B, save, g["simplicity"], grads, defer=self.big)
-        if "minimality" in self.terms or "act_recon" in self.terms:
+        if sparse_pass:
             sparse = {n: np.empty((self.I,) + F[n].shape[1:], dtype=dt) for n in self.big}
             for i in range(self.I):
                 self._backward_replicate(i, F, save, g, grads, sparse, dots)
             for n in self.big:
-                parts[n].append(sparse[n])
+                if n in defer:
+                    parts[n] = [self._folded_first_layer_grad(F, save, sparse[n])]
+                else:
+                    parts[n].append(sparse[n])
         u_sch = save.get("schatten_u", {})
         a2 = save.get("schatten_a2", {})
         out = {}
@@ -413,7 +453,10 @@ class ResidualLoss(_Common):
             grads[f"layers.{l}.W_in.B"][i] += G.grad_second(u, g_z)
             g_u = G.grad_u(g_z, B_in)
             nA = f"layers.{l}.W_in.A"
-            G.grad_first(r, g_u, out=sparse[nA][i])
+            if l == 0 and "fold_Y" in save:
+                save["fold_Y"][i] = np.matmul(self.x[i][:, pre.feats[i]].T, g_u)  # x^T g_u on the present features
+            else:
+                G.grad_first(r, g_u, out=sparse[nA][i])
             dots[nA][i] += G.col_dots(u, g_u)
             if l > 0:
                 g_r = g_r + G.grad_input(g_u, A_in)
@@ -667,11 +710,14 @@ class ResidualPre:
         self.inner0 = np.empty((I, R, Cm), dtype=dt)
         self.attr = np.empty((I, R, C), dtype=dt)
         self.N = []  # per replicate: B_out W_U (C m, d_L) of the last layer (a view into its K2)
+        self.feats, self.basis0 = [], []  # per replicate: the features present, W_E's rows for them
         out_act = isinstance(arch, ResidMlpTarget) and arch.output_activation
         for i in range(I):
             xi = x[i]
             feats = np.flatnonzero(np.any(xi != 0, axis=0))
             W_E = target["W_E"][i]
+            self.feats.append(feats)
+            self.basis0.append(W_E[feats])
             W_U = target["W_U"][i]
             F_out = W_U.shape[1]
             terms = []  # (coef (C, R, k), P (k, n_later) or (C, k, n_later), layer created)
@@ -687,7 +733,7 @@ class ResidualPre:
                 np.matmul(A_out, B_out, out=d_out_)
                 d_out_ -= W_out
                 # the layer's input on every row: low-rank stream when it is narrower than the batch
-                basis = [W_E[feats]] + [target[f"layers.{j}.W_out"][i] for j in range(l)]
+                basis = [self.basis0[i]] + [target[f"layers.{j}.W_out"][i] for j in range(l)]
                 coefs = [xi[:, feats]] + [tgt.pre[f"layers.{j}.W_out"][i] for j in range(l)]
                 if bias_sum is not None:
                     basis.append(bias_sum[None])

@@ -15,10 +15,11 @@ the pass and of its backward can be evaluated
   (2 K m d FLOPs in all, but one NumPy call per component, each reading the component's
   (m, d) block of the factor).
 
-`Grouped` picks per product with a cost model (`dense_is_cheaper`): for the residual MLP's
-d_embed-wide factors (m = 50, d = 1000) the dense form would do ~50x the work, for its d_mlp-wide
-ones (d = 25-50) or rank-1 components (m = 1) one GEMM beats a hundred small calls. Both forms
-give the same values up to float rounding (summation order). The bottleneck u is always kept
+`Grouped` picks per product with a cost model (`dense_is_cheaper`, fitted to timings of both
+forms): for the residual MLP (R ~ 160 rows, K ~ 330 pairs, ~120 active components of m = 25-50)
+the dense form does 50-150x the work and is 3-7x slower even for its d_mlp-wide factors; with
+rank-1 components (m = 1) one GEMM beats a hundred small calls. Both forms give the same values
+up to float rounding (summation order). The bottleneck u is always kept
 dense (R, C m) with zeros at inactive pairs (it is small: R x C m), so every product takes and
 returns dense arrays whichever form computes it.
 """
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import numpy as np
 
-# cost model (seconds), measured on the 2-core machines of benchmarks/RESULTS.md: GEMM throughput
-# of a dense masked product, per-call cost of a small grouped GEMM, and the rate at which a
-# component's factor block is streamed from memory
+# cost model (seconds), fitted to per-product timings on the benchmark machine (benchmarks/RESULTS.md):
+# throughput of a dense masked GEMM and the rate it streams its factor; per-call cost of a small
+# grouped GEMM, the rate it streams its component's (m, d) block, and gathering/scattering rows
 DENSE_FLOPS_PER_S = 1.2e11
-CALL_S = 5e-6
-BYTES_PER_S = 2e10
+DENSE_BYTES_PER_S = 2e10
+CALL_S = 1.5e-6
+BLOCK_BYTES_PER_S = 1.3e10
+GATHER_BYTES_PER_S = 5e9
 
 
 class Pairs:
@@ -109,9 +112,9 @@ class Grouped:
 
     def dense_is_cheaper(self, d: int) -> bool:
         """Is a dense product with a d-wide factor cheaper than the grouped one?"""
-        n = len(self.pairs.groups)
-        dense = 2.0 * self.R * self.Cm * d / DENSE_FLOPS_PER_S + self.Cm * d * self.dtype.itemsize / BYTES_PER_S
-        grouped = n * CALL_S + n * self.m * d * self.dtype.itemsize / BYTES_PER_S
+        n, w = len(self.pairs.groups), self.dtype.itemsize
+        dense = 2.0 * self.R * self.Cm * d / DENSE_FLOPS_PER_S + self.Cm * d * w / DENSE_BYTES_PER_S
+        grouped = n * CALL_S + n * self.m * d * w / BLOCK_BYTES_PER_S + self.pairs.K * d * w / GATHER_BYTES_PER_S
         return dense <= grouped
 
     # -- helpers ------------------------------------------------------------------------------
