@@ -55,6 +55,11 @@ def test_grouped_products_equal_their_definitions(form, m, force):
     out = np.full((d_in, C * m), np.nan)  # every entry is written, inactive components included
     np.testing.assert_allclose(G.grad_first(X, g_u, out=out), X.T @ g_u, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(G.grad_input(g_u, first), g_u @ first.T, rtol=1e-13, atol=1e-13)
+    base_s, base_f = rng.normal(size=(C * m, d_out)), rng.normal(size=(d_in, C * m))
+    np.testing.assert_allclose(G.grad_second(u, g_out, out=base_s.copy(), add=True), base_s + u.T @ g_out,
+                               rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(G.grad_first(X, g_u, out=base_f.copy(), add=True), base_f + X.T @ g_u,
+                               rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(G.col_dots(u, g_u), np.sum((X.T @ g_u) * first, axis=0), rtol=1e-12, atol=1e-13)
 
 

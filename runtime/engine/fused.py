@@ -235,9 +235,12 @@ class ResidualLoss(_Common):
     so it is evaluated as u (B_out W_U) with the attribution's N = B_out W_U (C m x d_L) instead
     of through the d_embed-wide B_out.
 
-    `backward_lazy` returns the gradients of the d_embed-wide factors (A_in, B_out) as
-    `kernels.GradParts` (faithfulness GEMM + masked-pass part + Schatten scale, never summed into
-    one array; FastAdam sums them in cache); `backward` returns plain arrays."""
+    The masked pass adds its gradient into the faithfulness GEMMs' output in place (per
+    component, only the active components' rows or columns); layer 0's A_in gradient is one GEMM
+    for both (`_fold_first_layer`). `backward_lazy` returns the gradients of the d_embed-wide
+    factors (A_in, B_out) as `kernels.GradParts` with the Schatten term as a per-column / per-row
+    scale of the factor (FastAdam adds it in cache, the unit-norm projection only changes the
+    scale); `backward` returns plain arrays."""
 
     def __init__(self, arch, target, C: int, m: int, losses, x, tgt, mask: np.ndarray, dtype, B_total=None,
                  pre=None):
@@ -388,14 +391,12 @@ class ResidualLoss(_Common):
         if "simplicity" in self.terms:
             self._schatten_backward(F, self.n_active, self.B, save, g["simplicity"], grads, defer=self.big)
         if sparse_pass:
-            sparse = {n: np.empty((self.I,) + F[n].shape[1:], dtype=dt) for n in self.big}
+            # the masked pass adds its part into the gradients in place (per component: only the
+            # active components' rows / columns), except layer 0's folded A_in gradient
             for i in range(self.I):
-                self._backward_replicate(i, F, save, g, grads, sparse, dots)
-            for n in self.big:
-                if n in defer:
-                    parts[n] = [self._folded_first_layer_grad(F, save, sparse[n])]
-                else:
-                    parts[n].append(sparse[n])
+                self._backward_replicate(i, F, save, g, grads, dots)
+            for n in defer:
+                parts[n] = [self._folded_first_layer_grad(F, save, np.empty_like(F[n]))]
         u_sch = save.get("schatten_u", {})
         a2 = save.get("schatten_a2", {})
         out = {}
@@ -409,7 +410,7 @@ class ResidualLoss(_Common):
         self._save = {}
         return out
 
-    def _backward_replicate(self, i, F, save, g, grads, sparse, dots):
+    def _backward_replicate(self, i, F, save, g, grads, dots):
         G = self.grouped[i]
         pre = save.get("pre")
         dt, B = self.dtype, self.B
@@ -439,8 +440,8 @@ class ResidualLoss(_Common):
                 g_u2 = G.grad_u(gy, pre.N[i]) if gy is not None else np.zeros_like(u2)
             else:
                 g_u2 = G.grad_u(g_o, B_out)
-            G.grad_second(u2, g_o, out=sparse[f"layers.{l}.W_out.B"][i])
-            grads[f"layers.{l}.W_out.A"][i] += G.grad_first(h, g_u2)
+            G.grad_second(u2, g_o, out=grads[f"layers.{l}.W_out.B"][i], add=True)
+            G.grad_first(h, g_u2, out=grads[f"layers.{l}.W_out.A"][i], add=True)
             g_z = G.grad_input(g_u2, A_out)
             g_z *= self.act_grad(zb)
             if ar:
@@ -450,13 +451,13 @@ class ResidualLoss(_Common):
                     g_z += np.where(z > 0, (np.where(z > 0, z, 0.0) - self.ar_ref[n][i]) * ar_scale, 0.0).astype(dt)
                 else:
                     g_z += (z - self.ar_ref[n][i]) * ar_scale
-            grads[f"layers.{l}.W_in.B"][i] += G.grad_second(u, g_z)
+            G.grad_second(u, g_z, out=grads[f"layers.{l}.W_in.B"][i], add=True)
             g_u = G.grad_u(g_z, B_in)
             nA = f"layers.{l}.W_in.A"
             if l == 0 and "fold_Y" in save:
                 save["fold_Y"][i] = np.matmul(self.x[i][:, pre.feats[i]].T, g_u)  # x^T g_u on the present features
             else:
-                G.grad_first(r, g_u, out=sparse[nA][i])
+                G.grad_first(r, g_u, out=grads[nA][i], add=True)
             dots[nA][i] += G.col_dots(u, g_u)
             if l > 0:
                 g_r = g_r + G.grad_input(g_u, A_in)

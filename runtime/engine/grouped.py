@@ -181,30 +181,48 @@ class Grouped:
             np.matmul(Gp[s:e], second[sl].T, out=vals[s:e])
         return self.from_pairs(vals)
 
-    def grad_second(self, u: np.ndarray, g_out: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """u^T g_out (C m, d_out): the second factor's gradient (rows of inactive components zero)."""
+    def grad_second(self, u: np.ndarray, g_out: np.ndarray, out: np.ndarray | None = None,
+                    add: bool = False) -> np.ndarray:
+        """u^T g_out (C m, d_out): the second factor's gradient (rows of inactive components zero);
+        with `add`, added into `out` instead (per component: only active rows are touched)."""
         d = g_out.shape[-1]
         if out is None:
-            out = np.empty((self.Cm, d), dtype=self.dtype)
+            out = np.zeros((self.Cm, d), dtype=self.dtype) if add else np.empty((self.Cm, d), dtype=self.dtype)
         if self.dense_is_cheaper(d):
+            if add:
+                out += np.matmul(u.T, g_out)
+                return out
             return np.matmul(u.T, g_out, out=out)
         up, Gp = self.at_pairs(u), g_out[self.pairs.b]
         for sl, s, e in self._slices():
-            np.matmul(up[s:e].T, Gp[s:e], out=out[sl])
-        out.reshape(self.C, self.m, d)[self.inactive] = 0.0
+            if add:
+                out[sl] += np.matmul(up[s:e].T, Gp[s:e])
+            else:
+                np.matmul(up[s:e].T, Gp[s:e], out=out[sl])
+        if not add:
+            out.reshape(self.C, self.m, d)[self.inactive] = 0.0
         return out
 
-    def grad_first(self, X: np.ndarray, g_u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """X^T g_u (d_in, C m): the first factor's gradient (columns of inactive components zero)."""
+    def grad_first(self, X: np.ndarray, g_u: np.ndarray, out: np.ndarray | None = None,
+                   add: bool = False) -> np.ndarray:
+        """X^T g_u (d_in, C m): the first factor's gradient (columns of inactive components zero);
+        with `add`, added into `out` instead."""
         d = X.shape[-1]
         if out is None:
-            out = np.empty((d, self.Cm), dtype=self.dtype)
+            out = np.zeros((d, self.Cm), dtype=self.dtype) if add else np.empty((d, self.Cm), dtype=self.dtype)
         if self.dense_is_cheaper(d):
+            if add:
+                out += np.matmul(X.T, g_u)
+                return out
             return np.matmul(X.T, g_u, out=out)
         Xp, gp = X[self.pairs.b], self.at_pairs(g_u)
         for sl, s, e in self._slices():
-            np.matmul(Xp[s:e].T, gp[s:e], out=out[:, sl])
-        out.reshape(d, self.C, self.m)[:, self.inactive] = 0.0
+            if add:
+                out[:, sl] += np.matmul(Xp[s:e].T, gp[s:e])
+            else:
+                np.matmul(Xp[s:e].T, gp[s:e], out=out[:, sl])
+        if not add:
+            out.reshape(d, self.C, self.m)[:, self.inactive] = 0.0
         return out
 
     def grad_input(self, g_u: np.ndarray, first: np.ndarray) -> np.ndarray:

@@ -142,10 +142,12 @@ class GradParts:
         parts = self.parts
         if len(parts) == 1 and self.w is None:
             return parts[0][i, r0:r1]
-        if len(parts) == 1:
-            np.copyto(out, parts[0][i, r0:r1])
-        else:
-            np.add(parts[0][i, r0:r1], parts[1][i, r0:r1], out=out)
+        if len(parts) == 1:  # X * w + part: two passes (a sum of two terms: the same bits as part + X * w)
+            w = self.w[i] if self.axis == 1 else self.w[i, r0:r1, None]
+            np.multiply(X, w, out=out)
+            out += parts[0][i, r0:r1]
+            return out
+        np.add(parts[0][i, r0:r1], parts[1][i, r0:r1], out=out)
         for q in parts[2:]:
             out += q[i, r0:r1]
         if self.w is not None:
