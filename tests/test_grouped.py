@@ -134,9 +134,9 @@ def test_wide_sparse_resid_model_in_both_forms(form, force):
 # Lazy gradients
 
 
-def parts_example(rng, dtype, axis):
+def parts_example(rng, dtype, axis, n_parts=2):
     X = rng.normal(size=(2, 5, 3)).astype(dtype)
-    parts = [rng.normal(size=X.shape).astype(dtype) for _ in range(2)]
+    parts = [rng.normal(size=X.shape).astype(dtype) for _ in range(n_parts)]
     w = rng.normal(size=(2, 3 if axis == 1 else 5)).astype(dtype)
     return X, parts, w
 
@@ -157,7 +157,8 @@ def test_grad_parts_materialise_and_sums(axis):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cfg", [Optimizer("adam", 1e-3), Optimizer("adamw", 3e-3, 0.01), Optimizer("adam", 1e-2, 0.1)])
 @pytest.mark.parametrize("axis", [1, 2])
-def test_fast_adam_sums_grad_parts_bitwise(dtype, cfg, axis, monkeypatch):
+@pytest.mark.parametrize("n_parts", [1, 2, 3])
+def test_fast_adam_sums_grad_parts_bitwise(dtype, cfg, axis, n_parts, monkeypatch):
     """FastAdam on a GradParts equals Adam on its materialised array, bit for bit."""
     import runtime.engine.kernels as K
 
@@ -167,7 +168,7 @@ def test_fast_adam_sums_grad_parts_bitwise(dtype, cfg, axis, monkeypatch):
     p, q = {"a": X.copy()}, {"a": X.copy()}
     o1, o2 = Adam(p, cfg, folded=True), FastAdam(q, cfg)
     for t in range(3):
-        _, parts, w = parts_example(rng, dtype, axis)
+        _, parts, w = parts_example(rng, dtype, axis, n_parts)
         o1.step(p, {"a": GradParts(parts, X=p["a"], w=w, axis=axis).materialise()}, 1e-2)
         o2.step(q, {"a": GradParts(parts, X=q["a"], w=w, axis=axis)}, 1e-2)
         np.testing.assert_array_equal(p["a"], q["a"])
