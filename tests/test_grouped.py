@@ -45,22 +45,26 @@ def test_grouped_products_equal_their_definitions(form, m, force):
     first = rng.normal(size=(d_in, C * m))
     second = rng.normal(size=(C * m, d_out))
     g_out = rng.normal(size=(R, d_out))
-    u = G.first(X, first)
-    np.testing.assert_allclose(u, (X @ first) * s, rtol=1e-13, atol=1e-14)
-    np.testing.assert_allclose(G.first(None, first, inner=X @ first), u, rtol=1e-13, atol=1e-14)
-    np.testing.assert_allclose(G.second(u, second), u @ second, rtol=1e-13, atol=1e-13)
-    g_u = G.grad_u(g_out, second)
-    np.testing.assert_allclose(g_u, (g_out @ second.T) * s, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(G.grad_second(u, g_out), u.T @ g_out, rtol=1e-13, atol=1e-13)
+    up = G.first(X, first)  # pair form
+    u = (X @ first) * s  # dense definition
+    assert up.shape == (mask.sum(), m)
+    np.testing.assert_allclose(G.dense(up), u, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(G.at_pairs(u), up, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(G.first(None, first, inner=X @ first), up, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(G.second(up, second), u @ second, rtol=1e-13, atol=1e-13)
+    gp = G.grad_u(g_out, second)
+    g_u = (g_out @ second.T) * s
+    np.testing.assert_allclose(G.dense(gp), g_u, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(G.grad_second(up, g_out), u.T @ g_out, rtol=1e-13, atol=1e-13)
     out = np.full((d_in, C * m), np.nan)  # every entry is written, inactive components included
-    np.testing.assert_allclose(G.grad_first(X, g_u, out=out), X.T @ g_u, rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(G.grad_input(g_u, first), g_u @ first.T, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(G.grad_first(X, gp, out=out), X.T @ g_u, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(G.grad_input(gp, first), g_u @ first.T, rtol=1e-13, atol=1e-13)
     base_s, base_f = rng.normal(size=(C * m, d_out)), rng.normal(size=(d_in, C * m))
-    np.testing.assert_allclose(G.grad_second(u, g_out, out=base_s.copy(), add=True), base_s + u.T @ g_out,
+    np.testing.assert_allclose(G.grad_second(up, g_out, out=base_s.copy(), add=True), base_s + u.T @ g_out,
                                rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(G.grad_first(X, g_u, out=base_f.copy(), add=True), base_f + X.T @ g_u,
+    np.testing.assert_allclose(G.grad_first(X, gp, out=base_f.copy(), add=True), base_f + X.T @ g_u,
                                rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(G.col_dots(u, g_u), np.sum((X.T @ g_u) * first, axis=0), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(G.col_dots(up, gp), np.sum((X.T @ g_u) * first, axis=0), rtol=1e-12, atol=1e-13)
 
 
 def test_cost_model_picks_per_component_for_wide_factors():

@@ -239,6 +239,7 @@ class LossProblem:
             return None
         g = np.repeat(np.asarray(coeffs, dtype=vals.dtype)[:, None], vals.shape[1], axis=1)
         if self.lazy_grads and hasattr(fl, "backward_lazy"):
+            fl.want_col_dots = self.exp.decompose.unit_norm
             return fl.backward_lazy(factors, g)
         grads = fl.backward(factors, g)
         return dict(zip(fl.factor_names, grads))

@@ -273,6 +273,9 @@ class ResidualLoss(_Common):
         # W_out's output feeds an act-recon term only for the gated network
         self.ar_out = losses.act_recon is not None and not self.resid_act_recon
         self.big = tuple(f"layers.{l}.{w}" for l in range(n_layers) for w in ("W_in.A", "W_out.B"))
+        # <gradient, A> per column of the A factors, from the loss's own products (for the unit-norm
+        # projection of lazy gradients; LossProblem sets it when the run normalises A)
+        self.want_col_dots = False
         self._save: dict = {}
 
     def _fold_first_layer(self, pre) -> bool:
@@ -383,7 +386,7 @@ class ResidualLoss(_Common):
         parts = {n: [grads[n]] for n in self.big if n not in defer}
         # <faithfulness part of A's gradient, A> per column = sum_k B[j, k] (A^T G)[j, k]: from B's gradient
         dots = {}
-        for n in self.big:
+        for n in self.big if self.want_col_dots else ():
             if n.endswith(".A"):
                 p = n[:-2]
                 dots[n] = (np.einsum("ijk,ijk->ij", F[f"{p}.B"], grads[f"{p}.B"]) if "faithfulness" in self.terms
@@ -455,10 +458,11 @@ class ResidualLoss(_Common):
             g_u = G.grad_u(g_z, B_in)
             nA = f"layers.{l}.W_in.A"
             if l == 0 and "fold_Y" in save:
-                save["fold_Y"][i] = np.matmul(self.x[i][:, pre.feats[i]].T, g_u)  # x^T g_u on the present features
+                save["fold_Y"][i] = G.grad_first(self.x[i][:, pre.feats[i]], g_u)  # x^T g_u on the present features
             else:
                 G.grad_first(r, g_u, out=grads[nA][i], add=True)
-            dots[nA][i] += G.col_dots(u, g_u)
+            if nA in dots:
+                dots[nA][i] += G.col_dots(u, g_u)
             if l > 0:
                 g_r = g_r + G.grad_input(g_u, A_in)
 

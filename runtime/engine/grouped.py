@@ -6,22 +6,21 @@ A masked APD layer with factors first (d_in, C m) and second (C m, d_out) and a 
     u = (X first) * s_m        (R, C m), s_m: s repeated over each component's m columns
     out = u second             (R, d_out)
 
-Batch top-k switches on only K ~ topk x R of the R x C (sample, component) pairs. Each product of
-the pass and of its backward can be evaluated
+Batch top-k switches on only K ~ topk x R of the R x C (sample, component) pairs, so u is kept in
+pair form: `up` (K, m), the bottleneck of each active pair (b, c), pairs sorted by component
+(`Pairs`). Each product of the pass and of its backward is evaluated
 
-* **dense**: one GEMM over all rows and all C m columns, then the mask (2 R C m d FLOPs, one
-  NumPy call), or
 * **grouped**: per component with active samples, one GEMM over its active rows only
   (2 K m d FLOPs in all, but one NumPy call per component, each reading the component's
-  (m, d) block of the factor).
+  (m, d) block of the factor), or
+* **dense**: the pairs scattered into an (R, C m) array with zeros elsewhere, then one GEMM over
+  all rows and columns (2 R C m d FLOPs, one call).
 
 `Grouped` picks per product with a cost model (`dense_is_cheaper`, fitted to timings of both
 forms): for the residual MLP (R ~ 160 rows, K ~ 330 pairs, ~120 active components of m = 25-50)
 the dense form does 50-150x the work and is 3-7x slower even for its d_mlp-wide factors; with
 rank-1 components (m = 1) one GEMM beats a hundred small calls. Both forms give the same values
-up to float rounding (summation order). The bottleneck u is always kept
-dense (R, C m) with zeros at inactive pairs (it is small: R x C m), so every product takes and
-returns dense arrays whichever form computes it.
+up to float rounding (summation order).
 """
 from __future__ import annotations
 
@@ -96,8 +95,9 @@ class Pairs:
 class Grouped:
     """The products of masked layers sharing one (R, C) mask, dense or grouped by component.
 
-    Conventions: u and g_u are dense (R, C m) arrays, zero at inactive pairs; X (R, d_in) are the
-    layer's input rows; g_out (R, d_out) the gradient at its output."""
+    Conventions: `up` and `gp` are per-pair (K, m) arrays (bottleneck values and their
+    gradients, pairs in `pairs` order); X (R, d_in) are the layer's input rows; g_out (R, d_out)
+    the gradient at its output."""
 
     def __init__(self, mask: np.ndarray, m: int, dtype):
         self.pairs = Pairs(mask)
@@ -105,7 +105,6 @@ class Grouped:
         self.m = m
         self.Cm = self.C * m
         self.dtype = np.dtype(dtype)
-        self.mask3 = mask[:, :, None].astype(self.dtype)  # (R, C, 1)
         self.inactive = self.pairs.counts == 0
 
     # -- the cost model -------------------------------------------------------------------------
@@ -113,25 +112,20 @@ class Grouped:
     def dense_is_cheaper(self, d: int) -> bool:
         """Is a dense product with a d-wide factor cheaper than the grouped one?"""
         n, w = len(self.pairs.groups), self.dtype.itemsize
-        dense = 2.0 * self.R * self.Cm * d / DENSE_FLOPS_PER_S + self.Cm * d * w / DENSE_BYTES_PER_S
+        dense = (2.0 * self.R * self.Cm * d / DENSE_FLOPS_PER_S
+                 + (self.Cm * d + self.R * self.Cm) * w / DENSE_BYTES_PER_S)  # the factor, the (R, C m) array
         grouped = n * CALL_S + n * self.m * d * w / BLOCK_BYTES_PER_S + self.pairs.K * d * w / GATHER_BYTES_PER_S
         return dense <= grouped
 
-    # -- helpers ------------------------------------------------------------------------------
-
-    def mask_(self, a: np.ndarray) -> np.ndarray:
-        """a (R, C m) *= s_m in place; returns a."""
-        a3 = a.reshape(self.R, self.C, self.m)
-        a3 *= self.mask3
-        return a
+    # -- pair form <-> dense ------------------------------------------------------------------
 
     def at_pairs(self, a: np.ndarray) -> np.ndarray:
         """(R, C m) -> (K, m): the entries of the active pairs, component-major."""
         P = self.pairs
         return a.reshape(self.R, self.C, self.m)[P.b, P.c]
 
-    def from_pairs(self, vals: np.ndarray) -> np.ndarray:
-        """(K, m) per-pair values -> dense (R, C m), zero elsewhere."""
+    def dense(self, vals: np.ndarray) -> np.ndarray:
+        """(K, m) per-pair values -> (R, C m), zero at inactive pairs."""
         P = self.pairs
         out = np.zeros((self.R, self.C, self.m), dtype=self.dtype)
         out[P.b, P.c] = vals
@@ -145,24 +139,22 @@ class Grouped:
     # -- forward ------------------------------------------------------------------------------
 
     def first(self, X: np.ndarray, first: np.ndarray, inner: np.ndarray | None = None) -> np.ndarray:
-        """u = (X first) * s_m (R, C m); `inner` = X first (unmasked) if already known."""
+        """up (K, m): X first at the active pairs; `inner` = X first (R, C m) if already known."""
         if inner is not None:
-            u = np.array(inner, dtype=self.dtype)
-            return self.mask_(u)
+            return self.at_pairs(inner)
         if self.dense_is_cheaper(first.shape[0]):
-            return self.mask_(np.matmul(X, first))
+            return self.at_pairs(np.matmul(X, first))
         Xp = X[self.pairs.b]
-        vals = np.empty((self.pairs.K, self.m), dtype=self.dtype)
+        up = np.empty((self.pairs.K, self.m), dtype=self.dtype)
         for sl, s, e in self._slices():
-            np.matmul(Xp[s:e], first[:, sl], out=vals[s:e])
-        return self.from_pairs(vals)
+            np.matmul(Xp[s:e], first[:, sl], out=up[s:e])
+        return up
 
-    def second(self, u: np.ndarray, second: np.ndarray) -> np.ndarray:
+    def second(self, up: np.ndarray, second: np.ndarray) -> np.ndarray:
         """u second (R, d_out)."""
         d = second.shape[-1]
         if self.dense_is_cheaper(d):
-            return np.matmul(u, second)
-        up = self.at_pairs(u)
+            return np.matmul(self.dense(up), second)
         vals = np.empty((self.pairs.K, d), dtype=self.dtype)
         for sl, s, e in self._slices():
             np.matmul(up[s:e], second[sl], out=vals[s:e])
@@ -171,17 +163,17 @@ class Grouped:
     # -- backward -----------------------------------------------------------------------------
 
     def grad_u(self, g_out: np.ndarray, second: np.ndarray) -> np.ndarray:
-        """d/du of <g_out, u second>, masked: (g_out second^T) * s_m (R, C m)."""
+        """gp (K, m): d/du of <g_out, u second> at the active pairs (g_out second^T there)."""
         d = second.shape[-1]
         if self.dense_is_cheaper(d):
-            return self.mask_(np.matmul(g_out, np.swapaxes(second, -1, -2)))
+            return self.at_pairs(np.matmul(g_out, np.swapaxes(second, -1, -2)))
         Gp = g_out[self.pairs.b]
-        vals = np.empty((self.pairs.K, self.m), dtype=self.dtype)
+        gp = np.empty((self.pairs.K, self.m), dtype=self.dtype)
         for sl, s, e in self._slices():
-            np.matmul(Gp[s:e], second[sl].T, out=vals[s:e])
-        return self.from_pairs(vals)
+            np.matmul(Gp[s:e], second[sl].T, out=gp[s:e])
+        return gp
 
-    def grad_second(self, u: np.ndarray, g_out: np.ndarray, out: np.ndarray | None = None,
+    def grad_second(self, up: np.ndarray, g_out: np.ndarray, out: np.ndarray | None = None,
                     add: bool = False) -> np.ndarray:
         """u^T g_out (C m, d_out): the second factor's gradient (rows of inactive components zero);
         with `add`, added into `out` instead (per component: only active rows are touched)."""
@@ -190,10 +182,10 @@ class Grouped:
             out = np.zeros((self.Cm, d), dtype=self.dtype) if add else np.empty((self.Cm, d), dtype=self.dtype)
         if self.dense_is_cheaper(d):
             if add:
-                out += np.matmul(u.T, g_out)
+                out += np.matmul(self.dense(up).T, g_out)
                 return out
-            return np.matmul(u.T, g_out, out=out)
-        up, Gp = self.at_pairs(u), g_out[self.pairs.b]
+            return np.matmul(self.dense(up).T, g_out, out=out)
+        Gp = g_out[self.pairs.b]
         for sl, s, e in self._slices():
             if add:
                 out[sl] += np.matmul(up[s:e].T, Gp[s:e])
@@ -203,7 +195,7 @@ class Grouped:
             out.reshape(self.C, self.m, d)[self.inactive] = 0.0
         return out
 
-    def grad_first(self, X: np.ndarray, g_u: np.ndarray, out: np.ndarray | None = None,
+    def grad_first(self, X: np.ndarray, gp: np.ndarray, out: np.ndarray | None = None,
                    add: bool = False) -> np.ndarray:
         """X^T g_u (d_in, C m): the first factor's gradient (columns of inactive components zero);
         with `add`, added into `out` instead."""
@@ -212,10 +204,10 @@ class Grouped:
             out = np.zeros((d, self.Cm), dtype=self.dtype) if add else np.empty((d, self.Cm), dtype=self.dtype)
         if self.dense_is_cheaper(d):
             if add:
-                out += np.matmul(X.T, g_u)
+                out += np.matmul(X.T, self.dense(gp))
                 return out
-            return np.matmul(X.T, g_u, out=out)
-        Xp, gp = X[self.pairs.b], self.at_pairs(g_u)
+            return np.matmul(X.T, self.dense(gp), out=out)
+        Xp = X[self.pairs.b]
         for sl, s, e in self._slices():
             if add:
                 out[:, sl] += np.matmul(Xp[s:e].T, gp[s:e])
@@ -225,19 +217,21 @@ class Grouped:
             out.reshape(d, self.C, self.m)[:, self.inactive] = 0.0
         return out
 
-    def grad_input(self, g_u: np.ndarray, first: np.ndarray) -> np.ndarray:
+    def grad_input(self, gp: np.ndarray, first: np.ndarray) -> np.ndarray:
         """g_u first^T (R, d_in): the gradient at the layer's input rows."""
         d = first.shape[0]
         if self.dense_is_cheaper(d):
-            return np.matmul(g_u, first.T)
-        gp = self.at_pairs(g_u)
+            return np.matmul(self.dense(gp), first.T)
         vals = np.empty((self.pairs.K, d), dtype=self.dtype)
         for sl, s, e in self._slices():
             np.matmul(gp[s:e], first[:, sl].T, out=vals[s:e])
         return self.pairs.scatter(vals, d, self.dtype)
 
-    @staticmethod
-    def col_dots(u: np.ndarray, g_u: np.ndarray) -> np.ndarray:
-        """(C m,) <X^T g_u, first> per column of `first`, i.e. sum over rows of u * g_u (u = X first
-        masked: the mask is 0/1 and g_u is masked too), without forming X^T g_u."""
-        return np.einsum("rj,rj->j", u, g_u)
+    def col_dots(self, up: np.ndarray, gp: np.ndarray) -> np.ndarray:
+        """(C m,) <X^T g_u, first> per column of `first` without forming X^T g_u: the sum over the
+        component's active pairs of u * g_u (u = X first there)."""
+        out = np.zeros((self.C, self.m), dtype=self.dtype)
+        if self.pairs.K:
+            prod = up * gp
+            out[[c for c, _, _ in self.pairs.groups]] = np.add.reduceat(prod, self.pairs.group_starts, axis=0)
+        return out.reshape(self.Cm)
