@@ -33,6 +33,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+if "--root" in sys.argv:  # profile another checkout's runtime (e.g. `git archive REV runtime apdspec specs`)
+    ROOT = os.path.abspath(sys.argv[sys.argv.index("--root") + 1])
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
@@ -241,6 +243,7 @@ def main(argv=None) -> int:
     ap.add_argument("names", nargs="*", help="experiments of run_all.SUITE (default: all)")
     ap.add_argument("--steps", type=int, default=None, help="steps per measurement (default: run_all's count)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--root", default=None, help="checkout whose runtime/ and specs/ to profile (default: this one)")
     args = ap.parse_args(argv)
     names = args.names or list(run_all.SUITE)
     out = []
