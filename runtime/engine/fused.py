@@ -757,7 +757,7 @@ class ResidualPre:
                 dz = np.matmul(np.swapaxes(inner.reshape(R, C, m), 0, 1), B_in.reshape(C, m, d_mlp))
                 for coef, P, made in terms:
                     c0 = (l - made - 1) * d_mlp
-                    dz += np.matmul(coef, P[..., c0:c0 + d_mlp])
+                    dz += _stacked_matmul(coef, P[..., c0:c0 + d_mlp])
                 dz *= act_grad(tgt.preact[f"layers.{l}"][i])[None]
                 da = dz
                 later = [target[f"layers.{j}.W_in"][i] for j in range(l + 1, L)] + [W_U]
@@ -776,7 +776,7 @@ class ResidualPre:
                     bias_sum = b if bias_sum is None else bias_sum + b
             dy = None
             for coef, P, made in terms:
-                t = np.matmul(coef, P[..., -F_out:])
+                t = _stacked_matmul(coef, P[..., -F_out:])
                 if dy is None:
                     dy = t
                 else:
@@ -787,6 +787,15 @@ class ResidualPre:
 
     def matches(self, names, factors) -> bool:
         return tuple(names) == self.factor_names and all(a is b for a, b in zip(factors, self._factors))
+
+
+def _stacked_matmul(coef: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """coef (C, R, k) @ P: per component with a (C, k, n) P, as one (C R, k) GEMM with a shared
+    2-D P (NumPy would otherwise make one call per component)."""
+    if P.ndim == 2 and coef.flags.c_contiguous:
+        C, R, k = coef.shape
+        return np.matmul(coef.reshape(C * R, k), P).reshape(C, R, P.shape[1])
+    return np.matmul(coef, P)
 
 
 def residual_pre_applies(arch, attribution) -> bool:
