@@ -241,3 +241,26 @@ def test_lazy_fused_gradient_matches_autograd_of_the_plain_loss():
     for k in comps:
         np.testing.assert_allclose(np.asarray(g[k]), g_plain[k], rtol=1e-9, atol=1e-12, err_msg=k)
     assert fused.applies(arch, LOSSES, TopK("batch", 1.5))
+
+
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("name", ["resid_1l", "resid_2l_bias", "resid_gelu_outact"])
+def test_residual_precompute_and_step_for_rank_1_and_3(name, m):
+    """The residual-MLP precompute (attributions sharing GEMMs with the loss; rank 1 takes broadcast
+    products instead of batched GEMMs) and the training step against the plain definitions."""
+    from runtime.engine.attributions import gradient_attributions
+
+    arch = ARCHS[name]
+    rng = np.random.default_rng(31)
+    target = random_params(arch, I, rng)
+    comps = {k: rng.normal(0, 0.5, v.shape) for k, v in apd.init_components(arch, C, m, I, 1.0, rng, np.float64).items()}
+    x = inputs(arch, I, 12, rng)
+    tgt = target_forward(arch, target, x)
+    pre = fused.ResidualPre(arch, target, tgt, comps, C, m, x, np.float64)
+    np.testing.assert_allclose(pre.attr, gradient_attributions(arch, target, tgt, comps, C), rtol=1e-10, atol=1e-12)
+    exp = Experiment(replicates=I, dtype="float64", target=arch, train=None,
+                     decompose=Decompose(components=C, rank=m, topk=TopK("batch", 1.5), loss=LOSSES, batch=12))
+    g_f = LossProblem(exp, arch, target).step_grads(comps, x, {})
+    g_p = LossProblem(exp, arch, target, fused=False).step_grads(comps, x, {})
+    for k in comps:
+        np.testing.assert_allclose(g_f[k], g_p[k], rtol=1e-9, atol=1e-12, err_msg=k)

@@ -754,7 +754,7 @@ class ResidualPre:
                     np.matmul(tgt.pre[f"layers.{l}.W_in"][i], A_in, out=inner)
                 self.AtD[f"layers.{l}.W_in"][i] = K1[nb:].T
                 # tangent of the pre-activation: own component + earlier components through W_in*
-                dz = np.matmul(np.swapaxes(inner.reshape(R, C, m), 0, 1), B_in.reshape(C, m, d_mlp))
+                dz = _stacked_matmul(np.swapaxes(inner.reshape(R, C, m), 0, 1), B_in.reshape(C, m, d_mlp))
                 for coef, P, made in terms:
                     c0 = (l - made - 1) * d_mlp
                     dz += _stacked_matmul(coef, P[..., c0:c0 + d_mlp])
@@ -791,10 +791,13 @@ class ResidualPre:
 
 def _stacked_matmul(coef: np.ndarray, P: np.ndarray) -> np.ndarray:
     """coef (C, R, k) @ P: per component with a (C, k, n) P, as one (C R, k) GEMM with a shared
-    2-D P (NumPy would otherwise make one call per component)."""
+    2-D P, and as a broadcast product for k = 1 (NumPy's batched matmul makes one BLAS call per
+    component: for rank-1 components, C outer products)."""
     if P.ndim == 2 and coef.flags.c_contiguous:
         C, R, k = coef.shape
         return np.matmul(coef.reshape(C * R, k), P).reshape(C, R, P.shape[1])
+    if coef.shape[-1] == 1:
+        return coef * (P[:, None, 0, :] if P.ndim == 3 else P[None, 0:1, :])
     return np.matmul(coef, P)
 
 
