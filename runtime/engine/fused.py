@@ -176,6 +176,15 @@ class _Common:
                     grads[f"{n}.A"] = np.matmul(G, np.swapaxes(B, -1, -2))
                 grads[f"{n}.B"] = np.matmul(np.swapaxes(A, -1, -2), G)
 
+    sq_hints: dict = {}  # {factor name: (array, squared norms)} known for these factors (LossProblem)
+
+    def _sq(self, F, name, compute):
+        """Squared column (A) / row (B) norms of factor `name`: the hint if it is for this very array."""
+        hint = self.sq_hints.get(name)
+        if hint is not None and hint[0] is F[name]:
+            return hint[1]
+        return compute(F[name])
+
     def _schatten_forward(self, F, n_active, B, save):
         """Closed form of apd.schatten_loss for a 0/1 mask: n_active (I, C) = #samples per component."""
         half, eps_term = _schatten_setup(self.L.simplicity_p)
@@ -184,8 +193,8 @@ class _Common:
         per_c = 0.0
         n_uses = 0
         for n in self.params:
-            a2 = col_sq_norms(F[f"{n}.A"])  # (I, Cm)
-            b2 = row_sq_norms(F[f"{n}.B"])  # (I, Cm)
+            a2 = self._sq(F, f"{n}.A", col_sq_norms)  # (I, Cm)
+            b2 = self._sq(F, f"{n}.B", row_sq_norms)  # (I, Cm)
             S = a2 * b2
             save[f"a2:{n}"], save[f"b2:{n}"], save[f"S:{n}"] = a2, b2, S
             per_c = per_c + self.uses[n] * np.sum(((S + SCHATTEN_EPS) ** half).reshape(I, C, m), axis=2)

@@ -46,26 +46,33 @@ class FastAdam(Adam):
         """optim.Adam's arithmetic on whole arrays (for non-contiguous parameters)."""
         adam_update(self.cfg, p, g, m, v, lr, bc1, bc2, folded=True)
 
-    def step(self, params, grads, lr: float) -> None:
-        """One update; a gradient may be an array or a `GradParts` (summed chunk by chunk here)."""
+    def step(self, params, grads, lr: float, sq_norms: dict | None = None) -> dict:
+        """One update; a gradient may be an array or a `GradParts` (summed chunk by chunk here).
+        `sq_norms` {name: axis}: also return, for those parameters, the squared norms of the
+        updated values per column (axis 1) or row (axis 2), summed in the pass that writes them
+        (the same blocks and order as `blocked_sq_norms`, hence the same bits)."""
         c = self.cfg
         self.t += 1
         bc1 = 1.0 - c.beta1 ** self.t
         bc2 = 1.0 - c.beta2 ** self.t
+        sq_norms = sq_norms or {}
+        out = {}
         with np.errstate(over="ignore", invalid="ignore"):  # the trainer checks the moments (decompose.py)
             for k, p in params.items():
-                self._step_one(p, grads[k], self.m[k], self.v[k], lr, bc1, bc2)
+                out[k] = self._step_one(p, grads[k], self.m[k], self.v[k], lr, bc1, bc2, sq_norms.get(k))
+        return {k: v for k, v in out.items() if v is not None}
 
-    def _step_one(self, p, g, m, v, lr, bc1, bc2) -> None:
+    def _step_one(self, p, g, m, v, lr, bc1, bc2, axis=None):
         contiguous = p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous
+        if axis is not None and contiguous and p.ndim == 3 and not isinstance(g, GradParts):
+            g = GradParts([np.ascontiguousarray(g, dtype=p.dtype)])  # row blocks, for the norms
         if isinstance(g, GradParts):
             if contiguous and g.chunkable(p):
-                self._step_parts(p, g, m, v, lr, bc1, bc2)
-                return
+                return self._step_parts(p, g, m, v, lr, bc1, bc2, axis)
             g = g.materialise()
         if not contiguous:
             self._step_plain(p, g, m, v, lr, bc1, bc2)
-            return
+            return None if axis is None else blocked_sq_norms(p, axis)
         pf, mf, vf = p.reshape(-1), m.reshape(-1), v.reshape(-1)
         gf = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
         n = pf.size
@@ -73,15 +80,17 @@ class FastAdam(Adam):
         for s in range(0, n, CHUNK):
             e = min(s + CHUNK, n)
             self._chunk(pf[s:e], gf[s:e], mf[s:e], vf[s:e], bufs, e - s, lr, bc1, bc2)
+        return None if axis is None else blocked_sq_norms(p, axis)
 
-    def _step_parts(self, p, g: "GradParts", m, v, lr, bc1, bc2) -> None:
+    def _step_parts(self, p, g: "GradParts", m, v, lr, bc1, bc2, axis=None):
         """Row blocks of an (I, d0, d1) parameter: the gradient's parts are summed (and the scaled
         factor added) in cache, in the order `GradParts.materialise` uses (bitwise the same)."""
         I, d0, d1 = p.shape
-        rows = max(1, CHUNK // max(d1, 1))
+        rows = norm_block_rows(p.shape)
         n = min(rows, d0) * d1
         bufs = self._buffers(p.dtype, n)
         gsum = bufs[2][:n]
+        acc = None if axis is None else np.zeros((I, d1 if axis == 1 else d0), dtype=p.dtype)
         for i in range(I):
             for r0 in range(0, d0, rows):
                 r1 = min(r0 + rows, d0)
@@ -90,6 +99,9 @@ class FastAdam(Adam):
                 gc = g.block(i, r0, r1, gsum[:L].reshape(r1 - r0, d1), pc, bufs[1][:L].reshape(r1 - r0, d1))
                 self._chunk(pc.reshape(-1), gc.reshape(-1), m[i, r0:r1].reshape(-1), v[i, r0:r1].reshape(-1), bufs,
                             L, lr, bc1, bc2)
+                if acc is not None:
+                    _block_sq_norms(pc, axis, acc[i], r0, r1)
+        return acc
 
     def _chunk(self, pc, gc, mc, vc, bufs, L, lr, bc1, bc2) -> None:
         """`optim.adam_update(folded=True)` on one chunk (1-D views), in place, in its operation
@@ -115,6 +127,50 @@ class FastAdam(Adam):
         np.divide(mc, b, out=b)
         np.multiply(step, b, out=b)
         pc -= b
+
+
+def norm_block_rows(shape) -> int:
+    """Rows per block of an (I, d0, d1) array in FastAdam's row-block pass and `blocked_sq_norms`."""
+    return max(1, CHUNK // max(shape[-1], 1))
+
+
+def _block_sq_norms(block: np.ndarray, axis: int, acc: np.ndarray, r0: int, r1: int) -> None:
+    """Accumulate rows r0:r1 (block, (r1 - r0, d1)) into acc: per column (axis 1, acc (d1,)) or
+    per row (axis 2, acc (d0,))."""
+    if axis == 1:
+        acc += np.einsum("rn,rn->n", block, block)
+    else:
+        acc[r0:r1] = np.einsum("rd,rd->r", block, block)
+
+
+def blocked_sq_norms(p: np.ndarray, axis: int) -> np.ndarray:
+    """(I, n) squared norms of an (I, d0, d1) array's columns (axis 1) or rows (axis 2), summed in
+    the row blocks FastAdam uses (so the result is bitwise what `FastAdam.step(sq_norms=...)`
+    returns for the same values)."""
+    I, d0, d1 = p.shape
+    rows = norm_block_rows(p.shape)
+    acc = np.zeros((I, d1 if axis == 1 else d0), dtype=p.dtype)
+    for i in range(I):
+        for r0 in range(0, d0, rows):
+            r1 = min(r0 + rows, d0)
+            _block_sq_norms(p[i, r0:r1], axis, acc[i], r0, r1)
+    return acc
+
+
+def normalise_columns_blocked(A: np.ndarray, col_sq: np.ndarray) -> np.ndarray:
+    """A /= sqrt(col_sq) per column, in place, in row blocks; returns the new squared column norms
+    (summed in the same pass, as `blocked_sq_norms` would)."""
+    I, d0, d1 = A.shape
+    rows = norm_block_rows(A.shape)
+    norms = np.sqrt(col_sq)
+    acc = np.zeros((I, d1), dtype=A.dtype)
+    for i in range(I):
+        for r0 in range(0, d0, rows):
+            r1 = min(r0 + rows, d0)
+            blk = A[i, r0:r1]
+            blk /= norms[i]
+            _block_sq_norms(blk, 1, acc[i], r0, r1)
+    return acc
 
 
 class GradParts:
