@@ -27,8 +27,9 @@ def force(monkeypatch):
 
 def random_mask(rng, R, C, p=0.3):
     mask = rng.uniform(size=(R, C)) < p
-    mask[:, 1] = False  # a component with no active sample
     mask[0, :] = True  # a sample with every component
+    mask[:, 1] = False  # a component with no active sample
+    mask[1:, 2] = False  # a component with exactly one
     return mask
 
 
