@@ -310,7 +310,8 @@ class Trainer:
         self.comps = comps
         self.problem = LossProblem(exp, arch, target)
         self.problem.lazy_grads = True  # FastAdam and the projection take kernels.GradParts as they are
-        self.opt = FastAdam(comps, dc.optimizer)
+        # second factors (C m, d) are updated in row blocks of whole components (lazy gradient parts)
+        self.opt = FastAdam(comps, dc.optimizer, row_align={k: dc.rank for k in comps if k.endswith(".B")})
         # squared column (A) / row (B) norms of the current factors, for the unit-norm step and the
         # Schatten term: summed by FastAdam in the pass that writes the parameters (None: stale,
         # recomputed with the same blocked sums, so a resumed run sees the same bits)
@@ -326,7 +327,8 @@ class Trainer:
         last = step >= dc.steps
         sq = self.sq_norms
         if self.norm_axes and sq is None:
-            sq = {k: blocked_sq_norms(comps[k], ax) for k, ax in self.norm_axes.items()}
+            sq = {k: blocked_sq_norms(comps[k], ax, self.opt.block_rows(k, comps[k].shape))
+                  for k, ax in self.norm_axes.items()}
         if dc.unit_norm:
             new = normalise_columns(comps, arch, sq)
             if sq is not None:

@@ -42,8 +42,8 @@ import numpy as np
 from autograd.extend import defvjp_argnums, primitive
 
 from .apd import SCHATTEN_EPS, n_decomposed_weights
-from .grouped import Grouped, Pairs  # noqa: F401  (Pairs: also used by TmsSparseLoss)
-from .kernels import GradParts, add_scaled, col_sq_norms, row_sq_norms
+from .grouped import Grouped, GroupedRows, Pairs  # noqa: F401  (Pairs: also used by TmsSparseLoss)
+from .kernels import GradParts, RowsProduct, add_scaled, col_sq_norms, row_sq_norms
 from .models import activation, has_bias, layers_of, residual_dims
 from ..spec import GatedTarget, ResidMlpTarget, TmsTarget
 
@@ -160,8 +160,9 @@ class _Common:
             scale = (2.0 * self.uses[n] / self.N) * g_pm[:, None, None].astype(G.dtype)
             G *= scale
             A, B = F[f"{n}.A"], F[f"{n}.B"]
-            if f"{n}.A" in defer:
-                save.setdefault("faith_G", {})[f"{n}.A"] = G
+            for ab in ("A", "B"):
+                if f"{n}.{ab}" in defer:
+                    save.setdefault("faith_G", {})[f"{n}.{ab}"] = G
             # A^T G and G B^T; the residual MLP precompute already has one of them, unscaled
             # (shared GEMMs with the attribution's W_E A_in and B_out W_U)
             if pre is not None and n in pre.AtD:
@@ -170,11 +171,13 @@ class _Common:
                 grads[f"{n}.B"] = np.ascontiguousarray(pre.AtD[n] * scale)
             elif pre is not None and n in pre.DBt:
                 grads[f"{n}.A"] = np.ascontiguousarray(pre.DBt[n] * scale)
-                grads[f"{n}.B"] = np.matmul(np.swapaxes(A, -1, -2), G)
+                if f"{n}.B" not in defer:
+                    grads[f"{n}.B"] = np.matmul(np.swapaxes(A, -1, -2), G)
             else:
                 if f"{n}.A" not in defer:
                     grads[f"{n}.A"] = np.matmul(G, np.swapaxes(B, -1, -2))
-                grads[f"{n}.B"] = np.matmul(np.swapaxes(A, -1, -2), G)
+                if f"{n}.B" not in defer:
+                    grads[f"{n}.B"] = np.matmul(np.swapaxes(A, -1, -2), G)
 
     sq_hints: dict = {}  # {factor name: (array, squared norms)} known for these factors (LossProblem)
 
@@ -388,11 +391,15 @@ class ResidualLoss(_Common):
         # layer 0's input rows are x W_E: the masked pass's part of A_in's gradient, r_0^T g_u,
         # is W_E^T (x^T g_u), one GEMM with the faithfulness part (`_fold_first_layer`)
         fold = sparse_pass and self._fold_first_layer(pre)
-        defer = ("layers.0.W_in.A",) if fold else ()
+        fold_A = ("layers.0.W_in.A",) if fold else ()
         if fold:
             save["fold_Y"] = [None] * self.I
-        grads = self._grads_with_faithfulness(F, save, g, defer)
-        parts = {n: [grads[n]] for n in self.big if n not in defer}
+        # the second factors of the d_embed-wide products (B_out): their gradient, A_out^T G plus the
+        # masked pass's per-component rows, is left to FastAdam to form a row block at a time
+        rows_B = tuple(n for n in self.big if n.endswith(".B"))
+        save["rows_B"] = {n: [None] * self.I for n in rows_B}
+        grads = self._grads_with_faithfulness(F, save, g, fold_A + rows_B)
+        parts = {n: [grads[n]] for n in self.big if n not in fold_A + rows_B}
         # <faithfulness part of A's gradient, A> per column = sum_k B[j, k] (A^T G)[j, k]: from B's gradient
         dots = {}
         for n in self.big if self.want_col_dots else ():
@@ -407,8 +414,17 @@ class ResidualLoss(_Common):
             # active components' rows / columns), except layer 0's folded A_in gradient
             for i in range(self.I):
                 self._backward_replicate(i, F, save, g, grads, dots)
-            for n in defer:
+            for n in fold_A:
                 parts[n] = [self._folded_first_layer_grad(F, save, np.empty_like(F[n]))]
+        faith_G = save.get("faith_G", {})
+        for n in rows_B:
+            parts[n] = []
+            if n in faith_G:  # A^T G, with a copy of the (small) first factor: the optimiser updates it first
+                parts[n].append(RowsProduct(F[n[:-2] + ".A"].copy(), faith_G[n]))
+            if sparse_pass:
+                parts[n].append(GroupedRows(list(zip(self.grouped, *zip(*save["rows_B"][n]))), F[n].shape, dt))
+            if not parts[n]:
+                parts[n] = [np.zeros_like(F[n])]
         u_sch = save.get("schatten_u", {})
         a2 = save.get("schatten_a2", {})
         out = {}
@@ -418,7 +434,7 @@ class ResidualLoss(_Common):
                 continue
             axis = 1 if n.endswith(".A") else 2
             out[n] = GradParts(parts[n], X=F[n], w=u_sch.get(n), axis=axis, col_dots=dots.get(n),
-                               x_sq=a2.get(n[:-2]) if axis == 1 else None)
+                               x_sq=a2.get(n[:-2]) if axis == 1 else None, row_align=1 if axis == 1 else self.m)
         self._save = {}
         return out
 
@@ -452,7 +468,7 @@ class ResidualLoss(_Common):
                 g_u2 = G.grad_u(gy, pre.N[i]) if gy is not None else np.zeros_like(u2)
             else:
                 g_u2 = G.grad_u(g_o, B_out)
-            G.grad_second(u2, g_o, out=grads[f"layers.{l}.W_out.B"][i], add=True)
+            save["rows_B"][f"layers.{l}.W_out.B"][i] = (u2, g_o)  # formed by FastAdam (GroupedRows)
             G.grad_first(h, g_u2, out=grads[f"layers.{l}.W_out.A"][i], add=True)
             g_z = G.grad_input(g_u2, A_out)
             g_z *= self.act_grad(zb)

@@ -245,3 +245,52 @@ class Grouped:
             prod = up * gp
             out[[c for c, _, _ in self.pairs.groups]] = np.add.reduceat(prod, self.pairs.group_starts, axis=0)
         return out.reshape(self.Cm)
+
+
+class GroupedRows:
+    """A block part of a `kernels.GradParts`: a second factor's masked-pass gradient u^T g_out
+    (`Grouped.grad_second`) for every replicate, computed a row block at a time inside FastAdam's
+    pass (never as a full-size array). Blocks must hold whole components (rows a multiple of m);
+    per replicate the product is per component or dense, as `Grouped.grad_second` would choose."""
+
+    def __init__(self, per_replicate: list, shape, dtype):
+        """per_replicate: [(Grouped, up (K, m), g_out (R, d))] for replicates 0..I-1."""
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.reps = []
+        for G, up, g_out in per_replicate:
+            d = g_out.shape[-1]
+            if G.dense_is_cheaper(d):
+                self.reps.append((G, None, G.dense(up), g_out))
+            else:
+                comps = np.array([c for c, _, _ in G.pairs.groups], dtype=np.intp)
+                self.reps.append((G, comps, up, g_out[G.pairs.b]))
+
+    def block_into(self, i: int, r0: int, r1: int, out, add: bool, tmp) -> None:
+        G, comps, up, Gp = self.reps[i]
+        m = G.m
+        if comps is None:  # dense: rows r0:r1 of u^T g_out
+            if add:
+                np.matmul(up[:, r0:r1].T, Gp, out=tmp)
+                out += tmp
+            else:
+                np.matmul(up[:, r0:r1].T, Gp, out=out)
+            return
+        if r0 % m or (r1 % m and r1 != self.shape[1]):
+            raise ValueError(f"GroupedRows: rows {r0}:{r1} split a component (m = {m})")
+        if not add:
+            out[...] = 0.0
+        lo, hi = np.searchsorted(comps, [r0 // m, -(-r1 // m)])
+        for j in range(lo, hi):
+            c, s, e = G.pairs.groups[j]
+            rows = slice(c * m - r0, (c + 1) * m - r0)
+            if e - s == 1:  # an outer product (OpenBLAS's GEMM is ~3x slower at K = 1)
+                out[rows] += up[s:e].T * Gp[s]
+            else:
+                out[rows] += np.matmul(up[s:e].T, Gp[s:e])
+
+    def replicate_sums(self) -> np.ndarray:
+        """sum of u^T g_out = sum over pairs of (sum of u's row) (sum of g_out's row)."""
+        out = np.zeros(len(self.reps))
+        for i, (_, _, up, Gp) in enumerate(self.reps):  # dense: u (R, C m), g_out (R, d); else per pair
+            out[i] = np.sum(np.sum(up, axis=1, dtype=np.float64) * np.sum(Gp, axis=1, dtype=np.float64))
+        return out

@@ -30,9 +30,16 @@ class FastAdam(Adam):
     """`optim.Adam(folded=True)` evaluated in place over cache-sized chunks (same constructor, same
     state, bitwise-equal updates). Gradients may be arrays or `GradParts`."""
 
-    def __init__(self, params, cfg):
+    def __init__(self, params, cfg, row_align: dict | None = None):
         super().__init__(params, cfg, folded=True)
         self._buf: dict = {}
+        # rows per block of a parameter's row-block pass are a multiple of row_align[name] (the
+        # rank m for a second factor (C m, d): a block then holds whole components)
+        self.row_align = dict(row_align or {})
+
+    def block_rows(self, name: str, shape) -> int:
+        """Rows per block of parameter `name`'s row-block pass (`blocked_sq_norms` must use them)."""
+        return norm_block_rows(shape, self.row_align.get(name, 1))
 
     def _buffers(self, dtype, n):
         key = np.dtype(dtype)
@@ -59,20 +66,21 @@ class FastAdam(Adam):
         out = {}
         with np.errstate(over="ignore", invalid="ignore"):  # the trainer checks the moments (decompose.py)
             for k, p in params.items():
-                out[k] = self._step_one(p, grads[k], self.m[k], self.v[k], lr, bc1, bc2, sq_norms.get(k))
+                out[k] = self._step_one(p, grads[k], self.m[k], self.v[k], lr, bc1, bc2, sq_norms.get(k),
+                                        self.block_rows(k, p.shape) if p.ndim == 3 else None)
         return {k: v for k, v in out.items() if v is not None}
 
-    def _step_one(self, p, g, m, v, lr, bc1, bc2, axis=None):
+    def _step_one(self, p, g, m, v, lr, bc1, bc2, axis=None, rows=None):
         contiguous = p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous
         if axis is not None and contiguous and p.ndim == 3 and not isinstance(g, GradParts):
             g = GradParts([np.ascontiguousarray(g, dtype=p.dtype)])  # row blocks, for the norms
         if isinstance(g, GradParts):
-            if contiguous and g.chunkable(p):
-                return self._step_parts(p, g, m, v, lr, bc1, bc2, axis)
+            if contiguous and g.chunkable(p, rows):
+                return self._step_parts(p, g, m, v, lr, bc1, bc2, axis, rows)
             g = g.materialise()
         if not contiguous:
             self._step_plain(p, g, m, v, lr, bc1, bc2)
-            return None if axis is None else blocked_sq_norms(p, axis)
+            return None if axis is None else blocked_sq_norms(p, axis, rows)
         pf, mf, vf = p.reshape(-1), m.reshape(-1), v.reshape(-1)
         gf = np.ascontiguousarray(g, dtype=p.dtype).reshape(-1)
         n = pf.size
@@ -80,16 +88,16 @@ class FastAdam(Adam):
         for s in range(0, n, CHUNK):
             e = min(s + CHUNK, n)
             self._chunk(pf[s:e], gf[s:e], mf[s:e], vf[s:e], bufs, e - s, lr, bc1, bc2)
-        return None if axis is None else blocked_sq_norms(p, axis)
+        return None if axis is None else blocked_sq_norms(p, axis, rows)
 
-    def _step_parts(self, p, g: "GradParts", m, v, lr, bc1, bc2, axis=None):
+    def _step_parts(self, p, g: "GradParts", m, v, lr, bc1, bc2, axis=None, rows=None):
         """Row blocks of an (I, d0, d1) parameter: the gradient's parts are summed (and the scaled
         factor added) in cache, in the order `GradParts.materialise` uses (bitwise the same)."""
         I, d0, d1 = p.shape
-        rows = norm_block_rows(p.shape)
+        rows = rows or norm_block_rows(p.shape)
         n = min(rows, d0) * d1
         bufs = self._buffers(p.dtype, n)
-        gsum = bufs[2][:n]
+        gsum = self._gbuf(p.dtype, n)
         acc = None if axis is None else np.zeros((I, d1 if axis == 1 else d0), dtype=p.dtype)
         for i in range(I):
             for r0 in range(0, d0, rows):
@@ -103,9 +111,16 @@ class FastAdam(Adam):
                     _block_sq_norms(pc, axis, acc[i], r0, r1)
         return acc
 
+    def _gbuf(self, dtype, n):
+        key = ("g", np.dtype(dtype))
+        buf = self._buf.get(key)
+        if buf is None or buf.size < n:
+            buf = self._buf[key] = np.empty(n, dtype=dtype)
+        return buf[:n]
+
     def _chunk(self, pc, gc, mc, vc, bufs, L, lr, bc1, bc2) -> None:
         """`optim.adam_update(folded=True)` on one chunk (1-D views), in place, in its operation
-        order. Uses bufs[0] and bufs[1] (gc may be bufs[2])."""
+        order. Uses bufs[0] and bufs[1]."""
         c = self.cfg
         a, b = bufs[0][:L], bufs[1][:L]
         if c.weight_decay and c.name == "adamw":
@@ -129,9 +144,10 @@ class FastAdam(Adam):
         pc -= b
 
 
-def norm_block_rows(shape) -> int:
-    """Rows per block of an (I, d0, d1) array in FastAdam's row-block pass and `blocked_sq_norms`."""
-    return max(1, CHUNK // max(shape[-1], 1))
+def norm_block_rows(shape, align: int = 1) -> int:
+    """Rows per block of an (I, d0, d1) array in FastAdam's row-block pass and `blocked_sq_norms`:
+    ~CHUNK elements, a multiple of `align`."""
+    return max(align, (CHUNK // max(shape[-1], 1)) // align * align)
 
 
 def _block_sq_norms(block: np.ndarray, axis: int, acc: np.ndarray, r0: int, r1: int) -> None:
@@ -143,12 +159,12 @@ def _block_sq_norms(block: np.ndarray, axis: int, acc: np.ndarray, r0: int, r1: 
         acc[r0:r1] = np.einsum("rd,rd->r", block, block)
 
 
-def blocked_sq_norms(p: np.ndarray, axis: int) -> np.ndarray:
+def blocked_sq_norms(p: np.ndarray, axis: int, rows: int | None = None) -> np.ndarray:
     """(I, n) squared norms of an (I, d0, d1) array's columns (axis 1) or rows (axis 2), summed in
-    the row blocks FastAdam uses (so the result is bitwise what `FastAdam.step(sq_norms=...)`
-    returns for the same values)."""
+    row blocks of `rows` (FastAdam.block_rows: then the result is bitwise what
+    `FastAdam.step(sq_norms=...)` returns for the same values)."""
     I, d0, d1 = p.shape
-    rows = norm_block_rows(p.shape)
+    rows = rows or norm_block_rows(p.shape)
     acc = np.zeros((I, d1 if axis == 1 else d0), dtype=p.dtype)
     for i in range(I):
         for r0 in range(0, d0, rows):
@@ -176,50 +192,65 @@ def normalise_columns_blocked(A: np.ndarray, col_sq: np.ndarray) -> np.ndarray:
 class GradParts:
     """A gradient kept as a sum that is never formed in full during training:
         g = parts[0] + parts[1] + ... + X * w
-    with the parts same-shaped (I, d0, d1) arrays and w (I, d1) scaling X's columns (axis 1) or
-    w (I, d0) its rows (axis 2); X is the factor itself (the Schatten gradient and the unit-norm
-    projection are of that form). `FastAdam` sums it chunk by chunk in cache, and the unit-norm
-    projection (`decompose.project_gradients`) only changes w, using `col_dots` = <sum of parts,
-    X> per column and `x_sq` = ||X column||^2 when the producer has them (else computed here).
-    `materialise()` forms the array with the same operations in the same order as FastAdam."""
+    with the parts (I, d0, d1) arrays or block parts (`RowsProduct`, computed a row block at a
+    time), and w (I, d1) scaling X's columns (axis 1) or w (I, d0) its rows (axis 2); X is the
+    factor itself (the Schatten gradient and the unit-norm projection are of that form).
+    `FastAdam` sums it a row block at a time in cache, and the unit-norm projection
+    (`decompose.project_gradients`) only changes w, using `col_dots` = <sum of parts, X> per column
+    and `x_sq` = ||X column||^2 when the producer has them (else computed here). Row blocks are
+    multiples of `row_align` rows (block parts may need whole components); `materialise()` forms
+    the array block by block with the same operations as FastAdam (the same bits)."""
 
-    def __init__(self, parts, X=None, w=None, axis: int = 1, col_dots=None, x_sq=None):
+    def __init__(self, parts, X=None, w=None, axis: int = 1, col_dots=None, x_sq=None, row_align: int = 1):
         self.parts = tuple(parts)
         self.X, self.w, self.axis = X, w, axis
         self.col_dots, self.x_sq = col_dots, x_sq
-        self.shape, self.dtype = self.parts[0].shape, self.parts[0].dtype
+        self.row_align = row_align
+        self.shape, self.dtype = tuple(self.parts[0].shape), np.dtype(self.parts[0].dtype)
 
-    def chunkable(self, p) -> bool:
-        return (p.ndim == 3 and all(q.shape == p.shape and q.flags.c_contiguous and q.dtype == p.dtype for q in self.parts)
-                and (self.X is None or self.X is p))
+    def chunkable(self, p, rows: int | None = None) -> bool:
+        return (p.ndim == 3 and tuple(p.shape) == self.shape and p.dtype == self.dtype
+                and all(not isinstance(q, np.ndarray) or q.flags.c_contiguous for q in self.parts)
+                and (self.X is None or self.X is p) and (rows is None or rows % self.row_align == 0))
 
     def block(self, i: int, r0: int, r1: int, out, X, tmp):
-        """Rows r0:r1 of replicate i's gradient into `out` (X: the factor's rows; tmp: scratch)."""
+        """Rows r0:r1 of replicate i's gradient into `out` (X: the factor's rows; tmp: scratch of
+        out's shape). Returns out, or a view of the only part."""
         parts = self.parts
-        if len(parts) == 1 and self.w is None:
-            return parts[0][i, r0:r1]
-        if len(parts) == 1:  # X * w + part: two passes (a sum of two terms: the same bits as part + X * w)
-            w = self.w[i] if self.axis == 1 else self.w[i, r0:r1, None]
-            np.multiply(X, w, out=out)
-            out += parts[0][i, r0:r1]
-            return out
-        np.add(parts[0][i, r0:r1], parts[1][i, r0:r1], out=out)
-        for q in parts[2:]:
-            out += q[i, r0:r1]
-        if self.w is not None:
-            w = self.w[i] if self.axis == 1 else self.w[i, r0:r1, None]
+        w = None if self.w is None else (self.w[i] if self.axis == 1 else self.w[i, r0:r1, None])
+        first = parts[0]
+        if isinstance(first, np.ndarray):
+            if len(parts) == 1 and w is None:
+                return first[i, r0:r1]
+            if len(parts) == 1:  # X * w + part: two passes (a sum of two terms: the same bits as part + X * w)
+                np.multiply(X, w, out=out)
+                out += first[i, r0:r1]
+                return out
+            np.copyto(out, first[i, r0:r1])
+        else:
+            first.block_into(i, r0, r1, out, False, tmp)
+        for q in parts[1:]:
+            if isinstance(q, np.ndarray):
+                out += q[i, r0:r1]
+            else:
+                q.block_into(i, r0, r1, out, True, tmp)
+        if w is not None:
             np.multiply(X, w, out=tmp)
             out += tmp
         return out
 
-    def materialise(self) -> np.ndarray:
-        parts = self.parts
-        out = parts[0].copy() if len(parts) == 1 else np.add(parts[0], parts[1])
-        for q in parts[2:]:
-            out += q
-        if self.w is not None:
-            w = self.w[:, None, :] if self.axis == 1 else self.w[:, :, None]
-            out += self.X * w
+    def materialise(self, rows: int | None = None) -> np.ndarray:
+        I, d0, d1 = self.shape
+        rows = rows or norm_block_rows(self.shape, self.row_align)
+        out = np.empty(self.shape, dtype=self.dtype)
+        tmp = np.empty((min(rows, d0), d1), dtype=self.dtype)
+        X = self.X if self.X is not None else np.zeros(self.shape, dtype=self.dtype)
+        for i in range(I):
+            for r0 in range(0, d0, rows):
+                r1 = min(r0 + rows, d0)
+                blk = self.block(i, r0, r1, out[i, r0:r1], X[i, r0:r1], tmp[: r1 - r0])
+                if blk is not out[i, r0:r1] and not np.shares_memory(blk, out[i, r0:r1]):
+                    out[i, r0:r1] = blk
         return out
 
     def __array__(self, dtype=None, copy=None):
@@ -228,7 +259,10 @@ class GradParts:
 
     def replicate_sums(self) -> np.ndarray:
         """(I,) float64 sums of the gradient (NaN or inf if any entry is), without forming it."""
-        total = sum(np.sum(q.reshape(q.shape[0], -1), axis=1, dtype=np.float64) for q in self.parts)
+        total = 0.0
+        for q in self.parts:
+            total = total + (np.sum(q.reshape(q.shape[0], -1), axis=1, dtype=np.float64) if isinstance(q, np.ndarray)
+                             else q.replicate_sums())
         if self.w is not None:
             xs = np.sum(self.X, axis=1 if self.axis == 1 else 2, dtype=np.float64)  # (I, n) sums along the scaled axis
             total = total + np.sum(xs * self.w, axis=1)
@@ -242,7 +276,10 @@ class GradParts:
         self.X = X
         dots = self.col_dots
         if dots is None:
-            dots = sum(np.einsum("idn,idn->in", q, X) for q in self.parts)
+            dense = GradParts(self.parts, row_align=self.row_align).materialise() if any(
+                not isinstance(q, np.ndarray) for q in self.parts) else None
+            dots = (np.einsum("idn,idn->in", dense, X) if dense is not None
+                    else sum(np.einsum("idn,idn->in", q, X) for q in self.parts))
         w = self.w
         if w is not None:
             x_sq = self.x_sq if self.x_sq is not None else col_sq_norms(X)
@@ -252,6 +289,30 @@ class GradParts:
             self.w = -dots
         self.axis = 1
         self.col_dots = None
+
+
+class RowsProduct:
+    """A block part of a `GradParts`: L^T R per replicate (L (I, k, d0), R (I, k, d1)), i.e. a
+    factor gradient that is a sum of k outer products (the faithfulness gradient A^T G of a second
+    factor, or a dense masked-pass part u^T g_out), computed a row block at a time: in cache,
+    never as a full-size array. L and R must not change before the optimiser has used it (pass a
+    copy of a parameter: the optimiser may update it first)."""
+
+    def __init__(self, L: np.ndarray, R: np.ndarray):
+        self.L, self.R = L, R
+        self.shape = (L.shape[0], L.shape[2], R.shape[2])
+        self.dtype = np.result_type(L, R)
+
+    def block_into(self, i: int, r0: int, r1: int, out, add: bool, tmp) -> None:
+        if add:
+            np.matmul(self.L[i][:, r0:r1].T, self.R[i], out=tmp)
+            out += tmp
+        else:
+            np.matmul(self.L[i][:, r0:r1].T, self.R[i], out=out)
+
+    def replicate_sums(self) -> np.ndarray:
+        """sum of L^T R = sum_k (sum over d0 of L[k]) (sum over d1 of R[k])."""
+        return np.sum(np.sum(self.L, axis=2, dtype=np.float64) * np.sum(self.R, axis=2, dtype=np.float64), axis=1)
 
 
 # ------------------------------------------------------------------------------------------
