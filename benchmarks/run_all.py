@@ -525,30 +525,34 @@ def write_markdown(path, info, exps, summary, threads, args, jvt=None) -> None:
 WHAT_CHANGED = """## What the step computes, and where the work went
 
 All in `runtime/engine/` (`fused.py`, `grouped.py`, `kernels.py`, `attributions.py`, `decompose.py`, `optim.py`,
-`data.py`); tests: `tests/test_fused.py`, `tests/test_grouped.py`, `tests/test_bench.py`:
+`data.py`); tests: `tests/test_fused.py`, `tests/test_grouped.py`, `tests/test_bench.py`. Every fast path is
+checked against the plain autograd path (float64 and float32) and finite differences:
 
 - **Fused top-k loss** (`fused.ResidualLoss`, `fused.TmsLoss` / `TmsSparseLoss`): with a constant top-k mask
   the masked forward pass, minimality, act-recon, faithfulness and Schatten terms are one function of the
-  factors with a hand-written backward pass in plain NumPy, registered as an autograd primitive
-  (`fused.fused_terms`, checked with `check_grads`, finite differences and against the autograd path).
+  factors with a hand-written backward pass in plain NumPy, registered as an autograd primitive.
 - **Masked products, dense or per component** (`grouped.Grouped`): batch top-k switches on ~1.3 of C components
   per sample (residual MLP: 327 of 256 x 130 pairs). Bottleneck values are kept per active (sample, component)
-  pair; each product of the masked pass and its backward runs either per component over its active rows (one
-  small GEMM each) or as one dense GEMM over all rows, whichever a cost model fitted to timings of both says
-  is cheaper (rank-1 components: dense; m = 25-50: per component).
+  pair; each product of the masked pass and its backward runs per component over its active rows (one small
+  GEMM each; an outer product for a single row) or as one dense GEMM, whichever a cost model fitted to timings
+  of both says is cheaper (rank-1 components: dense; m = 25-50: per component).
 - **All-zero input rows dropped** where exact (TMS, residual MLP without input biases; batch top-k).
 - **Attributions in closed form, sharing GEMMs with the loss** (`fused.ResidualPre`): x (W_E A_in) instead
   of (x W_E) A_in (notes §10.3.2), B_out [W_U | later W_in*] as one GEMM, each fused with the faithfulness
-  gradient GEMM that reads the same factor (A_in^T D_in, B_out D_out^T). The loss reuses them: layer 0's
-  bottleneck comes from the attribution pass, and the last layer's output is taken through N = B_out W_U
-  (C m x d_L) instead of the d_embed-wide B_out.
-- **Full-size gradient passes removed**: the masked pass adds its d_embed-wide gradient blocks into the
-  faithfulness GEMM's output in place; layer 0's A_in gradient is one GEMM [G | W_E^T] [B_in^T ; x^T g_u]
-  (more FLOPs, but no second full-size array written through d_embed-long strides). The Schatten term and the
-  unit-norm projection stay a per-column / per-row scale of the factor (`kernels.GradParts`): the projection's
-  <g, A> per column comes from products the loss already has (A^T G, and u . g_u over the active pairs), and
-  FastAdam adds the scaled factor chunk by chunk in cache.
-- **Adam** (`kernels.FastAdam` = `optim.Adam(folded=True)`): in 64K-element (L2-sized) chunks, with
+  gradient GEMM that reads the same factor (A_in^T D_in, B_out D_out^T); the output tangent as one batched GEMM
+  over all terms (rank-1 products as broadcasts). The loss reuses them: layer 0's bottleneck comes from the
+  attribution pass, and the last layer's output is taken through N = B_out W_U (C m x d_L) instead of the
+  d_embed-wide B_out.
+- **No full-size gradient passes**: gradients are `kernels.GradParts`, summed by FastAdam a row block at a
+  time in cache. The d_embed-wide second factors' (B_out) gradients are never formed: A_out^T G
+  (`kernels.RowsProduct`) and the masked pass's per-component rows (`grouped.GroupedRows`) are computed per
+  block inside Adam's pass. Layer 0's A_in gradient is one GEMM [G | W_E^T] [B_in^T ; x^T g_u]. The Schatten
+  term and the unit-norm projection stay a per-column / per-row scale of the factor; the projection's <g, A>
+  per column comes from products the loss already has (A^T G, and u . g_u over the active pairs).
+- **Squared norms kept across steps**: FastAdam sums the squared column (A) / row (B) norms of the parameters
+  in the pass that writes them; the next step's unit-norm and Schatten term use them (recomputed by the same
+  blocked sums after a revival or a resume, so resumed runs stay bit-identical).
+- **Adam** (`kernels.FastAdam` = `optim.Adam(folded=True)`): in 64K-element (L2-sized) blocks, with
   sqrt(1 - beta2^t) folded into the step size and eps (one elementwise pass fewer; the same update up to
   rounding, tested bitwise against `optim.Adam(folded=True)` and to 1e-13 against the unfolded form).
 - **Smaller overheads**: TMS attributions take each layer's component bottlenecks as views of one GEMM;
