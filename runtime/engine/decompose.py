@@ -33,7 +33,7 @@ from . import apd
 from . import fused as fused_kernels
 from .attributions import attributions, live_choices, topk_mask
 from .models import Params, n_outputs, target_forward
-from .kernels import (FastAdam, GradParts, add_scaled, blocked_sq_norms, default_blas_threads,
+from .kernels import (CHUNK, FastAdam, GradParts, add_scaled, blocked_sq_norms, default_blas_threads,
                       normalise_columns_blocked, tune_malloc)
 from .optim import lr_at
 from .revive import Reviver
@@ -315,7 +315,8 @@ class Trainer:
         # squared column (A) / row (B) norms of the current factors, for the unit-norm step and the
         # Schatten term: summed by FastAdam in the pass that writes the parameters (None: stale,
         # recomputed with the same blocked sums, so a resumed run sees the same bits)
-        self.norm_axes = ({n: (1 if n.endswith(".A") else 2) for n in comps}
+        # (only for factors of at least a block: small ones are cheaper computed on the spot)
+        self.norm_axes = ({n: (1 if n.endswith(".A") else 2) for n, v in comps.items() if v.size >= CHUNK}
                           if self.problem.fused and (dc.unit_norm or dc.loss.simplicity is not None) else {})
         self.sq_norms: dict | None = None
         self.step_index = 0
@@ -329,11 +330,10 @@ class Trainer:
         if self.norm_axes and sq is None:
             sq = {k: blocked_sq_norms(comps[k], ax, self.opt.block_rows(k, comps[k].shape))
                   for k, ax in self.norm_axes.items()}
+        hints = dict(sq or {})
         if dc.unit_norm:
-            new = normalise_columns(comps, arch, sq)
-            if sq is not None:
-                sq.update(new)
-        self.problem.sq_norm_hints = {k: (comps[k], v) for k, v in (sq or {}).items()}
+            hints.update(normalise_columns(comps, arch, sq))
+        self.problem.sq_norm_hints = {k: (comps[k], v) for k, v in hints.items()}
         self.sq_norms = None
         lr = lr_at(step, dc.steps, dc.optimizer.lr, dc.schedule) if not last else 0.0
         x = self.sample(dc.batch)
