@@ -247,12 +247,14 @@ class ResidualLoss(_Common):
     so it is evaluated as u (B_out W_U) with the attribution's N = B_out W_U (C m x d_L) instead
     of through the d_embed-wide B_out.
 
-    The masked pass adds its gradient into the faithfulness GEMMs' output in place (per
-    component, only the active components' rows or columns); layer 0's A_in gradient is one GEMM
-    for both (`_fold_first_layer`). `backward_lazy` returns the gradients of the d_embed-wide
-    factors (A_in, B_out) as `kernels.GradParts` with the Schatten term as a per-column / per-row
-    scale of the factor (FastAdam adds it in cache, the unit-norm projection only changes the
-    scale); `backward` returns plain arrays."""
+    Gradients of the d_embed-wide factors: A_in's masked-pass part is added into the faithfulness
+    GEMM's output in place (per component, only the active components' columns), and layer 0's is
+    one GEMM for both (`_fold_first_layer`); B_out's gradient is never formed: its faithfulness
+    part A_out^T G (`kernels.RowsProduct`) and masked-pass rows (`grouped.GroupedRows`) are left
+    to FastAdam, which evaluates them a block of components at a time. `backward_lazy` returns
+    these as `kernels.GradParts`, with the Schatten term as a per-column / per-row scale of the
+    factor (FastAdam adds it in cache, the unit-norm projection only changes the scale);
+    `backward` returns plain arrays."""
 
     def __init__(self, arch, target, C: int, m: int, losses, x, tgt, mask: np.ndarray, dtype, B_total=None,
                  pre=None):
@@ -292,8 +294,10 @@ class ResidualLoss(_Common):
 
     def _fold_first_layer(self, pre) -> bool:
         """Take layer 0's A_in gradient as [G | W_E^T] [B_in^T ; x^T g_u] (one GEMM, 2 D (d_mlp +
-        n_feats) C m FLOPs) instead of the faithfulness GEMM plus per-component column blocks of
-        a second full-size array (written with a d_embed-long stride: measured slower)?"""
+        n_feats) C m FLOPs, on the features present) instead of the faithfulness GEMM plus
+        per-component column blocks added through d_embed-long strides? Measured as fast on the
+        1-layer residual MLP (more FLOPs, less memory traffic); used wherever the per-component
+        form would be."""
         return FOLD_FIRST_LAYER and pre is not None and not all(G.dense_is_cheaper(self.D) for G in self.grouped)
 
     def _folded_first_layer_grad(self, F, save, out):
