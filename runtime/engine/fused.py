@@ -48,7 +48,6 @@ from .models import activation, has_bias, layers_of, residual_dims
 from ..spec import GatedTarget, ResidMlpTarget, TmsTarget
 
 TERM_ORDER = ("faithfulness", "minimality", "act_recon", "simplicity")
-FOLD_FIRST_LAYER = True  # see ResidualLoss._fold_first_layer
 
 
 # ------------------------------------------------------------------------------------------
@@ -298,7 +297,7 @@ class ResidualLoss(_Common):
         per-component column blocks added through d_embed-long strides? Measured as fast on the
         1-layer residual MLP (more FLOPs, less memory traffic); used wherever the per-component
         form would be."""
-        return FOLD_FIRST_LAYER and pre is not None and not all(G.dense_is_cheaper(self.D) for G in self.grouped)
+        return pre is not None and not all(G.dense_is_cheaper(self.D) for G in self.grouped)
 
     def _folded_first_layer_grad(self, F, save, out):
         """out (I, D, C m) <- G B_in^T + W_E[feats]^T Y per replicate (save: faith_G, fold_Y)."""
