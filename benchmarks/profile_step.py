@@ -35,8 +35,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if "--root" in sys.argv:  # profile another checkout's runtime (e.g. `git archive REV runtime apdspec specs`)
     ROOT = os.path.abspath(sys.argv[sys.argv.index("--root") + 1])
-sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
+import run_all  # noqa: E402  (puts this checkout on sys.path: ROOT goes in front of it)
+
+sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
@@ -79,7 +81,6 @@ def phase_codes() -> dict:
 
 
 def make_trainer(name: str):
-    import run_all
     from runtime.engine import seeding
     from runtime.engine.data import sample_inputs
     from runtime.engine.decompose import Trainer
@@ -218,7 +219,9 @@ def profile(name: str, steps: int, warmup: int = 3) -> dict:
             d["alone_ms"] += a_ms / steps
             d["calls"] += 1 / steps
     peak = _peak_gflops(exp.dtype)
-    return {"experiment": name, "clock": CLOCK.__name__, "load1": os.getloadavg()[0], "step_ms": step_ms, "phase_ms": phase_ms, "gemm": gemm, "gemm_by_phase": by_phase,
+    import runtime
+
+    return {"experiment": name, "runtime": os.path.dirname(os.path.abspath(runtime.__file__)), "clock": CLOCK.__name__, "load1": os.getloadavg()[0], "step_ms": step_ms, "phase_ms": phase_ms, "gemm": gemm, "gemm_by_phase": by_phase,
             "matmul_peak_gflops": peak, "gemm_at_peak_ms": gemm["flops"] / peak / 1e6}
 
 
@@ -238,7 +241,7 @@ def _peak_gflops(dtype, n: int = 1024) -> float:
 
 def render(r: dict) -> str:
     g = r["gemm"]
-    L = [f"## {r['experiment']}: {r['step_ms']:.2f} ms/step ({r.get('clock', 'perf_counter')}, load {r.get('load1', float('nan')):.2f})",
+    L = [f"## {r['experiment']}: {r['step_ms']:.2f} ms/step ({r.get('clock', 'perf_counter')}, load {r.get('load1', float('nan')):.2f}, {r.get('runtime')})",
          f"GEMMs: {g['calls']:.0f} calls, {g['flops'] / 1e9:.3f} GFLOP; {g['in_place_ms']:.1f} ms in place, "
          f"{g['alone_ms']:.1f} ms alone, {r['gemm_at_peak_ms']:.1f} ms at the {r['matmul_peak_gflops']:.0f} GFLOP/s "
          f"matmul peak; everything else {r['step_ms'] - g['in_place_ms']:.1f} ms",
@@ -251,8 +254,6 @@ def render(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    import run_all
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", help="experiments of run_all.SUITE (default: all)")
     ap.add_argument("--steps", type=int, default=None, help="steps per measurement (default: run_all's count)")
