@@ -17,6 +17,13 @@ from runtime.spec import Decompose, Experiment, Losses, Optimizer, ResidMlpTarge
 FORMS = ["dense", "grouped"]
 
 
+@pytest.fixture(autouse=True)
+def lazy_everywhere(monkeypatch):
+    """The small test models take the lazy-gradient paths the runtime uses for large factors
+    (tests/test_fused.py runs them with the default threshold: plain arrays)."""
+    monkeypatch.setattr(fused, "LAZY_MIN_SIZE", 0)
+
+
 @pytest.fixture
 def force(monkeypatch):
     def set_form(form):

@@ -48,6 +48,7 @@ from .models import activation, has_bias, layers_of, residual_dims
 from ..spec import GatedTarget, ResidMlpTarget, TmsTarget
 
 TERM_ORDER = ("faithfulness", "minimality", "act_recon", "simplicity")
+LAZY_MIN_SIZE = 1 << 16  # factors smaller than this keep plain-array gradients (kernels.CHUNK)
 
 
 # ------------------------------------------------------------------------------------------
@@ -285,7 +286,11 @@ class ResidualLoss(_Common):
             self.ar_units = sum(self.ar_ref[n].shape[-1] for n in names)
         # W_out's output feeds an act-recon term only for the gated network
         self.ar_out = losses.act_recon is not None and not self.resid_act_recon
-        self.big = tuple(f"layers.{l}.{w}" for l in range(n_layers) for w in ("W_in.A", "W_out.B"))
+        # the d_embed-wide factors whose gradients stay lazy (kernels.GradParts): large ones only (the
+        # gated network's are tiny: plain arrays are cheaper there)
+        size = self.I * D * C * m
+        self.big = tuple(f"layers.{l}.{w}" for l in range(n_layers) for w in ("W_in.A", "W_out.B")
+                         if size >= LAZY_MIN_SIZE)
         # <gradient, A> per column of the A factors, from the loss's own products (for the unit-norm
         # projection of lazy gradients; LossProblem sets it when the run normalises A)
         self.want_col_dots = False
@@ -393,7 +398,7 @@ class ResidualLoss(_Common):
         sparse_pass = "minimality" in self.terms or "act_recon" in self.terms
         # layer 0's input rows are x W_E: the masked pass's part of A_in's gradient, r_0^T g_u,
         # is W_E^T (x^T g_u), one GEMM with the faithfulness part (`_fold_first_layer`)
-        fold = sparse_pass and self._fold_first_layer(pre)
+        fold = sparse_pass and "layers.0.W_in.A" in self.big and self._fold_first_layer(pre)
         fold_A = ("layers.0.W_in.A",) if fold else ()
         if fold:
             save["fold_Y"] = [None] * self.I
@@ -471,7 +476,11 @@ class ResidualLoss(_Common):
                 g_u2 = G.grad_u(gy, pre.N[i]) if gy is not None else np.zeros_like(u2)
             else:
                 g_u2 = G.grad_u(g_o, B_out)
-            save["rows_B"][f"layers.{l}.W_out.B"][i] = (u2, g_o)  # formed by FastAdam (GroupedRows)
+            nB = f"layers.{l}.W_out.B"
+            if nB in save["rows_B"]:
+                save["rows_B"][nB][i] = (u2, g_o)  # formed by FastAdam (GroupedRows)
+            else:
+                G.grad_second(u2, g_o, out=grads[nB][i], add=True)
             G.grad_first(h, g_u2, out=grads[f"layers.{l}.W_out.A"][i], add=True)
             g_z = G.grad_input(g_u2, A_out)
             g_z *= self.act_grad(zb)
