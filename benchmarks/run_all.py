@@ -501,7 +501,9 @@ def write_markdown(path, info, exps, summary, threads, args, jvt=None) -> None:
         for name, r in jvt["specs"].items():
             L.append(f"| {name} | {r['steps_per_s_1job_2threads']:.1f} steps/s | {r['steps_per_s_2jobs_1thread']:.1f} "
                      f"steps/s | {r['jobs_over_threads']:.2f}x |")
-        L.append("\nHence `apdspec run --jobs` defaults to one sweep point per core.\n")
+        L.append("\nA ratio above 1: two 1-thread processes get more steps done per second than one 2-thread "
+                 "process, which is why `apdspec run --jobs` defaults to one sweep point per core (on a machine "
+                 "busy with other jobs, 2-thread OpenBLAS collapses and the ratios grow).\n")
     # suite projection (1 thread)
     L.append("## Projected wall time of the paper suite (1 thread)\n")
     total = 0.0
