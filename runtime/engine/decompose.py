@@ -33,7 +33,8 @@ from . import apd
 from . import fused as fused_kernels
 from .attributions import attributions, live_choices, topk_mask
 from .models import Params, n_outputs, target_forward
-from .kernels import FastAdam, add_scaled, col_sq_norms, default_blas_threads, tune_malloc
+from .kernels import (CHUNK, FastAdam, GradParts, add_scaled, blocked_sq_norms, default_blas_threads,
+                      normalise_columns_blocked, tune_malloc)
 from .optim import lr_at
 from .revive import Reviver
 from .seeding import rng_state, set_rng_state
@@ -68,18 +69,28 @@ class Decomposition:
         return A[replicate], B[replicate]
 
 
-def normalise_columns(comps: apd.Comps, arch: Target) -> None:
-    """Unit-norm every column A_c[:, r] over d_in, in place (notes §3.5). Tied uses are derived."""
+def normalise_columns(comps: apd.Comps, arch: Target, col_sq: dict | None = None) -> dict:
+    """Unit-norm every column A_c[:, r] over d_in, in place (notes §3.5). Tied uses are derived.
+
+    `col_sq` {A name: squared column norms} known for the current values (`Trainer` keeps them from
+    FastAdam's pass) saves a pass; returns the new squared column norms, summed while dividing."""
+    col_sq = col_sq or {}
+    out = {}
     for name in apd.decomposed_params(arch):
         A = comps[f"{name}.A"]
-        norms = np.sqrt(col_sq_norms(A))  # one pass, no A*A temporary
-        A /= norms[:, None, :]
+        sq = col_sq.get(f"{name}.A")
+        out[f"{name}.A"] = normalise_columns_blocked(A, blocked_sq_norms(A, 1) if sq is None else sq)
+    return out
 
 
 def project_gradients(grads: apd.Comps, comps: apd.Comps, arch: Target) -> None:
-    """g <- g - <g, A> A per column: the tangent space of the unit sphere (A is unit-norm)."""
+    """g <- g - <g, A> A per column: the tangent space of the unit sphere (A is unit-norm). A lazy
+    gradient (`kernels.GradParts`) only changes its per-column scale of A."""
     for name in apd.decomposed_params(arch):
         A, g = comps[f"{name}.A"], grads[f"{name}.A"]
+        if isinstance(g, GradParts):
+            g.project_columns(A)
+            continue
         if not g.flags.writeable:
             g = grads[f"{name}.A"] = g.copy()
         dots = np.einsum("idn,idn->in", g, A)  # <g, A> per column, no temporary
@@ -114,6 +125,10 @@ class LossProblem:
         # Residual MLPs: attributions and loss share their largest GEMMs (fused.ResidualPre)
         self.use_pre = self.fused and fused_kernels.residual_pre_applies(arch, self.attr)
         self.last_mask: tuple[np.ndarray, np.ndarray] | None = None  # (mask, inputs) of the last loss
+        # True: gradients may come back as kernels.GradParts (what Trainer consumes); False: arrays
+        self.lazy_grads = False
+        # {factor name: (array, squared column/row norms)} known for the current factors (Trainer)
+        self.sq_norm_hints: dict = {}
 
     def mask_stats(self) -> dict:
         """Statistics of the top-k mask of the last loss evaluated (empty without top-k); computed
@@ -217,6 +232,7 @@ class LossProblem:
     def _fused_from_mask(self, comps, x, tgt, mask, record, need_grad, B_total=None, pre=None):
         """Same record and gradient as the autograd path, from the hand-written forward/backward."""
         fl = self.fused_loss(comps, x, tgt, mask, B_total, pre=pre)
+        fl.sq_hints = self.sq_norm_hints
         factors = [comps[n] for n in fl.factor_names]
         vals = fl.forward(factors)
         record["mean_active"] = mask.sum(axis=(1, 2)) / fl.B
@@ -232,6 +248,9 @@ class LossProblem:
         if not need_grad:
             return None
         g = np.repeat(np.asarray(coeffs, dtype=vals.dtype)[:, None], vals.shape[1], axis=1)
+        if self.lazy_grads and hasattr(fl, "backward_lazy"):
+            fl.want_col_dots = self.exp.decompose.unit_norm
+            return fl.backward_lazy(factors, g)
         grads = fl.backward(factors, g)
         return dict(zip(fl.factor_names, grads))
 
@@ -263,8 +282,10 @@ def _first_non_finite(record: dict, step: int) -> None:
             raise NonFiniteError(name, int(bad[0]), step, float(a[bad[0]]))
 
 
-def _replicate_sums(a: np.ndarray) -> np.ndarray:
+def _replicate_sums(a) -> np.ndarray:
     """(I,) sums over everything but the leading replicate axis: NaN or inf if any entry is."""
+    if isinstance(a, GradParts):
+        return a.replicate_sums()
     a = np.asarray(a)
     return np.sum(a.reshape(a.shape[0], -1), axis=1, dtype=np.float64)
 
@@ -291,7 +312,16 @@ class Trainer:
             comps = apd.init_components(arch, dc.components, dc.rank, exp.replicates, dc.init_scale, rng_init, self.dtype)
         self.comps = comps
         self.problem = LossProblem(exp, arch, target)
-        self.opt = FastAdam(comps, dc.optimizer)
+        self.problem.lazy_grads = True  # FastAdam and the projection take kernels.GradParts as they are
+        # second factors (C m, d) are updated in row blocks of whole components (lazy gradient parts)
+        self.opt = FastAdam(comps, dc.optimizer, row_align={k: dc.rank for k in comps if k.endswith(".B")})
+        # squared column (A) / row (B) norms of the current factors, for the unit-norm step and the
+        # Schatten term: summed by FastAdam in the pass that writes the parameters (None: stale,
+        # recomputed with the same blocked sums, so a resumed run sees the same bits)
+        # (only for factors of at least a block: small ones are cheaper computed on the spot)
+        self.norm_axes = ({n: (1 if n.endswith(".A") else 2) for n, v in comps.items() if v.size >= CHUNK}
+                          if self.problem.fused and (dc.unit_norm or dc.loss.simplicity is not None) else {})
+        self.sq_norms: dict | None = None
         self.step_index = 0
         self.reviver = None if dc.revive is None else Reviver(dc.revive, exp.replicates, dc.components, dc.rank)
 
@@ -299,8 +329,15 @@ class Trainer:
         dc = self.exp.decompose
         step, comps, arch = self.step_index, self.comps, self.arch
         last = step >= dc.steps
+        sq = self.sq_norms
+        if self.norm_axes and sq is None:
+            sq = {k: blocked_sq_norms(comps[k], ax, self.opt.block_rows(k, comps[k].shape))
+                  for k, ax in self.norm_axes.items()}
+        hints = dict(sq or {})
         if dc.unit_norm:
-            normalise_columns(comps, arch)
+            hints.update(normalise_columns(comps, arch, sq))
+        self.problem.sq_norm_hints = {k: (comps[k], v) for k, v in hints.items()}
+        self.sq_norms = None
         lr = lr_at(step, dc.steps, dc.optimizer.lr, dc.schedule) if not last else 0.0
         x = self.sample(dc.batch)
         record: dict = {}
@@ -312,11 +349,11 @@ class Trainer:
         if checking:
             _first_non_finite({f"gradient of {k}": _replicate_sums(g) for k, g in grads.items()}, step)
         if not last:
-            grads = {k: g if isinstance(g, np.ndarray) and g.dtype == self.dtype else np.asarray(g, dtype=self.dtype)
-                     for k, g in grads.items()}
+            grads = {k: g if isinstance(g, (np.ndarray, GradParts)) and g.dtype == self.dtype
+                     else np.asarray(g, dtype=self.dtype) for k, g in grads.items()}
             if dc.unit_norm:
                 project_gradients(grads, comps, arch)
-            self.opt.step(comps, grads, lr)
+            self.sq_norms = self.opt.step(comps, grads, lr, sq_norms=self.norm_axes) if self.norm_axes else None
             if checking:  # a finite gradient whose square overflows (float32: |g| > 1.8e19) stalls Adam silently
                 _first_non_finite({f"Adam's second moment of {k}": _replicate_sums(v) for k, v in self.opt.v.items()}, step)
         rv = self.reviver
@@ -324,6 +361,7 @@ class Trainer:
             if rv.watching(step):
                 rv.observe(*self.problem.last_mask)
             if rv.is_revival_step(step):
+                self.sq_norms = None  # revival edits the factors
                 # logged with this step's losses (revival steps are multiples of `every`)
                 revived, still_dead = np.zeros((2, self.exp.replicates), dtype=np.int64)
                 for e in rv.revive(step, comps, (self.opt.m, self.opt.v), self.layer_inputs):
@@ -350,6 +388,7 @@ class Trainer:
 
     def restore(self, arrays: dict[str, np.ndarray], scalars: dict) -> None:
         """Undo `state()`: in place, so the arrays the optimiser and problem hold stay the same objects."""
+        self.sq_norms = None
         for prefix, d in (("comp.", self.comps), ("adam_m.", self.opt.m), ("adam_v.", self.opt.v)):
             for k, v in d.items():
                 v[...] = arrays[prefix + k]
