@@ -353,7 +353,8 @@ class Trainer:
                      else np.asarray(g, dtype=self.dtype) for k, g in grads.items()}
             if dc.unit_norm:
                 project_gradients(grads, comps, arch)
-            self.sq_norms = self.opt.step(comps, grads, lr, sq_norms=self.norm_axes) if self.norm_axes else None
+            sq_out = self.opt.step(comps, grads, lr, sq_norms=self.norm_axes)
+            self.sq_norms = sq_out if self.norm_axes else None
             if checking:  # a finite gradient whose square overflows (float32: |g| > 1.8e19) stalls Adam silently
                 _first_non_finite({f"Adam's second moment of {k}": _replicate_sums(v) for k, v in self.opt.v.items()}, step)
         rv = self.reviver
