@@ -53,7 +53,7 @@ def build(state: State, default_name: str) -> S.Experiment:
                                sweep=S.Sweep(axes) if axes else None)
 
 
-def check_experiment(state: State, exp: S.Experiment, diags: Collector) -> S.Experiment | None:
+def check_experiment(state: State, exp: S.Experiment, diags: Collector, display: str = "") -> S.Experiment | None:
     """resolve() and validate(); every Issue becomes a diagnostic at the span that set its field.
 
     With a sweep, the points are what runs: every point is validated (`check_points`), and an issue
@@ -62,7 +62,7 @@ def check_experiment(state: State, exp: S.Experiment, diags: Collector) -> S.Exp
     resolved = S.resolve(exp)  # an unreadable target file is left for validate() to report
     issues = S.validate(resolved)
     if exp.sweep is not None:
-        issues = check_points(state, exp, diags, issues)
+        issues = check_points(state, exp, diags, issues, display)
     issues = [i for i in issues if not any(i.path == p or i.path.startswith(p + ".") for p in reported)]  # said above
     for issue in issues:
         if diags.full:
@@ -75,7 +75,8 @@ def check_experiment(state: State, exp: S.Experiment, diags: Collector) -> S.Exp
                 notes.append(Note(f"'{lang_path(other)}' is set here", other_span))
             elif other_span is None:
                 notes.append(Note(f"'{lang_path(other)}' has its default value"))
-        diags.error(f"{_issue_path(issue)}: {issue.message}", span, issue.hint, tuple(notes))
+        diags.error(f"{_issue_path(issue)}: {issue.message}", span, issue.hint, tuple(notes),
+                    file=display if span is None else "")  # no experiment header: the file at least
     return resolved
 
 
@@ -159,7 +160,8 @@ def check_sweep_size(state: State, diags: Collector) -> bool:
 MAX_NAMED = 3  # points named in the "same error in N more points" note
 
 
-def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S.Issue] = ()) -> list[S.Issue]:
+def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S.Issue] = (),
+                 display: str = "") -> list[S.Issue]:
     """Validate every point of `exp`'s sweep (`exp` as built: unresolved, so that derived defaults
     follow swept fields) and report each issue at the sweep value that produced it.
 
@@ -183,7 +185,11 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
         # thousands of points that is seconds. Points of a file target validate exactly like points
         # of the architecture it holds, untrained (no train block; and no axis can sweep target.* or
         # train.* of a file target: the checker rejects those keys), so validate those instead.
-        exp = dataclasses.replace(exp, target=arch, train=None)
+        # A file with a replicate axis fixes `replicates`: if that is swept, validate the points
+        # with the file itself, which checks the count (slower, and rare).
+        swept = {a.path for a in exp.sweep.axes} if exp.sweep else set()
+        if "replicates" not in swept or _file_replicates(exp.target.path) is None:
+            exp = dataclasses.replace(exp, target=arch, train=None)
     try:
         good, issues = expand(exp)
     except S.SpecValidationError:  # zipped axes of different lengths: the checker reported them
@@ -239,7 +245,7 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
             notes.append(Note(f"the same error in {len(same) - 1} more point{'s' if len(same) > 2 else ''}: "
                               f"{names}{more}"))
         diags.error(f"sweep point {point_name(first.values)}: {_issue_path(issue)}: {issue.message}", span, hint,
-                    tuple(notes))
+                    tuple(notes), file=display if span is None else "")
     return [i for i in base if (i.path, i.message) in everywhere]
 
 
@@ -250,6 +256,15 @@ def _file_architecture(path: str) -> Any:
     try:
         return S.target_from_dict(read_target_meta(path)["target"])
     except Exception:  # any unreadable file: the base experiment's validate() reports it
+        return None
+
+
+def _file_replicates(path: str) -> int | None:
+    from runtime.spec.target_file import target_replicates
+
+    try:
+        return target_replicates(path)
+    except Exception:  # unreadable: the base experiment's validate() reports it
         return None
 
 
@@ -329,6 +344,8 @@ def locate(state: State, rt_path: str, exact: bool = False) -> A.Span | None:
         s = state.values.get(p)
         if s is not None:
             return s.span
+    if rt_path.startswith("train.") and "target" in state.blocks:  # train is written inside the target block
+        return state.blocks["target"]
     return state.header
 
 

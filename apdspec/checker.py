@@ -331,6 +331,30 @@ class FileEval:
         self.state.set("target", TargetKind("file"), call.span)
         self.state.set("target.path", path, call.args[0].span)
 
+    def target_assign(self, value: A.Value, span: A.Span) -> None:
+        """`target = file("T.npz")`: a command-line override replacing the target by a file
+        (in a spec file the target is a block: `target file("T.npz")`)."""
+        try:
+            node = self.state.env.deref(value)
+        except Bad as e:
+            return self.bad(e, "target")
+        is_file = isinstance(node, A.Call) and node.name == "file"
+        if self.override and is_file:
+            self.file_target(node)
+            if self.state.kind == "file":
+                self.state.blocks["target"] = span
+            return
+        if is_file:
+            self.diags.error("'target' is a block, not a key", span,
+                             "write target file(\"path/target.npz\") without '=' (on the command line: "
+                             "-s 'target = file(\"path/target.npz\")')")
+        elif self.override:
+            self.diags.error("on the command line only a target file can replace the target", span,
+                             "write -s 'target = file(\"path/target.npz\")'; to change a field of the target, "
+                             "-s target.features=10")
+        else:
+            self.diags.error("'target' is a block, not a key", span, ALIASES["target"])
+
     def enter(self, scope: Scope, name: str, span: A.Span, what: str) -> Scope | None:
         """The scope of sub-block `name` of `scope` (for a block statement or a dotted path)."""
         if scope.kind in ("sweep", "zip"):
@@ -375,7 +399,9 @@ class FileEval:
         fields = _fields(scope, self.state)
         node = fields.get(name)
         if node is None:
-            if scope.kind == "experiment" and name in ("target", "sweep"):
+            if scope.kind == "experiment" and name == "target":
+                return self.target_assign(value, span)
+            if scope.kind == "experiment" and name == "sweep":
                 self.diags.error(f"'{name}' is a block, not a key", span, ALIASES[name])
             else:
                 self.unknown("key", name, span, scope)

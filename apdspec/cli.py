@@ -73,8 +73,41 @@ def cmd_check(args) -> int:
             if args.debug:
                 traceback.print_exc()
             lines = [f"  (no summary: {type(e).__name__}: {e})"]
-        print("\n".join(lines))
+        print("\n".join(lines), flush=True)
+        if not args.no_estimate:
+            print(f"  {'time':<10}  {_estimate_line(spec, args.debug)}", flush=True)
     return status
+
+
+def _estimate_line(spec, debug: bool) -> str:
+    """The estimated wall time of `apdspec run` on a checked spec (every sweep point; --jobs as the
+    default, one point per core), from a calibration that times a few real steps."""
+    from runtime.pipeline.estimate import duration, estimate
+
+    try:
+        if spec.experiment.sweep is None:
+            return estimate(spec.experiment).describe()
+        from runtime.pipeline.sweep import points
+
+        from .build import build
+
+        pts = points(build(spec.state, spec.experiment.name))
+        first = estimate(pts[0].experiment)
+        per = []
+        for p in pts:  # the first point's step times, each point's own step counts
+            e = p.experiment
+            trains = first.target_step_ms is not None and e.train is not None
+            per.append((first.target_step_ms * e.train.steps if trains else 0.0) / 1e3
+                       + first.step_ms * e.decompose.steps / 1e3 + first.parts["finish"])
+        jobs = min(len(pts), os.cpu_count() or 1)
+        total = sum(per) / jobs  # points run `jobs` at a time
+        return (f"~{duration(total)} for {len(pts)} points ({jobs} at a time; a point ~{duration(min(per))}"
+                + (f" to ~{duration(max(per))}" if max(per) > 1.05 * min(per) else "")
+                + f"; step times of the first point: {first.describe()})")
+    except Exception as e:  # informative only: never fail a valid spec on it
+        if debug:
+            traceback.print_exc()
+        return f"(no estimate: {type(e).__name__}: {e})"
 
 
 def cmd_fmt(args) -> int:
@@ -82,6 +115,7 @@ def cmd_fmt(args) -> int:
     from .loader import read_source
 
     status = EXIT_OK
+    same = changed = 0
     for path in args.files:
         try:
             text = read_source(path)
@@ -91,19 +125,28 @@ def cmd_fmt(args) -> int:
             status = EXIT_SPEC
             continue
         if new == text:
+            same += 1
             continue
+        changed += 1
         if args.check:
             print(f"would reformat: {path}")
             status = max(status, EXIT_FAILED)
         else:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(new)
+            from runtime.store.rundir import write_text
+
+            write_text(path, new)  # atomic: a crash never leaves a half-written spec
             print(f"reformatted: {path}")
+    files = lambda n: f"{n} file{'' if n == 1 else 's'}"  # noqa: E731
+    done = [f"{files(changed)} {'would be reformatted' if args.check else 'reformatted'}"] if changed else []
+    if same or not changed:
+        done.append(f"{files(same)} already formatted")
+    print(", ".join(done))
     return status
 
 
 def _resume(args) -> int:
-    """apdspec run --resume DIR: continue the run in DIR from its newest checkpoint."""
+    """apdspec run --resume DIR: continue the run in DIR from its newest checkpoint, or the sweep
+    in DIR (its finished points reused, its interrupted ones resumed from their checkpoints)."""
     import json as _json
 
     d = args.resume
@@ -113,10 +156,21 @@ def _resume(args) -> int:
     except (OSError, ValueError) as e:
         _err(f"apdspec run: cannot resume {d}: no readable spec.json ({e})")
         return EXIT_FAILED
+    if os.path.exists(os.path.join(d, "sweep.json")):
+        from runtime.spec import SpecValidationError, from_dict
+
+        try:
+            raw = from_dict(exp)
+            with open(os.path.join(d, "sweep.json")) as f:
+                files = [r["path"] for r in _json.load(f).get("spec_files", []) if os.path.exists(r["path"])]
+        except (OSError, ValueError, TypeError, KeyError, SpecValidationError) as e:
+            _err(f"apdspec run: cannot resume the sweep in {d}: {e}")
+            return EXIT_FAILED
+        return _run_sweep(args, raw, d, None, tuple(files))
     return _run_one(args, exp, d, None, (), resume=True)
 
 
-def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False) -> int:
+def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, spec_original=None) -> int:
     import signal as _signal
 
     from runtime.engine.decompose import Interrupted
@@ -127,9 +181,18 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False) -
         return EXIT_FAILED
     try:
         summary = run_to_dir(exp, out, spec_text=spec_text, spec_files=list(spec_files), progress=not args.quiet,
-                             resume=resume, checkpoint_every=args.checkpoint_every)
+                             resume=resume, checkpoint_every=args.checkpoint_every, spec_original=spec_original)
     except RunDirBusy as e:
         _err(f"apdspec run: {e}")
+        return EXIT_FAILED
+    except FloatingPointError as e:  # NonFiniteError: name what diverged, and what was kept
+        from runtime.store import checkpoint
+
+        _err(f"apdspec run: the run diverged: {e}")
+        _err(f"hint: {getattr(e, 'hint', 'lower the learning rate')}")
+        last = checkpoint.latest(out)
+        if last is not None:
+            _err(f"note: the last checkpoint before it is kept: {last}")
         return EXIT_FAILED
     except FileNotFoundError as e:
         if not resume:
@@ -138,7 +201,9 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False) -
         return EXIT_FAILED
     except Interrupted as e:
         name = _signal.Signals(e.signum).name
-        _err(f"apdspec run: {name}: stopped before step {e.step} with a checkpoint; resume with: "
+        saved = ("in target training, nothing saved yet" if e.phase == "target"
+                 else "with a checkpoint")
+        _err(f"apdspec run: {name}: stopped before step {e.step} {saved}; resume with: "
              f"apdspec run --resume {out}")
         return 128 + e.signum
     status = summary.get("status") if isinstance(summary, dict) else None
@@ -162,15 +227,42 @@ def cmd_run(args) -> int:
     exp = spec.experiment
     out = args.out or os.path.join("runs", exp.name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     if exp.sweep is not None:
-        return _run_sweep(args, spec, out)
+        from .build import build
+
+        # The unresolved experiment, so that defaults derived from swept fields (the train and
+        # decompose seeds from `seed`, the rank from the target) are derived per point.
+        return _run_sweep(args, build(spec.state, exp.name), out, spec.text, tuple(spec.files),
+                          spec.sources.get(args.spec))
     if (args.jobs or 1) > 1 or args.scheduler:
         _err("apdspec run: note: --jobs and --scheduler apply to sweeps; this spec has no sweep")
-    return _run_one(args, exp, out, spec.text, spec.files)
+    held = _existing_run(out)
+    if held is not None and not args.force:
+        if held in ("interrupted", "unknown"):  # unknown: no summary, e.g. killed with kill -9
+            _err(f"apdspec run: {out} already holds a run that did not finish; continue it with: "
+                 f"apdspec run --resume {out} (or pass --force to start it over)")
+        else:
+            _err(f"apdspec run: {out} already holds a finished run (status {held}); choose another --out, "
+                 "or pass --force to replace it")
+        return EXIT_FAILED
+    return _run_one(args, exp, out, spec.text, spec.files, spec_original=spec.sources.get(args.spec))
 
 
-def _run_sweep(args, spec, out: str) -> int:
-    """Every point of the sweep into OUT/<label>/; one line per finished point, then sweep.md."""
-    from .build import build
+def _existing_run(out: str) -> str | None:
+    """The status of the run already in directory `out` ("unknown" if it never wrote a summary), or None."""
+    import json as _json
+
+    if not os.path.exists(os.path.join(out, "spec.json")):
+        return None
+    try:
+        with open(os.path.join(out, "summary.json")) as f:
+            return str(_json.load(f).get("status", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
+def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, spec_original: str | None = None) -> int:
+    """Every point of the sweep `raw` (an unresolved Experiment) into OUT/<label>/; one line per
+    finished point, then sweep.md. `spec_original`: the spec file as written (spec.original.apd)."""
     from .state import lang_path
 
     points = _runtime("run", "pipeline.sweep", "points", args.debug)
@@ -181,14 +273,11 @@ def _run_sweep(args, spec, out: str) -> int:
     from runtime.engine.decompose import Interrupted
     from runtime.store.rundir import RunDirBusy
 
-    # The unresolved experiment, so that defaults derived from swept fields (the train and
-    # decompose seeds from `seed`, the rank from the target) are derived per point.
-    raw = build(spec.state, spec.experiment.name)
     try:
         pts = points(raw)  # load() has checked every point; this fails only if e.g. a target file changed since
     except SpecValidationError as e:
         for i in e.issues:
-            _err(f"{args.spec}: error: {lang_path(i.path)}: {i.message}")
+            _err(f"{args.spec or args.resume}: error: {lang_path(i.path)}: {i.message}")
         return EXIT_SPEC
     # one point per core by default: each worker runs one BLAS thread (runtime/pipeline/sweep.py); a
     # second BLAS thread speeds a step up far less than 2x (benchmarks/RESULTS.md), a second process ~2x
@@ -214,13 +303,14 @@ def _run_sweep(args, spec, out: str) -> int:
                                                        f", {jobs} at a time" if jobs > 1 else ""), flush=True)
     try:
         sweep = run_sweep(raw, out, jobs=jobs, scheduler=args.scheduler, progress=not args.quiet and jobs == 1,
-                          spec_text=spec.text, spec_files=tuple(spec.files), on_point=line)
+                          spec_text=spec_text, spec_files=spec_files, on_point=line,
+                          spec_original=spec_original)
     except (DistributedUnavailable, RunDirBusy) as e:
         _err(f"apdspec run: {e}")
         return EXIT_FAILED
     except Interrupted as e:
-        _err(f"apdspec run: stopped by signal {e.signum} with a checkpoint of the running point; run the same "
-             f"command with --out {out} to resume the sweep")
+        _err(f"apdspec run: stopped by signal {e.signum} with a checkpoint of the running point; resume the sweep "
+             f"with: apdspec run --resume {out}")
         return 128 + e.signum
     except OSError as e:
         if not args.scheduler:
@@ -317,6 +407,59 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def _suggested_spec(arch) -> str:
+    """The paper spec whose target has `arch`'s shape, else a placeholder."""
+    from runtime import spec as S
+
+    if isinstance(arch, S.TmsTarget) and not arch.hidden_layers:
+        return {(5, 2): "specs/tms_5_2.apd", (40, 10): "specs/tms_40_10_paper.apd"}.get((arch.features, arch.hidden),
+                                                                                        "SPEC.apd")
+    if isinstance(arch, S.ResidMlpTarget) and (arch.features, arch.d_embed) == (100, 1000):
+        return {(50, 1): "specs/resid_mlp_1l.apd", (25, 2): "specs/resid_mlp_2l.apd"}.get((arch.d_mlp, arch.layers),
+                                                                                        "SPEC.apd")
+    if isinstance(arch, S.GatedTarget):
+        return "specs/gated.apd"
+    return "SPEC.apd"
+
+
+def cmd_import_target(args) -> int:
+    from runtime.spec import to_dict
+    from runtime.store.importer import TargetImportError, import_file
+
+    input_range = None
+    if args.input_range is not None:
+        try:
+            lo, hi = (float(v) for v in args.input_range.split(","))
+        except ValueError:
+            _err(f"apdspec import-target: --input-range takes LO,HI (two numbers), got {args.input_range!r}")
+            return EXIT_SPEC
+        input_range = (lo, hi)
+    try:
+        imp = import_file(args.src, args.kind, args.out, layout=args.layout, ignore=tuple(args.ignore),
+                          activation=args.activation, input_range=input_range)
+    except (TargetImportError, FileNotFoundError, ValueError) as e:
+        _err(f"apdspec import-target: {args.src}: {e}")
+        return EXIT_SPEC
+    except OSError as e:
+        _err(f"apdspec import-target: cannot write {args.out}: {e.strerror or e}")
+        return EXIT_FAILED
+    fields = ", ".join(f"{k} {str(v).lower() if isinstance(v, bool) else v}" for k, v in to_dict(imp.arch).items()
+                       if k != "kind")
+    reps = f"{imp.replicates} replicates" if imp.replicates else "no replicate axis (shared by every replicate)"
+    how = "x @ W as stored" if imp.layout == "rows" else "nn.Linear (d_out, d_in): transposed"
+    print(f"{args.out}: {imp.arch.kind} target ({fields}); {reps}; matrices {how}")
+    width = max((len(d) for _, d, _ in imp.renames), default=0)
+    for src, dst, note in imp.renames:
+        if dst:
+            shape = "x".join(str(n) for n in imp.params[dst].shape)
+            print(f"  {dst:<{width}}  <- {src or '(computed)'} {shape}" + (f"  ({note})" if note else ""))
+        else:
+            print(f"  {'':<{width}}     {src}: {note}")
+    r = f" -s replicates={imp.replicates}" if imp.replicates else ""
+    print(f"decompose it: apdspec run {_suggested_spec(imp.arch)} -s 'target = file(\"{args.out}\")'{r}")
+    return EXIT_OK
+
+
 def cmd_explain(args) -> int:
     from .explain import explain
     from .loader import load
@@ -340,6 +483,25 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _with_names_epilog(parser: argparse.ArgumentParser, format_help):
+    """`format_help` of import-target with the accepted source names as its epilog."""
+    def with_epilog() -> str:
+        from runtime.store.importer import NAMES, TIED, ZERO
+
+        def names(kind: str) -> str:
+            rows = [f"{dst} <- {', '.join(a for a in aliases if a != dst) or dst}"
+                    for dst, aliases in NAMES[kind].items()]
+            rows += [f"{src}: tied to {dst}, checked and dropped" for src, dst in TIED.get(kind, {}).items()]
+            rows += [f"{src}: must be zero, dropped" for src in ZERO.get(kind, ()) if src not in NAMES[kind]]
+            return f"  {kind}: " + "; ".join(rows)
+
+        parser.epilog = ("accepted names (apdspec name <- source names; {l} is a layer index):\n"
+                         + "\n".join(names(k) for k in NAMES) + "\n(docs/outputs.md, 'Importing a target')")
+        return format_help()
+
+    return with_epilog
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apdspec",
@@ -359,16 +521,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="check specs and print a resolved summary",
                        description="Check each spec (syntax, keys, types, ranges, cross-field rules, every sweep point) and "
-                                   "print the resolved target, decomposed matrices, C, m, top-k, parameter count, and "
-                                   "memory and FLOP estimates. Exit 0 if every spec is valid, 2 otherwise.")
+                                   "print the resolved target, decomposed matrices, C, m, top-k, parameter count, "
+                                   "memory and FLOP estimates, and the estimated wall time of `apdspec run` (from "
+                                   "timing a few real steps, ~1-2 s per spec). Exit 0 if every spec is valid, 2 "
+                                   "otherwise.")
     c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--no-estimate", action="store_true",
+                   help="skip the wall-time estimate (a ~1-2 s calibration per spec that times real steps)")
     overrides(c)
     c.set_defaults(func=cmd_check)
 
     f = sub.add_parser("fmt", help="rewrite specs in canonical layout",
                        description="Rewrite each file in canonical layout (2-space indent, one statement per line, "
-                                   "comments kept). With --check, change nothing: list the files that would change "
-                                   "and exit 1 if there are any. Exit 2 on syntax errors.")
+                                   "comments kept), then count the files reformatted and already formatted. With "
+                                   "--check, change nothing: list the files that would change and exit 1 if there "
+                                   "are any. Exit 2 on syntax errors.")
     f.add_argument("--check", action="store_true", help="only report files that would change")
     f.add_argument("files", nargs="+", metavar="FILE")
     f.set_defaults(func=cmd_fmt)
@@ -383,10 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
     r.add_argument("--resume", metavar="DIR",
                    help="continue the interrupted run in DIR from its newest checkpoint (bit-identical to an "
-                        "uninterrupted run)")
+                        "uninterrupted run), or the interrupted sweep in DIR (finished points reused)")
     r.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                   help="write a full-state checkpoint every N decomposition steps (default: every 10%% of the "
-                        "steps; 0: none); Ctrl-C / SIGTERM also write one and exit 130 / 143")
+                   help="write a full-state checkpoint every N decomposition steps (default: "
+                        "decompose.checkpoint_every, else every 10%% of the steps; 0: none); Ctrl-C / SIGTERM "
+                        "stop at the next step with one and exit 130 / 143")
+    r.add_argument("--force", action="store_true",
+                   help="run even if --out already holds a run (it is replaced); without it that is refused")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     where = r.add_mutually_exclusive_group()
     where.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
@@ -422,6 +592,34 @@ def build_parser() -> argparse.ArgumentParser:
     overrides(b)
     b.set_defaults(func=cmd_bench)
 
+    imp = sub.add_parser(
+        "import-target", help="convert a trained target from another implementation into an apdspec target file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read SRC (an .npz of a state dict, e.g. np.savez(SRC, **{k: v.numpy() for k, v in "
+                    "model.state_dict().items()})), rename its entries to apdspec's names, orient its matrices "
+                    "(apdspec: x @ W, (d_in, d_out)), read the architecture off the shapes, check them, and write "
+                    "the target file OUT. A leading instance axis becomes the replicate axis. Decompose OUT with "
+                    "apdspec run SPEC -s 'target = file(\"OUT\")' (and -s replicates=R for R instances). "
+                    "Exit 0 on success, 2 if SRC cannot be imported (the message says which entry and why).",
+    )
+    # the name table comes from the runtime, which imports NumPy: only build it when help is shown
+    # (the BLAS thread count --threads sets must be in the environment before NumPy loads)
+    imp.format_help = _with_names_epilog(imp, imp.format_help)
+    imp.add_argument("src", metavar="SRC")
+    imp.add_argument("--kind", required=True, choices=["tms", "resid_mlp", "gated"], help="the target's architecture")
+    imp.add_argument("-o", "--out", required=True, metavar="OUT", help="target file to write (.npz)")
+    imp.add_argument("--layout", choices=["auto", "rows", "torch"], default="auto",
+                     help="how SRC stores matrices: rows = (d_in, d_out), x @ W (the original APD code, apdspec); "
+                          "torch = nn.Linear (d_out, d_in); auto (default) = whichever fits the shapes (square "
+                          "matrices that fit both need the flag)")
+    imp.add_argument("--ignore", action="append", default=[], metavar="NAME",
+                     help="skip SRC entries matching this glob (e.g. buffers); repeatable")
+    imp.add_argument("--activation", choices=["relu", "gelu"], default=None,
+                     help="resid_mlp: the hidden nonlinearity (default relu; not stored in a state dict)")
+    imp.add_argument("--input-range", metavar="LO,HI",
+                     help="gated: the input range of x (default: read off the network's knots)")
+    imp.set_defaults(func=cmd_import_target)
+
     e = sub.add_parser("explain", help="show field values and where they were set",
                        description="Print the resolved value of KEY (a field or a block, e.g. decompose.optimizer; "
                                    "every field when KEY is omitted) and the file:line:column that set it, or "
@@ -445,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(e.render())
         return EXIT_SPEC
     except FloatingPointError as e:  # runtime.engine.decompose.NonFiniteError: the run diverged
-        _err(f"apdspec {args.command}: the decomposition diverged: {e}")
+        _err(f"apdspec {args.command}: the run diverged: {e}")
         if getattr(e, "hint", None):
             _err(f"hint: {e.hint}")
         return EXIT_FAILED

@@ -84,7 +84,10 @@ def _explain(spec: LoadedSpec, key: str | None) -> list[str]:
     out = []
     for rt, v in rows:
         leaf = leaf_at(rt, kind)
-        text = render_value(value_node(leaf.kind, v, percent=rt.endswith(".warmup"))) if leaf else repr(v)
+        if leaf:
+            text = render_value(value_node(leaf.kind, v, percent=rt.endswith(".warmup")))
+        else:  # an optional object that is off (decompose.topk, decompose.revive): the language's none
+            text = "none" if v is None else repr(v)
         span = spec.where(rt)
         if span is not None:
             origin = f"{span.file}:{span.line}:{span.column}"

@@ -16,6 +16,7 @@ from .errors import Collector, SpecError, safety_net
 from .parser import parse
 
 INDENT = "  "
+WRAP = 100  # a list longer than this is laid out over several lines
 _PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
 
 
@@ -191,6 +192,17 @@ class _Printer:
             self.emit(depth, head + " {" + _trail(opened))
             self.body(s.body, depth + 1, s)
             self.emit(depth, "}" + _trail(closed))
+        elif isinstance(s, A.Assign) and isinstance(s.value, A.ListValue) and len(INDENT * depth + head) > WRAP:
+            # a long list (a big sweep axis) over several lines: the parser limits line length
+            self.emit(depth, ".".join(s.path) + " = [")
+            line = ""
+            for item in (render_value(v) + "," for v in s.value.items):
+                if line and len(INDENT * (depth + 1) + line + " " + item) > WRAP:
+                    self.emit(depth + 1, line)
+                    line = ""
+                line = f"{line} {item}" if line else item
+            self.emit(depth + 1, line)
+            self.emit(depth, "]" + _trail(self.at.trailing.get(id(s), [])))
         else:
             self.emit(depth, head + _trail(self.at.trailing.get(id(s), [])))
 

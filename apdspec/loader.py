@@ -58,7 +58,11 @@ class _Loader:
         try:
             mode = os.stat(path).st_mode
             if stat.S_ISDIR(mode):
-                fail("it is a directory")
+                if use is None and os.path.exists(os.path.join(path, "spec.json")):  # a run directory
+                    self.diags.error("cannot read spec: it is a run directory", None,
+                                     f"continue it with: apdspec run --resume {display}", file=display)
+                else:
+                    fail("it is a directory")
                 return None
             if use is not None and not stat.S_ISREG(mode):  # a device or a pipe could block or never end
                 fail("not a regular file")
@@ -145,7 +149,7 @@ class _Loader:
         resolved = None
         if checked and state.kind is not None and check_sweep_size(state, self.diags):
             exp = build(state, _default_name(display))
-            resolved = check_experiment(state, exp, self.diags)
+            resolved = check_experiment(state, exp, self.diags, display)
         if self.diags or resolved is None:
             if not self.diags:  # cannot happen: every failure above reports why
                 self.diags.error("the spec could not be checked", None, file=display)

@@ -316,6 +316,9 @@ DECOMPOSE = Obj(
         "causal_importance": CAUSAL_IMPORTANCE,
         "mask_samples": Leaf(Int(), "stochastic mask draws per step", paper="S (§2.2)", valid="> 0", method="spd"),
         "faithfulness_warmup": FAITHFULNESS_WARMUP,
+        "checkpoint_every": Leaf(Optional(Int()), "steps between full-state checkpoints of a run directory "
+                                 "(exact resume); none = every 10 % of the steps, 0 = none", valid=">= 0"),
+        "checkpoint_keep": Leaf(Int(), "newest checkpoints kept", valid="> 0"),
     },
     "the decomposition (APD paper §2, App. A.2.2; SPD paper §2)",
 )

@@ -8,6 +8,7 @@ Estimates (per optimiser step, all replicates):
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from runtime import spec as S
@@ -61,6 +62,22 @@ def _arch_line(arch) -> str:
     return f"gated: {arch.functions} functions x {arch.neurons} neurons, {n} layers (d_embed {D}, d_mlp {d_mlp})"
 
 
+def _file_line(exp: S.Experiment) -> str:
+    """"file PATH (R replicates): " for a file target, else ""."""
+    t = exp.target
+    if not isinstance(t, S.FileTarget):
+        return ""
+    from runtime.spec.target_file import target_replicates
+
+    rel = os.path.relpath(t.path)
+    shown = t.path if rel.startswith("..") else rel
+    try:
+        r = target_replicates(t.path)
+    except (OSError, ValueError):
+        r = None
+    return f"file {shown} ({'one target for every replicate' if r is None else f'{r} replicates'}): "
+
+
 def _topk_line(exp: S.Experiment) -> str:
     tk, B, C = exp.decompose.topk, exp.decompose.batch, exp.decompose.components
     if tk is None:
@@ -102,7 +119,7 @@ def summary_lines(exp: S.Experiment) -> list[str]:
     if arch is None:
         rows.append(("target", f"file {exp.target.path} (architecture read at run time)"))
     else:
-        rows.append(("target", _arch_line(arch)))
+        rows.append(("target", _file_line(exp) + _arch_line(arch)))
         if exp.train is not None:
             rows.append(("train", f"{exp.train.steps:,} steps, batch {exp.train.batch:,}, "
                                   f"{exp.train.optimizer.name} lr {exp.train.optimizer.lr:g} {exp.train.schedule.kind}"))
@@ -123,8 +140,9 @@ def summary_lines(exp: S.Experiment) -> list[str]:
         rows.append(("top-k", _topk_line(exp)))
     rows.append(("decompose", f"{d.steps:,} steps, batch B = {d.batch:,}, {d.optimizer.name} lr {d.optimizer.lr:g} "
                               f"{d.schedule.kind}"
-                              + (f"; {d.restarts} inits per replicate, the best held-out "
-                                 f"{'SPD loss' if spd else 'top-k MSE'} kept" if d.restarts > 1 else "")))
+                              + (f"; {d.restarts} inits per replicate, the one with the "
+                                 + ("lowest held-out SPD loss" if spd else "lowest held-out top-k MSE" if d.topk is not None else "lowest final total loss")
+                                 + " kept" if d.restarts > 1 else "")))
     if d.revive is not None:
         r = d.revive
         rows.append(("revive", f"every {r.every:,} steps up to step {r.until:,}, dead components (chosen in under "

@@ -12,6 +12,7 @@ missing, self-referencing and deeply chained files, sweep blow-ups, and grammar-
 from the schema and by recombining blocks of the seed specs (`specs/*.apd`).
 
 Cases run in worker subprocesses with a watchdog: a case that takes longer than --timeout seconds
+(counted from the moment it is generated: the generator's own cost on a big case does not count)
 is a hang (the worker is killed and replaced). Per case the worker calls `apdspec.load` (timed),
 then `apdspec.format_text` on the text, `explain` on a spec that loads (and reloads its canonical
 text, which must give the same experiment), and every tenth case the CLI `apdspec check` (exit 3 is
@@ -555,8 +556,9 @@ def make_case(seed: int, index: int) -> Case:
     seeds = _seeds()
     text = seeds[rng.choice(sorted(seeds))]
     case = Case(index, [], b"")
-    for _ in range(rng.choices([1, 2, 3], [6, 3, 1])[0]):
-        name = rng.choices(_NAMES, _WEIGHTS)[0]
+    names = [rng.choices(_NAMES, _WEIGHTS)[0] for _ in range(rng.choices([1, 2, 3], [6, 3, 1])[0])]
+    # the multi-megabyte line last: token-level mutators on a 10 MB text took the generator ~20 s
+    for name in sorted(names, key=lambda n: n == "long_line"):
         case.mutators.append(name)
         text = MUTATORS[name][0](rng, text, case)
     case.main = text.encode("utf-8", "surrogateescape")
@@ -675,6 +677,8 @@ def worker(seed: int, cmd_fd: int, res_fd: int) -> None:
         for line in cmds:
             index = int(line)
             case = make_case(seed, index)
+            res.write(json.dumps({"started": index}) + "\n")  # the watchdog times the checker, not the generator
+            res.flush()
             out = run_case(case, workdir, cli=index % 10 == 0)
             out["mutators"] = case.mutators
             res.write(json.dumps(out) + "\n")
@@ -685,6 +689,9 @@ def worker(seed: int, cmd_fd: int, res_fd: int) -> None:
 
 # ------------------------------------------------------------------------------------------
 # The parent: workers with a watchdog
+
+
+GENERATE_S = 120.0  # the generator's own time allowance per case (a 10 MB case takes ~5 s on a busy core)
 
 
 class Worker:
@@ -702,17 +709,23 @@ class Worker:
         self.started = 0.0
 
     def send(self, index: int) -> None:
-        self.index, self.started = index, time.monotonic()
+        # until the worker says the case is generated (read_line), allow GENERATE_S more for generating it
+        self.index, self.started = index, time.monotonic() + GENERATE_S
         os.write(self.cmd_w, f"{index}\n".encode())
 
     def read_line(self) -> dict | None:
+        """The case's result once it is complete; None while it runs. The worker's "started" line
+        (sent once the case is generated) restarts the watchdog's clock."""
         chunk = os.read(self.res_r, 1 << 16)
         if not chunk:
             raise EOFError
         self.buf += chunk
-        if b"\n" in self.buf:
+        while b"\n" in self.buf:
             line, self.buf = self.buf.split(b"\n", 1)
-            return json.loads(line)
+            msg = json.loads(line)
+            if "started" not in msg:
+                return msg
+            self.started = time.monotonic()
         return None
 
     def kill(self) -> None:
@@ -844,21 +857,28 @@ def main(argv: list[str] | None = None) -> int:
         top = sorted((r for r in results if r["status"] in ("ok", "spec_error", "exception")), key=lambda r: -r["time"])[:5]
         print("  slowest cases        " + ", ".join(f"{r['index']} ({r['time'] * 1000:.0f} ms, "
                                                    f"{'+'.join(r.get('mutators', []))})" for r in top))
+    def failing(r: dict) -> bool:  # anything but a located SpecError from the checker itself, or ok
+        return (bool(r["errors"]) or r["status"] in ("hang", "crash") or bool(r.get("internal"))
+                or (r["status"] == "spec_error" and not r.get("located", True)))
+
     muts: dict[str, list[int]] = {}
     for r in results:
         for m in set(r.get("mutators", [])):
             c = muts.setdefault(m, [0, 0])
             c[0] += 1
-            c[1] += bool(r["errors"]) or r["status"] in ("hang", "crash")
+            c[1] += failing(r)
     print("  by mutator (cases / failing): " + ", ".join(f"{m} {c[0]}/{c[1]}" for m, c in sorted(muts.items())))
-    hangs = [r["index"] for r in results if r["status"] in ("hang", "crash")]
-    if hangs:
-        print(f"  hang/crash cases: {hangs[:20]}{' ...' if len(hangs) > 20 else ''}")
+    for what, sel in (("hang/crash", lambda r: r["status"] in ("hang", "crash")),
+                      ("unlocated or safety-net", lambda r: r.get("internal") or (r["status"] == "spec_error"
+                                                                                  and not r.get("located", True)))):
+        idx = [r["index"] for r in results if sel(r)]
+        if idx:
+            print(f"  {what} cases: {idx[:20]}{' ...' if len(idx) > 20 else ''}")
 
     if args.save:
         os.makedirs(args.save, exist_ok=True)
         for r in results:
-            if r["errors"] or r["status"] in ("hang", "crash") or r.get("internal"):
+            if failing(r):
                 case = make_case(args.seed, r["index"])
                 with open(os.path.join(args.save, f"case{r['index']:05d}.apd"), "wb") as fh:
                     fh.write(case.main)

@@ -176,7 +176,7 @@ def test_fast_adam_is_bitwise_adam(cfg, dtype, monkeypatch):
     rng = np.random.default_rng(0)
     p = {"a": rng.normal(size=(2, 5, 3)).astype(dtype), "b": rng.normal(size=(1, 4)).astype(dtype)}
     q = {k: v.copy() for k, v in p.items()}
-    o1, o2 = Adam(p, cfg), FastAdam(q, cfg)
+    o1, o2 = Adam(p, cfg, folded=True), FastAdam(q, cfg)
     for t in range(4):
         g = {k: rng.normal(size=v.shape).astype(dtype) for k, v in p.items()}
         g["a"] = np.asfortranarray(g["a"])  # non-contiguous gradients are accepted
@@ -187,6 +187,20 @@ def test_fast_adam_is_bitwise_adam(cfg, dtype, monkeypatch):
         np.testing.assert_array_equal(o1.m[k], o2.m[k])
         np.testing.assert_array_equal(o1.v[k], o2.v[k])
         assert q[k].dtype == dtype
+
+
+@pytest.mark.parametrize("cfg", [Optimizer("adam", 1e-3), Optimizer("adamw", 3e-3, 0.01), Optimizer("adam", 1e-2, 0.1)])
+def test_folded_adam_is_adam_up_to_rounding(cfg):
+    """Folding sqrt(1 - beta2^t) into the step size and eps is the same update (float64)."""
+    rng = np.random.default_rng(1)
+    p = {"a": rng.normal(size=(3, 4))}
+    q = {"a": p["a"].copy()}
+    o1, o2 = Adam(p, cfg), Adam(q, cfg, folded=True)
+    for t in range(5):
+        g = {"a": rng.normal(size=(3, 4)) * 10.0 ** rng.integers(-6, 2)}
+        o1.step(p, g, 1e-2)
+        o2.step(q, g, 1e-2)
+    np.testing.assert_allclose(q["a"], p["a"], rtol=1e-13, atol=1e-15)
 
 
 # ------------------------------------------------------------------------------------------
@@ -417,7 +431,7 @@ def test_fast_adam_non_contiguous_parameter():
     base = rng.normal(size=(2, 6, 4)).astype(np.float32)
     p = {"a": base[:, ::2].copy(), "b": base[:, ::2]}  # "b" is a strided view
     q = {"a": base[:, ::2].copy(), "b": base.copy()[:, ::2]}
-    o1, o2 = Adam(p, Optimizer()), FastAdam(q, Optimizer())
+    o1, o2 = Adam(p, Optimizer(), folded=True), FastAdam(q, Optimizer())
     for t in range(3):
         g = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in p.items()}
         o1.step(p, g, 1e-2)

@@ -24,7 +24,7 @@ def test_check_prints_a_resolved_summary(capsys):
     # per replicate: C * m * (d_in + d_out) for the one decomposed parameter W = 5 * 3 * 7
     # ... trained as 4 restarts of each of the 5 replicates
     assert "105 trainable APD parameters per replicate (2,100 in all, 4 restarts each)" in out
-    assert "4 inits per replicate, the best held-out top-k MSE kept" in out
+    assert "4 inits per replicate, the one with the lowest held-out top-k MSE kept" in out
 
 
 def test_check_shows_revival(capsys):
@@ -74,7 +74,9 @@ def test_fmt_check_and_rewrite(tmp_path, capsys):
     assert p.read_text() == "experiment x {target tms{features=5}  # five\n}"  # --check changes nothing
     assert main(["fmt", str(p)]) == 0
     assert p.read_text() == "experiment x {\n  target tms {\n    features = 5\n  }  # five\n}\n"
+    capsys.readouterr()
     assert main(["fmt", "--check", str(p)]) == 0
+    assert capsys.readouterr().out == "1 file already formatted\n"
 
 
 def test_fmt_syntax_error_exits_2(tmp_path, capsys):
@@ -95,9 +97,10 @@ def _fake_module(monkeypatch, name, **attrs):
 def test_run_calls_the_runtime(tmp_path, monkeypatch, capsys):
     calls = {}
 
-    def run_to_dir(exp, out_dir, spec_text=None, spec_files=(), progress=False, resume=False, checkpoint_every=None):
+    def run_to_dir(exp, out_dir, spec_text=None, spec_files=(), progress=False, resume=False, checkpoint_every=None,
+                   spec_original=None):
         calls.update(exp=exp, out_dir=out_dir, spec_text=spec_text, spec_files=spec_files, progress=progress,
-                     resume=resume, checkpoint_every=checkpoint_every)
+                     resume=resume, checkpoint_every=checkpoint_every, spec_original=spec_original)
         return {"status": "ok"}
 
     _fake_module(monkeypatch, "runtime.pipeline.runner", run_to_dir=run_to_dir)
@@ -107,6 +110,7 @@ def test_run_calls_the_runtime(tmp_path, monkeypatch, capsys):
     assert calls["out_dir"].startswith(os.path.join("runs", "quickstart", ""))
     assert "steps = 5\n" in calls["spec_text"] and calls["progress"] is False
     assert calls["spec_files"] == [QUICK]
+    assert calls["spec_original"] == open(QUICK).read()  # the file as written, comments and all
     assert main(["run", QUICK, "--out", str(tmp_path / "o")]) == 0
     assert calls["out_dir"] == str(tmp_path / "o") and calls["progress"] is True
     assert calls["resume"] is False and calls["checkpoint_every"] is None
@@ -173,6 +177,9 @@ def test_explain(capsys):
     assert main(["explain", TMS, "decompose.topk"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [f"decompose.topk.mode = batch  ({TMS}:31:12)", f"decompose.topk.value = 0.211  ({TMS}:31:18)"]
+    # an optional object that is off reads as the language writes it
+    assert main(["explain", TMS, "decompose.revive"]) == 0
+    assert capsys.readouterr().out == "decompose.revive = none  (default)\n"
 
 
 def test_threads_option_sets_blas_variables(monkeypatch, capsys):

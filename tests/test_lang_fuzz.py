@@ -66,3 +66,31 @@ def test_inf_in_an_integer_field_is_a_spec_error():
     with pytest.raises(apdspec.SpecError) as info:
         apdspec.loads(base, overrides=["decompose.steps=inf"])
     assert "decompose.steps" in str(info.value) or "integer" in str(info.value)
+
+
+@pytest.mark.parametrize("seed, index", [(2, 8621)])  # benchmark finds, kept as regressions
+def test_benchmark_regressions(seed, index, tmp_path):
+    # (2, 8621): a 2000-point sweep's canonical text had a 9000-character line, over the parser's limit
+    out = fuzz.run_case(fuzz.make_case(seed, index), str(tmp_path), cli=False)
+    assert out["errors"] == [] and out["status"] in ("ok", "spec_error"), out
+
+
+def test_a_long_list_is_laid_out_over_lines_that_reload():
+    text = ("experiment x {\n  target tms { }\n  sweep { seed = [" + ",\n".join(map(str, range(1500)))
+            + "] }\n}\n")
+    spec = apdspec.loads(text)
+    canonical = spec.text
+    assert max(len(line) for line in canonical.splitlines()) <= 100
+    assert apdspec.loads(canonical).experiment == spec.experiment
+    assert apdspec.format_text(canonical, "x.apd") == canonical
+
+
+def test_a_derived_training_seed_error_points_at_the_target_block(tmp_path):
+    # fuzz seed 3 case 1678: no experiment header, an invalid seed inherited by target.train.seed
+    p = tmp_path / "s.apd"
+    p.write_text("seed = -1\ntarget tms { features = 5 }\n")
+    with pytest.raises(apdspec.SpecError) as info:
+        apdspec.load(str(p))
+    by_message = {d.message: d for d in info.value.diagnostics}
+    d = by_message["target.train.seed: must be >= 0, got -1"]
+    assert d.span is not None and (d.span.line, d.span.column) == (2, 1)

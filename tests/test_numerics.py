@@ -40,7 +40,7 @@ def test_lr_1e3_stops_the_cli_with_the_term_and_step(tmp_path, capsys):
                  "--out", out, "--quiet"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "the decomposition diverged: Adam's second moment of W.A is inf in replicate 0 at step 50" in err
+    assert "the run diverged: Adam's second moment of W.A is inf in replicate 0 at step 50" in err
     assert "hint: the optimisation diverged: lower decompose.optimizer's lr" in err and "Traceback" not in err
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
@@ -77,3 +77,29 @@ def test_restarts_name_the_replicate_and_restart(monkeypatch):
     e = info.value
     assert (e.replicate, e.restart, e.step) == (1, 1, 9)
     assert str(e) == "faithfulness is nan in replicate 1 (restart 1) at step 9"
+
+
+def test_a_diverged_run_keeps_its_last_checkpoint_and_says_so(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    code = main(["run", QUICK, "-s", "decompose.optimizer=adam(lr=1e3)", "-s", "decompose.steps=120",
+                 "--checkpoint-every", "20", "--out", out, "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"note: the last checkpoint before it is kept: {out}/checkpoints/step-000000040.npz" in err
+
+
+def test_a_diverged_target_is_named_with_its_own_hint(tmp_path, capsys, monkeypatch):
+    from runtime.engine import train_target as T
+
+    real = T.replicate_loss
+    calls = [0]
+
+    def poisoned(*a):
+        calls[0] += 1
+        per = real(*a)
+        return per * np.nan if calls[0] == 7 else per
+
+    monkeypatch.setattr(T, "replicate_loss", poisoned)
+    code = main(["run", QUICK, "-s", "target.train.steps=20", "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "the run diverged: the target's training loss is nan in replicate 0 at step 6" in err
+    assert "hint: the target's training diverged: lower target.train.optimizer's lr" in err

@@ -28,7 +28,8 @@ def tiny_tms() -> Experiment:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("runs") / "tiny")
-    summary = runner.run_to_dir(tiny_tms(), d, spec_text="experiment tiny_tms { }\n")
+    summary = runner.run_to_dir(tiny_tms(), d, spec_text="experiment tiny_tms { }\n",
+                                spec_original="# as written\nuse \"base.apd\"\n")
     return d, summary
 
 
@@ -53,6 +54,12 @@ def test_run_writes_plots_and_both_reports(run_dir):
     assert "## Diagnostics" in text and "## Provenance" in text
     assert "![training curves" in text and "(plots/losses.png)" in text
     assert "experiment tiny_tms { }" in text  # spec.apd text
+    # both specs, each said for what it is: the file as written first, then the resolved one
+    assert read(os.path.join(d, "spec.original.apd")) == "# as written\nuse \"base.apd\"\n"
+    written, resolved = text.index("# as written"), text.index("experiment tiny_tms { }")
+    assert "The spec file as written (`spec.original.apd`, comments kept" in text[:written]
+    assert "The resolved spec the run used (`spec.apd`)" in text[written:resolved]
+    assert "spec as written (`spec.apd`)" not in text
     assert "steps/s" in text and "seed" in text and "numpy" in text
 
 

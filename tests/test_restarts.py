@@ -124,3 +124,16 @@ def test_the_report_states_the_restarts(tmp_path):
     render(str(tmp_path))
     text = open(tmp_path / "report.md").read()
     assert f"kept restart per replicate: {summary['restarts']['chosen'][0]}" in text
+
+
+def test_lp_restarts_are_chosen_by_the_final_total_loss_and_say_so():
+    exp = tiny(restarts_=2, replicates=1, steps=20)
+    dc = dataclasses.replace(exp.decompose, topk=None, loss=Losses(minimality=None, simplicity=1.0, sparsity=1.0))
+    exp = check(dataclasses.replace(exp, decompose=dc, report=Report(metrics=("mmcs",), plots=())))
+    result = runner.run(exp)
+    assert result.selection["criterion"] == restarts.CRITERION_LP
+    assert "top-k" not in result.selection["criterion"].replace("no top-k", "")
+    from apdspec.summary import summary_lines
+
+    line = next(l for l in summary_lines(exp) if l.split()[0] == "decompose")
+    assert "lowest final total loss kept" in line and "top-k MSE" not in line

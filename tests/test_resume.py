@@ -81,15 +81,16 @@ CASES = {
 def _interrupted_then_resumed(exp, at: int, every: int):
     saved = []
     calls = [0]
+    decomposing = [False]  # stop() is asked in target training too; count the decomposition's asks
 
     def stop():
-        calls[0] += 1
+        calls[0] += decomposing[0]
         return signal.SIGINT if calls[0] == at else None  # asked after step at-1: stop before step `at`
 
     with pytest.raises(Interrupted) as info:
         runner.run(exp, with_metrics=False, checkpoint=lambda a, s: saved.append((a, s)), checkpoint_every=every,
-                   stop=stop)
-    assert info.value.step == at and saved[-1][1]["step"] == at
+                   stop=stop, on_target=lambda *built: decomposing.__setitem__(0, True))
+    assert info.value.step == at and info.value.phase == "decompose" and saved[-1][1]["step"] == at
     return runner.run(exp, with_metrics=False, resume=saved[-1])
 
 
@@ -160,9 +161,6 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
 
     assert main(["run", "--resume", str(tmp_path)]) == 1
     assert "cannot resume" in capsys.readouterr().err
-    (tmp_path / "spec.json").write_text(runner.to_json(tms()))
-    assert main(["run", "--resume", str(tmp_path)]) == 1
-    assert "holds no checkpoint to resume from" in capsys.readouterr().err
     assert main(["run", QUICK, "--resume", str(tmp_path)]) == 2
     assert main(["run"]) == 2
 
@@ -181,7 +179,8 @@ def test_an_interrupted_sweep_resumes_its_running_point_from_its_checkpoint(tmp_
     def stop_once():
         def stop():
             calls[0] += 1
-            return signal.SIGTERM if calls[0] == 17 else None  # in the first point, before its step 17
+            # in the first point, before its decomposition step 17 (after one ask per target-training step)
+            return signal.SIGTERM if calls[0] == exp.train.steps + 17 else None
         yield stop
 
     monkeypatch.setattr(runner, "_signals_stop", stop_once)
@@ -196,3 +195,126 @@ def test_an_interrupted_sweep_resumes_its_running_point_from_its_checkpoint(tmp_
         assert all(np.array_equal(a[k], b[k]) for k in a.files)
     summary = json.loads((tmp_path / "b" / "seed=0" / "summary.json").read_text())
     assert summary["resumed_from"].startswith("checkpoints/step-")
+
+
+def test_a_signal_in_target_training_stops_it_and_resume_starts_over_exactly():
+    exp = tms()
+    straight = runner.run(exp, with_metrics=False)
+    asked = [0]
+
+    def stop():
+        asked[0] += 1
+        return signal.SIGTERM if asked[0] == 12 else None
+
+    with pytest.raises(Interrupted) as info:
+        runner.run(exp, with_metrics=False, stop=stop)
+    assert (info.value.phase, info.value.step) == ("target", 11)
+    again = runner.run(exp, with_metrics=False)
+    for k in straight.decomposition.comps:
+        assert np.array_equal(straight.decomposition.comps[k], again.decomposition.comps[k])
+
+
+def _stop_at(monkeypatch, ask: int, signum=signal.SIGINT):
+    """Make run_to_dir's signal flag fire at its `ask`-th question (one per training step)."""
+    import contextlib
+
+    calls = [0]
+
+    @contextlib.contextmanager
+    def stop_at():
+        def stop():
+            calls[0] += 1
+            return signum if calls[0] == ask else None
+        yield stop
+
+    monkeypatch.setattr(runner, "_signals_stop", stop_at)
+
+
+def _same_run(a, b):
+    for name in ("decomposition.npz", "target.npz"):
+        x, y = np.load(a / name), np.load(b / name)
+        assert sorted(x.files) == sorted(y.files)
+        assert all(np.array_equal(x[k], y[k]) for k in x.files), name
+    lines = lambda p: [json.loads(l) for l in open(p)]  # noqa: E731
+    assert lines(a / "metrics.jsonl") == lines(b / "metrics.jsonl")
+
+
+def test_run_dir_keeps_the_trained_target_and_a_resume_does_not_train_it_again(tmp_path, monkeypatch):
+    from runtime.store import checkpoint
+
+    exp = tms()
+    runner.run_to_dir(exp, str(tmp_path / "a"), report=False)
+    _stop_at(monkeypatch, exp.train.steps + 25)
+    with pytest.raises(Interrupted):
+        runner.run_to_dir(exp, str(tmp_path / "b"), report=True, checkpoint_every=10)
+    b = tmp_path / "b"
+    assert (b / "checkpoints" / "target.npz").exists() and checkpoint.latest(str(b)).endswith("step-000000025.npz")
+    report = (b / "report.md").read_text()
+    assert "Interrupted by signal 2 before step 25 of the decomposition" in report and "--resume" in report
+    monkeypatch.undo()
+    trained = []
+    monkeypatch.setattr(runner, "build_target", lambda *a, **k: trained.append(1))
+    summary = runner.run_to_dir(exp, str(b), report=False, resume=True)
+    assert trained == [] and summary["status"] == "ok" and summary["resumed_from"] == "checkpoints/step-000000025.npz"
+    _same_run(tmp_path / "a", b)
+    assert not (b / "checkpoints").exists()
+
+
+def test_resume_before_the_first_checkpoint_starts_from_the_saved_target_or_from_scratch(tmp_path, monkeypatch):
+    exp = tms()
+    runner.run_to_dir(exp, str(tmp_path / "a"), report=False)
+    # killed (kill -9) in the decomposition before its first checkpoint: the saved target is reused
+    _stop_at(monkeypatch, exp.train.steps + 3)
+    with pytest.raises(Interrupted):
+        runner.run_to_dir(exp, str(tmp_path / "b"), report=False, checkpoint_every=10)
+    for p in (tmp_path / "b" / "checkpoints").glob("step-*.npz"):
+        p.unlink()  # what a kill -9 would have left: the target, no decomposition checkpoint
+    monkeypatch.undo()
+    summary = runner.run_to_dir(exp, str(tmp_path / "b"), report=False, resume=True)
+    assert summary["resumed_from"] == "checkpoints/target.npz"
+    _same_run(tmp_path / "a", tmp_path / "b")
+    # stopped in target training: nothing saved yet, the resume starts over
+    _stop_at(monkeypatch, 5, signal.SIGTERM)
+    with pytest.raises(Interrupted) as info:
+        runner.run_to_dir(exp, str(tmp_path / "c"), report=True)
+    assert info.value.phase == "target"
+    s = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert (s["status"], s["phase"], s["signal"]) == ("interrupted", "target", signal.SIGTERM)
+    assert "of target training; the trained target is not saved yet" in (tmp_path / "c" / "report.md").read_text()
+    monkeypatch.undo()
+    summary = runner.run_to_dir(exp, str(tmp_path / "c"), report=False, resume=True)
+    assert summary["resumed_from"] == "the start (no checkpoint yet)"
+    _same_run(tmp_path / "a", tmp_path / "c")
+
+
+def test_checkpoint_interval_and_count_are_spec_options(tmp_path):
+    from runtime.store import checkpoint
+
+    exp = tms(checkpoint_every=15, checkpoint_keep=1)
+    saved = []
+    orig = checkpoint.save
+    try:
+        checkpoint.save = lambda d, a, s, keep: saved.append((s["step"], keep)) or orig(d, a, s, keep)
+        runner.run_to_dir(exp, str(tmp_path / "r"), report=False)
+    finally:
+        checkpoint.save = orig
+    assert saved == [(15, 1), (30, 1)]
+
+
+def test_run_refuses_an_out_that_holds_a_run_and_points_at_resume(tmp_path, capsys):
+    from apdspec.cli import main
+
+    tiny = ["-s", "decompose.steps=20", "-s", "target.train.steps=20", "--quiet"]
+    out = str(tmp_path / "r")
+    assert main(["run", QUICK, *tiny, "--out", out]) == 0
+    capsys.readouterr()
+    before = open(os.path.join(out, "summary.json")).read()
+    assert main(["run", QUICK, *tiny, "--out", out]) == 1
+    assert "already holds a finished run (status ok); choose another --out, or pass --force" in capsys.readouterr().err
+    assert open(os.path.join(out, "summary.json")).read() == before  # nothing was touched
+    os.unlink(os.path.join(out, "summary.json"))  # as after a kill -9
+    assert main(["run", QUICK, *tiny, "--out", out]) == 1
+    assert f"did not finish; continue it with: apdspec run --resume {out}" in capsys.readouterr().err
+    assert main(["run", QUICK, *tiny, "--out", out, "--force"]) == 0
+    assert main(["run", out]) == 2  # a run directory given as the spec: the hint says --resume
+    assert f"hint: continue it with: apdspec run --resume {out}" in capsys.readouterr().err

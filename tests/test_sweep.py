@@ -237,10 +237,20 @@ def test_cli_runs_a_sweep_and_resumes(tmp_path, capsys):
     assert re.search(r"^\[2/2\] seed=1  ok ", text, re.M)
     assert "  faithfulness <= 10: passed at 2 of 2 points" in text
     assert f"table: {os.path.join(out, 'sweep.md')}" in text and f"{out}: ok" in text
-    assert sorted(os.listdir(out)) == ["seed=0", "seed=1", "spec.apd", "sweep.json", "sweep.md"]
+    assert sorted(os.listdir(out)) == ["seed=0", "seed=1", "spec.apd", "spec.json", "spec.original.apd", "sweep.json",
+                                       "sweep.md"]
     assert "seed = [0, 1]" in open(os.path.join(out, "spec.apd")).read()
+    assert open(os.path.join(out, "spec.original.apd")).read() == open(spec).read()  # as written, no overrides
     assert main(args) == 0
     assert "[1/2] seed=0  ok (reused)" in capsys.readouterr().out
+    # --resume DIR resumes a sweep too: point seed=1 is gone (as if the sweep had been stopped in it)
+    import shutil
+
+    shutil.rmtree(os.path.join(out, "seed=1"))
+    assert main(["run", "--resume", out, "--quiet", "--jobs", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "[1/2] seed=0  ok (reused)" in text and re.search(r"^\[2/2\] seed=1  ok  faithfulness", text, re.M)
+    assert json.load(open(os.path.join(out, "sweep.json")))["spec_files"][0]["path"] == os.path.abspath(spec)
 
 
 def test_cli_exit_codes(tmp_path, monkeypatch, capsys):

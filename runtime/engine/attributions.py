@@ -179,11 +179,13 @@ def _tms_attributions_plain(arch: TmsTarget, ref: Params, ref_trace: Trace | Non
     return attr
 
 
-def _component_bottleneck(a, first, C: int):
-    """(I, B, d_in) @ (I, C, d_in, m): each component's bottleneck, component-major (I, C, B, m)."""
-    I, d_in, Cm = first.shape
-    f4 = np.swapaxes(first.reshape(I, d_in, C, Cm // C), 1, 2)
-    return np.matmul(a[:, None], f4)
+def _component_bottleneck(a, first, C: int, inner=None):
+    """(I, B, d_in) @ (I, d_in, C m): each component's bottleneck as a component-major view
+    (I, C, B, m) of the one GEMM a @ first (`inner`, if already computed)."""
+    if inner is None:
+        inner = np.matmul(a, first)
+    I, Bsz, Cm = inner.shape
+    return np.swapaxes(inner.reshape(I, Bsz, C, Cm // C), 1, 2)
 
 
 def _tms_apd_attributions_plain(arch: TmsTarget, frozen: Params, comps: Comps, x, C: int) -> np.ndarray:
@@ -194,10 +196,9 @@ def _tms_apd_attributions_plain(arch: TmsTarget, frozen: Params, comps: Comps, x
     a = x
     for layer in layers:
         first, second = layer_factors(comps, layer)
-        u = _component_bottleneck(a, first, C)
-        us.append(u)
-        I, Cm, d_out = second.shape
-        a = np.matmul(u, second.reshape(I, C, Cm // C, d_out)).sum(axis=1)  # (I, B, d_out)
+        inner = np.matmul(a, first)  # (I, B, C m)
+        us.append(_component_bottleneck(a, first, C, inner))
+        a = np.matmul(inner, second)  # the sum of the components' outputs (I, B, d_out)
     z = a + frozen["b"][:, None, :] if arch.bias else a
     return _tms_attributions_plain(arch, dense_sum_params(arch, frozen, comps), None, comps, C, us=us, z_out=z)
 

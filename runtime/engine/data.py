@@ -25,9 +25,13 @@ def value_range(arch: Target, data: Data) -> tuple[float, float]:
 
 
 def _uniform(rng: np.random.Generator, lo: float, hi: float, shape, dtype) -> np.ndarray:
-    v = (lo + (hi - lo) * rng.random(shape)).astype(dtype)
+    u = rng.random(shape)
+    if (lo, hi) != (0.0, 1.0):  # lo + (hi - lo) * u, in place (on [0, 1) it is u itself, exactly)
+        u *= hi - lo
+        u += lo
+    v = u.astype(dtype)
     # Casting to float32 can round a value up onto `hi`; keep the interval half-open.
-    return np.minimum(v, np.nextafter(np.asarray(hi, dtype), np.asarray(lo, dtype)))
+    return np.minimum(v, np.nextafter(np.asarray(hi, dtype), np.asarray(lo, dtype)), out=v)
 
 
 def check_synced(groups, n_features: int) -> None:
@@ -56,8 +60,8 @@ def _sparse_features(arch: Target, data: Data, shape: tuple[int, int], rng, dtyp
     F = arch.features
     lo, hi = value_range(arch, data)
     if data.mode == "at_least_zero_active":
-        values = _uniform(rng, lo, hi, shape + (F,), dtype)
-        x = values * (rng.random(shape + (F,)) < data.probability)
+        x = _uniform(rng, lo, hi, shape + (F,), dtype)
+        x *= rng.random(shape + (F,)) < data.probability  # (a value times False: a zero of its sign, as before)
         if data.synced:
             check_synced(data.synced, F)
             x = _sync(x, data.synced, lo, hi, rng)

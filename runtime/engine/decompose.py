@@ -33,7 +33,8 @@ from . import apd
 from . import fused as fused_kernels
 from .attributions import attributions, live_choices, topk_mask
 from .models import Params, n_outputs, target_forward
-from .kernels import FastAdam, add_scaled, col_sq_norms, default_blas_threads, tune_malloc
+from .kernels import (CHUNK, FastAdam, GradParts, add_scaled, blocked_sq_norms, default_blas_threads,
+                      normalise_columns_blocked, tune_malloc)
 from .optim import lr_at
 from .revive import Reviver
 from .seeding import rng_state, set_rng_state
@@ -71,18 +72,28 @@ class Decomposition:
         return A[replicate], B[replicate]
 
 
-def normalise_columns(comps: apd.Comps, arch: Target) -> None:
-    """Unit-norm every column A_c[:, r] over d_in, in place (notes §3.5). Tied uses are derived."""
+def normalise_columns(comps: apd.Comps, arch: Target, col_sq: dict | None = None) -> dict:
+    """Unit-norm every column A_c[:, r] over d_in, in place (notes §3.5). Tied uses are derived.
+
+    `col_sq` {A name: squared column norms} known for the current values (`Trainer` keeps them from
+    FastAdam's pass) saves a pass; returns the new squared column norms, summed while dividing."""
+    col_sq = col_sq or {}
+    out = {}
     for name in apd.decomposed_params(arch):
         A = comps[f"{name}.A"]
-        norms = np.sqrt(col_sq_norms(A))  # one pass, no A*A temporary
-        A /= norms[:, None, :]
+        sq = col_sq.get(f"{name}.A")
+        out[f"{name}.A"] = normalise_columns_blocked(A, blocked_sq_norms(A, 1) if sq is None else sq)
+    return out
 
 
 def project_gradients(grads: apd.Comps, comps: apd.Comps, arch: Target) -> None:
-    """g <- g - <g, A> A per column: the tangent space of the unit sphere (A is unit-norm)."""
+    """g <- g - <g, A> A per column: the tangent space of the unit sphere (A is unit-norm). A lazy
+    gradient (`kernels.GradParts`) only changes its per-column scale of A."""
     for name in apd.decomposed_params(arch):
         A, g = comps[f"{name}.A"], grads[f"{name}.A"]
+        if isinstance(g, GradParts):
+            g.project_columns(A)
+            continue
         if not g.flags.writeable:
             g = grads[f"{name}.A"] = g.copy()
         dots = np.einsum("idn,idn->in", g, A)  # <g, A> per column, no temporary
@@ -117,6 +128,10 @@ class LossProblem:
         # Residual MLPs: attributions and loss share their largest GEMMs (fused.ResidualPre)
         self.use_pre = self.fused and fused_kernels.residual_pre_applies(arch, self.attr)
         self.last_mask: tuple[np.ndarray, np.ndarray] | None = None  # (mask, inputs) of the last loss
+        # True: gradients may come back as kernels.GradParts (what Trainer consumes); False: arrays
+        self.lazy_grads = False
+        # {factor name: (array, squared column/row norms)} known for the current factors (Trainer)
+        self.sq_norm_hints: dict = {}
 
     def mask_stats(self) -> dict:
         """Statistics of the top-k mask of the last loss evaluated (empty without top-k); computed
@@ -220,6 +235,7 @@ class LossProblem:
     def _fused_from_mask(self, comps, x, tgt, mask, record, need_grad, B_total=None, pre=None):
         """Same record and gradient as the autograd path, from the hand-written forward/backward."""
         fl = self.fused_loss(comps, x, tgt, mask, B_total, pre=pre)
+        fl.sq_hints = self.sq_norm_hints
         factors = [comps[n] for n in fl.factor_names]
         vals = fl.forward(factors)
         record["mean_active"] = mask.sum(axis=(1, 2)) / fl.B
@@ -235,6 +251,9 @@ class LossProblem:
         if not need_grad:
             return None
         g = np.repeat(np.asarray(coeffs, dtype=vals.dtype)[:, None], vals.shape[1], axis=1)
+        if self.lazy_grads and hasattr(fl, "backward_lazy"):
+            fl.want_col_dots = self.exp.decompose.unit_norm
+            return fl.backward_lazy(factors, g)
         grads = fl.backward(factors, g)
         return dict(zip(fl.factor_names, grads))
 
@@ -245,10 +264,13 @@ class NonFiniteError(FloatingPointError):
     `what` is the loss term (or "gradient of <param>"), `replicate` the replicate (the runner maps
     the instances of a restarts run back to replicate and `restart`), `step` the iteration."""
 
-    def __init__(self, what: str, replicate: int, step: int, value: float, restart: int | None = None):
+    def __init__(self, what: str, replicate: int, step: int, value: float, restart: int | None = None,
+                 hint: str | None = None):
         self.what, self.replicate, self.step, self.value, self.restart = what, replicate, step, value, restart
         where = f"replicate {replicate}" + (f" (restart {restart})" if restart is not None else "")
         super().__init__(f"{what} is {value} in {where} at step {step}")
+        if hint is not None:
+            self.hint = hint
 
     hint = ("the optimisation diverged: lower decompose.optimizer's lr (e.g. by 10x), or add warmup to "
             "decompose.schedule; a very large loss coefficient or init_scale does the same")
@@ -263,8 +285,10 @@ def _first_non_finite(record: dict, step: int) -> None:
             raise NonFiniteError(name, int(bad[0]), step, float(a[bad[0]]))
 
 
-def _replicate_sums(a: np.ndarray) -> np.ndarray:
+def _replicate_sums(a) -> np.ndarray:
     """(I,) sums over everything but the leading replicate axis: NaN or inf if any entry is."""
+    if isinstance(a, GradParts):
+        return a.replicate_sums()
     a = np.asarray(a)
     return np.sum(a.reshape(a.shape[0], -1), axis=1, dtype=np.float64)
 
@@ -291,7 +315,16 @@ class Trainer:
             comps = apd.init_components(arch, dc.components, dc.rank, exp.replicates, dc.init_scale, rng_init, self.dtype)
         self.comps = comps
         self.problem = LossProblem(exp, arch, target)
-        self.opt = FastAdam(comps, dc.optimizer)
+        self.problem.lazy_grads = True  # FastAdam and the projection take kernels.GradParts as they are
+        # second factors (C m, d) are updated in row blocks of whole components (lazy gradient parts)
+        self.opt = FastAdam(comps, dc.optimizer, row_align={k: dc.rank for k in comps if k.endswith(".B")})
+        # squared column (A) / row (B) norms of the current factors, for the unit-norm step and the
+        # Schatten term: summed by FastAdam in the pass that writes the parameters (None: stale,
+        # recomputed with the same blocked sums, so a resumed run sees the same bits)
+        # (only for factors of at least a block: small ones are cheaper computed on the spot)
+        self.norm_axes = ({n: (1 if n.endswith(".A") else 2) for n, v in comps.items() if v.size >= CHUNK}
+                          if self.problem.fused and (dc.unit_norm or dc.loss.simplicity is not None) else {})
+        self.sq_norms: dict | None = None
         self.step_index = 0
         self.reviver = None if dc.revive is None else Reviver(dc.revive, exp.replicates, dc.components, dc.rank)
 
@@ -299,8 +332,15 @@ class Trainer:
         dc = self.exp.decompose
         step, comps, arch = self.step_index, self.comps, self.arch
         last = step >= dc.steps
+        sq = self.sq_norms
+        if self.norm_axes and sq is None:
+            sq = {k: blocked_sq_norms(comps[k], ax, self.opt.block_rows(k, comps[k].shape))
+                  for k, ax in self.norm_axes.items()}
+        hints = dict(sq or {})
         if dc.unit_norm:
-            normalise_columns(comps, arch)
+            hints.update(normalise_columns(comps, arch, sq))
+        self.problem.sq_norm_hints = {k: (comps[k], v) for k, v in hints.items()}
+        self.sq_norms = None
         lr = lr_at(step, dc.steps, dc.optimizer.lr, dc.schedule) if not last else 0.0
         x = self.sample(dc.batch)
         record: dict = {}
@@ -312,11 +352,12 @@ class Trainer:
         if checking:
             _first_non_finite({f"gradient of {k}": _replicate_sums(g) for k, g in grads.items()}, step)
         if not last:
-            grads = {k: g if isinstance(g, np.ndarray) and g.dtype == self.dtype else np.asarray(g, dtype=self.dtype)
-                     for k, g in grads.items()}
+            grads = {k: g if isinstance(g, (np.ndarray, GradParts)) and g.dtype == self.dtype
+                     else np.asarray(g, dtype=self.dtype) for k, g in grads.items()}
             if dc.unit_norm:
                 project_gradients(grads, comps, arch)
-            self.opt.step(comps, grads, lr)
+            sq_out = self.opt.step(comps, grads, lr, sq_norms=self.norm_axes)
+            self.sq_norms = sq_out if self.norm_axes else None
             if checking:  # a finite gradient whose square overflows (float32: |g| > 1.8e19) stalls Adam silently
                 _first_non_finite({f"Adam's second moment of {k}": _replicate_sums(v) for k, v in self.opt.v.items()}, step)
         rv = self.reviver
@@ -324,6 +365,7 @@ class Trainer:
             if rv.watching(step):
                 rv.observe(*self.problem.last_mask)
             if rv.is_revival_step(step):
+                self.sq_norms = None  # revival edits the factors
                 # logged with this step's losses (revival steps are multiples of `every`)
                 revived, still_dead = np.zeros((2, self.exp.replicates), dtype=np.int64)
                 for e in rv.revive(step, comps, (self.opt.m, self.opt.v), self.layer_inputs):
@@ -350,6 +392,7 @@ class Trainer:
 
     def restore(self, arrays: dict[str, np.ndarray], scalars: dict) -> None:
         """Undo `state()`: in place, so the arrays the optimiser and problem hold stay the same objects."""
+        self.sq_norms = None
         for prefix, d in (("comp.", self.comps), ("adam_m.", self.opt.m), ("adam_v.", self.opt.v)):
             for k, v in d.items():
                 v[...] = arrays[prefix + k]
@@ -368,11 +411,13 @@ class Trainer:
 
 
 class Interrupted(Exception):
-    """The loop stopped at a step boundary on request (a signal), after writing a checkpoint."""
+    """A loop stopped at a step boundary on request (a signal). In the "decompose" phase a
+    checkpoint was written first; in the "target" phase (target training) nothing was saved yet."""
 
-    def __init__(self, signum: int, step: int):
-        self.signum, self.step = signum, step
-        super().__init__(f"interrupted by signal {signum} before step {step}")
+    def __init__(self, signum: int, step: int, phase: str = "decompose"):
+        self.signum, self.step, self.phase = signum, step, phase
+        where = "target training" if phase == "target" else "the decomposition"
+        super().__init__(f"interrupted by signal {signum} before step {step} of {where}")
 
 
 @dataclasses.dataclass

@@ -42,11 +42,13 @@ import numpy as np
 from autograd.extend import defvjp_argnums, primitive
 
 from .apd import SCHATTEN_EPS, n_decomposed_weights
-from .kernels import add_scaled, add_sum_scaled, col_sq_norms, row_sq_norms
+from .grouped import Grouped, GroupedRows, Pairs  # noqa: F401  (Pairs: also used by TmsSparseLoss)
+from .kernels import GradParts, RowsProduct, add_scaled, col_sq_norms, row_sq_norms
 from .models import activation, has_bias, layers_of, residual_dims
 from ..spec import GatedTarget, ResidMlpTarget, TmsTarget
 
 TERM_ORDER = ("faithfulness", "minimality", "act_recon", "simplicity")
+LAZY_MIN_SIZE = 1 << 16  # factors smaller than this keep plain-array gradients (kernels.CHUNK)
 
 
 # ------------------------------------------------------------------------------------------
@@ -72,65 +74,6 @@ def _fused_vjp(argnums, ans, args, kwargs):
 
 
 defvjp_argnums(fused_terms, _fused_vjp)
-
-
-# ------------------------------------------------------------------------------------------
-# Active (sample, component) pairs of a mask
-
-
-class Pairs:
-    """The active pairs of one replicate's (B, C) boolean mask, sorted by component.
-
-    `b` (K,) sample of each pair; `groups` [(c, start, end)] the slice of pairs of component c
-    (only components with active samples); `levels` a scatter plan: pairs split by their
-    occurrence rank within their sample, so that each level's samples are distinct and
-    `out[b_j] += v[idx_j]` is a plain (unbuffered-safe) fancy-index add."""
-
-    def __init__(self, mask: np.ndarray):
-        B, C = mask.shape
-        cs, bs = np.nonzero(mask.T)  # component-major
-        self.B, self.C, self.K = B, C, bs.size
-        self.b, self.c = bs, cs
-        counts = np.bincount(cs, minlength=C)
-        ends = np.cumsum(counts)
-        starts = ends - counts
-        self.counts = counts
-        self.groups = [(int(c), int(starts[c]), int(ends[c])) for c in np.flatnonzero(counts)]
-        order = np.argsort(bs, kind="stable")
-        sb = bs[order]
-        if self.K:
-            first = np.flatnonzero(np.r_[True, sb[1:] != sb[:-1]])
-            rank = np.arange(self.K) - np.repeat(first, np.diff(np.r_[first, self.K]))
-            self.levels = [(sb[rank == j], order[rank == j]) for j in range(int(rank.max()) + 1)]
-        else:
-            self.levels = []
-
-    def bottleneck(self, X: np.ndarray, first: np.ndarray, second: np.ndarray, m: int, dtype,
-                   inner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The masked rank-m pass of every pair k = (b, c): inner_k = X_k first_c and
-        out_k = inner_k second_c, where first_c / second_c are component c's column / row block of
-        the flat factors. X holds the pairs' input rows (K, d_in); a given `inner` skips its GEMM.
-        Returns (inner (K, m), out (K, d_out)), per pair (see `scatter`)."""
-        out = np.empty((self.K, second.shape[-1]), dtype=dtype)
-        given = inner is not None
-        if not given:
-            inner = np.empty((self.K, m), dtype=dtype)
-        for c, s, e in self.groups:
-            sl = slice(c * m, (c + 1) * m)
-            if not given:
-                np.matmul(X[s:e], first[:, sl], out=inner[s:e])
-            np.matmul(inner[s:e], second[sl], out=out[s:e])
-        return inner, out
-
-    def scatter(self, vals: np.ndarray, width: int, dtype) -> np.ndarray:
-        """(K, width) per-pair rows -> (B, width) sums over each sample's pairs."""
-        out = np.zeros((self.B, width), dtype=dtype)
-        for j, (b, idx) in enumerate(self.levels):
-            if j == 0:
-                out[b] = vals[idx]
-            else:
-                out[b] += vals[idx]
-        return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -196,17 +139,20 @@ class _Common:
             total = total + self.uses[n] * np.sum(diff * diff, axis=(-2, -1))
         return total / self.N
 
-    def _grads_with_faithfulness(self, F, save, g) -> dict:
-        """Fresh gradient arrays of every factor, holding the faithfulness term's (zeros without it)."""
+    def _grads_with_faithfulness(self, F, save, g, defer=()) -> dict:
+        """Fresh gradient arrays of every factor, holding the faithfulness term's (zeros without it).
+        For the A factors named in `defer`, the GEMM G B^T is left to the caller: save["faith_G"]
+        holds the scaled residual G (absent without the term) and grads has no entry."""
         grads: dict = {}
         if "faithfulness" in self.terms:
-            self._faith_backward(F, save, g["faithfulness"], grads)
+            self._faith_backward(F, save, g["faithfulness"], grads, defer)
         else:
             for n in self.factor_names:
-                grads[n] = np.zeros_like(F[n])
+                if n not in defer:
+                    grads[n] = np.zeros_like(F[n])
         return grads
 
-    def _faith_backward(self, F, save, g_pm, grads):
+    def _faith_backward(self, F, save, g_pm, grads, defer=()):
         """g_pm (I,): upstream gradient of the faithfulness term. Initialises grads[*]."""
         pre = save.get("pre")
         for n in self.params:
@@ -214,17 +160,33 @@ class _Common:
             scale = (2.0 * self.uses[n] / self.N) * g_pm[:, None, None].astype(G.dtype)
             G *= scale
             A, B = F[f"{n}.A"], F[f"{n}.B"]
+            for ab in ("A", "B"):
+                if f"{n}.{ab}" in defer:
+                    save.setdefault("faith_G", {})[f"{n}.{ab}"] = G
             # A^T G and G B^T; the residual MLP precompute already has one of them, unscaled
             # (shared GEMMs with the attribution's W_E A_in and B_out W_U)
             if pre is not None and n in pre.AtD:
-                grads[f"{n}.A"] = np.matmul(G, np.swapaxes(B, -1, -2))
+                if f"{n}.A" not in defer:
+                    grads[f"{n}.A"] = np.matmul(G, np.swapaxes(B, -1, -2))
                 grads[f"{n}.B"] = np.ascontiguousarray(pre.AtD[n] * scale)
             elif pre is not None and n in pre.DBt:
                 grads[f"{n}.A"] = np.ascontiguousarray(pre.DBt[n] * scale)
-                grads[f"{n}.B"] = np.matmul(np.swapaxes(A, -1, -2), G)
+                if f"{n}.B" not in defer:
+                    grads[f"{n}.B"] = np.matmul(np.swapaxes(A, -1, -2), G)
             else:
-                grads[f"{n}.A"] = np.matmul(G, np.swapaxes(B, -1, -2))
-                grads[f"{n}.B"] = np.matmul(np.swapaxes(A, -1, -2), G)
+                if f"{n}.A" not in defer:
+                    grads[f"{n}.A"] = np.matmul(G, np.swapaxes(B, -1, -2))
+                if f"{n}.B" not in defer:
+                    grads[f"{n}.B"] = np.matmul(np.swapaxes(A, -1, -2), G)
+
+    sq_hints: dict = {}  # {factor name: (array, squared norms)} known for these factors (LossProblem)
+
+    def _sq(self, F, name, compute):
+        """Squared column (A) / row (B) norms of factor `name`: the hint if it is for this very array."""
+        hint = self.sq_hints.get(name)
+        if hint is not None and hint[0] is F[name]:
+            return hint[1]
+        return compute(F[name])
 
     def _schatten_forward(self, F, n_active, B, save):
         """Closed form of apd.schatten_loss for a 0/1 mask: n_active (I, C) = #samples per component."""
@@ -234,8 +196,8 @@ class _Common:
         per_c = 0.0
         n_uses = 0
         for n in self.params:
-            a2 = col_sq_norms(F[f"{n}.A"])  # (I, Cm)
-            b2 = row_sq_norms(F[f"{n}.B"])  # (I, Cm)
+            a2 = self._sq(F, f"{n}.A", col_sq_norms)  # (I, Cm)
+            b2 = self._sq(F, f"{n}.B", row_sq_norms)  # (I, Cm)
             S = a2 * b2
             save[f"a2:{n}"], save[f"b2:{n}"], save[f"S:{n}"] = a2, b2, S
             per_c = per_c + self.uses[n] * np.sum(((S + SCHATTEN_EPS) ** half).reshape(I, C, m), axis=2)
@@ -256,6 +218,8 @@ class _Common:
             a2, b2, S = save.pop(f"a2:{n}"), save.pop(f"b2:{n}"), save.pop(f"S:{n}")
             w = coef * (self.uses[n] * half) * (S + SCHATTEN_EPS) ** (half - 1.0)  # dL/dS
             A, Bf = F[f"{n}.A"], F[f"{n}.B"]
+            if f"{n}.A" in defer:
+                save.setdefault("schatten_a2", {})[n] = a2  # ||A column||^2, for the unit-norm projection
             for ab, X, u, axis in (("A", A, 2.0 * w * b2, 1), ("B", Bf, 2.0 * w * a2, 2)):
                 if f"{n}.{ab}" in defer:
                     deferred[f"{n}.{ab}"] = u
@@ -275,7 +239,22 @@ class ResidualLoss(_Common):
         o_l = sum_{c active} (h_l A_out,c) B_out,c  (+ b_out),   r_l = r_{l-1} + o_l
         y = r_L W_U  (act(y) with an output activation)
     Terms: faithfulness, minimality mean (y - y*)^2, act-recon (residual MLP: ReLU of the
-    pre-bias W_in outputs; gated: every layer's pre-bias output), Schatten."""
+    pre-bias W_in outputs; gated: every layer's pre-bias output), Schatten.
+
+    Every masked product goes through `grouped.Grouped` (dense or per component, by cost). With
+    the residual-MLP precompute (`ResidualPre`), layer 0's bottleneck r_0 A_in = x (W_E A_in) is
+    taken from the attribution pass, and the last layer's output is only ever read through W_U,
+    so it is evaluated as u (B_out W_U) with the attribution's N = B_out W_U (C m x d_L) instead
+    of through the d_embed-wide B_out.
+
+    Gradients of the d_embed-wide factors: A_in's masked-pass part is added into the faithfulness
+    GEMM's output in place (per component, only the active components' columns), and layer 0's is
+    one GEMM for both (`_fold_first_layer`); B_out's gradient is never formed: its faithfulness
+    part A_out^T G (`kernels.RowsProduct`) and masked-pass rows (`grouped.GroupedRows`) are left
+    to FastAdam, which evaluates them a block of components at a time. `backward_lazy` returns
+    these as `kernels.GradParts`, with the Schatten term as a per-column / per-row scale of the
+    factor (FastAdam adds it in cache, the unit-norm projection only changes the scale);
+    `backward` returns plain arrays."""
 
     def __init__(self, arch, target, C: int, m: int, losses, x, tgt, mask: np.ndarray, dtype, B_total=None,
                  pre=None):
@@ -284,7 +263,9 @@ class ResidualLoss(_Common):
         D, d_mlp, n_layers = residual_dims(arch)
         self.D, self.d_mlp, self.n_layers = D, d_mlp, n_layers
         self.act, self.act_grad = activation(arch)
-        self.pairs = [Pairs(mask[i]) for i in range(self.I)]
+        self.grouped = [Grouped(mask[i], m, self.dtype) for i in range(self.I)]
+        self.x = np.asarray(x, dtype=self.dtype)
+        self.pairs = [g.pairs for g in self.grouped]
         self.r0 = np.asarray(tgt.pre["layers.0.W_in"], dtype=self.dtype)  # x @ W_E: shared with the target pass
         self.W_U = np.asarray(target["W_U"], dtype=self.dtype)
         self.y_ref = np.asarray(tgt.y, dtype=self.dtype)
@@ -303,39 +284,75 @@ class ResidualLoss(_Common):
             if self.resid_act_recon:
                 self.ar_ref = {n: np.where(h > 0, h, 0.0).astype(self.dtype) for n, h in self.ar_ref.items()}
             self.ar_units = sum(self.ar_ref[n].shape[-1] for n in names)
+        # W_out's output feeds an act-recon term only for the gated network
+        self.ar_out = losses.act_recon is not None and not self.resid_act_recon
+        # the d_embed-wide factors whose gradients stay lazy (kernels.GradParts): large ones only (the
+        # gated network's are tiny: plain arrays are cheaper there)
+        size = self.I * D * C * m
+        self.big = tuple(f"layers.{l}.{w}" for l in range(n_layers) for w in ("W_in.A", "W_out.B")
+                         if size >= LAZY_MIN_SIZE)
+        # <gradient, A> per column of the A factors, from the loss's own products (for the unit-norm
+        # projection of lazy gradients; LossProblem sets it when the run normalises A)
+        self.want_col_dots = False
         self._save: dict = {}
+
+    def _fold_first_layer(self, pre) -> bool:
+        """Take layer 0's A_in gradient as [G | W_E^T] [B_in^T ; x^T g_u] (one GEMM, 2 D (d_mlp +
+        n_feats) C m FLOPs, on the features present) instead of the faithfulness GEMM plus
+        per-component column blocks added through d_embed-long strides? Measured as fast on the
+        1-layer residual MLP (more FLOPs, less memory traffic); used wherever the per-component
+        form would be."""
+        return pre is not None and not all(G.dense_is_cheaper(self.D) for G in self.grouped)
+
+    def _folded_first_layer_grad(self, F, save, out):
+        """out (I, D, C m) <- G B_in^T + W_E[feats]^T Y per replicate (save: faith_G, fold_Y)."""
+        pre = save["pre"]
+        G_faith = save.get("faith_G", {}).get("layers.0.W_in.A")
+        B_in = F["layers.0.W_in.B"]
+        for i in range(self.I):
+            Y, basis = save["fold_Y"][i], pre.basis0[i]
+            if G_faith is None:
+                np.matmul(basis.T, Y, out=out[i])
+            else:
+                left = np.concatenate([G_faith[i], basis.T], axis=1)  # (D, d_mlp + n_feats)
+                np.matmul(left, np.concatenate([B_in[i].T, Y], axis=0), out=out[i])
+        return out
+
+    def _via_N(self, pre, l: int) -> bool:
+        """Is layer l's output read only through W_U (so it can be taken through N = B_out W_U)?"""
+        return pre is not None and l == self.n_layers - 1 and not self.ar_out
 
     # -- masked pass of one replicate -----------------------------------------------------------
 
     def _forward_replicate(self, i, F, save):
-        P = self.pairs[i]
-        m, dt = self.m, self.dtype
+        G = self.grouped[i]
+        pre = save.get("pre")
         r = self.r0[i]
         post = {}
+        y_pre = None
         for l in range(self.n_layers):
             A_in, B_in = F[f"layers.{l}.W_in.A"][i], F[f"layers.{l}.W_in.B"][i]
             A_out, B_out = F[f"layers.{l}.W_out.A"][i], F[f"layers.{l}.W_out.B"][i]
-            R = r[P.b]  # (K, D) inputs of the active pairs
-            pre = save.get("pre")
             # r_0 A_in = x (W_E A_in): the attribution pass computed it for every row
-            inner0 = pre.inner0[i].reshape(-1, self.C, m)[P.b, P.c] if l == 0 and pre is not None else None
-            inner, zp = P.bottleneck(R, A_in, B_in, m, dt, inner=inner0)
-            z = P.scatter(zp, self.d_mlp, dt)
+            inner = pre.inner0[i] if l == 0 and pre is not None else None
+            u = G.first(r, A_in, inner=inner)
+            z = G.second(u, B_in)
             post[f"layers.{l}.W_in"] = z
             zb = z if self.b_in[l] is None else z + self.b_in[l][i]
-            h = np.asarray(self.act(zb), dtype=dt)
-            H = h[P.b]
-            inner2, op = P.bottleneck(H, A_out, B_out, m, dt)
-            o = P.scatter(op, self.D, dt)
-            post[f"layers.{l}.W_out"] = o
-            save[(i, l)] = (R, inner, zb, H, inner2)
-            if self.b_out[l] is not None:
-                o = o + self.b_out[l][i]
-            r = r + o
-        y = r @ self.W_U[i]
-        y_pre = y
-        if self.out_act:
-            y = np.asarray(self.act(y_pre), dtype=dt)
+            h = np.asarray(self.act(zb), dtype=self.dtype)
+            u2 = G.first(h, A_out)
+            save[(i, l)] = (r, u, zb, h, u2)
+            rb = r if self.b_out[l] is None else r + self.b_out[l][i]
+            if self._via_N(pre, l):
+                y_pre = np.matmul(rb, self.W_U[i])
+                y_pre += G.second(u2, pre.N[i])
+            else:
+                o = G.second(u2, B_out)
+                post[f"layers.{l}.W_out"] = o
+                r = rb + o
+        if y_pre is None:
+            y_pre = np.matmul(r, self.W_U[i])
+        y = np.asarray(self.act(y_pre), dtype=self.dtype) if self.out_act else y_pre
         save[(i, "y")] = (y, y_pre)
         save[(i, "post")] = post
         return y, post
@@ -345,23 +362,21 @@ class ResidualLoss(_Common):
         save = self._save = {"pre": self._pre_for(factors), "factors": tuple(factors)}
         I, B = self.I, self.B
         vals = {t: np.zeros(I, dtype=self.dtype) for t in self.terms}
-        need_pass = "minimality" in self.terms or "act_recon" in self.terms
-        for i in range(I):
-            if not need_pass:
-                break
-            y, post = self._forward_replicate(i, F, save)
-            if "minimality" in self.terms:
-                d = y - self.y_ref[i]
-                vals["minimality"][i] = np.sum(d * d) / (B * d.shape[-1])
-            if "act_recon" in self.terms:
-                sq = 0.0
-                for n in self.ar_names:
-                    h = post[n]
-                    if self.resid_act_recon:
-                        h = np.where(h > 0, h, 0.0)
-                    d = h - self.ar_ref[n][i]
-                    sq = sq + np.sum(d * d, axis=-1)
-                vals["act_recon"][i] = np.sum(sq) / B / self.ar_units
+        if "minimality" in self.terms or "act_recon" in self.terms:
+            for i in range(I):
+                y, post = self._forward_replicate(i, F, save)
+                if "minimality" in self.terms:
+                    d = y - self.y_ref[i]
+                    vals["minimality"][i] = np.sum(d * d) / (B * d.shape[-1])
+                if "act_recon" in self.terms:
+                    sq = 0.0
+                    for n in self.ar_names:
+                        h = post[n]
+                        if self.resid_act_recon:
+                            h = np.where(h > 0, h, 0.0)
+                        d = h - self.ar_ref[n][i]
+                        sq = sq + np.sum(d * d, axis=-1)
+                    vals["act_recon"][i] = np.sum(sq) / B / self.ar_units
         if "faithfulness" in self.terms:
             vals["faithfulness"] = self._faith_forward(F, save)
         if "simplicity" in self.terms:
@@ -369,71 +384,106 @@ class ResidualLoss(_Common):
         return np.stack([np.asarray(vals[t], dtype=self.dtype) for t in self.terms])
 
     def backward(self, factors, g):
+        grads = self.backward_lazy(factors, g)
+        return [np.asarray(grads[n]) if isinstance(grads[n], GradParts) else grads[n] for n in self.factor_names]
+
+    def backward_lazy(self, factors, g) -> dict:
+        """name -> gradient: plain arrays, and `GradParts` for the d_embed-wide factors."""
         F = dict(zip(self.factor_names, factors))
         save = self._saved_for(factors)
         g = {t: g[k] for k, t in enumerate(self.terms)}
-        grads = self._grads_with_faithfulness(F, save, g)
+        dt = self.dtype
+        # the faithfulness GEMMs start every factor's gradient (zeros without the term)
+        pre = save.get("pre")
         sparse_pass = "minimality" in self.terms or "act_recon" in self.terms
+        # layer 0's input rows are x W_E: the masked pass's part of A_in's gradient, r_0^T g_u,
+        # is W_E^T (x^T g_u), one GEMM with the faithfulness part (`_fold_first_layer`)
+        fold = sparse_pass and "layers.0.W_in.A" in self.big and self._fold_first_layer(pre)
+        fold_A = ("layers.0.W_in.A",) if fold else ()
+        if fold:
+            save["fold_Y"] = [None] * self.I
+        # the second factors of the d_embed-wide products (B_out): their gradient, A_out^T G plus the
+        # masked pass's per-component rows, is left to FastAdam to form a row block at a time
+        rows_B = tuple(n for n in self.big if n.endswith(".B"))
+        save["rows_B"] = {n: [None] * self.I for n in rows_B}
+        grads = self._grads_with_faithfulness(F, save, g, fold_A + rows_B)
+        parts = {n: [grads[n]] for n in self.big if n not in fold_A + rows_B}
+        # <faithfulness part of A's gradient, A> per column = sum_k B[j, k] (A^T G)[j, k]: from B's gradient
+        dots = {}
+        for n in self.big if self.want_col_dots else ():
+            if n.endswith(".A"):
+                p = n[:-2]
+                dots[n] = (np.einsum("ijk,ijk->ij", F[f"{p}.B"], grads[f"{p}.B"]) if "faithfulness" in self.terms
+                           else np.zeros((self.I, F[n].shape[-1]), dtype=dt))
         if "simplicity" in self.terms:
-            # the sparse pass makes a full pass over A_in's and B_out's gradients: apply the
-            # Schatten term there
-            defer = ()
-            if sparse_pass:
-                defer = tuple(f"layers.{l}.{w}" for l in range(self.n_layers) for w in ("W_in.A", "W_out.B"))
-            self._schatten_backward(F, self.n_active, self.B, save, g["simplicity"], grads, defer)
+            self._schatten_backward(F, self.n_active, self.B, save, g["simplicity"], grads, defer=self.big)
         if sparse_pass:
+            # the masked pass adds its part into the gradients in place (per component: only the
+            # active components' rows / columns), except layer 0's folded A_in gradient
             for i in range(self.I):
-                self._backward_replicate(i, F, save, g, grads)
+                self._backward_replicate(i, F, save, g, grads, dots)
+            for n in fold_A:
+                parts[n] = [self._folded_first_layer_grad(F, save, np.empty_like(F[n]))]
+        faith_G = save.get("faith_G", {})
+        for n in rows_B:
+            parts[n] = []
+            if n in faith_G:  # A^T G, with a copy of the (small) first factor: the optimiser updates it first
+                parts[n].append(RowsProduct(F[n[:-2] + ".A"].copy(), faith_G[n]))
+            if sparse_pass:
+                parts[n].append(GroupedRows(list(zip(self.grouped, *zip(*save["rows_B"][n]))), F[n].shape, dt))
+            if not parts[n]:
+                parts[n] = [np.zeros_like(F[n])]
+        u_sch = save.get("schatten_u", {})
+        a2 = save.get("schatten_a2", {})
+        out = {}
+        for n in self.factor_names:
+            if n not in self.big:
+                out[n] = grads[n]
+                continue
+            axis = 1 if n.endswith(".A") else 2
+            out[n] = GradParts(parts[n], X=F[n], w=u_sch.get(n), axis=axis, col_dots=dots.get(n),
+                               x_sq=a2.get(n[:-2]) if axis == 1 else None, row_align=1 if axis == 1 else self.m)
         self._save = {}
-        return [grads[n] for n in self.factor_names]
+        return out
 
-    def _backward_replicate(self, i, F, save, g, grads):
-        P = self.pairs[i]
-        m, dt, B = self.m, self.dtype, self.B
+    def _backward_replicate(self, i, F, save, g, grads, dots):
+        G = self.grouped[i]
+        pre = save.get("pre")
+        dt, B = self.dtype, self.B
         y, y_pre = save[(i, "y")]
         post = save[(i, "post")]
         d_L = y.shape[-1]
+        gy = None
         if "minimality" in self.terms:
             gy = (y - self.y_ref[i]) * dt.type(2.0 * g["minimality"][i] / (B * d_L))
             if self.out_act:
                 gy = gy * self.act_grad(y_pre)
-            g_r = gy @ self.W_U[i].T
+            g_r = np.matmul(gy, self.W_U[i].T)
         else:
             g_r = np.zeros((self.r0.shape[1], self.D), dtype=dt)
         ar = "act_recon" in self.terms
         if ar:
             ar_scale = dt.type(2.0 * g["act_recon"][i] / (B * self.ar_units))
         for l in reversed(range(self.n_layers)):
-            R, inner, zb, H, inner2 = save.pop((i, l))
+            r, u, zb, h, u2 = save.pop((i, l))
             A_in, B_in = F[f"layers.{l}.W_in.A"][i], F[f"layers.{l}.W_in.B"][i]
             A_out, B_out = F[f"layers.{l}.W_out.A"][i], F[f"layers.{l}.W_out.B"][i]
-            gA_in, gB_in = grads[f"layers.{l}.W_in.A"][i], grads[f"layers.{l}.W_in.B"][i]
-            gA_out, gB_out = grads[f"layers.{l}.W_out.A"][i], grads[f"layers.{l}.W_out.B"][i]
             g_o = g_r
-            if ar and not self.resid_act_recon:
+            if self.ar_out and ar:
                 n = f"layers.{l}.W_out"
                 g_o = g_o + (post[n] - self.ar_ref[n][i]) * ar_scale
-            Go = g_o[P.b]  # (K, D)
-            gh_p = np.empty((P.K, self.d_mlp), dtype=dt)
-            u_sch = save.get("schatten_u", {})
-            uB = u_sch.get(f"layers.{l}.W_out.B")
-            uB = None if uB is None else uB[i][:, None]
-            for c, s, e in P.groups:
-                sl = slice(c * m, (c + 1) * m)
-                g_in2 = Go[s:e] @ B_out[sl].T  # (n, m)
-                if uB is None:
-                    gB_out[sl] += inner2[s:e].T @ Go[s:e]
-                else:  # with the (deferred) Schatten term, in the same block update
-                    blk = inner2[s:e].T @ Go[s:e]
-                    blk += B_out[sl] * uB[sl]
-                    gB_out[sl] += blk
-                gA_out[:, sl] += H[s:e].T @ g_in2
-                np.matmul(g_in2, A_out[:, sl].T, out=gh_p[s:e])
-            if uB is not None and np.any(P.counts == 0):
-                off = np.repeat(P.counts == 0, m)
-                gB_out[off] += B_out[off] * uB[off]
-            g_h = P.scatter(gh_p, self.d_mlp, dt)
-            g_z = g_h * self.act_grad(zb)
+            if self._via_N(pre, l):  # the output gradient is gy W_U^T: through N = B_out W_U
+                g_u2 = G.grad_u(gy, pre.N[i]) if gy is not None else np.zeros_like(u2)
+            else:
+                g_u2 = G.grad_u(g_o, B_out)
+            nB = f"layers.{l}.W_out.B"
+            if nB in save["rows_B"]:
+                save["rows_B"][nB][i] = (u2, g_o)  # formed by FastAdam (GroupedRows)
+            else:
+                G.grad_second(u2, g_o, out=grads[nB][i], add=True)
+            G.grad_first(h, g_u2, out=grads[f"layers.{l}.W_out.A"][i], add=True)
+            g_z = G.grad_input(g_u2, A_out)
+            g_z *= self.act_grad(zb)
             if ar:
                 n = f"layers.{l}.W_in"
                 z = post[n]
@@ -441,30 +491,17 @@ class ResidualLoss(_Common):
                     g_z += np.where(z > 0, (np.where(z > 0, z, 0.0) - self.ar_ref[n][i]) * ar_scale, 0.0).astype(dt)
                 else:
                     g_z += (z - self.ar_ref[n][i]) * ar_scale
-            Gz = g_z[P.b]  # (K, d_mlp)
-            need_ga = l > 0
-            ga_p = np.empty((P.K, self.D), dtype=dt) if need_ga else None
-            # The (D, m) blocks of A_in's gradient are column blocks of a row-major (D, C m)
-            # array: written by the GEMMs straight into a scratch array, then added in one
-            # sequential pass (a read-modify-write per block is cache-hostile for large D).
-            S = np.empty_like(gA_in)
-            S3 = S.reshape(S.shape[0], self.C, m)
-            S3[:, P.counts == 0, :] = 0.0
-            for c, s, e in P.groups:
-                sl = slice(c * m, (c + 1) * m)
-                g_in = Gz[s:e] @ B_in[sl].T  # (n, m)
-                gB_in[sl] += inner[s:e].T @ Gz[s:e]
-                np.matmul(R[s:e].T, g_in, out=S[:, sl])
-                if need_ga:
-                    np.matmul(g_in, A_in[:, sl].T, out=ga_p[s:e])
-            uA = u_sch.get(f"layers.{l}.W_in.A")
-            if uA is None:
-                gA_in += S
-            else:  # G += S + A u in one blocked pass (the deferred Schatten term)
-                add_sum_scaled(gA_in, S, A_in, uA[i])
-            if need_ga:
-                g_r = g_r + P.scatter(ga_p, self.D, dt)
-
+            G.grad_second(u, g_z, out=grads[f"layers.{l}.W_in.B"][i], add=True)
+            g_u = G.grad_u(g_z, B_in)
+            nA = f"layers.{l}.W_in.A"
+            if l == 0 and "fold_Y" in save:
+                save["fold_Y"][i] = G.grad_first(self.x[i][:, pre.feats[i]], g_u)  # x^T g_u on the present features
+            else:
+                G.grad_first(r, g_u, out=grads[nA][i], add=True)
+            if nA in dots:
+                dots[nA][i] += G.col_dots(u, g_u)
+            if l > 0:
+                g_r = g_r + G.grad_input(g_u, A_in)
 
 
 # ------------------------------------------------------------------------------------------
@@ -648,13 +685,13 @@ class TmsSparseLoss(TmsLoss):
                     f_i, s_i, gA_i, gB_i = first[i], second[i], gA[i], gB[i]
                     for c, s, e in P.groups:
                         sl = slice(c * m, (c + 1) * m)
-                        g_inner = Go[s:e] @ s_i[sl].T  # (n, m)
+                        g_inner = np.matmul(Go[s:e], s_i[sl].T)  # (n, m)
                         if layer.transposed:  # first = B^T, second = A^T
-                            gA_i[:, sl] += Go[s:e].T @ inner[s:e]
-                            gB_i[sl] += g_inner.T @ Ai[s:e]
+                            gA_i[:, sl] += np.matmul(Go[s:e].T, inner[s:e])
+                            gB_i[sl] += np.matmul(g_inner.T, Ai[s:e])
                         else:
-                            gB_i[sl] += inner[s:e].T @ Go[s:e]
-                            gA_i[:, sl] += Ai[s:e].T @ g_inner
+                            gB_i[sl] += np.matmul(inner[s:e].T, Go[s:e])
+                            gA_i[:, sl] += np.matmul(Ai[s:e].T, g_inner)
                         if j > 0:
                             np.matmul(g_inner, f_i[:, sl].T, out=ga_p[s:e])
                     if j > 0:
@@ -714,11 +751,15 @@ class ResidualPre:
         self.DBt = {f"layers.{l}.W_out": np.empty((I, d_mlp, Cm), dtype=dt) for l in range(L)}  # D_out B_out^T
         self.inner0 = np.empty((I, R, Cm), dtype=dt)
         self.attr = np.empty((I, R, C), dtype=dt)
+        self.N = []  # per replicate: B_out W_U (C m, d_L) of the last layer (a view into its K2)
+        self.feats, self.basis0 = [], []  # per replicate: the features present, W_E's rows for them
         out_act = isinstance(arch, ResidMlpTarget) and arch.output_activation
         for i in range(I):
             xi = x[i]
             feats = np.flatnonzero(np.any(xi != 0, axis=0))
             W_E = target["W_E"][i]
+            self.feats.append(feats)
+            self.basis0.append(W_E[feats])
             W_U = target["W_U"][i]
             F_out = W_U.shape[1]
             terms = []  # (coef (C, R, k), P (k, n_later) or (C, k, n_later), layer created)
@@ -734,49 +775,85 @@ class ResidualPre:
                 np.matmul(A_out, B_out, out=d_out_)
                 d_out_ -= W_out
                 # the layer's input on every row: low-rank stream when it is narrower than the batch
-                basis = [W_E[feats]] + [target[f"layers.{j}.W_out"][i] for j in range(l)]
+                basis = [self.basis0[i]] + [target[f"layers.{j}.W_out"][i] for j in range(l)]
                 coefs = [xi[:, feats]] + [tgt.pre[f"layers.{j}.W_out"][i] for j in range(l)]
                 if bias_sum is not None:
                     basis.append(bias_sum[None])
                     coefs.append(np.ones((R, 1), dtype=dt))
                 nb = sum(b.shape[0] for b in basis)
+                inner = self.inner0[i] if l == 0 else np.empty((R, Cm), dtype=dt)
                 if nb < R:
-                    K1 = np.matmul(np.concatenate(basis + [d_in_.T], axis=0), A_in)
-                    inner = np.matmul(np.concatenate(coefs, axis=1), K1[:nb])
+                    K1 = np.matmul(_padded(np.concatenate(basis + [d_in_.T], axis=0), 0), A_in)
+                    np.matmul(np.concatenate(coefs, axis=1), K1[:nb], out=inner)
                 else:
                     K1 = np.matmul(d_in_.T, A_in)
                     nb = 0
-                    inner = np.matmul(tgt.pre[f"layers.{l}.W_in"][i], A_in)
-                self.AtD[f"layers.{l}.W_in"][i] = K1[nb:].T
-                if l == 0:
-                    self.inner0[i] = inner
+                    np.matmul(tgt.pre[f"layers.{l}.W_in"][i], A_in, out=inner)
+                self.AtD[f"layers.{l}.W_in"][i] = K1[nb:nb + d_mlp].T
                 # tangent of the pre-activation: own component + earlier components through W_in*
-                dz = np.matmul(np.swapaxes(inner.reshape(R, C, m), 0, 1), B_in.reshape(C, m, d_mlp))
+                dz = _stacked_matmul(np.swapaxes(inner.reshape(R, C, m), 0, 1), B_in.reshape(C, m, d_mlp))
                 for coef, P, made in terms:
                     c0 = (l - made - 1) * d_mlp
-                    dz += np.matmul(coef, P[..., c0:c0 + d_mlp])
-                da = dz * act_grad(tgt.preact[f"layers.{l}"][i])[None]
+                    dz += _stacked_matmul(coef, P[..., c0:c0 + d_mlp])
+                dz *= act_grad(tgt.preact[f"layers.{l}"][i])[None]
+                da = dz
                 later = [target[f"layers.{j}.W_in"][i] for j in range(l + 1, L)] + [W_U]
                 M = np.concatenate(later, axis=1)  # (D, n_later)
                 k = M.shape[1]
-                K2 = np.matmul(B_out, np.concatenate([M, d_out_.T], axis=1))  # (C m, n_later + d_mlp)
-                self.DBt[f"layers.{l}.W_out"][i] = K2[:, k:].T
+                K2 = np.matmul(B_out, _padded(np.concatenate([M, d_out_.T], axis=1), 1))  # (C m, n_later + d_mlp (+ pad))
+                if l == L - 1:
+                    self.N.append(K2[:, k - F_out:k])
+                self.DBt[f"layers.{l}.W_out"][i] = K2[:, k:k + d_mlp].T
                 terms.append((da, np.matmul(W_out, M), l))
                 h = tgt.pre[f"layers.{l}.W_out"][i]
                 inner_out = np.swapaxes(np.matmul(h, A_out).reshape(R, C, m), 0, 1)  # (C, R, m)
-                terms.append((inner_out, np.ascontiguousarray(K2[:, :k]).reshape(C, m, k), l))
+                terms.append((inner_out, K2[:, :k].reshape(C, m, k), l))  # a view: per component (m, k) blocks
                 if has_bias(arch, l, "out"):
                     b = target[f"layers.{l}.b_out"][i]
                     bias_sum = b if bias_sum is None else bias_sum + b
-            dy = 0.0
-            for coef, P, made in terms:
-                dy = dy + np.matmul(coef, P[..., -F_out:])
+            dy = _tangent_sum(terms, F_out, C)
             if out_act:
-                dy = dy * act_grad(tgt.preact["out"][i])[None]
+                dy *= act_grad(tgt.preact["out"][i])[None]
             self.attr[i] = np.einsum("crf,crf->rc", dy, dy)
 
     def matches(self, names, factors) -> bool:
         return tuple(names) == self.factor_names and all(a is b for a, b in zip(factors, self._factors))
+
+
+GEMM_PAD = 16  # OpenBLAS's float32 GEMM is ~7-9% faster with the narrow side a multiple of 16 (measured)
+
+
+def _padded(a: np.ndarray, axis: int) -> np.ndarray:
+    """a with zero rows (axis 0) or columns (axis 1) appended up to a multiple of GEMM_PAD."""
+    n = a.shape[axis]
+    extra = -n % GEMM_PAD
+    if not extra:
+        return a
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (0, extra)
+    return np.pad(a, pad)
+
+
+def _tangent_sum(terms, F_out: int, C: int) -> np.ndarray:
+    """sum_j coef_j (C, R, k_j) @ P_j[..., -F_out:] (P_j shared (k_j, n) or per component (C, k_j, n))
+    as one batched GEMM over the coefficients side by side: no (C, R, d_L) temporary per term
+    (measured: 2-layer rank-1 model ~30% faster per step, the others the same)."""
+    V = np.concatenate([coef for coef, _, _ in terms], axis=-1)  # (C, R, sum k_j)
+    Q = np.concatenate([np.broadcast_to(P[..., -F_out:], (C,) + P.shape[-2:-1] + (F_out,))
+                        for _, P, _ in terms], axis=-2)  # (C, sum k_j, d_L)
+    return np.matmul(V, Q)
+
+
+def _stacked_matmul(coef: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """coef (C, R, k) @ P: per component with a (C, k, n) P, as one (C R, k) GEMM with a shared
+    2-D P, and as a broadcast product for k = 1 (NumPy's batched matmul makes one BLAS call per
+    component: for rank-1 components, C outer products)."""
+    if P.ndim == 2 and coef.flags.c_contiguous:
+        C, R, k = coef.shape
+        return np.matmul(coef.reshape(C * R, k), P).reshape(C, R, P.shape[1])
+    if coef.shape[-1] == 1:
+        return coef * (P[:, None, 0, :] if P.ndim == 3 else P[None, 0:1, :])
+    return np.matmul(coef, P)
 
 
 def residual_pre_applies(arch, attribution) -> bool:

@@ -16,6 +16,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd import grad_and_aux
 
+from .decompose import Interrupted, NonFiniteError
 from .data import feature_importance, label_coefficients, labels_for, sample_inputs
 from .models import n_outputs, target_forward, trainable_target_params
 from .optim import Adam, lr_at
@@ -46,15 +47,23 @@ def _training(exp: Experiment, arch: Target, train: Training | None) -> Training
     return train
 
 
+TARGET_HINT = ("the target's training diverged: lower target.train.optimizer's lr (e.g. by 10x), or add warmup to "
+               "target.train.schedule")
+
+
 def train_target(exp: Experiment, arch: TmsTarget | ResidMlpTarget, params: dict, rng_data: np.random.Generator,
-                 log: Callable[[int, dict], None] | None = None) -> tuple[dict, list[dict]]:
+                 log: Callable[[int, dict], None] | None = None,
+                 progress: Callable[[int, int, dict], None] | None = None,
+                 stop: Callable[[], int | None] | None = None) -> tuple[dict, list[dict]]:
     """Train the target's trainable parameters with AdamW (exp.train: optimizer, schedule, steps,
     batch); W_E / W_U and anything else not in `models.trainable_target_params` stay exactly fixed.
 
     Returns (new params dict, history); the input arrays are not modified. `log(step, entry)` is
     called every train.log_every steps and after the last step; an entry holds the step, the LR
     and the loss of that step's batch (before the update) per replicate ("loss") and averaged
-    ("loss_mean"). Everything stays in the parameters' dtype."""
+    ("loss_mean"). Everything stays in the parameters' dtype. `progress(step, steps, entry)` is
+    called every step (it rate-limits itself); `stop()` is asked before every step, and a signal
+    number it returns raises engine.decompose.Interrupted (phase "target")."""
     if isinstance(arch, GatedTarget):
         raise ValueError("gated targets are hand-coded (gated.build_gated), not trained")
     if exp.train is None:
@@ -81,10 +90,17 @@ def train_target(exp: Experiment, arch: TmsTarget | ResidMlpTarget, params: dict
     history: list[dict] = []
     steps, every = train.steps, max(1, train.log_every)
     for step in range(steps):
+        signum = stop() if stop is not None else None
+        if signum:
+            raise Interrupted(signum, step, phase="target")
         lr = lr_at(step, steps, train.optimizer.lr, train.schedule)
         x = sample_inputs(arch, exp.data, I, train.batch, rng_data, dtype)
         labels = labels_for(arch, train, x, coeffs)
         grads, per = grad_fn(trainable, x, labels)
+        bad = np.flatnonzero(~np.isfinite(np.asarray(per, dtype=np.float64)))
+        if bad.size:  # a diverged target would make every later number meaningless
+            raise NonFiniteError("the target's training loss", int(bad[0]), step, float(np.asarray(per)[bad[0]]),
+                                 hint=TARGET_HINT)
         # autograd may promote to float64 (e.g. through max); Adam state must stay in `dtype`.
         opt.step(trainable, {k: np.asarray(g, dtype=dtype) for k, g in grads.items()}, lr)
         if step % every == 0 or step == steps - 1:
@@ -93,6 +109,8 @@ def train_target(exp: Experiment, arch: TmsTarget | ResidMlpTarget, params: dict
             history.append(entry)
             if log is not None:
                 log(step, entry)
+        if progress is not None:
+            progress(step + 1, steps, {"loss": float(np.mean(per))})
     return params, history
 
 

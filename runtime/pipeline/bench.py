@@ -33,7 +33,7 @@ import tracemalloc
 import numpy as np
 
 from ..engine.kernels import blas_info, set_blas_threads  # noqa: F401  (re-exported)
-from ..spec import Experiment, FileTarget, GatedTarget, TmsTarget, check
+from ..spec import Experiment, FileTarget, GatedTarget, TmsTarget, check, resolve
 
 # ------------------------------------------------------------------------------------------
 # BLAS introspection: kernels.blas_info / kernels.set_blas_threads (OpenBLAS's C API via ctypes)
@@ -114,7 +114,7 @@ def step_flops(exp: Experiment, arch=None) -> dict:
     from ..engine.apd import param_shapes
     from ..engine.models import layers_of, n_inputs, n_outputs, residual_dims
 
-    exp = check(exp)
+    exp = resolve(exp)  # (a widened experiment with a replicated file target would not validate)
     if arch is None:
         arch = exp.target
     dc = exp.decompose
@@ -222,6 +222,35 @@ def _target_for(exp: Experiment):
     return t, params, "models.init_target (fresh, untrained initialisation; no target training timed)"
 
 
+def step_runner(exp: Experiment, min_steps: int = 0):
+    """(runner, arch, target, how): `runner.step()` runs one optimiser step of `exp`'s decomposition
+    (every restart of every replicate: `exp` is widened), on a target of the right shapes (not
+    trained: `_target_for`); `how` says where the target came from. `exp.decompose.steps` is raised
+    to `min_steps` if needed, so that every timed step is a real update. The one place that builds
+    a step to time: `bench` and `estimate` use it, so a new decomposition method adds its own
+    step here and both follow."""
+    from ..engine.data import sample_inputs
+    from ..engine.decompose import Trainer
+    from . import restarts
+    from ..engine import seeding
+
+    exp = check(exp)
+    arch, target, how = _target_for(exp)
+    if exp.decompose.restarts > 1:  # one step trains every restart of every replicate
+        exp, target, _ = restarts.expand(exp, target, {})
+    dc = exp.decompose
+    run_exp = exp if dc.steps > min_steps else dataclasses.replace(exp, decompose=dataclasses.replace(dc, steps=min_steps))
+    rng_data = seeding.stream(dc.seed, "apd_data")
+    dtype = np.dtype(exp.dtype)
+
+    def sample(batch: int) -> np.ndarray:
+        return sample_inputs(arch, exp.data, exp.replicates, batch, rng_data, dtype)
+
+    if dc.method == "spd":
+        from ..engine.spd_train import SpdTrainer as Trainer  # noqa: N813  (the same interface)
+    return Trainer(run_exp, arch, target, sample, seeding.stream(dc.seed, "apd_init")), arch, target, how
+
+
 def describe_config(exp: Experiment) -> str:
     """One-line summary of what a step computes."""
     dc = exp.decompose
@@ -292,13 +321,11 @@ def bench(exp: Experiment, steps: int = 20, warmup: int = 3, threads: int | None
 
     Returns a flat dict with the keys of `KEYS` (described there); times in ms, memory in MB
     (10^6 bytes)."""
-    from ..engine.data import sample_inputs
-    from ..engine.decompose import Trainer
     from . import restarts
-    from ..engine import seeding
     from ..engine.kernels import default_blas_threads
 
-    exp = restarts.widened(check(exp))  # one step trains every restart of every replicate
+    trained = check(exp)
+    exp = restarts.widened(trained)  # what one step trains: every restart of every replicate
     dc = exp.decompose
     default_blas_threads()  # what Trainer would do; an explicit `threads` then overrides it
     old_threads = None
@@ -308,19 +335,8 @@ def bench(exp: Experiment, steps: int = 20, warmup: int = 3, threads: int | None
             raise RuntimeError("cannot set the BLAS thread count in-process (OpenBLAS not found); "
                                "set OPENBLAS_NUM_THREADS before starting Python instead")
     try:
-        arch, target, target_how = _target_for(exp)
         # enough scheduled steps that every timed step is a real update (not the final log-only one)
-        total = warmup + steps + 2
-        run_exp = exp if dc.steps > total else dataclasses.replace(exp, decompose=dataclasses.replace(dc, steps=total))
-        rng_data = seeding.stream(dc.seed, "apd_data")
-        dtype = np.dtype(exp.dtype)
-
-        def sample(batch: int) -> np.ndarray:
-            return sample_inputs(arch, exp.data, exp.replicates, batch, rng_data, dtype)
-
-        if dc.method == "spd":
-            from ..engine.spd_train import SpdTrainer as Trainer  # noqa: N813  (the same interface)
-        trainer = Trainer(run_exp, arch, target, sample, seeding.stream(dc.seed, "apd_init"))
+        trainer, arch, target, target_how = step_runner(trained, min_steps=warmup + steps + 2)
         for _ in range(warmup):
             trainer.step()
         times, cpu = [], []

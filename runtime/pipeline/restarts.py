@@ -23,6 +23,7 @@ from ..spec import Experiment, Report
 SELECT_BATCHES = 10  # fresh batches of decompose.batch samples scored per instance
 CRITERION = "held-out batch top-k MSE vs target output"
 SPD_CRITERION = "held-out SPD loss (the training objective at the final coefficients, fresh batches and mask noise)"
+CRITERION_LP = "final total loss (no top-k: the Lp formulation)"
 
 
 def widened(exp: Experiment) -> Experiment:
@@ -102,7 +103,8 @@ def select(wide_result: Any, replicates: int, restarts: int) -> tuple[Decomposit
     score = scores(wide_result)
     chosen = choose(score, replicates, restarts)
     spd = wide_result.experiment.decompose.method == "spd"
-    record = {"restarts": restarts, "criterion": SPD_CRITERION if spd else CRITERION,
+    lp = wide_result.experiment.decompose.topk is None
+    record = {"restarts": restarts, "criterion": SPD_CRITERION if spd else CRITERION_LP if lp else CRITERION,
               "scores": score.reshape(replicates, restarts).tolist(),
               "chosen": [int(c) % restarts for c in chosen]}
     return take(wide_result.decomposition, chosen), record

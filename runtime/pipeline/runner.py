@@ -25,21 +25,21 @@ from ..engine.data import sample_inputs
 from ..engine.decompose import Checkpointing, Interrupted, NonFiniteError, decompose
 from ..engine.models import Params, init_target
 from ..spec import Experiment, FileTarget, GatedTarget, Target, check, from_dict, to_json
-from ..store.rundir import RUN_FORMAT, RunResult, file_record, locked, save_arrays, write_json
+from ..store.rundir import RUN_FORMAT, RunResult, file_record, locked, save_arrays, write_json, write_text
 
 
-def build_target(exp: Experiment, log: Callable[[dict], None] | None = None) -> tuple[Target, Params, dict, list]:
-    """(arch, params, extras, history): train a fresh target, hand-code a gated one, or load one."""
+def build_target(exp: Experiment, log: Callable[[dict], None] | None = None,
+                 progress: Callable[[int, int, dict], None] | None = None,
+                 stop: Callable[[], int | None] | None = None) -> tuple[Target, Params, dict, list]:
+    """(arch, params, extras, history): train a fresh target, hand-code a gated one, or load one.
+    `progress` and `stop` reach the training loop (engine.train_target.train_target)."""
     dtype = np.dtype(exp.dtype)
     t = exp.target
     if isinstance(t, FileTarget):
         from ..store.files import load_target
 
         arch, params, extras, _ = load_target(t.path)
-        # A saved target has no replicate axis unless it was saved from a replicated run.
-        params = {k: _with_replicates(np.asarray(v, dtype=dtype), exp.replicates, _rank(arch, k)) for k, v in params.items()}
-        extras = {k: _with_replicates(np.asarray(v), exp.replicates, None) for k, v in extras.items()}
-        return arch, params, extras, []
+        return arch, *_replicated(arch, params, extras, exp, t.path), []
     if isinstance(t, GatedTarget):
         from ..engine.gated import build_for_experiment
 
@@ -49,38 +49,56 @@ def build_target(exp: Experiment, log: Callable[[dict], None] | None = None) -> 
 
     params = init_target(t, exp.replicates, seeding.stream(exp.train.seed, "target_init"), dtype)
     cb = None if log is None else (lambda step, entry: log(dict(entry, phase="target")))
-    params, history = train_target(exp, t, params, seeding.stream(exp.train.seed, "target_data"), log=cb)
+    params, history = train_target(exp, t, params, seeding.stream(exp.train.seed, "target_data"), log=cb,
+                                   progress=progress, stop=stop)
     return t, params, {}, history
 
 
-def _rank(arch: Target, name: str) -> int:
-    """Number of axes of parameter `name` without the replicate axis."""
-    return 1 if name in ("b",) or ".b_" in name else 2
+def _replicated(arch: Target, params: dict, extras: dict, exp: Experiment, path: str) -> tuple[Params, dict]:
+    """A loaded target file's arrays with the experiment's replicate axis: a file without one is
+    shared by every replicate; a file with R replicates (a leading axis, docs/outputs.md) needs
+    exp.replicates == R (the checker says so first)."""
+    from ..spec.target_file import EXTRA_PREFIX, stored_replicates
 
+    shapes = {**{k: np.shape(v) for k, v in params.items()}, **{EXTRA_PREFIX + k: np.shape(v) for k, v in extras.items()}}
+    stored = stored_replicates(arch, shapes, repr(path))
+    if stored is not None and stored != exp.replicates:
+        raise ValueError(f"{path!r} holds {stored} replicates, the experiment asks for {exp.replicates}")
 
-def _with_replicates(a: np.ndarray, replicates: int, rank: int | None) -> np.ndarray:
-    if rank is not None and a.ndim == rank + 1:
-        if a.shape[0] != replicates:
-            raise ValueError(f"the target file holds {a.shape[0]} replicates, the experiment asks for {replicates}")
-        return a
-    return np.broadcast_to(a, (replicates,) + a.shape).copy()
+    def widen(a: np.ndarray) -> np.ndarray:
+        return a if stored is not None else np.broadcast_to(a, (exp.replicates,) + a.shape).copy()
+
+    dtype = np.dtype(exp.dtype)
+    return ({k: widen(np.asarray(v, dtype=dtype)) for k, v in params.items()},
+            {k: widen(np.asarray(v)) for k, v in extras.items()})
 
 
 def run(exp: Experiment | dict, *, log: Callable[[dict], None] | None = None,
         progress: Callable[[int, int, dict], None] | None = None, with_metrics: bool = True,
         checkpoint: Callable[[dict, dict], None] | None = None, checkpoint_every: int = 0,
-        stop: Callable[[], int | None] | None = None, resume: tuple[dict, dict] | None = None) -> RunResult:
+        stop: Callable[[], int | None] | None = None, resume: tuple[dict, dict] | None = None,
+        built_target: tuple[Target, Params, dict, list] | None = None,
+        on_target: Callable[[Target, Params, dict, list], None] | None = None) -> RunResult:
     """Run an experiment in memory. `exp` may be an Experiment or its dict form (spec.json).
 
     `checkpoint(arrays, state)` receives the decomposition's full state every `checkpoint_every`
-    steps and when `stop()` returns a signal number (then engine.decompose.Interrupted is raised);
-    `resume` = (arrays, state) of such a checkpoint continues from it bit-identically (the target
-    is trained again, deterministically, and its log entries are not repeated)."""
+    steps and when `stop()` returns a signal number (then engine.decompose.Interrupted is raised;
+    during target training too, phase "target"); `resume` = (arrays, state) of such a checkpoint
+    continues from it bit-identically. `built_target` = (arch, params, extras, history) of this
+    experiment's target, built earlier (`on_target` receives it once built), skips building it;
+    without it a resumed run trains the target again, deterministically, without logging it twice."""
     if isinstance(exp, dict):
         exp = from_dict(exp)
     exp = check(exp)
     t0 = time.perf_counter()
-    arch, target, extras, target_history = build_target(exp, None if resume is not None else log)
+    begin = getattr(progress, "begin", lambda label: None)  # ProgressLine labels its phases
+    if built_target is None:
+        begin("target")
+        built_target = build_target(exp, None if resume is not None else log, progress=progress, stop=stop)
+        if on_target is not None:
+            on_target(*built_target)
+    begin("")
+    arch, target, extras, target_history = built_target
     t1 = time.perf_counter()
     dc = exp.decompose
     rng_data = seeding.stream(dc.seed, "apd_data")
@@ -177,65 +195,96 @@ def _versions() -> dict:
 
 
 CHECKPOINTS = 10  # default: a checkpoint every 10 % of the decomposition's steps
-KEEP = 2  # checkpoints kept (the newest)
 
 
 def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = None, spec_files: tuple = (),
                progress: bool = False, report: bool = True, resume: bool = False,
-               checkpoint_every: int | None = None) -> dict:
+               checkpoint_every: int | None = None, spec_original: str | None = None) -> dict:
     """Run and write the run directory; returns summary.json's content (status "ok",
     "expectations_failed" or "error"). Raises store.rundir.RunDirBusy if another live process is
     writing `out_dir`.
 
-    Full-state checkpoints go to out_dir/checkpoints/ every `checkpoint_every` steps (default 10 %
-    of decompose.steps; 0: none), the newest KEEP kept, removed when the run finishes. SIGINT and
-    SIGTERM write one at the next step boundary, mark summary.json "interrupted" and raise
-    engine.decompose.Interrupted. `resume=True` continues from the newest checkpoint in `out_dir`
-    (its spec.json is the experiment) and gives the arrays an uninterrupted run would have."""
+    Full-state checkpoints go to out_dir/checkpoints/ every `checkpoint_every` steps (default:
+    decompose.checkpoint_every, else 10 % of decompose.steps; 0: none), the newest
+    decompose.checkpoint_keep kept, with the trained target beside them; all are removed when the
+    run finishes. SIGINT and SIGTERM stop at the next step boundary (writing a checkpoint in the
+    decomposition), mark summary.json and report.md "interrupted" and raise
+    engine.decompose.Interrupted. `resume=True` continues the run in `out_dir` (its spec.json is the
+    experiment) from its newest checkpoint, else from its saved target, else from the start, and
+    gives the arrays an uninterrupted run would have.
+
+    `spec_text` (the resolved spec, canonical .apd) is written as spec.apd, `spec_original` (the
+    spec file as the user wrote it, comments included) as spec.original.apd."""
     with locked(out_dir):
-        return _run_to_dir(exp, out_dir, spec_text, spec_files, progress, report, resume, checkpoint_every)
+        return _run_to_dir(exp, out_dir, spec_text, spec_files, progress, report, resume, checkpoint_every,
+                           spec_original)
+
+
+def _interrupted_report(out_dir: str, summary: dict) -> None:
+    """report.md / report.html of an interrupted run: its status, how far it got, how to resume."""
+    from ..report.document import render
+
+    try:
+        render(out_dir)
+    except Exception as e:  # the checkpoint is what matters; a report failure must not hide it
+        summary["report_error"] = f"{type(e).__name__}: {e}"
+        write_json(os.path.join(out_dir, "summary.json"), summary)
+
+
+def _restart_log(path: str, keep_lines: int) -> Any:
+    """metrics.jsonl cut to its first `keep_lines` lines (atomically), open for appending."""
+    lines = []
+    if keep_lines and os.path.exists(path):
+        with open(path) as f:
+            lines = f.readlines()[:keep_lines]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(lines)
+    os.replace(path + ".tmp", path)
+    return open(path, "a")
 
 
 def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spec_files: tuple, progress: bool,
-                report: bool, resume: bool, checkpoint_every: int | None) -> dict:
+                report: bool, resume: bool, checkpoint_every: int | None, spec_original: str | None = None) -> dict:
     from ..store import checkpoint as ckpt
 
     if isinstance(exp, dict):
         exp = from_dict(exp)
     exp = check(exp)
+    dc = exp.decompose
     os.makedirs(out_dir, exist_ok=True)
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    state = None
-    if resume:
+    state, built, resumed_from, keep_lines = None, None, None, 0
+    if resume:  # from the newest checkpoint, else the saved target, else the start
         latest = ckpt.latest(out_dir)
-        if latest is None:
-            raise FileNotFoundError(f"{out_dir} holds no checkpoint to resume from ({ckpt.DIR}/ is empty or missing)")
-        state = ckpt.load(latest)
-        with open(metrics_path) as f:  # what the log held when the checkpoint was written
-            lines = f.readlines()[: state[1]["log_lines"]]
-        mf = open(metrics_path + ".tmp", "w")
-        mf.writelines(lines)
-        mf.flush()
-        os.replace(metrics_path + ".tmp", metrics_path)
+        saved_target = ckpt.load_built_target(out_dir)
+        if saved_target is not None:
+            built, keep_lines = saved_target
+            resumed_from = os.path.join(ckpt.DIR, ckpt.TARGET)
+        if latest is not None:
+            state = ckpt.load(latest)
+            keep_lines, resumed_from = state[1]["log_lines"], os.path.relpath(latest, out_dir)
     else:
-        if spec_text is not None:
-            with open(os.path.join(out_dir, "spec.apd"), "w") as f:
-                f.write(spec_text)
-        with open(os.path.join(out_dir, "spec.json"), "w") as f:
-            f.write(to_json(exp))
-        mf = open(metrics_path, "w")
-        lines = []
-    written = [len(lines)]
+        for name, text in (("spec.apd", spec_text), ("spec.original.apd", spec_original)):
+            if text is not None:
+                write_text(os.path.join(out_dir, name), text)
+        write_text(os.path.join(out_dir, "spec.json"), to_json(exp))
+    mf = _restart_log(metrics_path, keep_lines)
+    written = [keep_lines]
 
     def log(entry: dict) -> None:
         mf.write(json.dumps(entry) + "\n")
         mf.flush()
         written[0] += 1
 
-    every = max(exp.decompose.steps // CHECKPOINTS, 1) if checkpoint_every is None else checkpoint_every
+    every = checkpoint_every if checkpoint_every is not None else dc.checkpoint_every
+    every = max(dc.steps // CHECKPOINTS, 1) if every is None else every
 
     def save_checkpoint(arrays: dict, st: dict) -> None:
-        ckpt.save(out_dir, arrays, dict(st, log_lines=written[0]), keep=KEEP)
+        ckpt.save(out_dir, arrays, dict(st, log_lines=written[0]), keep=dc.checkpoint_keep)
+
+    def save_target(arch: Target, params: Params, extras: dict, history: list) -> None:
+        if history and every:  # a trained target: worth keeping for a resume
+            ckpt.save_built_target(out_dir, arch, params, extras, history, written[0])
 
     printer = None
     if progress:
@@ -245,16 +294,17 @@ def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spe
     t0 = time.time()
     summary: dict[str, Any] = {"format": RUN_FORMAT, "experiment": exp.name, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0))}
     if resume:
-        summary["resumed_from"] = os.path.relpath(latest, out_dir)
+        summary["resumed_from"] = resumed_from or "the start (no checkpoint yet)"
     try:
         with _signals_stop() as stop:
             result = run(exp, log=log, progress=printer, checkpoint=save_checkpoint if every else None,
-                         checkpoint_every=every, stop=stop, resume=state)
+                         checkpoint_every=every, stop=stop, resume=state, built_target=built, on_target=save_target)
     except Interrupted as e:
         mf.close()
-        summary.update(status="interrupted", signal=e.signum, next_step=e.step, wall_time_s=time.time() - t0,
-                       resume=f"apdspec run --resume {out_dir}")
+        summary.update(status="interrupted", signal=e.signum, phase=e.phase, next_step=e.step,
+                       wall_time_s=time.time() - t0, resume=f"apdspec run --resume {out_dir}")
         write_json(os.path.join(out_dir, "summary.json"), summary)
+        _interrupted_report(out_dir, summary)
         raise
     except Exception as e:  # record the failure, then let the caller decide how to show it
         mf.close()

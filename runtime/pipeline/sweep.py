@@ -36,9 +36,9 @@ import numpy as np
 from . import runner
 from ..engine.decompose import Interrupted
 from ..store import checkpoint
-from ..store.rundir import file_record, locked, write_json
+from ..store.rundir import file_record, locked, write_json, write_text
 from ..analysis.expectations import describe
-from ..spec import NESTED, Experiment, Issue, SpecValidationError, SweepAxis, check, from_dict, resolve, to_dict
+from ..spec import NESTED, Experiment, Issue, SpecValidationError, SweepAxis, check, from_dict, resolve, to_dict, to_json
 
 SWEEP_FORMAT = "apdspec-sweep/1"
 MAX_LABEL = 100  # characters; longer labels become p<index>_<prefix>
@@ -323,8 +323,12 @@ def _result(fut: Any) -> dict:
 
 def run_sweep(exp: Experiment | dict, out_dir: str, *, jobs: int = 1, progress: bool = False,
               spec_text: str | None = None, spec_files: tuple = (), scheduler: str | None = None,
-              report: bool = True, on_point: Callable[[dict], None] | None = None) -> dict:
+              report: bool = True, on_point: Callable[[dict], None] | None = None,
+              spec_original: str | None = None) -> dict:
     """Run every point into `out_dir/<label>/`; write and return sweep.json's content.
+
+    `spec_text` (the resolved spec with its sweep block) is written as out_dir/spec.apd,
+    `spec_original` (the file as written, comments included) as out_dir/spec.original.apd.
 
     `report=False` skips each point's plots and report; `on_point(record)` is called as each point
     finishes (or is reused). A point whose run raises is recorded with status "error"."""
@@ -333,6 +337,8 @@ def run_sweep(exp: Experiment | dict, out_dir: str, *, jobs: int = 1, progress: 
     pts = points(exp)  # every point is checked before any compute is spent
     out_dir = os.path.abspath(out_dir)
     with locked(out_dir):  # a second sweep on the same directory is refused (RunDirBusy)
+        if spec_original is not None:
+            write_text(os.path.join(out_dir, "spec.original.apd"), spec_original)
         return _run_points(exp, pts, out_dir, jobs, progress, spec_text, spec_files, scheduler, report, on_point)
 
 
@@ -340,8 +346,8 @@ def _run_points(exp: Experiment, pts: list[SweepPoint], out_dir: str, jobs: int,
                 spec_text: str | None, spec_files: tuple, scheduler: str | None, report: bool,
                 on_point: Callable[[dict], None] | None) -> dict:
     if spec_text is not None:
-        with open(os.path.join(out_dir, "spec.apd"), "w") as f:
-            f.write(spec_text)
+        write_text(os.path.join(out_dir, "spec.apd"), spec_text)
+    write_text(os.path.join(out_dir, "spec.json"), to_json(exp))  # what `apdspec run --resume DIR` runs
     files = tuple(os.path.abspath(p) for p in spec_files)
     t0 = time.time()
     sweep = {"format": SWEEP_FORMAT, "experiment": exp.name,
@@ -399,9 +405,7 @@ def _write(out_dir: str, sweep: dict, exp: Experiment) -> None:
 def write_markdown(out_dir: str, sweep: dict) -> str:
     """Write `out_dir/sweep.md` (atomically) for sweep.json's content `sweep`; returns its path."""
     path = os.path.join(out_dir, "sweep.md")
-    with open(path + ".tmp", "w") as f:
-        f.write(markdown(sweep, out_dir))
-    os.replace(path + ".tmp", path)
+    write_text(path, markdown(sweep, out_dir))
     return path
 
 

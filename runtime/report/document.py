@@ -25,6 +25,7 @@ import numpy as np
 from ..analysis.diagnostics import diagnose, weight_scale
 from ..spec.paper import PaperResult, lookup
 from ..spec import METRICS, PLOTS, Experiment, from_dict
+from ..store.rundir import write_text
 
 # ------------------------------------------------------------------------------------------
 # Document model
@@ -247,16 +248,26 @@ def provenance_section(run_dir: str, summary: dict, exp: Experiment | None) -> S
     return Section("Provenance", [Block("table", header=["what", "value", "detail"], items=rows)])
 
 
+SPEC_FILES = (
+    ("spec.original.apd", "apd", "The spec file as written (`spec.original.apd`, comments kept; its `use` base and "
+                                 "any `-s` overrides are not applied here)."),
+    ("spec.apd", "apd", "The resolved spec the run used (`spec.apd`): every `use`, `-s` override and default applied, "
+                        "in canonical form; `spec.json` holds the same as JSON."),
+)
+
+
 def spec_section(run_dir: str) -> Section:
-    for name, lang in (("spec.apd", "apd"), ("spec.json", "json")):
+    blocks = []
+    for name, lang, note in SPEC_FILES:
         p = os.path.join(run_dir, name)
         if os.path.exists(p):
             with open(p) as f:
-                text = f.read()
-            note = "The spec as written (`spec.apd`); `spec.json` holds the resolved form with every default." \
-                if name == "spec.apd" else "The resolved spec (`spec.json`), every default filled in."
-            return Section("Spec", [_p(note), Block("code", text=text, header=[lang])])
-    return Section("Spec", [_p("No spec file in the run directory.")])
+                blocks += [_p(note), Block("code", text=f.read(), header=[lang])]
+    if not blocks and os.path.exists(os.path.join(run_dir, "spec.json")):
+        with open(os.path.join(run_dir, "spec.json")) as f:
+            blocks = [_p("The resolved spec (`spec.json`), every default filled in."),
+                      Block("code", text=f.read(), header=["json"])]
+    return Section("Spec", blocks or [_p("No spec file in the run directory.")])
 
 
 def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | None, plot_paths: dict,
@@ -283,7 +294,14 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
         head.blocks.append(_p(f"Reproduces: {paper.title} ({paper.source})."))
     if summary.get("error"):
         head.blocks.append(_p(f"Error: `{summary['error']}`"))
-    if load_error:
+    if status == "interrupted":
+        where = "target training" if summary.get("phase") == "target" else "the decomposition"
+        saved = ("the trained target is not saved yet" if summary.get("phase") == "target"
+                 else "a full-state checkpoint is in `checkpoints/`")
+        head.blocks.append(_p(f"Interrupted by signal {summary.get('signal')} before step {summary.get('next_step')} "
+                              f"of {where}; {saved}. Continue it (bit-identical to an uninterrupted run) with "
+                              f"`{summary.get('resume', 'apdspec run --resume RUN_DIR')}`."))
+    elif load_error:
         head.blocks.append(_p(f"The run's arrays could not be loaded, so this report has no figures: `{load_error}`"))
 
     # diagnostics
@@ -430,7 +448,7 @@ def render(run_dir: str, result: Any = None) -> list[str]:
     report is written from summary.json / spec.json alone, without figures."""
     summary = _read_json(os.path.join(run_dir, "summary.json"))
     load_error = None
-    if result is None:
+    if result is None and summary.get("status") != "interrupted":  # an interrupted run has no arrays yet
         try:
             from ..store.rundir import load_run
 
@@ -445,8 +463,6 @@ def render(run_dir: str, result: Any = None) -> list[str]:
         plot_paths, plot_errors = make_plots(result, os.path.join(run_dir, "plots"))
     title, sections = build_document(run_dir, summary, result, exp, plot_paths, plot_errors, load_error)
     md_path, html_path = os.path.join(run_dir, "report.md"), os.path.join(run_dir, "report.html")
-    with open(md_path, "w") as f:
-        f.write(to_markdown(title, sections, run_dir))
-    with open(html_path, "w") as f:
-        f.write(to_html(title, sections))
+    write_text(md_path, to_markdown(title, sections, run_dir))
+    write_text(html_path, to_html(title, sections))
     return list(plot_paths.values()) + [md_path, html_path]

@@ -34,6 +34,17 @@ class ProgressLine:
         self.t0 = clock()
         self.last = self.t0 if not self.rewrite else 0.0  # plain lines: the first after `line_interval`
         self.width = 0
+        self.label = ""
+
+    def begin(self, label: str) -> None:
+        """Start a new phase (e.g. "target"): its lines are prefixed with `label`, its rate and ETA
+        restart from now. On a terminal the previous phase's line is kept."""
+        if self.enabled and self.rewrite and self.width:
+            self.stream.write("\n")
+            self.width = 0
+        self.label = label
+        self.t0 = self.clock()
+        self.last = self.t0 if not self.rewrite else 0.0
 
     def __call__(self, step: int, steps: int, entry: dict) -> None:
         if not self.enabled:
@@ -46,7 +57,7 @@ class ProgressLine:
         eta = (steps - step) / rate if rate > 0 else 0.0
         losses = " ".join(f"{k}={v:.3g}" for k, v in entry.items()
                           if k not in ("step", "lr") and isinstance(v, float))
-        line = f"step {step}/{steps}  {rate:.1f} steps/s  ETA {_fmt_time(eta)}  {losses}"
+        line = f"{self.label + ' ' if self.label else ''}step {step}/{steps}  {rate:.1f} steps/s  ETA {_fmt_time(eta)}  {losses}"
         if self.rewrite:
             self.stream.write("\r" + line.ljust(self.width))
             self.width = len(line)

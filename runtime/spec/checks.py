@@ -12,7 +12,7 @@ from typing import Any
 from .experiment import (ALL_KINDS, APD_ONLY, METHODS, METRICS, PLOTS, SPD_ONLY, Decompose, Experiment, FileTarget,
                          GatedTarget, Optimizer, ResidMlpTarget, Schedule, TmsTarget, applies)
 from .serial import target_from_dict
-from .target_file import read_target_meta
+from .target_file import read_target_meta, target_replicates
 
 
 @dataclass(frozen=True)
@@ -143,9 +143,20 @@ def validate(exp: Experiment) -> list[Issue]:
             kind = target_kind(exp)
         except (OSError, KeyError, ValueError) as e:
             issues.append(Issue("target.path", f"cannot read target file {t.path!r}: {e.strerror if isinstance(e, OSError) and e.strerror else e}",
-                                "give the path of a target.npz written by `apdspec run`"))
+                                "give the path of a target.npz written by `apdspec run` or `apdspec import-target`"))
             return issues
         arch = target_from_dict(read_target_meta(t.path)["target"])
+        try:
+            stored = target_replicates(t.path)
+        except (OSError, ValueError) as e:
+            issues.append(Issue("target.path", f"cannot use target file {t.path!r}: {e}",
+                                "give a target file written by `apdspec run` or `apdspec import-target`"))
+            return issues
+        if stored is not None and stored != exp.replicates:
+            issues.append(Issue("replicates", f"the target file holds {stored} replicates (a leading axis of length "
+                                f"{stored}); the experiment has {exp.replicates}",
+                                f"set replicates = {stored} (on the command line: -s replicates={stored})",
+                                ("target.path",)))
     else:
         kind, arch = t.kind, t
     for path, v in (("seed", exp.seed), ("train.seed", exp.train.seed if exp.train else None),
@@ -161,7 +172,8 @@ def validate(exp: Experiment) -> list[Issue]:
         for f in ("features", "hidden"):
             _positive(f"target.{f}", getattr(arch, f), issues)
         _positive("target.hidden_layers", arch.hidden_layers, issues, strict=False)
-        n_features, d_ins = arch.features, [(arch.features, arch.hidden)] + [(arch.hidden, arch.hidden)] * arch.hidden_layers
+        # the distinct shapes of the decomposed matrices (every hidden layer has the same one)
+        n_features, d_ins = arch.features, [(arch.features, arch.hidden)] + [(arch.hidden, arch.hidden)] * (arch.hidden_layers > 0)
     elif isinstance(arch, ResidMlpTarget):
         for f in ("features", "d_embed", "d_mlp", "layers"):
             _positive(f"target.{f}", getattr(arch, f), issues)
@@ -242,6 +254,8 @@ def validate(exp: Experiment) -> list[Issue]:
     _positive("decompose.log_every", dc.log_every, issues)
     _positive("decompose.init_scale", dc.init_scale, issues)
     _positive("decompose.restarts", dc.restarts, issues)
+    _positive("decompose.checkpoint_every", dc.checkpoint_every, issues, strict=False)
+    _positive("decompose.checkpoint_keep", dc.checkpoint_keep, issues)
     if dc.revive is not None and dc.method != "spd":
         _revive_issues(dc, issues)
     _optimizer_issues("decompose.optimizer", dc.optimizer, issues)

@@ -230,6 +230,9 @@ class Decompose:
     # is kept (no ground truth is used). 1 = the paper's single run.
     restarts: int = 1
     revive: Revive | None = None  # dead-component revival; None = the paper's APD
+    # Full-state checkpoints of a run directory (runtime/store/checkpoint.py); they never change results.
+    checkpoint_every: int | None = None  # steps; None -> every 10 % of the steps; 0 -> none
+    checkpoint_keep: int = 2  # newest checkpoints kept
     # SPD (method = "spd"): C = components rank-one subcomponents per decomposed matrix
     causal_importance: CausalImportance = CausalImportance()
     mask_samples: int = 1  # S: stochastic mask draws per step

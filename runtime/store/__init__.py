@@ -1,3 +1,4 @@
-"""Files: target checkpoints and .npz arrays (files.py) and the run directory (rundir.py: RunResult,
-atomic JSON, load_run). May import runtime.spec and runtime.engine.
+"""Files: target files and .npz arrays (files.py), the run directory (rundir.py: RunResult, atomic
+writes, the lock, load_run) and full-state checkpoints for exact resume (checkpoint.py). May import
+runtime.spec and runtime.engine.
 """

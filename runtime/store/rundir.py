@@ -85,12 +85,17 @@ def file_record(path: str) -> dict:
         return {"path": os.path.abspath(path), "sha256": hashlib.sha256(f.read()).hexdigest()}
 
 
+def write_text(path: str, text: str) -> None:
+    """Write `text` atomically: a reader (or a run killed meanwhile) sees the old file or the new one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def write_json(path: str, obj: Any) -> None:
     """Write `obj` as indented JSON atomically (via a .tmp file); NumPy scalars and arrays allowed."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2, default=_json_default))
 
 
 def _json_default(o: Any) -> Any:
