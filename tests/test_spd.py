@@ -457,10 +457,28 @@ def test_faithfulness_warmup_fits_the_sum_before_the_first_step():
     tr = SpdTrainer(exp, arch, target, lambda b: inputs(arch, 2, b, rng), np.random.default_rng(0))
     before = spd.faithfulness_loss(arch, tr.comps, target).mean()
     ci_before = {k: v.copy() for k, v in tr.comps.items() if ".ci." in k}
-    assert np.isclose(tr.faithfulness_warmup(), spd.faithfulness_loss(arch, tr.comps, target).mean())
+    warm = tr.faithfulness_warmup()  # per replicate, like every logged term (restarts select per instance)
+    assert warm.shape == (2,) and np.allclose(warm, spd.faithfulness_loss(arch, tr.comps, target))
     assert spd.faithfulness_loss(arch, tr.comps, target).mean() < 0.05 * before
     assert all(np.array_equal(ci_before[k], tr.comps[k]) for k in ci_before)  # V and U only
     tr2 = SpdTrainer(exp, arch, target, lambda b: inputs(arch, 2, b, rng), np.random.default_rng(0))
     _, rec = tr2.step()
-    assert rec["warmup_faithfulness"] < 0.05 * before
+    assert np.all(rec["warmup_faithfulness"] < 0.05 * before)
     assert "warmup_faithfulness" not in tr2.step()[1]  # once, before step 0
+
+
+def test_restarts_with_a_faithfulness_warmup_keep_one_init_per_replicate():
+    """The warmup's logged value is per instance: selecting restarts slices it like every term
+    (it once was a mean, and selection failed with an IndexError after the whole run)."""
+    from runtime.pipeline import runner
+    from runtime.spec import FaithfulnessWarmup, Training
+
+    exp = Experiment(replicates=2, dtype="float64", target=TmsTarget(features=5, hidden=2),
+                     train=Training(steps=30, batch=64),
+                     decompose=Decompose(method="spd", components=6, steps=6, batch=32, restarts=2, log_every=2,
+                                         faithfulness_warmup=FaithfulnessWarmup(steps=20)))
+    res = runner.run(exp, with_metrics=False)
+    first = res.decomposition.history[0]
+    assert len(first["warmup_faithfulness/replicates"]) == 2
+    assert np.isclose(first["warmup_faithfulness"], np.mean(first["warmup_faithfulness/replicates"]))
+    assert res.selection["chosen"] and len(res.selection["chosen"]) == 2

@@ -161,10 +161,10 @@ class SpdTrainer:
         self.step_index = 0
         self.reviver = None
 
-    def faithfulness_warmup(self) -> float:
+    def faithfulness_warmup(self) -> np.ndarray:
         """`decompose.faithfulness_warmup` (not in the paper): AdamW steps on the faithfulness loss
         alone, V and U only, in place, with their own optimiser state (the main Adam starts fresh).
-        Returns the final faithfulness (mean over replicates)."""
+        Returns the final faithfulness per replicate (I,), like every logged term."""
         fw = self.exp.decompose.faithfulness_warmup
         sub = {k: v for k, v in self.comps.items() if k.endswith(".V") or k.endswith(".U")}
         opt = FastAdam(sub, Optimizer("adamw", fw.lr, weight_decay=fw.weight_decay))
@@ -173,7 +173,7 @@ class SpdTrainer:
             _first_non_finite({"faithfulness (warmup)": value}, 0)
             if step < fw.steps:
                 opt.step(sub, {k: g.astype(self.dtype, copy=False) for k, g in grads.items()}, fw.lr)
-        return float(np.mean(value))
+        return np.asarray(value, dtype=np.float64)
 
     def uniforms(self, batch: int) -> dict:
         dc = self.exp.decompose
@@ -186,7 +186,7 @@ class SpdTrainer:
         last = step >= dc.steps
         record: dict = {}
         if step == 0 and dc.faithfulness_warmup is not None:  # before the first step (never after a resume)
-            record["warmup_faithfulness"] = np.asarray(self.faithfulness_warmup())
+            record["warmup_faithfulness"] = self.faithfulness_warmup()
         lr = lr_at(step, dc.steps, dc.optimizer.lr, dc.schedule) if not last else 0.0
         x = self.sample(dc.batch)
         grads = self.problem.step_grads(self.comps, x, self.uniforms, record, step, need_grad=not last)
