@@ -156,14 +156,19 @@ def _resume(args) -> int:
     except (OSError, ValueError) as e:
         _err(f"apdspec run: cannot resume {d}: no readable spec.json ({e})")
         return EXIT_FAILED
-    if os.path.exists(os.path.join(d, "sweep.json")):
+    # a sweep directory: its spec.json has the sweep (sweep.json is written only as points finish,
+    # so a sweep stopped during its first points has none yet)
+    is_sweep = isinstance(exp, dict) and bool(exp.get("sweep"))
+    if is_sweep or os.path.exists(os.path.join(d, "sweep.json")):
         from runtime.spec import SpecValidationError, from_dict
 
         try:
             raw = from_dict(exp)
-            with open(os.path.join(d, "sweep.json")) as f:
-                files = [r["path"] for r in _json.load(f).get("spec_files", []) if os.path.exists(r["path"])]
-        except (OSError, ValueError, TypeError, KeyError, SpecValidationError) as e:
+            files = []
+            if os.path.exists(os.path.join(d, "sweep.json")):
+                with open(os.path.join(d, "sweep.json")) as f:
+                    files = [r["path"] for r in _json.load(f).get("spec_files", []) if os.path.exists(r["path"])]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, SpecValidationError) as e:
             _err(f"apdspec run: cannot resume the sweep in {d}: {e}")
             return EXIT_FAILED
         return _run_sweep(args, raw, d, None, tuple(files))

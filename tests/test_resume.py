@@ -318,3 +318,71 @@ def test_run_refuses_an_out_that_holds_a_run_and_points_at_resume(tmp_path, caps
     assert main(["run", QUICK, *tiny, "--out", out, "--force"]) == 0
     assert main(["run", out]) == 2  # a run directory given as the spec: the hint says --resume
     assert f"hint: continue it with: apdspec run --resume {out}" in capsys.readouterr().err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped) is gone too
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            out += [int(c) for c in f.read().split()]
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc")
+def test_sigterm_to_a_parallel_sweeps_driver_stops_its_workers_with_checkpoints(tmp_path):
+    """`kill PID` reaches only the driver of a --jobs 2 sweep: it passes the signal on, each worker
+    checkpoints its point and stops, none is left running, and --resume finishes both points."""
+    out = tmp_path / "sweep"
+    p = _cli(["run", QUICK, "-s", "decompose.steps=8000", "-s", "target.train.steps=50", "-s", "seed=grid(0, 1)",
+              "--jobs", "2", "--checkpoint-every", "50", "--out", str(out), "--quiet"])
+    deadline = time.time() + 180
+    while not all(list((out / f"seed={s}" / "checkpoints").glob("step-*.npz")) for s in (0, 1)):
+        assert time.time() < deadline and p.poll() is None, "no checkpoints appeared"
+        time.sleep(0.05)
+    workers = _children(p.pid)
+    assert workers
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=120) == 143
+    assert f"apdspec run --resume {out}" in p.stderr.read()
+    deadline = time.time() + 30
+    while any(_alive(w) for w in workers):
+        assert time.time() < deadline, "a worker outlived its driver"
+        time.sleep(0.05)
+    for s in (0, 1):
+        summary = json.loads((out / f"seed={s}" / "summary.json").read_text())
+        assert summary["status"] == "interrupted", summary
+    p = _cli(["run", "--resume", str(out), "--quiet"])
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert [json.loads((out / f"seed={s}" / "summary.json").read_text())["status"] for s in (0, 1)] == ["ok", "ok"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc")
+def test_workers_of_a_killed_sweep_driver_checkpoint_and_stop(tmp_path):
+    """kill -9 of the driver: its workers notice they were orphaned, checkpoint and stop (they would
+    otherwise train on and write into a directory a new sweep may be using)."""
+    out = tmp_path / "sweep"
+    p = _cli(["run", QUICK, "-s", "decompose.steps=100000", "-s", "target.train.steps=50", "-s", "seed=grid(0, 1)",
+              "--jobs", "2", "--checkpoint-every", "50", "--out", str(out), "--quiet"])
+    deadline = time.time() + 180
+    while not all(list((out / f"seed={s}" / "checkpoints").glob("step-*.npz")) for s in (0, 1)):
+        assert time.time() < deadline and p.poll() is None, "no checkpoints appeared"
+        time.sleep(0.05)
+    workers = _children(p.pid)
+    p.kill()
+    p.wait(timeout=30)
+    deadline = time.time() + 60
+    while any(_alive(w) for w in workers):
+        assert time.time() < deadline, "a worker outlived its killed driver"
+        time.sleep(0.05)
+    for s in (0, 1):
+        summary = json.loads((out / f"seed={s}" / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and summary["next_step"] < 100000, summary

@@ -419,6 +419,9 @@ class Interrupted(Exception):
         where = "target training" if phase == "target" else "the decomposition"
         super().__init__(f"interrupted by signal {signum} before step {step} of {where}")
 
+    def __reduce__(self):  # crosses process boundaries (sweep workers) with its fields intact
+        return (Interrupted, (self.signum, self.step, self.phase))
+
 
 @dataclasses.dataclass
 class Checkpointing:

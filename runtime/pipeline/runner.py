@@ -150,6 +150,15 @@ def finish(result: RunResult) -> None:
     result.expectations = evaluate_expectations(result.experiment, result.metrics)
 
 
+SWEEP_PARENT_ENV = "APDSPEC_SWEEP_PARENT"  # set by sweep.py in its workers: the driver's pid
+
+
+def orphaned() -> bool:
+    """Whether this process is a sweep worker whose driver has died."""
+    parent = os.environ.get(SWEEP_PARENT_ENV)
+    return bool(parent) and os.getppid() != int(parent)
+
+
 @contextlib.contextmanager
 def _signals_stop() -> Iterator[Callable[[], int | None]]:
     """While the run lasts, SIGINT and SIGTERM only set a flag that the decomposition loop reads at
@@ -162,6 +171,12 @@ def _signals_stop() -> Iterator[Callable[[], int | None]]:
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
+    def stop() -> int | None:
+        if got:
+            return got[0]
+        # a sweep worker whose driver is gone (killed outright) stops as if sent SIGTERM: orphans
+        # would otherwise train on and write into a directory that a new sweep may already be using
+        return signal.SIGTERM if orphaned() else None
 
     def handler(signum, frame):
         if got:  # asked twice: stop now
@@ -170,7 +185,7 @@ def _signals_stop() -> Iterator[Callable[[], int | None]]:
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield lambda: got[0] if got else None
+        yield stop
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -218,7 +218,9 @@ def _run_point(exp_dict: dict, out_dir: str, spec_files: tuple, progress: bool, 
     try:
         return runner.run_to_dir(exp_dict, out_dir, spec_files=tuple(spec_files), progress=progress, report=report,
                                  resume=_resumable(exp_dict, out_dir))
-    except Interrupted:  # a signal stops the sweep, not just this point (which resumes next time)
+    except Interrupted as e:  # a signal stops the sweep, not just this point (which resumes next time)
+        if runner.orphaned():  # the driver is gone: nobody reads this result or sends more points
+            os._exit(128 + e.signum)  # the run directory is already written (interrupted, checkpointed)
         raise
     except Exception as e:
         return {"status": "error", "error": f"{type(e).__name__}: {e}", "wall_time_s": time.time() - t0}
@@ -266,15 +268,18 @@ def _record(point: SweepPoint, summary: dict, resumed: bool) -> dict:
 def _worker_env() -> Iterator[None]:
     """One BLAS thread per spawned worker unless the user chose otherwise (workers inherit the
     environment at spawn, before they import numpy)."""
-    saved = {v: os.environ.get(v) for v in _BLAS_VARS}
+    saved = {v: os.environ.get(v) for v in (*_BLAS_VARS, runner.SWEEP_PARENT_ENV)}
     for v in _BLAS_VARS:
         os.environ.setdefault(v, "1")
+    os.environ[runner.SWEEP_PARENT_ENV] = str(os.getpid())
     try:
         yield
     finally:
         for v, old in saved.items():
             if old is None:
                 os.environ.pop(v, None)
+            else:
+                os.environ[v] = old
 
 
 def _execute(todo: list[tuple[SweepPoint, str]], jobs: int, scheduler: str | None, progress: bool,
@@ -303,20 +308,53 @@ def _execute(todo: list[tuple[SweepPoint, str]], jobs: int, scheduler: str | Non
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures import as_completed as completed
 
-    with _worker_env():
+    with _worker_env(), _forward_signals() as workers:
         ex = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"))
         try:
             futures = {ex.submit(_run_point, to_dict(p.experiment), d, spec_files, False, report): p for p, d in todo}
+            workers.extend(getattr(ex, "_processes", {}).values())
             for fut in completed(futures):
                 yield futures[fut], _result(fut)
         finally:
             ex.shutdown(wait=True, cancel_futures=True)
 
 
+@contextlib.contextmanager
+def _forward_signals() -> Iterator[list]:
+    """SIGINT / SIGTERM to the sweep's driver are passed on to its workers, which checkpoint their
+    points and stop (their Interrupted then ends the sweep here, after the pool has shut down).
+    Ctrl-C reaches the workers anyway (one process group); `kill PID` reaches only the driver.
+    Workers also stop by themselves if the driver dies outright (runner._signals_stop)."""
+    import signal
+    import threading
+
+    workers: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield workers
+        return
+
+    def forward(signum, frame):
+        for w in workers:
+            try:
+                os.kill(w.pid, signum)
+            except (OSError, TypeError):  # already gone, or not started
+                pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield workers
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def _result(fut: Any) -> dict:
-    """A worker's summary; a worker that died (killed, out of memory) is that point's error."""
+    """A worker's summary; a worker that died (killed, out of memory) is that point's error. A
+    worker stopped by a signal stops the sweep (Interrupted, raised again here)."""
     try:
         return fut.result()
+    except Interrupted:
+        raise
     except Exception as e:
         return {"status": "error", "error": f"worker failed: {type(e).__name__}: {e}"}
 
