@@ -39,7 +39,7 @@ import numpy as np
 from . import gated as ag
 from . import resid as ar
 from . import tms as at
-from .core import ANALYSES, RunAnalysis, _cached, active_inputs, masked_mean, mse_per_sample
+from .core import ANALYSES, SPARSITY_LEVELS, RunAnalysis, _cached, active_inputs, masked_mean, mse_per_sample
 from ..engine import ci as ci_mod
 from ..engine.data import value_range
 from ..engine.models import residual_dims, target_forward
@@ -319,7 +319,7 @@ class SpdAnalysis(RunAnalysis):
             D, d_mlp, n_layers = residual_dims(self.arch)
             mono = lambda x, lab: ar.monosemantic_resid(x, lab, d_mlp * n_layers)  # noqa: E731
         levels: list[tuple[str, Any]] = [("training", None)]
-        levels += [(f"exactly {n}", n) for n in (1, 2, 3, 4) if n <= F]
+        levels += [(f"exactly {n}", n) for n in SPARSITY_LEVELS if n <= F]
         out: dict[str, dict] = {}
         for name, n in levels:
             data = self.exp.data if n is None else dataclasses.replace(self.exp.data, mode="exactly_n_active",
