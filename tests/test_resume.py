@@ -337,18 +337,23 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc")
-def test_sigterm_to_a_parallel_sweeps_driver_stops_its_workers_with_checkpoints(tmp_path):
-    """`kill PID` reaches only the driver of a --jobs 2 sweep: it passes the signal on, each worker
-    checkpoints its point and stops, none is left running, and --resume finishes both points."""
-    out = tmp_path / "sweep"
-    p = _cli(["run", QUICK, "-s", "decompose.steps=8000", "-s", "target.train.steps=50", "-s", "seed=grid(0, 1)",
+def _parallel_sweep_running(out, steps: int):
+    """A --jobs 2 sweep of two quickstart points, once both have a checkpoint: (process, worker pids)."""
+    p = _cli(["run", QUICK, "-s", f"decompose.steps={steps}", "-s", "target.train.steps=50", "-s", "seed=grid(0, 1)",
               "--jobs", "2", "--checkpoint-every", "50", "--out", str(out), "--quiet"])
     deadline = time.time() + 180
     while not all(list((out / f"seed={s}" / "checkpoints").glob("step-*.npz")) for s in (0, 1)):
         assert time.time() < deadline and p.poll() is None, "no checkpoints appeared"
         time.sleep(0.05)
-    workers = _children(p.pid)
+    return p, _children(p.pid)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc")
+def test_sigterm_to_a_parallel_sweeps_driver_stops_its_workers_with_checkpoints(tmp_path):
+    """`kill PID` reaches only the driver of a --jobs 2 sweep: it passes the signal on, each worker
+    checkpoints its point and stops, none is left running, and --resume finishes both points."""
+    out = tmp_path / "sweep"
+    p, workers = _parallel_sweep_running(out, 8000)
     assert workers
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=120) == 143
@@ -370,13 +375,7 @@ def test_workers_of_a_killed_sweep_driver_checkpoint_and_stop(tmp_path):
     """kill -9 of the driver: its workers notice they were orphaned, checkpoint and stop (they would
     otherwise train on and write into a directory a new sweep may be using)."""
     out = tmp_path / "sweep"
-    p = _cli(["run", QUICK, "-s", "decompose.steps=100000", "-s", "target.train.steps=50", "-s", "seed=grid(0, 1)",
-              "--jobs", "2", "--checkpoint-every", "50", "--out", str(out), "--quiet"])
-    deadline = time.time() + 180
-    while not all(list((out / f"seed={s}" / "checkpoints").glob("step-*.npz")) for s in (0, 1)):
-        assert time.time() < deadline and p.poll() is None, "no checkpoints appeared"
-        time.sleep(0.05)
-    workers = _children(p.pid)
+    p, workers = _parallel_sweep_running(out, 100000)
     p.kill()
     p.wait(timeout=30)
     deadline = time.time() + 60
