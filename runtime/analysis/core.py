@@ -358,19 +358,23 @@ class RunAnalysis:
                 x = self.sample(rng, data)
                 keep = active_inputs(self.arch, x)
                 lab = labels(x)
-                tgt = self.forward(x)
-                models = {"target": np.asarray(tgt.y), "monosemantic": mono(x, lab)}
+                tgt, decomposed = self._decomposed_outputs(x, n)
+                models = {"target": np.asarray(tgt.y), "monosemantic": mono(x, lab), **decomposed}
                 if isinstance(self.arch, ResidMlpTarget):
                     models["input"] = x
-                a = self.attr(x, tgt)
-                mask = self.config_mask(a, x) if n is None else sample_topk_mask(a, min(n, self.C))
-                if mask is not None:
-                    models["apd"] = self.masked(x, mask)
                 for k, y in models.items():
                     acc.setdefault(k, []).append((mse_per_sample(y, lab), keep))
             out[name] = {k: masked_mean(np.concatenate([v for v, _ in vs], 1), np.concatenate([w for _, w in vs], 1))
                          for k, vs in acc.items()}
         return out
+
+    def _decomposed_outputs(self, x: np.ndarray, n: int | None) -> tuple[Any, dict]:
+        """(target forward, {method name: output of the decomposed model}) for mse_by_sparsity: APD
+        masks by batch top-k as configured (n None: training data) or per-sample top-n."""
+        tgt = self.forward(x)
+        a = self.attr(x, tgt)
+        mask = self.config_mask(a, x) if n is None else sample_topk_mask(a, min(n, self.C))
+        return tgt, ({} if mask is None else {"apd": self.masked(x, mask)})
 
     # -- residual MLP ---------------------------------------------------------------------
 

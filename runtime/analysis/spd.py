@@ -31,7 +31,6 @@ that sets the masks):
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -39,13 +38,12 @@ import numpy as np
 from . import gated as ag
 from . import resid as ar
 from . import tms as at
-from .core import ANALYSES, SPARSITY_LEVELS, RunAnalysis, _cached, active_inputs, masked_mean, mse_per_sample
+from .core import ANALYSES, RunAnalysis, _cached, active_inputs, mse_per_sample
 from ..engine import ci as ci_mod
 from ..engine.data import value_range
 from ..engine.models import residual_dims, target_forward
 from ..engine.spd import CI_NAMES, inner_acts, masked_forward, spd_layers, subcomponent_weights, summed_weight
 from ..engine.spd_train import CI_ACTIVE
-from ..spec import ResidMlpTarget, TmsTarget
 
 ONEHOT_VALUE = 0.75
 
@@ -306,39 +304,10 @@ class SpdAnalysis(RunAnalysis):
 
     # -- both sparse-feature targets -------------------------------------------------------
 
-    @_cached
-    def mse_by_sparsity(self) -> dict:
-        """As RunAnalysis.mse_by_sparsity with the CI-masked SPD model ("spd") in place of top-k."""
-        labels, _ = self.labels_fn()
-        n_batches = max(1, self.exp.report.eval_batches // 10)
-        rng = self.rng("mse_by_sparsity")
-        F = self.arch.features
-        if isinstance(self.arch, TmsTarget):
-            mono = lambda x, lab: at.monosemantic_tms(x, self.arch.hidden)  # noqa: E731
-        else:
-            D, d_mlp, n_layers = residual_dims(self.arch)
-            mono = lambda x, lab: ar.monosemantic_resid(x, lab, d_mlp * n_layers)  # noqa: E731
-        levels: list[tuple[str, Any]] = [("training", None)]
-        levels += [(f"exactly {n}", n) for n in SPARSITY_LEVELS if n <= F]
-        out: dict[str, dict] = {}
-        for name, n in levels:
-            data = self.exp.data if n is None else dataclasses.replace(self.exp.data, mode="exactly_n_active",
-                                                                      n_active=n, synced=())
-            acc: dict[str, list] = {}
-            for _ in range(n_batches):
-                x = self.sample(rng, data)
-                keep = active_inputs(self.arch, x)
-                lab = labels(x)
-                tgt, h, g = self.causal_importances(x)
-                models = {"target": np.asarray(tgt.y), "monosemantic": mono(x, lab),
-                          "spd": self.masked(x, g, tgt, h)}
-                if isinstance(self.arch, ResidMlpTarget):
-                    models["input"] = x
-                for k, y in models.items():
-                    acc.setdefault(k, []).append((mse_per_sample(y, lab), keep))
-            out[name] = {k: masked_mean(np.concatenate([v for v, _ in vs], 1), np.concatenate([w for _, w in vs], 1))
-                         for k, vs in acc.items()}
-        return out
+    def _decomposed_outputs(self, x: np.ndarray, n: int | None) -> tuple[Any, dict]:
+        """mse_by_sparsity's decomposed model for SPD: every subcomponent masked by its causal importance."""
+        tgt, h, g = self.causal_importances(x)
+        return tgt, {"spd": self.masked(x, g, tgt, h)}
 
     # -- gated ----------------------------------------------------------------------------
 

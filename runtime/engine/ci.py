@@ -202,6 +202,32 @@ def _block_fn(activation: str, dtype) -> callable:
 BLOCK = 1 << 16  # elements per block (256 KiB in float32): measured fastest (numpy call overhead vs cache)
 
 
+def _block_dims(B: int, K: int) -> tuple[int, int]:
+    """(W samples, nc components) of a block of nc x K x W units of about BLOCK elements: several
+    whole components when the batch is small."""
+    W = max(1, min(B, BLOCK // K))
+    return W, (max(1, BLOCK // (K * B)) if W == B else 1)
+
+
+def _affine_blocks(h: np.ndarray, w_in: np.ndarray, b_in: np.ndarray, z_buf: np.ndarray, W: int, nc: int):
+    """Yield (replicate i, component slice, sample slice, z) over the blocks of the hidden layer, z =
+    W_in h + b_in of the block (nc, K, W) in z_buf: one GEMM per block, [W_in, b_in] @ [h; 1]."""
+    I, B, C = h.shape
+    K = w_in.shape[-1]
+    affine = np.stack([w_in, b_in], axis=-1).astype(h.dtype, copy=False)  # (I, C, K, 2)
+    for i in range(I):
+        h1 = np.ones((C, 2, B), dtype=h.dtype)
+        h1[:, 0, :] = h[i].T
+        for c0 in range(0, C, nc):
+            cs = slice(c0, min(C, c0 + nc))
+            for s in range(0, B, W):
+                ss = slice(s, min(B, s + W))
+                shape = (cs.stop - c0, K, ss.stop - s)
+                z = z_buf[:shape[0] * K * shape[2]].reshape(shape)
+                np.matmul(affine[i, cs], h1[cs, :, ss], out=z)
+                yield i, cs, ss, z
+
+
 class CIKernel:
     """gamma of one decomposed matrix (all replicates), forward and backward by hand.
 
@@ -239,30 +265,18 @@ class CIKernel:
         dtype = h.dtype
         G, P = self._buffers(I, C, K, B, dtype)
         block = _block_fn(self.activation, dtype)
-        # a block is nc components x K units x W samples: several whole components when B is small
-        W = max(1, min(B, BLOCK // K))
-        nc = max(1, BLOCK // (K * B)) if W == B else 1
+        W, nc = _block_dims(B, K)
         z_buf, a_buf, t_buf = self._blocks(nc * K * W, dtype)
         out = np.empty((I, C, B), dtype=dtype)
         q = np.empty((I, C, B), dtype=dtype)
         wq = w_out * w_in  # (I, C, K): gamma'(h) = sum_k P W_out W_in
-        affine = np.stack([w_in, b_in], axis=-1)  # (I, C, K, 2): z = [W_in, b_in] @ [h; 1], one GEMM per block
-        for i in range(I):
-            h1 = np.ones((C, 2, B), dtype=dtype)
-            h1[:, 0, :] = h[i].T
-            for c0 in range(0, C, nc):
-                c1 = min(C, c0 + nc)
-                for s in range(0, B, W):
-                    e = min(B, s + W)
-                    shape = (c1 - c0, K, e - s)
-                    n = shape[0] * K * (e - s)
-                    z = z_buf[:n].reshape(shape)
-                    np.matmul(affine[i, c0:c1], h1[c0:c1, :, s:e], out=z)
-                    g, p = G[i, c0:c1, :, s:e], P[i, c0:c1, :, s:e]
-                    block(z, g, p, a_buf[:n].reshape(shape), t_buf[:n].reshape(shape))
-                    # reduce over the K units while the block is in cache: (nc, 1, K) @ (nc, K, W)
-                    out[i, c0:c1, None, s:e] = np.matmul(w_out[i, c0:c1, None, :], g)
-                    q[i, c0:c1, None, s:e] = np.matmul(wq[i, c0:c1, None, :], p)
+        for i, cs, ss, z in _affine_blocks(h, w_in, b_in, z_buf, W, nc):
+            n = z.size
+            g, p = G[i, cs, :, ss], P[i, cs, :, ss]
+            block(z, g, p, a_buf[:n].reshape(z.shape), t_buf[:n].reshape(z.shape))
+            # reduce over the K units while the block is in cache: (nc, 1, K) @ (nc, K, W)
+            out[i, cs, None, ss] = np.matmul(w_out[i, cs, None, :], g)
+            q[i, cs, None, ss] = np.matmul(wq[i, cs, None, :], p)
         out += b_out[:, :, None]
         self.q = q
         ans = np.ascontiguousarray(out.transpose(0, 2, 1))
@@ -298,25 +312,14 @@ def gamma_values(h: np.ndarray, w_in: np.ndarray, b_in: np.ndarray, w_out: np.nd
     K = w_in.shape[-1]
     dtype = h.dtype
     block = _block_fn(activation, dtype)
-    W = max(1, min(B, BLOCK // K))
-    nc = max(1, BLOCK // (K * B)) if W == B else 1
+    W, nc = _block_dims(B, K)
     z, g, p, a, t = (np.empty(nc * K * W, dtype=dtype) for _ in range(5))
     out = np.empty((I, C, B), dtype=dtype)
-    affine = np.stack([w_in, b_in], axis=-1).astype(dtype, copy=False)
-    for i in range(I):
-        h1 = np.ones((C, 2, B), dtype=dtype)
-        h1[:, 0, :] = h[i].T
-        for c0 in range(0, C, nc):
-            c1 = min(C, c0 + nc)
-            for s in range(0, B, W):
-                e = min(B, s + W)
-                shape = (c1 - c0, K, e - s)
-                n = shape[0] * K * (e - s)
-                zb = z[:n].reshape(shape)
-                np.matmul(affine[i, c0:c1], h1[c0:c1, :, s:e], out=zb)
-                gb = g[:n].reshape(shape)
-                block(zb, gb, p[:n].reshape(shape), a[:n].reshape(shape), t[:n].reshape(shape))
-                out[i, c0:c1, s:e] = np.matmul(w_out[i, c0:c1, None, :], gb)[:, 0, :]
+    for i, cs, ss, zb in _affine_blocks(h, w_in, b_in, z, W, nc):
+        n = zb.size
+        gb = g[:n].reshape(zb.shape)
+        block(zb, gb, p[:n].reshape(zb.shape), a[:n].reshape(zb.shape), t[:n].reshape(zb.shape))
+        out[i, cs, ss] = np.matmul(w_out[i, cs, None, :], gb)[:, 0, :]
     out += b_out[:, :, None]
     return np.ascontiguousarray(out.transpose(0, 2, 1))
 
