@@ -215,14 +215,20 @@ def build_feature_response(an: Any, path: str) -> str:
 
 
 def build_scrub_histogram(an: Any, path: str) -> str:
+    return scrub_histogram_of(an, path, ("topk", "topk_vs_target"),
+                              f"{an.exp.name}: per-sample MSE with half of the components ablated (Figs. 8, 25)")
+
+
+def scrub_histogram_of(an: Any, path: str, model: tuple[str, str], title: str) -> str:
+    """The scrub histogram of an analysis's sampled losses; `model` = (label, key) of the decomposed
+    model's own loss (APD's top-k, SPD's CI-masked)."""
     s = an.sampled(scrub=True)
     keep = s["active_input"][0]
-    losses = {k: s[src][0][keep] for k, src in (("topk", "topk_vs_target"), ("scrubbed", "scrubbed"),
+    losses = {k: s[src][0][keep] for k, src in (model, ("scrubbed", "scrubbed"),
                                                   ("anti_scrubbed", "anti_scrubbed"), ("random", "random")) if src in s}
     mono = float(np.mean(s["monosemantic"][0][keep])) if keep.any() else None
     high = float(np.max(s["zero"][0])) if s["zero"][0].size else None
-    return plot_scrub_histogram(losses, path, mono, high,
-                                f"{an.exp.name}: per-sample MSE with half of the components ablated (Figs. 8, 25)")
+    return plot_scrub_histogram(losses, path, mono, high, title)
 
 
 def build_target_response(an: Any, path: str) -> str:

@@ -129,16 +129,10 @@ def build_feature_response(an: Any, path: str) -> str:
 
 
 def build_scrub_histogram(an: Any, path: str) -> str:
-    from .plots_resid import plot_scrub_histogram
+    from .plots_resid import scrub_histogram_of
 
-    s = an.sampled(scrub=True)
-    keep = s["active_input"][0]
-    losses = {k: s[src][0][keep] for k, src in (("ci_masked", "ci_masked_vs_target"), ("scrubbed", "scrubbed"),
-                                                  ("anti_scrubbed", "anti_scrubbed"), ("random", "random")) if src in s}
-    mono = float(np.mean(s["monosemantic"][0][keep])) if keep.any() else None
-    high = float(np.max(s["zero"][0])) if s["zero"][0].size else None
-    return plot_scrub_histogram(losses, path, mono, high,
-                                f"{an.exp.name}: per-sample MSE with half of the subcomponents ablated (APD Figs. 8, 25)")
+    return scrub_histogram_of(an, path, ("ci_masked", "ci_masked_vs_target"),
+                              f"{an.exp.name}: per-sample MSE with half of the subcomponents ablated (APD Figs. 8, 25)")
 
 
 def build_component_categories(an: Any, path: str) -> str:
