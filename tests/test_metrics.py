@@ -43,15 +43,18 @@ def test_evaluate_tms_perfect_and_halved_per_replicate():
     out = metrics.evaluate(r)
     assert out["mmcs"] == pytest.approx([1.0] * 3)
     assert out["ml2r"] == pytest.approx([1.0] * 3)
+    assert out["matched_rows"] == [5.0] * 3
     out = metrics.evaluate(tms_run(I=2, scale=0.5))
     assert out["ml2r"] == pytest.approx([0.5, 0.5])
     assert out["mmcs"] == pytest.approx([1.0, 1.0])
+    assert out["matched_rows"] == [5.0, 5.0]  # shrinkage does not unmatch a row
 
 
 def test_evaluate_tms_zero_component_no_nan():
     out = metrics.evaluate(tms_run(I=2, zero_component=1))
     assert all(np.isfinite(out["mmcs"])) and all(np.isfinite(out["ml2r"]))
     assert out["mmcs"][0] == pytest.approx(0.8)  # feature 1 has no matching component
+    assert out["matched_rows"][0] == 4.0
     assert out["dead_components"][0] >= 1  # the zero component is never selected
 
 

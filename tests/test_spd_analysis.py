@@ -33,7 +33,7 @@ def test_ci_error_and_categories_on_tables():
 def test_tms_ground_truth_metrics():
     r = spd_tms_run()
     m = evaluate(r)
-    assert np.allclose(m["mmcs"], 1.0) and np.allclose(m["ml2r"], 1.0)
+    assert np.allclose(m["mmcs"], 1.0) and np.allclose(m["ml2r"], 1.0) and m["matched_rows"] == [5.0] * len(m["mmcs"])
     # W's causal importances are exactly the truth; W^T's are all 0 (its truth row sums miss 1)
     assert np.allclose(m["ci_error"], 0.5)
     assert np.allclose(m["alive_subcomponents"], 5)

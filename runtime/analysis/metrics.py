@@ -74,6 +74,9 @@ def _ci_l0(an: RunAnalysis):
     return masked_mean(s["n_components"].astype(np.float64), s["active_input"])
 
 
+MATCHED_COS = 0.99  # matched_rows: the MMCS bar of the SPD paper comparison, per row
+
+
 COMPUTED: dict[str, Callable[[RunAnalysis], Any]] = {
     "target_loss": lambda an: an.target_loss(),
     "topk_mse": _topk_mse,
@@ -81,6 +84,7 @@ COMPUTED: dict[str, Callable[[RunAnalysis], Any]] = {
     "dead_components": _dead,
     "mmcs": lambda an: an.tms_match()["cos"].mean(axis=1),
     "ml2r": lambda an: an.tms_match()["ratio"].mean(axis=1),
+    "matched_rows": lambda an: (an.tms_match()["cos"] >= MATCHED_COS).sum(axis=1).astype(np.float64),
     "dedicated_features": _category("dedicated_features"),
     "mono_components": _category("mono"),
     "duo_components": _category("duo"),
