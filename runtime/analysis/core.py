@@ -299,14 +299,19 @@ class RunAnalysis:
             put("random", mse_per_sample(self.masked(x, rnd), y_t))
             put("monosemantic", mse_per_sample(ar.monosemantic_resid(x, lab, n_mono), y_t))
             if canon is not None:
-                for name, mask in zip(("canonical_scrubbed", "canonical_anti_scrubbed"),
-                                      ar.canonical_scrub_masks(x != 0, rng_canon)):
-                    y_c = apd.apd_forward(canon[0], canon[1], canon[2], x, mask=mask.astype(np.float64), m=1).y
-                    put(name, mse_per_sample(np.asarray(y_c), y_t))
+                self._canonical_scrub(put, canon, x, y_t, rng_canon)
         out = {k: np.concatenate(v, axis=1) for k, v in parts.items()}
         if self.topk is not None:
             out["selected"] = selected
         return out
+
+    @staticmethod
+    def _canonical_scrub(put: Callable, canon: tuple, x: np.ndarray, y_t: np.ndarray, rng) -> None:
+        """The scrubbing test on the target's canonical decomposition (`canonical`): the same for
+        every method, so its numbers are the yardstick of scrub_ratio."""
+        for name, mask in zip(("canonical_scrubbed", "canonical_anti_scrubbed"), ar.canonical_scrub_masks(x != 0, rng)):
+            y_c = apd.apd_forward(canon[0], canon[1], canon[2], x, mask=mask.astype(np.float64), m=1).y
+            put(name, mse_per_sample(np.asarray(y_c), y_t))
 
     @_cached
     def canonical(self) -> tuple | None:

@@ -223,12 +223,7 @@ class SpdAnalysis(RunAnalysis):
                 put(key, mse_per_sample(self.masked(x, m, tgt, h), y_t))
             put("monosemantic", mse_per_sample(ar.monosemantic_resid(x, lab, n_mono), y_t))
             if canon is not None:
-                from ..engine import apd
-
-                for name, mask in zip(("canonical_scrubbed", "canonical_anti_scrubbed"),
-                                      ar.canonical_scrub_masks(x != 0, rng_canon)):
-                    y_c = apd.apd_forward(canon[0], canon[1], canon[2], x, mask=mask.astype(np.float64), m=1).y
-                    put(name, mse_per_sample(np.asarray(y_c), y_t))
+                self._canonical_scrub(put, canon, x, y_t, rng_canon)
         out = {k: np.concatenate(v, axis=1) for k, v in parts.items()}
         out["alive"] = np.concatenate([alive[n] for n in self.names], axis=1)  # (I, L C) largest g seen
         return out

@@ -196,6 +196,12 @@ def plot_component_categories(counts: dict[str, int], features_represented: int,
 
 
 def build_neuron_contributions(an: Any, path: str) -> str:
+    return neuron_contributions_of(an, path, "paper Figs. 6, 10")
+
+
+def neuron_contributions_of(an: Any, path: str, figures: str, *legend: str) -> str:
+    """The neuron-contribution plot of the first 10 features of an analysis (replicate 0), each
+    with its dominant component; `legend` passes on to plot_neuron_contributions."""
     from ..engine.models import residual_dims
 
     c = an.contributions()
@@ -204,7 +210,7 @@ def build_neuron_contributions(an: Any, path: str) -> str:
     rows = c["components"][0][dom, np.arange(n)]
     _, d_mlp, layers = residual_dims(an.arch)
     return plot_neuron_contributions(c["target"][0][:n], rows, dom, path, (d_mlp,) * layers,
-                                     f"{an.exp.name}: neuron contributions, first {n} features (paper Figs. 6, 10)")
+                                     f"{an.exp.name}: neuron contributions, first {n} features ({figures})", *legend)
 
 
 def build_feature_response(an: Any, path: str) -> str:

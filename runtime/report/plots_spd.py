@@ -106,17 +106,10 @@ def build_polygons(an: Any, path: str) -> str:
 
 
 def build_neuron_contributions(an: Any, path: str) -> str:
-    from ..engine.models import residual_dims
-    from .plots_resid import plot_neuron_contributions
+    from .plots_resid import neuron_contributions_of
 
-    c = an.contributions()
-    n = min(10, an.arch.features)
-    dom = c["dominant"][0][:n]
-    rows = c["components"][0][dom, np.arange(n)]
-    _, d_mlp, layers = residual_dims(an.arch)
-    return plot_neuron_contributions(c["target"][0][:n], rows, dom, path, (d_mlp,) * layers,
-                                     f"{an.exp.name}: neuron contributions, first {n} features (SPD paper Figs. 6, 7)",
-                                     "W_in subcomponent m*(f) = argmax_m max_n contrib_m[f, n], with the summed W_out")
+    return neuron_contributions_of(an, path, "SPD paper Figs. 6, 7",
+                                   "W_in subcomponent m*(f) = argmax_m max_n contrib_m[f, n], with the summed W_out")
 
 
 def build_feature_response(an: Any, path: str) -> str:
