@@ -20,3 +20,21 @@ def inputs(arch, I, B, rng, dtype=np.float64):
     x = rng.uniform(-1, 1, (I, B, n_inputs(arch)))
     x[rng.uniform(size=x.shape) < 0.3] = 0.0
     return x.astype(dtype)
+
+
+def wide_sparse_resid_case(loss):
+    """Realistic shapes in miniature: a 2-layer residual MLP, sparse inputs, many components, few
+    active pairs. (exp, arch, target, comps, x) in float64, one replicate, batch top-k 1.28."""
+    from runtime.engine import apd
+    from runtime.engine.models import random_params
+    from runtime.spec import Decompose, Experiment, TopK
+
+    arch = ResidMlpTarget(features=12, d_embed=40, d_mlp=6, layers=2)
+    rng = np.random.default_rng(0)
+    target = random_params(arch, 1, rng)
+    C, m, B = 15, 4, 32
+    comps = apd.init_components(arch, C, m, 1, 2.0, rng, np.float64)
+    x = rng.uniform(-1, 1, (1, B, 12)) * (rng.uniform(size=(1, B, 12)) < 0.1)
+    exp = Experiment(replicates=1, dtype="float64", target=arch, train=None,
+                     decompose=Decompose(components=C, rank=m, topk=TopK("batch", 1.28), batch=B, loss=loss))
+    return exp, arch, target, comps, x

@@ -10,7 +10,7 @@ import pytest
 from autograd import grad
 from autograd.test_util import check_grads
 
-from apd_cases import ARCHS, inputs
+from apd_cases import ARCHS, inputs, wide_sparse_resid_case
 from runtime.engine import apd
 from runtime.engine import fused
 from runtime.engine.decompose import LossProblem
@@ -145,15 +145,7 @@ def test_fused_gradient_matches_finite_differences(name):
 
 def test_fused_equals_plain_on_a_wide_sparse_resid_model():
     """Realistic shapes in miniature: sparse inputs, many components, few active pairs."""
-    arch = ResidMlpTarget(features=12, d_embed=40, d_mlp=6, layers=2)
-    rng = np.random.default_rng(0)
-    target = random_params(arch, 1, rng)
-    Cw, mw, Bw = 15, 4, 32
-    comps = apd.init_components(arch, Cw, mw, 1, 2.0, rng, np.float64)
-    x = rng.uniform(-1, 1, (1, Bw, 12)) * (rng.uniform(size=(1, Bw, 12)) < 0.1)
-    exp = Experiment(replicates=1, dtype="float64", target=arch, train=None,
-                     decompose=Decompose(components=Cw, rank=mw, topk=TopK("batch", 1.28), batch=Bw,
-                                         loss=LOSSES["paper_resid"]))
+    exp, arch, target, comps, x = wide_sparse_resid_case(LOSSES["paper_resid"])
     problem = LossProblem(exp, arch, target)
     tgt = target_forward(arch, target, x)
     mask = problem.constant_mask(comps, x, tgt)

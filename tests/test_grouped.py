@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from autograd import grad
 
-from apd_cases import ARCHS, inputs
+from apd_cases import ARCHS, inputs, wide_sparse_resid_case
 from runtime.engine import apd, fused, grouped
 from runtime.engine.decompose import LossProblem, Trainer, normalise_columns, project_gradients
 from runtime.engine.kernels import FastAdam, GradParts
 from runtime.engine.models import random_params, target_forward
 from runtime.engine.optim import Adam
-from runtime.spec import Decompose, Experiment, Losses, Optimizer, ResidMlpTarget, TopK
+from runtime.spec import Decompose, Experiment, Losses, Optimizer, TopK
 
 FORMS = ["dense", "grouped"]
 
@@ -126,14 +126,7 @@ def test_wide_sparse_resid_model_in_both_forms(form, force):
     """Realistic shapes in miniature (sparse inputs, many components, few active pairs), the
     precompute's N = B_out W_U path for the last layer included."""
     force(form)
-    arch = ResidMlpTarget(features=12, d_embed=40, d_mlp=6, layers=2)
-    rng = np.random.default_rng(0)
-    target = random_params(arch, 1, rng)
-    Cw, mw, Bw = 15, 4, 32
-    comps = apd.init_components(arch, Cw, mw, 1, 2.0, rng, np.float64)
-    x = rng.uniform(-1, 1, (1, Bw, 12)) * (rng.uniform(size=(1, Bw, 12)) < 0.1)
-    exp = Experiment(replicates=1, dtype="float64", target=arch, train=None,
-                     decompose=Decompose(components=Cw, rank=mw, topk=TopK("batch", 1.28), batch=Bw, loss=LOSSES))
+    exp, arch, target, comps, x = wide_sparse_resid_case(LOSSES)
     problem, plain = LossProblem(exp, arch, target), LossProblem(exp, arch, target, fused=False)
     assert problem.use_pre
     g_f = problem.step_grads(comps, x, {})
