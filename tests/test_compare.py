@@ -29,3 +29,22 @@ def test_groups_by_target_and_method_and_counts_the_bars(tmp_path):
     text = compare.compare([str(tmp_path / "apd"), str(sweep)])
     assert "| TMS 5-2 | APD | 1 (0) | 3 | 67% | 0% |" in text
     assert "| TMS 5-2 | SPD | 2 (0, 1) | 4 | 100% | 75% |" in text
+
+
+def test_a_run_on_a_target_file_groups_with_trained_targets_of_its_architecture(tmp_path):
+    import numpy as np
+
+    from runtime.spec import FileTarget
+    from runtime.store.files import save_target
+
+    arch = TmsTarget(features=5, hidden=2)
+    _run(tmp_path / "trained", "spd", 0, [1.0], [1.0])
+    loaded = tmp_path / "loaded"
+    _run(loaded, "spd", 1, [0.98], [1.0])
+    exp = Experiment(seed=1, replicates=1, target=FileTarget(path=str(tmp_path / "t.npz")), decompose=Decompose(method="spd"))
+    (loaded / "spec.json").write_text(json.dumps(to_dict(exp)))
+    save_target(loaded / "target.npz", arch, {"W": np.zeros((5, 2)), "b": np.zeros(5)})
+    runs = compare.runs_in(str(tmp_path / "trained")) + compare.runs_in(str(loaded))
+    assert list(compare.group(runs)) == [("TMS 5-2", "spd")]
+    (loaded / "target.npz").unlink()  # no saved target: labelled by the file's folder instead
+    assert len(compare.group(runs)) == 2

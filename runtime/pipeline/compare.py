@@ -39,9 +39,18 @@ def runs_in(path: str) -> list[dict]:
     return out
 
 
-def target_label(spec: dict) -> str:
+def target_label(spec: dict, run_dir: str | None = None) -> str:
+    """"TMS 40-10", "residual MLP, 1 layer, 100 features", ...; a target loaded from a file is
+    labelled by the architecture its run saved (run_dir/target.npz), so it groups with trained ones."""
     t = spec.get("target", {})
     kind = t.get("kind")
+    if kind == "file" and run_dir is not None:
+        try:
+            from ..store.files import target_meta
+
+            return target_label({"target": target_meta(os.path.join(run_dir, "target.npz"))["target"]})
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no readable target file: the file's name below
     if kind == "tms":
         extra = f" + {t['hidden_layers']} hidden" if t.get("hidden_layers") else ""
         return f"TMS {t.get('features')}-{t.get('hidden')}{extra}"
@@ -55,7 +64,7 @@ def target_label(spec: dict) -> str:
 def group(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
     out: dict[tuple[str, str], list[dict]] = {}
     for r in runs:
-        key = (target_label(r["spec"]), r["spec"].get("decompose", {}).get("method", "apd"))
+        key = (target_label(r["spec"], r["dir"]), r["spec"].get("decompose", {}).get("method", "apd"))
         out.setdefault(key, []).append(r)
     return out
 
