@@ -314,8 +314,8 @@ METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     "dead_components": (ALL_KINDS, "components never selected by top-k (with a positive attribution) on eval batches"),
     "mmcs": (("tms",), "mean max cosine similarity between component rows and target rows (paper eq. 3)"),
     "ml2r": (("tms",), "mean L2 ratio of the best-matching component rows (paper eq. 4)"),
-    "matched_rows": (("tms",), "target rows whose best-matching component row has cosine >= 0.99 (what MMCS "
-                               "averages, counted: the rows below are split or shared)"),
+    "matched_rows": (("tms",), "target rows whose best-matching component row has cosine >= 0.99 (MMCS counted; "
+                               "the other rows are split or shared)"),
     "dedicated_features": (("resid_mlp",), "features with a component that represents only them"),
     "mono_components": (("resid_mlp",), "components representing exactly one feature"),
     "duo_components": (("resid_mlp",), "components representing exactly two features"),
