@@ -13,25 +13,22 @@ import json
 import os
 import sys
 
-import numpy as np
-
 from runtime.analysis.core import analysis_for
-from runtime.analysis.metrics import MATCHED_COS
+from runtime.analysis.metrics import COMPUTED
 from runtime.store.rundir import load_run
 
 
 def row(run_dir: str) -> dict:
     r = load_run(run_dir)
     dc = r.experiment.decompose
-    m = analysis_for(r).tms_match()
+    an = analysis_for(r)
     with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)
     parts = os.path.normpath(run_dir).split(os.sep)
     label = "/".join(parts[-2:]) if parts[-1].startswith("seed=") else parts[-1]  # a sweep point: sweep/point
-    return {"run": label, "C": dc.components, "batch": dc.batch,
-            "steps": dc.steps, "lr": dc.optimizer.lr, "warmup": dc.faithfulness_warmup is not None,
-            "mmcs": m["cos"].mean(axis=1), "ml2r": m["ratio"].mean(axis=1),
-            "matched": (m["cos"] >= MATCHED_COS).sum(axis=1), "F": m["cos"].shape[1],
+    # the run's own metric definitions (analysis/metrics.py), recomputed for runs older than matched_rows
+    return {"run": label, "C": dc.components, "batch": dc.batch, "steps": dc.steps, "lr": dc.optimizer.lr,
+            **{k: COMPUTED[k](an) for k in ("mmcs", "ml2r", "matched_rows")}, "F": an.arch.features,
             "minutes": summary.get("timings", {}).get("decompose_s", float("nan")) / 60}
 
 
@@ -40,7 +37,7 @@ def table(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = lambda a, d: ", ".join(f"{v:.{d}f}" for v in a)  # noqa: E731
-        matched = ", ".join(f"{int(v)}/{r['F']}" for v in r["matched"])
+        matched = ", ".join(f"{int(v)}/{r['F']}" for v in r["matched_rows"])
         out.append(f"| {r['run']} | {r['C']} | {r['batch']} | {r['steps']:,} | {r['lr']:g} | {f(r['mmcs'], 4)} | "
                    f"{f(r['ml2r'], 3)} | {matched} | {r['minutes']:.1f} |")
     return "\n".join(out) + "\n"

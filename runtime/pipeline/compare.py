@@ -16,6 +16,8 @@ import os
 import sys
 from typing import Any
 
+from ..store.files import target_meta
+
 MMCS_BAR, ML2R_BAR, DEDICATED_SHARE = 0.99, 0.97, 0.95
 
 
@@ -46,8 +48,6 @@ def target_label(spec: dict, run_dir: str | None = None) -> str:
     kind = t.get("kind")
     if kind == "file" and run_dir is not None:
         try:
-            from ..store.files import target_meta
-
             return target_label({"target": target_meta(os.path.join(run_dir, "target.npz"))["target"]})
         except (OSError, ValueError, KeyError, TypeError):
             pass  # no readable target file: the file's name below
