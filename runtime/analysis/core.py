@@ -257,53 +257,69 @@ class RunAnalysis:
         return self._cache[key]
 
     def _sampled(self, resid: bool) -> dict:
-        exp = self.exp
+        """The loop every method shares: batches, the label losses and the scrubbing test of a
+        residual MLP; the method's own entries come from `_sampled_batch` / `_sampled_totals`.
+        Each random stream (data, scrub masks, canonical scrub) is drawn in the same order as
+        ever, so the reports' numbers do not depend on the refactoring of this loop."""
         rng_data, rng_mask, rng_canon = self.rng("sampled"), self.rng("scrub"), self.rng("canonical_scrub")
         canon = self.canonical() if resid else None
-        fmap = self.feature_map() if resid else None
         labels = self.labels_fn()[0] if resid else None
         n_mono = residual_dims(self.arch)[1] * residual_dims(self.arch)[2] if resid else 0
         parts: dict[str, list] = {}
-        selected = np.zeros((self.I, self.C))
+        acc: dict = {}
 
         def put(name: str, v: np.ndarray) -> None:
             parts.setdefault(name, []).append(np.asarray(v))
 
-        for _ in range(max(1, exp.report.eval_batches)):
+        for _ in range(max(1, self.exp.report.eval_batches)):
             x = self.sample(rng_data)
-            tgt = self.forward(x)
-            y_t = np.asarray(tgt.y, dtype=np.float64)
-            a = self.attr(x, tgt)
+            lab = labels(x) if resid else None
+            y_t, scrubbed = self._sampled_batch(x, lab, put, acc)
             put("active_input", active_inputs(self.arch, x))
             put("zero", np.mean(y_t * y_t, axis=-1))  # loss of a zero output: the output's mean square
-            mask = self.config_mask(a, x)
-            y_k = None
-            if mask is not None:
-                y_k = self.masked(x, mask)
-                put("topk_vs_target", mse_per_sample(y_k, y_t))
-                put("n_components", mask.sum(axis=-1))
-                selected += (mask & (a > 0)).sum(axis=1)  # a pick among zero-attribution ties is no use
             if not resid:
                 continue
-            lab = labels(x)
-            y_1 = self.masked(x, sample_topk_mask(a, 1))
             put("feature", ar.single_feature(x))
             put("target_vs_labels", mse_per_sample(y_t, lab))
-            put("top1_vs_labels", mse_per_sample(y_1, lab))
-            put("top1_vs_target", mse_per_sample(y_1, y_t))
-            if y_k is not None:
-                put("topk_vs_labels", mse_per_sample(y_k, lab))
-            s, anti, rnd = ar.scrub_masks(x != 0, fmap, self.C, rng_mask)
-            put("scrubbed", mse_per_sample(self.masked(x, s), y_t))
-            put("anti_scrubbed", mse_per_sample(self.masked(x, anti), y_t))
-            put("random", mse_per_sample(self.masked(x, rnd), y_t))
+            for name, y in zip(("scrubbed", "anti_scrubbed", "random"), scrubbed(rng_mask)):
+                put(name, mse_per_sample(y, y_t))
             put("monosemantic", mse_per_sample(ar.monosemantic_resid(x, lab, n_mono), y_t))
             if canon is not None:
                 self._canonical_scrub(put, canon, x, y_t, rng_canon)
         out = {k: np.concatenate(v, axis=1) for k, v in parts.items()}
-        if self.topk is not None:
-            out["selected"] = selected
+        out.update(self._sampled_totals(acc))
         return out
+
+    def _sampled_batch(self, x: np.ndarray, lab: np.ndarray | None, put: Callable,
+                       acc: dict) -> tuple[np.ndarray, Callable]:
+        """APD's entries of one batch: the top-k output's losses (and, given labels, the top-1
+        output's), component selection counts into `acc`. Returns the target output and a function
+        rng -> the (scrubbed, anti-scrubbed, random) outputs of the scrubbing test."""
+        tgt = self.forward(x)
+        y_t = np.asarray(tgt.y, dtype=np.float64)
+        a = self.attr(x, tgt)
+        mask = self.config_mask(a, x)
+        y_k = None
+        if mask is not None:
+            y_k = self.masked(x, mask)
+            put("topk_vs_target", mse_per_sample(y_k, y_t))
+            put("n_components", mask.sum(axis=-1))
+            picked = (mask & (a > 0)).sum(axis=1)  # a pick among zero-attribution ties is no use
+            acc["selected"] = acc.get("selected", 0) + picked
+        if lab is not None:
+            y_1 = self.masked(x, sample_topk_mask(a, 1))
+            put("top1_vs_labels", mse_per_sample(y_1, lab))
+            put("top1_vs_target", mse_per_sample(y_1, y_t))
+            if y_k is not None:
+                put("topk_vs_labels", mse_per_sample(y_k, lab))
+
+        def scrubbed(rng: np.random.Generator) -> list[np.ndarray]:
+            return [self.masked(x, m) for m in ar.scrub_masks(x != 0, self.feature_map(), self.C, rng)]
+        return y_t, scrubbed
+
+    def _sampled_totals(self, acc: dict) -> dict:
+        """APD's whole-sample entries: "selected" (I, C) with top-k."""
+        return {"selected": np.asarray(acc["selected"], dtype=np.float64)} if "selected" in acc else {}
 
     @staticmethod
     def _canonical_scrub(put: Callable, canon: tuple, x: np.ndarray, y_t: np.ndarray, rng) -> None:

@@ -31,14 +31,14 @@ that sets the masks):
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from . import gated as ag
 from . import resid as ar
 from . import tms as at
-from .core import ANALYSES, RunAnalysis, _cached, active_inputs, mse_per_sample
+from .core import ANALYSES, RunAnalysis, _cached, mse_per_sample
 from ..engine import ci as ci_mod
 from ..engine.data import value_range
 from ..engine.models import residual_dims, target_forward
@@ -185,48 +185,33 @@ class SpdAnalysis(RunAnalysis):
 
     # -- the sampled pass -----------------------------------------------------------------
 
-    def _sampled(self, resid: bool) -> dict:
-        exp = self.exp
-        rng_data, rng_mask, rng_canon = self.rng("sampled"), self.rng("scrub"), self.rng("canonical_scrub")
-        canon = self.canonical() if resid else None
-        rep = self.represents() if resid else None
-        labels = self.labels_fn()[0] if resid else None
-        n_mono = residual_dims(self.arch)[1] * residual_dims(self.arch)[2] if resid else 0
-        parts: dict[str, list] = {}
-        alive = {n: np.zeros((self.I, self.C)) for n in self.names}
+    def _sampled_batch(self, x: np.ndarray, lab: np.ndarray | None, put: Callable,
+                       acc: dict) -> tuple[np.ndarray, Callable]:
+        """SPD's entries of one batch (RunAnalysis._sampled runs the loop): the CI-masked output's
+        loss, the count of important subcomponents, the largest g seen into `acc`. The scrubbing
+        test keeps each subcomponent with probability 1/2, forcing those that represent an active
+        feature on (scrubbed) or off (anti-scrubbed)."""
+        tgt, h, g = self.causal_importances(x)
+        y_t = np.asarray(tgt.y, dtype=np.float64)
+        put("ci_masked_vs_target", mse_per_sample(self.masked(x, g, tgt, h), y_t))
+        put("n_components", sum(np.count_nonzero(v > CI_ACTIVE, axis=-1) for v in g.values()))
+        alive = acc.setdefault("alive", {n: np.zeros((self.I, self.C)) for n in self.names})
+        for n in self.names:
+            alive[n] = np.maximum(alive[n], g[n].max(axis=1))
 
-        def put(name: str, v: np.ndarray) -> None:
-            parts.setdefault(name, []).append(np.asarray(v))
+        def scrubbed(rng: np.random.Generator) -> list[np.ndarray]:
+            rep, active = self.represents(), (x != 0).astype(np.float64)
+            masks: tuple[dict, dict, dict] = ({}, {}, {})
+            for n in self.names:
+                random = rng.random(g[n].shape) < 0.5
+                forced = np.matmul(active, rep[n].astype(np.float64)) > 0
+                masks[0][n], masks[1][n], masks[2][n] = random | forced, random & ~forced, random
+            return [self.masked(x, m, tgt, h) for m in masks]
+        return y_t, scrubbed
 
-        for _ in range(max(1, exp.report.eval_batches)):
-            x = self.sample(rng_data)
-            tgt, h, g = self.causal_importances(x)
-            y_t = np.asarray(tgt.y, dtype=np.float64)
-            put("active_input", active_inputs(self.arch, x))
-            put("zero", np.mean(y_t * y_t, axis=-1))
-            put("ci_masked_vs_target", mse_per_sample(self.masked(x, g, tgt, h), y_t))
-            put("n_components", sum(np.count_nonzero(v > CI_ACTIVE, axis=-1) for v in g.values()))
-            for n in self.names:
-                alive[n] = np.maximum(alive[n], g[n].max(axis=1))
-            if not resid:
-                continue
-            lab = labels(x)
-            put("feature", ar.single_feature(x))
-            put("target_vs_labels", mse_per_sample(y_t, lab))
-            active = x != 0
-            masks = {"scrubbed": {}, "anti_scrubbed": {}, "random": {}}
-            for n in self.names:
-                random = rng_mask.random(g[n].shape) < 0.5
-                forced = np.matmul(active.astype(np.float64), rep[n].astype(np.float64)) > 0
-                masks["scrubbed"][n], masks["anti_scrubbed"][n], masks["random"][n] = random | forced, random & ~forced, random
-            for key, m in masks.items():
-                put(key, mse_per_sample(self.masked(x, m, tgt, h), y_t))
-            put("monosemantic", mse_per_sample(ar.monosemantic_resid(x, lab, n_mono), y_t))
-            if canon is not None:
-                self._canonical_scrub(put, canon, x, y_t, rng_canon)
-        out = {k: np.concatenate(v, axis=1) for k, v in parts.items()}
-        out["alive"] = np.concatenate([alive[n] for n in self.names], axis=1)  # (I, L C) largest g seen
-        return out
+    def _sampled_totals(self, acc: dict) -> dict:
+        """(I, L C) the largest g each subcomponent reached on the sample ("alive")."""
+        return {"alive": np.concatenate([acc["alive"][n] for n in self.names], axis=1)}
 
     # -- residual MLP ---------------------------------------------------------------------
 
