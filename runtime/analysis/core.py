@@ -137,18 +137,21 @@ class RunAnalysis:
         self.exp, self.arch = exp, result.arch
         self.kind = result.arch.kind
         self.target, self.extras = result.target, result.extras
-        dec = result.decomposition
-        self.comps, self.C, self.m = dec.comps, dec.C, dec.m
-        # Model used for every forward / attribution pass: an exact narrower copy when possible.
-        # Weight analyses (contributions, MMCS, plots) use the original arrays.
-        self.model = reduced_residual(self.arch, self.target, self.comps) or (self.arch, self.target, self.comps)
         self.I = exp.replicates
         self.dtype = np.dtype(exp.dtype)
-        self.topk = exp.decompose.topk
         rp = exp.report
         self.wanted = set(rp.metrics or ()) | set(rp.plots or ()) | {e.metric for e in rp.expect}
         self.errors: dict[str, str] = {}  # analysis / metric / plot name -> error message
         self._cache: dict[str, Any] = {}
+        self._bind(result.decomposition)
+
+    def _bind(self, dec: Any) -> None:
+        """The method's view of the decomposition: APD components (C, rank m) and top-k."""
+        self.comps, self.C, self.m = dec.comps, dec.C, dec.m
+        # Model used for every forward / attribution pass: an exact narrower copy when possible.
+        # Weight analyses (contributions, MMCS, plots) use the original arrays.
+        self.model = reduced_residual(self.arch, self.target, self.comps) or (self.arch, self.target, self.comps)
+        self.topk = self.exp.decompose.topk
 
     # -- building blocks ---------------------------------------------------------------------
 

@@ -103,26 +103,15 @@ class SpdAnalysis(RunAnalysis):
 
     method = "spd"
 
-    def __init__(self, result: Any):  # noqa: D401 - not RunAnalysis.__init__: no APD components here
-        self.result = result
-        exp = result.experiment
-        self.exp, self.arch = exp, result.arch
-        self.kind = result.arch.kind
-        self.target, self.extras = result.target, result.extras
-        dec = result.decomposition
+    def _bind(self, dec: Any) -> None:
+        """Subcomponents (V, U per matrix, rank one each) and causal-importance MLPs; no top-k."""
         self.params = self.comps = dec.comps
         self.C, self.m = dec.C, 1
         self.model = (self.arch, self.target, None)
-        self.I = exp.replicates
-        self.dtype = np.dtype(exp.dtype)
         self.topk = None
-        self.ci_cfg = exp.decompose.causal_importance
+        self.ci_cfg = self.exp.decompose.causal_importance
         self.layers = spd_layers(self.arch)
         self.names = [layer.name for layer in self.layers]
-        rp = exp.report
-        self.wanted = set(rp.metrics or ()) | set(rp.plots or ()) | {e.metric for e in rp.expect}
-        self.errors: dict[str, str] = {}
-        self._cache: dict[str, Any] = {}
 
     # -- building blocks ---------------------------------------------------------------------
 
