@@ -366,6 +366,30 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_pick(args) -> int:
+    """Restarts as separate runs (runtime/pipeline/pick.py): keep the best run per replicate."""
+    pick_runs = _runtime("pick", "pipeline.pick", "pick_runs", args.debug)
+    if pick_runs is None:
+        return EXIT_FAILED
+    from runtime.pipeline.pick import PickError
+    from runtime.store.rundir import RunDirBusy
+
+    try:
+        summary = pick_runs(args.runs, args.out, report=not args.no_report)
+    except PickError as e:
+        _err(f"apdspec pick: {e}")
+        return EXIT_SPEC
+    except RunDirBusy as e:
+        _err(f"apdspec pick: {e}")
+        return EXIT_FAILED
+    sel = summary["restarts"]
+    print(f"kept run per replicate: {', '.join(str(c) for c in sel['chosen'])} (of {len(sel['runs'])}: "
+          f"{', '.join(sel['runs'])})")
+    _print_run_summary(summary)
+    print(f"{args.out}: {summary['status']}")
+    return EXIT_OK if summary["status"] == "ok" else EXIT_FAILED
+
+
 def _report_sweep(args) -> int:
     """sweep.md from sweep.json; with --points, first every finished point's report."""
     render = _runtime("report", "pipeline.sweep", "render", args.debug)
@@ -584,6 +608,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sweep directory: also re-render each finished point's plots and report (slower: "
                           "each redraws its plots)")
     rep.set_defaults(func=cmd_report)
+
+    pk = sub.add_parser("pick", help="keep, per replicate, the best of runs that differ only in decompose.seed",
+                        description="Restarts as separate runs: score every replicate of every RUN_DIR by the restarts "
+                                    "criterion (held-out top-k MSE; SPD: held-out SPD loss), all on the same held-out "
+                                    "batches, keep the lowest per replicate and write --out as a run directory with "
+                                    "metrics and report. The runs must decompose the same target arrays with the "
+                                    "same settings apart from decompose.seed. Exit 0 ok, 1 expectations failed, "
+                                    "2 runs that cannot be compared.")
+    pk.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    pk.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory to write")
+    pk.add_argument("--no-report", action="store_true", help="skip report.md / report.html")
+    pk.set_defaults(func=cmd_pick)
 
     b = sub.add_parser("bench", help="time a few optimiser steps of a spec",
                        description="Check the spec and time a few APD steps with the runtime; print the results as a "

@@ -41,19 +41,21 @@ def expand(exp: Experiment, target: dict, extras: dict) -> tuple[Experiment, dic
     return widened(exp), rep(target), rep(extras)
 
 
-def scores(result: Any) -> np.ndarray:
+def scores(result: Any, seed: int | None = None) -> np.ndarray:
     """(I*R,) selection score per instance: held-out batch top-k MSE against the target output
-    (mean over samples); without top-k (Lp runs) the final logged total loss."""
+    (mean over samples); without top-k (Lp runs) the final logged total loss. The held-out batches
+    come from `seed`'s selection stream (default decompose.seed): runs scored with one seed are
+    scored on the same batches (pick.py)."""
     from ..analysis.core import RunAnalysis, mse_per_sample
 
     exp = result.experiment
     if exp.decompose.method == "spd":
-        return spd_scores(result)
+        return spd_scores(result, seed)
     if exp.decompose.topk is None:
         last = result.decomposition.history[-1]
         return np.asarray(last.get("total/replicates", [last["total"]]), dtype=np.float64)
     an = RunAnalysis(result)
-    rng = seeding.stream(exp.decompose.seed, "restarts.select")  # not the metrics' eval streams
+    rng = seeding.stream(exp.decompose.seed if seed is None else seed, "restarts.select")  # not the metrics' eval streams
     total = np.zeros(exp.replicates)
     for _ in range(SELECT_BATCHES):
         x = an.sample(rng)
@@ -63,7 +65,7 @@ def scores(result: Any) -> np.ndarray:
     return total / SELECT_BATCHES
 
 
-def spd_scores(result: Any) -> np.ndarray:
+def spd_scores(result: Any, seed: int | None = None) -> np.ndarray:
     """(I*R,) SPD selection score per instance: the SPD loss (faithfulness + beta_1 stochastic recon
     + beta_2 layerwise + beta_3 importance minimality, the final coefficients) on SELECT_BATCHES fresh
     batches with fresh mask noise. No ground truth: the objective itself, held out. A decomposition
@@ -75,8 +77,9 @@ def spd_scores(result: Any) -> np.ndarray:
 
     exp = result.experiment
     dc = exp.decompose
-    rng_data = seeding.stream(dc.seed, "restarts.select")
-    rng_masks = seeding.stream(dc.seed, "restarts.select_masks")
+    seed = dc.seed if seed is None else seed
+    rng_data = seeding.stream(seed, "restarts.select")
+    rng_masks = seeding.stream(seed, "restarts.select_masks")
     problem = SpdProblem(exp, result.arch, result.target)
     dtype = np.dtype(exp.dtype)
     total = np.zeros(exp.replicates)

@@ -330,13 +330,21 @@ def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spe
         if printer is not None:
             printer.close()
     mf.close()
+    summary.update(wall_time_s=time.time() - t0, spec_files=[file_record(p) for p in spec_files])
+    return write_finished(result, out_dir, summary, report)
+
+
+def write_finished(result: RunResult, out_dir: str, summary: dict, report: bool = True) -> dict:
+    """The end of a finished run (also of pipeline/pick.py's): arrays, summary.json (`summary`
+    plus the result's status, metrics and records), checkpoints removed, the report."""
+    from ..store import checkpoint as ckpt
+
     save_arrays(result, out_dir)
     summary.update(
-        status=result.status, wall_time_s=time.time() - t0, timings=result.timings,
+        status=result.status, timings=result.timings,
         final_losses={k: v for k, v in result.decomposition.history[-1].items() if k not in ("step", "lr")},
         metrics=result.metrics, expectations=result.expectations, seeds=result.seeds, versions=_versions(),
-        replicates=exp.replicates, spec_files=[file_record(p) for p in spec_files],
-        steps_per_s=result.decomposition.steps_per_second,
+        replicates=result.experiment.replicates, steps_per_s=result.decomposition.steps_per_second,
     )
     if result.selection is not None:
         summary["restarts"] = result.selection
