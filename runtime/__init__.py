@@ -8,7 +8,7 @@ bottom to top; each imports only those below it (tests/test_layout.py checks thi
     store     target files, .npz arrays, the run directory
     analysis  metrics and measures of a finished decomposition
     report    report.md, plots, progress line
-    pipeline  run / run_to_dir, restarts, sweeps, bench
+    pipeline  run / run_to_dir, restarts (and pick: restarts over finished runs), sweeps, bench
 """
 from .spec import (  # noqa: F401
     Attribution, CausalImportance, Data, Decompose, Experiment, Expectation, FileTarget, GatedTarget, Losses, Optimizer, Report,
