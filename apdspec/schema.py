@@ -311,7 +311,8 @@ DECOMPOSE = Obj(
                            valid="> 0"),
         "log_every": Leaf(Int(), "steps between log lines", valid="> 0"),
         "restarts": Leaf(Int(), "independent inits per replicate; the lowest held-out top-k MSE (SPD: held-out SPD "
-                         "loss) is kept", valid="> 0"),
+                         "loss) is kept (over finished runs instead: `apdspec pick`, docs/outputs.md)",
+                         valid="> 0"),
         "revive": REVIVE,
         "causal_importance": CAUSAL_IMPORTANCE,
         "mask_samples": Leaf(Int(), "stochastic mask draws per step", paper="S (§2.2)", valid="> 0", method="spd"),
