@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from ..store.files import target_meta
+from ..spec.target_file import read_target_meta
 
 MMCS_BAR, ML2R_BAR, DEDICATED_SHARE = 0.99, 0.97, 0.95
 
@@ -48,7 +48,7 @@ def target_label(spec: dict, run_dir: str | None = None) -> str:
     kind = t.get("kind")
     if kind == "file" and run_dir is not None:
         try:
-            return target_label({"target": target_meta(os.path.join(run_dir, "target.npz"))["target"]})
+            return target_label({"target": read_target_meta(os.path.join(run_dir, "target.npz"))["target"]})
         except (OSError, ValueError, KeyError, TypeError):
             pass  # no readable target file: the file's name below
     if kind == "tms":

@@ -81,13 +81,6 @@ def save_target(path: str | os.PathLike, arch: Target, params: dict, extras: dic
     return save_npz(path, arrays)
 
 
-def target_meta(path: str | os.PathLike) -> dict:
-    """The metadata of a target file (its "target" entry describes the architecture), arrays unread."""
-    path = os.fspath(path)
-    with _open(path) as z:
-        return _meta_of(path, z)
-
-
 def load_target(path: str | os.PathLike) -> tuple[Target, dict, dict, dict]:
     """(arch, params, extras, meta) of a target file."""
     path = os.fspath(path)
