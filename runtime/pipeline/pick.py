@@ -64,9 +64,6 @@ def _same_problem(base: RunResult, other: RunResult, where: str) -> None:
             raise PickError(f"{where}: its target array {k!r} differs from the first run's; run every init on the "
                             "same target, e.g. -s 'target = file(\"FIRST_RUN/target.npz\")' (a file per replicate: "
                             "docs/outputs.md)")
-    if a.decompose.seed == b.decompose.seed:
-        raise PickError(f"{where}: decompose.seed {b.decompose.seed} is the first run's too: the same init twice; "
-                        "give every run its own (-s decompose.seed=N)")
 
 
 def _difference(x: Any, y: Any, path: str = "") -> str:
@@ -101,17 +98,27 @@ def _interleaved_history(results: list[RunResult]) -> list[dict]:
 def pick(run_dirs: list[str]) -> RunResult:
     """The RunResult keeping, per replicate, the run with the lowest held-out score (metrics not
     yet computed). Raises PickError for runs that cannot be compared."""
+    _summaries(run_dirs)
+    return _pick(run_dirs)
+
+
+def _summaries(run_dirs: list[str]) -> list[dict]:
+    """summary.json of every run, each checked finished (PickError otherwise)."""
     if len(run_dirs) < 2:
         raise PickError("give at least two run directories to pick from")
-    for d in run_dirs:
-        _finished(d)
+    return [_finished(d) for d in run_dirs]
+
+
+def _pick(run_dirs: list[str]) -> RunResult:
+    """`pick` of runs already checked finished (`_summaries`)."""
     results = [load_run(d) for d in run_dirs]
     base = results[0]
     for d, r in zip(run_dirs[1:], results[1:]):
         _same_problem(base, r, d)
     seeds = [r.experiment.decompose.seed for r in results]
     if len(set(seeds)) != len(seeds):
-        raise PickError(f"two runs share a decompose.seed ({seeds}): the same init twice")
+        raise PickError(f"two runs share a decompose.seed ({seeds}): the same init twice; give every run its own "
+                        "(-s decompose.seed=N)")
     I, R = base.experiment.replicates, len(results)
     score = np.stack([restarts.scores(r, seed=base.experiment.decompose.seed) for r in results], axis=1)  # (I, R)
     wide = dataclasses.replace(
@@ -123,9 +130,7 @@ def pick(run_dirs: list[str]) -> RunResult:
     )
     chosen = restarts.choose(score.reshape(-1), I, R)
     dec = restarts.take(wide, chosen)
-    spd = base.experiment.decompose.method == "spd"
-    lp = base.experiment.decompose.topk is None
-    selection = {"restarts": R, "criterion": restarts.SPD_CRITERION if spd else restarts.CRITERION_LP if lp else restarts.CRITERION,
+    selection = {"restarts": R, "criterion": restarts.criterion(base.experiment),
                  "scores": score.tolist(), "chosen": [int(c) % R for c in chosen],
                  "runs": [os.path.abspath(d) for d in run_dirs], "decompose_seeds": seeds}
     timings = {"target_s": base.timings.get("target_s", 0.0),
@@ -143,8 +148,8 @@ def pick_runs(run_dirs: list[str], out_dir: str, report: bool = True) -> dict:
     t0 = time.time()
     if any(os.path.abspath(d) == os.path.abspath(out_dir) for d in run_dirs):
         raise PickError(f"--out {out_dir} is one of the runs picked from; write the pick to a new directory")
-    walls = [_finished(d).get("wall_time_s", 0.0) for d in run_dirs]
-    result = pick(run_dirs)
+    summaries = _summaries(run_dirs)
+    result = _pick(run_dirs)
     finish(result)
     result.timings["pick_s"] = time.time() - t0
     with locked(out_dir):
@@ -158,7 +163,7 @@ def pick_runs(run_dirs: list[str], out_dir: str, report: bool = True) -> dict:
         write_text(os.path.join(out_dir, "metrics.jsonl"), "".join(json.dumps(e) + "\n" for e in lines))
         summary: dict[str, Any] = {"experiment": result.experiment.name, "picked_from": result.selection["runs"],
                                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
-                                   "wall_time_s": float(sum(walls))}
+                                   "wall_time_s": float(sum(x.get("wall_time_s", 0.0) for x in summaries))}
         return write_finished(result, out_dir, summary, report)
 
 

@@ -94,6 +94,13 @@ def spd_scores(result: Any, seed: int | None = None) -> np.ndarray:
     return total / SELECT_BATCHES
 
 
+def criterion(exp: Experiment) -> str:
+    """What `scores` measures for `exp`, as summary.json's restarts record names it."""
+    if exp.decompose.method == "spd":
+        return SPD_CRITERION
+    return CRITERION_LP if exp.decompose.topk is None else CRITERION
+
+
 def choose(score: np.ndarray, replicates: int, restarts: int) -> np.ndarray:
     """(I,) instance index of the best restart of every replicate (lowest score; first on ties)."""
     s = np.asarray(score, dtype=np.float64).reshape(replicates, restarts)
@@ -105,9 +112,7 @@ def select(wide_result: Any, replicates: int, restarts: int) -> tuple[Decomposit
     """(the kept decomposition, the record of the choice for summary.json) of a wide run."""
     score = scores(wide_result)
     chosen = choose(score, replicates, restarts)
-    spd = wide_result.experiment.decompose.method == "spd"
-    lp = wide_result.experiment.decompose.topk is None
-    record = {"restarts": restarts, "criterion": SPD_CRITERION if spd else CRITERION_LP if lp else CRITERION,
+    record = {"restarts": restarts, "criterion": criterion(wide_result.experiment),
               "scores": score.reshape(replicates, restarts).tolist(),
               "chosen": [int(c) % restarts for c in chosen]}
     return take(wide_result.decomposition, chosen), record

@@ -222,14 +222,12 @@ def provenance_section(run_dir: str, summary: dict, exp: Experiment | None) -> S
     if sel:
         scores = "; ".join("[" + ", ".join(fmt(v) for v in row) + "]" for row in sel.get("scores", []))
         kept = ", ".join(str(c) for c in sel.get("chosen", []))
+        what = f"{sel.get('restarts')} inits per replicate; kept restart per replicate: {kept}"
         if sel.get("runs"):  # pipeline/pick.py: the inits are separate runs
             runs = ", ".join(f"{n}: `{d}` (decompose.seed {s})"
                              for n, (d, s) in enumerate(zip(sel["runs"], sel.get("decompose_seeds", []))))
-            rows.append(["restarts", f"{sel.get('restarts')} runs picked from ({runs}); kept run per replicate: {kept}",
-                         f"lowest {sel.get('criterion')}: {scores}"])
-        else:
-            rows.append(["restarts", f"{sel.get('restarts')} inits per replicate; kept restart per replicate: {kept}",
-                         f"lowest {sel.get('criterion')}: {scores}"])
+            what = f"{sel.get('restarts')} runs picked from ({runs}); kept run per replicate: {kept}"
+        rows.append(["restarts", what, f"lowest {sel.get('criterion')}: {scores}"])
     if "revivals" in summary:
         rows.append(["revived components", revivals_text(summary["revivals"]), "decompose.revive (not part of APD)"])
     ver = summary.get("versions", {})
