@@ -145,6 +145,7 @@ class SpdAnalysis(RunAnalysis):
         """name -> (I, F, C) causal importances on the one-hot inputs x_f = ONEHOT_VALUE."""
         return self.causal_importances(self.onehot_inputs(ONEHOT_VALUE))[2]
 
+    @_cached
     def represents(self) -> dict:
         """name -> (I, F, C) bool: subcomponent c is causally important on feature f's one-hot input."""
         return {n: g > CI_ACTIVE for n, g in self.onehot_ci().items()}
