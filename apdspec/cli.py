@@ -371,6 +371,7 @@ def cmd_pick(args) -> int:
     pick_runs = _runtime("pick", "pipeline.pick", "pick_runs", args.debug)
     if pick_runs is None:
         return EXIT_FAILED
+    from runtime.analysis.expectations import choice_against_expectations
     from runtime.pipeline.pick import PickError
     from runtime.store.rundir import RunDirBusy
 
@@ -385,6 +386,9 @@ def cmd_pick(args) -> int:
     sel = summary["restarts"]
     print(f"kept run per replicate: {', '.join(str(c) for c in sel['chosen'])} (of {len(sel['runs'])}: "
           f"{', '.join(sel['runs'])})")
+    judged = choice_against_expectations(sel)
+    if judged:
+        print(judged)
     _print_run_summary(summary)
     print(f"{args.out}: {summary['status']}")
     return EXIT_OK if summary["status"] == "ok" else EXIT_FAILED

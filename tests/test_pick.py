@@ -120,3 +120,54 @@ def test_apdspec_pick(tmp_path, capsys):
     assert apdspec(["pick", dirs[0], dirs[0], "--out", str(tmp_path / "b2")]) == 2  # a user mistake: no traceback
     err = capsys.readouterr().err
     assert "apdspec pick:" in err and "same init twice" in err and "Traceback" not in err
+
+
+def test_replicates_meeting_applies_every_per_replicate_clause():
+    from runtime.analysis.expectations import replicates_meeting
+    from runtime.spec import Expectation
+
+    exp = dataclasses.replace(tiny(restarts_=1), report=Report(expect=(
+        Expectation("mmcs", ">=", 0.99), Expectation("ml2r", ">=", 0.97, at_least=2),
+        Expectation("ml2r", "<=", 0.0, reduce="mean"))))  # a reduction says nothing per replicate
+    metrics = {"mmcs": [0.995, 0.98, float("nan"), 0.999], "ml2r": [1.0, 1.0, 1.0, 0.96]}
+    assert replicates_meeting(exp, metrics) == [True, False, False, False]
+    assert replicates_meeting(exp, {"mmcs": [1.0]}) is None  # a metric the clauses need is missing
+    assert replicates_meeting(tiny(restarts_=1), metrics) is None  # no clause
+
+
+def test_choice_against_expectations_counts_replicates():
+    from runtime.analysis.expectations import choice_against_expectations
+
+    sel = {"chosen": [0, 0, 1], "per_run": [{"meets": [True, False, False]}, {"meets": [False, False, True]}]}
+    assert choice_against_expectations(sel).endswith("met by some run on 2 of 3 replicates, by the kept run on 2")
+    sel["chosen"] = [1, 0, 0]
+    assert choice_against_expectations(sel).endswith("by the kept run on 0")
+    sel["per_run"][1]["meets"] = None
+    assert choice_against_expectations(sel) is None
+
+
+def test_pick_shows_every_run_against_the_expectations(tmp_path, capsys):
+    from apdspec.cli import main as apdspec
+    from runtime.spec import Expectation
+
+    exp = tiny(restarts_=1, replicates=3)
+    exp = check(dataclasses.replace(exp, report=dataclasses.replace(
+        exp.report, expect=(Expectation("mmcs", ">=", 0.9), Expectation("topk_mse", "<=", 0.05)))))
+    dirs = _runs(tmp_path, exp, seeds=(1, 2))
+    assert apdspec(["pick", *dirs, "--out", str(tmp_path / "best")]) in (0, 1)
+    printed = capsys.readouterr().out
+    with open(tmp_path / "best" / "summary.json") as f:
+        sel = json.load(f)["restarts"]
+    meets = []
+    for d, run in zip(dirs, sel["per_run"]):
+        with open(f"{d}/summary.json") as f:
+            m = json.load(f)["metrics"]
+        assert run["metrics"] == {"mmcs": m["mmcs"], "topk_mse": m["topk_mse"]}
+        meets.append([a >= 0.9 and b <= 0.05 for a, b in zip(m["mmcs"], m["topk_mse"])])
+        assert run["meets"] == meets[-1]
+    some = sum(a or b for a, b in zip(*meets))
+    kept = sum(meets[c][i] for i, c in enumerate(sel["chosen"]))
+    sentence = f"met by some run on {some} of 3 replicates, by the kept run on {kept}"
+    assert sentence in printed
+    report = (tmp_path / "best" / "report.md").read_text()
+    assert "## Runs picked from" in report and sentence in report and report.count("**kept: score") == 3

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import restarts
+from ..analysis.expectations import choice_against_expectations, replicates_meeting
 from .runner import finish, write_finished
 from ..store.rundir import RunDirBusy, RunResult, load_run, locked, write_text
 
@@ -98,8 +99,7 @@ def _interleaved_history(results: list[RunResult]) -> list[dict]:
 def pick(run_dirs: list[str]) -> RunResult:
     """The RunResult keeping, per replicate, the run with the lowest held-out score (metrics not
     yet computed). Raises PickError for runs that cannot be compared."""
-    _summaries(run_dirs)
-    return _pick(run_dirs)
+    return _pick(run_dirs, _summaries(run_dirs))
 
 
 def _summaries(run_dirs: list[str]) -> list[dict]:
@@ -109,8 +109,20 @@ def _summaries(run_dirs: list[str]) -> list[dict]:
     return [_finished(d) for d in run_dirs]
 
 
-def _pick(run_dirs: list[str]) -> RunResult:
-    """`pick` of runs already checked finished (`_summaries`)."""
+def _per_run(exp: Any, summaries: list[dict]) -> list[dict]:
+    """Per source run: its values of the metrics the spec's `expect` clauses name and, per
+    replicate, whether it meets every per-replicate clause (None without one). Shown to judge the
+    choice afterwards (ground truth, where the metrics use it); nothing here enters the choice."""
+    names = list(dict.fromkeys(e.metric for e in exp.report.expect))
+    out = []
+    for s in summaries:
+        m = s.get("metrics") or {}
+        out.append({"metrics": {k: m[k] for k in names if k in m}, "meets": replicates_meeting(exp, m)})
+    return out
+
+
+def _pick(run_dirs: list[str], summaries: list[dict]) -> RunResult:
+    """`pick` of runs already checked finished (their `_summaries`)."""
     results = [load_run(d) for d in run_dirs]
     base = results[0]
     for d, r in zip(run_dirs[1:], results[1:]):
@@ -132,7 +144,8 @@ def _pick(run_dirs: list[str]) -> RunResult:
     dec = restarts.take(wide, chosen)
     selection = {"restarts": R, "criterion": restarts.criterion(base.experiment),
                  "scores": score.tolist(), "chosen": [int(c) % R for c in chosen],
-                 "runs": [os.path.abspath(d) for d in run_dirs], "decompose_seeds": seeds}
+                 "runs": [os.path.abspath(d) for d in run_dirs], "decompose_seeds": seeds,
+                 "per_run": _per_run(base.experiment, summaries)}
     timings = {"target_s": base.timings.get("target_s", 0.0),
                "decompose_s": float(sum(r.timings.get("decompose_s", 0.0) for r in results))}
     run_seeds = {"experiment": base.seeds.get("experiment")}
@@ -149,7 +162,7 @@ def pick_runs(run_dirs: list[str], out_dir: str, report: bool = True) -> dict:
     if any(os.path.abspath(d) == os.path.abspath(out_dir) for d in run_dirs):
         raise PickError(f"--out {out_dir} is one of the runs picked from; write the pick to a new directory")
     summaries = _summaries(run_dirs)
-    result = _pick(run_dirs)
+    result = _pick(run_dirs, summaries)
     finish(result)
     result.timings["pick_s"] = time.time() - t0
     with locked(out_dir):
@@ -180,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sel = summary["restarts"]
     print(f"{args.out}: kept run per replicate {sel['chosen']} of {len(sel['runs'])}; status {summary['status']}")
+    judged = choice_against_expectations(sel)
+    if judged:
+        print(judged)
     return 0 if summary["status"] == "ok" else 1
 
 

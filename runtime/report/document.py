@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.diagnostics import diagnose, weight_scale
+from ..analysis.expectations import choice_against_expectations
 from ..spec.paper import PaperResult, lookup
 from ..spec import METRICS, PLOTS, Experiment, from_dict
 from ..store.rundir import write_text
@@ -206,6 +207,33 @@ def revivals_text(events: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def picked_section(sel: dict) -> Section | None:
+    """`apdspec pick`: per replicate, every source run's held-out score and its values of the
+    metrics the spec's expectations name, the kept run marked (None for other runs)."""
+    per_run = sel.get("per_run")
+    if not per_run:
+        return None
+    seeds = sel.get("decompose_seeds") or [None] * len(per_run)
+    header = ["replicate"] + [f"run {n} (decompose.seed {s})" for n, s in enumerate(seeds)]
+    rows = []
+    for i, (scores, c) in enumerate(zip(sel["scores"], sel["chosen"])):
+        row = [str(i)]
+        for n, run in enumerate(per_run):
+            cell = [f"score {fmt(scores[n])}"] + [f"{k} {fmt(v[i])}" for k, v in run["metrics"].items()]
+            if run.get("meets") is not None:
+                cell.append("meets the expectations" if run["meets"][i] else "misses them")
+            text = ", ".join(cell)
+            row.append(f"**kept: {text}**" if n == c else text)
+        rows.append(row)
+    blocks = [_p(f"The run kept per replicate has the lowest {sel.get('criterion')}; no ground truth enters the choice. "
+                 "The metrics the spec's expectations name are shown to judge that choice; they did not enter it."),
+              Block("table", header=header, items=rows)]
+    judged = choice_against_expectations(sel)
+    if judged:
+        blocks.append(_p(judged + "."))
+    return Section("Runs picked from", blocks)
+
+
 def provenance_section(run_dir: str, summary: dict, exp: Experiment | None) -> Section:
     rows = []
     for rec in summary.get("spec_files", []) or []:
@@ -333,6 +361,9 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
                               "faithfulness, poor reconstruction, unspecialised components)."))
 
     sections = [head, expectations_section(expectations), metrics_section(metrics, paper), dsec]
+    picked = picked_section(summary.get("restarts") or {})
+    if picked is not None:
+        sections.append(picked)
     if "losses" in plot_paths:
         sections.append(Section("Training curves", [Block("image", text=PLOTS["losses"][1], path=plot_paths["losses"])]))
     figs = Section("Figures")
