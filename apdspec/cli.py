@@ -394,6 +394,29 @@ def cmd_pick(args) -> int:
     return EXIT_OK if summary["status"] == "ok" else EXIT_FAILED
 
 
+def cmd_compare(args) -> int:
+    """APD and SPD runs in one table (runtime/pipeline/compare.py)."""
+    compare = _runtime("compare", "pipeline.compare", "compare", args.debug)
+    if compare is None:
+        return EXIT_FAILED
+    from runtime.pipeline.compare import CompareError
+    from runtime.store.rundir import write_text
+
+    try:
+        text = compare(args.dirs)
+    except CompareError as e:
+        _err(f"apdspec compare: {e}")
+        return EXIT_SPEC
+    sys.stdout.write(text)
+    if args.out:
+        try:
+            write_text(args.out, text)
+        except OSError as e:
+            _err(f"apdspec compare: cannot write --out {args.out}: {e.strerror or e}")
+            return EXIT_FAILED
+    return EXIT_OK
+
+
 def _report_sweep(args) -> int:
     """sweep.md from sweep.json; with --points, first every finished point's report."""
     render = _runtime("report", "pipeline.sweep", "render", args.debug)
@@ -624,6 +647,17 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory to write")
     pk.add_argument("--no-report", action="store_true", help="skip report.md / report.html")
     pk.set_defaults(func=cmd_pick)
+
+    cp = sub.add_parser("compare", help="APD and SPD runs and sweeps in one table of success rates",
+                        description="Read finished run and sweep directories (nothing is re-run), group them by target "
+                                    "and method, and print one markdown table: runs and seeds, replicates, the share "
+                                    "of replicates at MMCS >= 0.99, at MMCS >= 0.99 and ML2R >= 0.97, and (residual "
+                                    "MLP) with >= 95%% of the features on their own component, the metric means and "
+                                    "the wall time per run. Exit 0 ok, 1 --out not writable, 2 a DIR without a "
+                                    "finished run.")
+    cp.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
+    cp.add_argument("--out", "-o", metavar="FILE", help="also write the table to this markdown file")
+    cp.set_defaults(func=cmd_compare)
 
     b = sub.add_parser("bench", help="time a few optimiser steps of a spec",
                        description="Check the spec and time a few APD steps with the runtime; print the results as a "

@@ -48,3 +48,19 @@ def test_a_run_on_a_target_file_groups_with_trained_targets_of_its_architecture(
     assert list(compare.group(runs)) == [("TMS 5-2", "spd")]
     (loaded / "target.npz").unlink()  # no saved target: labelled by the file's folder instead
     assert len(compare.group(runs)) == 2
+
+
+def test_apdspec_compare_prints_and_writes_the_table_and_names_a_path_without_runs(tmp_path, capsys):
+    from apdspec.cli import main as apdspec
+
+    _run(tmp_path / "apd", "apd", 0, [0.998, 0.98], [0.90, 0.99])
+    out = tmp_path / "table.md"
+    assert apdspec(["compare", str(tmp_path / "apd"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| TMS 5-2 | APD | 1 (0) | 2 | 50% | 0% |" in printed and out.read_text() == printed
+    (tmp_path / "empty").mkdir()
+    assert apdspec(["compare", str(tmp_path / "apd"), str(tmp_path / "empty")]) == 2  # a user mistake
+    err = capsys.readouterr().err
+    assert "apdspec compare:" in err and "empty: no finished run here" in err and "Traceback" not in err
+    assert compare.main([str(tmp_path / "missing")]) == 2
+    assert "missing: no finished run" in capsys.readouterr().err

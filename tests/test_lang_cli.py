@@ -189,7 +189,7 @@ def test_threads_option_sets_blas_variables(monkeypatch, capsys):
     assert os.environ["OPENBLAS_NUM_THREADS"] == os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "2"
 
 
-@pytest.mark.parametrize("command", ["check", "fmt", "run", "report", "pick", "bench", "explain"])
+@pytest.mark.parametrize("command", ["check", "fmt", "run", "report", "pick", "compare", "bench", "explain"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

@@ -1,6 +1,7 @@
 """One table comparing decomposition methods (APD, SPD) over finished runs and sweeps.
 
-    python -m runtime.pipeline.compare runs/apd_tms_5_2_seeds runs/spd_tms_5_2_seeds ... [--out table.md]
+    apdspec compare runs/apd_tms_5_2_seeds runs/spd_tms_5_2_seeds ... [--out table.md]
+    (or python -m runtime.pipeline.compare)
 
 Every argument is a run directory (summary.json + spec.json) or a sweep directory (sweep.json: every
 finished point). Runs are grouped by target (kind and sizes) and method; per group the table gives
@@ -17,8 +18,13 @@ import sys
 from typing import Any
 
 from ..spec.target_file import read_target_meta
+from ..store.rundir import write_text
 
 MMCS_BAR, ML2R_BAR, DEDICATED_SHARE = 0.99, 0.97, 0.95
+
+
+class CompareError(ValueError):
+    """A path holds no finished run (a user mistake: the message names it)."""
 
 
 def _read(path: str) -> dict | None:
@@ -113,7 +119,14 @@ def table(rows: list[dict]) -> str:
 
 
 def compare(paths: list[str]) -> str:
-    runs = [r for p in paths for r in runs_in(p)]
+    """The table over every finished run under `paths`; CompareError for a path without one."""
+    runs = []
+    for p in paths:
+        found = runs_in(p)
+        if not found:
+            raise CompareError(f"{p}: no finished run here (a run directory with summary.json and spec.json, status ok "
+                               "or expectations_failed, or a sweep directory with sweep.json and finished points)")
+        runs += found
     return table([row(label, method, rs) for (label, method), rs in group(runs).items()])
 
 
@@ -122,11 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dirs", nargs="+", help="run or sweep directories")
     ap.add_argument("--out", help="write the table to this markdown file too")
     a = ap.parse_args(argv)
-    text = compare(a.dirs)
+    try:
+        text = compare(a.dirs)
+    except CompareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     sys.stdout.write(text)
     if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
+        write_text(a.out, text)
     return 0
 
 
