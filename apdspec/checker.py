@@ -16,11 +16,11 @@ from runtime import spec as S
 
 from . import ast as A
 from .errors import Collector, Note, did_you_mean
-from .schema import EXPERIMENT, REDUCTIONS, REPORT, SWEEP_FUNCTIONS, TARGETS, Form, Leaf, Obj
+from .schema import EXPERIMENT, REDUCTIONS, REPORT, TARGETS, Form, Leaf, Obj
 from .state import NONE, RESET, Setting, State, TargetKind, join_path, lang_path
 from .sweeps import generated
 from .unparse import format_number
-from .values import Bad, Float, Int, Str, describe
+from .values import SWEEP_FUNCTIONS, Bad, Float, Int, Str, describe
 
 # ------------------------------------------------------------------------------------------
 # Scopes

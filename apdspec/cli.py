@@ -641,9 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "criterion (held-out top-k MSE; SPD: held-out SPD loss), all on the same held-out "
                                     "batches, keep the lowest per replicate and write --out as a run directory with "
                                     "metrics and report. The runs must decompose the same target arrays with the "
-                                    "same settings apart from decompose.seed. Exit 0 ok, 1 expectations failed, "
+                                    "same settings apart from decompose.seed; a sweep directory stands for its "
+                                    "points. Exit 0 ok, 1 expectations failed, "
                                     "2 runs that cannot be compared.")
-    pk.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    pk.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished runs (or sweeps over decompose.seed)")
     pk.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory to write")
     pk.add_argument("--no-report", action="store_true", help="skip report.md / report.html")
     pk.set_defaults(func=cmd_pick)

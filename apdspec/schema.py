@@ -377,7 +377,6 @@ EXPERIMENT = Obj(
     "one experiment",
 )
 
-SWEEP_FUNCTIONS = ("grid", "seeds", "range", "logspace")
 REDUCTIONS = ("mean", "min", "max", "median")
 
 # Runtime fields the schema handles with dedicated syntax rather than `key = value`.

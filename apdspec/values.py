@@ -14,6 +14,7 @@ from . import ast as A
 from .errors import did_you_mean
 
 INT_LIMIT = 2**63
+SWEEP_FUNCTIONS = ("grid", "seeds", "range", "logspace")  # sweep-axis generators (sweeps.py)
 
 
 class Bad(Exception):
@@ -121,7 +122,10 @@ def number(node: A.Value, env: Env) -> int | float:
         if isinstance(out, int) and abs(out) >= INT_LIMIT:
             raise Bad(node.span, "integer is too large")
         return out
-    raise Bad(node.span, f"expected a number for '{{key}}', got {describe(node)}")
+    many = isinstance(node, A.ListValue) or (isinstance(node, A.Call) and node.name in SWEEP_FUNCTIONS)
+    hint = ("a field holds one value; to run one experiment per value, sweep it: a line in the sweep block "
+            "(sweep { PATH = [...] }) or -s 'PATH=grid(...)' on the command line" if many else "")
+    raise Bad(node.span, f"expected a number for '{{key}}', got {describe(node)}", hint)
 
 
 class Kind:

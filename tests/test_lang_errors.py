@@ -61,6 +61,10 @@ CASES = [
     ("two experiments", BASE + "experiment u {\n}\n", 13, 1, "a file holds one experiment", ""),
     # types
     ("string for a number", edit("steps = 100", 'steps = "100"'), 9, 13, "expected a number for 'steps'", ""),
+    ("list for a number", edit("steps = 100", "steps = [100, 200]"), 9, 13,
+     "expected a number for 'steps', got a list", "sweep it: a line in the sweep block"),
+    ("sweep axis outside a sweep", edit("steps = 100", "steps = grid(100, 200)"), 9, 13,
+     "expected a number for 'steps', got grid(...)", "sweep { PATH = [...] }"),
     ("non-integer steps", edit("steps = 100", "steps = 20.5"), 9, 13, "expected an integer for 'steps', got 20.5",
      "never rounded"),
     ("non-integral scientific", edit("steps = 100", "steps = 1.5e0"), 9, 13, "expected an integer", ""),

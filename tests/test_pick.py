@@ -171,3 +171,18 @@ def test_pick_shows_every_run_against_the_expectations(tmp_path, capsys):
     assert sentence in printed
     report = (tmp_path / "best" / "report.md").read_text()
     assert "## Runs picked from" in report and sentence in report and report.count("**kept: score") == 3
+
+
+def test_pick_from_a_sweep_over_decompose_seed(tmp_path):
+    from runtime.pipeline import sweep
+    from runtime.spec import Sweep, SweepAxis
+
+    exp = dataclasses.replace(tiny(restarts_=1, replicates=2), sweep=Sweep((SweepAxis("decompose.seed", (5, 6)),)))
+    sweep.run_sweep(exp, str(tmp_path / "s"), report=False)
+    summary = pick.pick_runs([str(tmp_path / "s")], str(tmp_path / "best"), report=False)
+    points = [str(tmp_path / "s" / p["label"]) for p in sweep.load_sweep(str(tmp_path / "s"))["points"]]
+    assert summary["restarts"]["decompose_seeds"] == [5, 6] and summary["picked_from"] == points
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "sweep.json").write_text("[]")
+    with pytest.raises(pick.PickError, match="bad: its sweep.json cannot be read"):
+        pick.pick_runs([str(tmp_path / "bad"), points[0]], str(tmp_path / "x"), report=False)

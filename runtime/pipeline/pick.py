@@ -11,6 +11,7 @@ run, and summary.json "restarts" with the scores, the kept run per replicate and
 No ground truth enters the choice.
 
     python -m runtime.pipeline.pick RUN_DIR RUN_DIR [...] --out OUT_DIR    (or `apdspec pick`)
+    apdspec run SPEC -s 'decompose.seed=[1, 2, 3]' --out S && apdspec pick S --out OUT_DIR
 """
 from __future__ import annotations
 
@@ -27,11 +28,27 @@ import numpy as np
 from . import restarts
 from ..analysis.expectations import choice_against_expectations, replicates_meeting
 from .runner import finish, write_finished
+from .sweep import load_sweep
 from ..store.rundir import RunDirBusy, RunResult, load_run, locked, write_text
 
 
 class PickError(ValueError):
     """The runs cannot be compared (a user mistake: the message says which run and why)."""
+
+
+def expand_sweeps(dirs: list[str]) -> list[str]:
+    """The run directories: a sweep directory (sweep.json) stands for its points in sweep order, so
+    a sweep over decompose.seed is picked from as a whole."""
+    out = []
+    for d in dirs:
+        if not os.path.exists(os.path.join(d, "sweep.json")):
+            out.append(d)
+            continue
+        try:
+            out += [os.path.join(d, p["label"]) for p in load_sweep(d)["points"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise PickError(f"{d}: its sweep.json cannot be read ({e})") from None
+    return out
 
 
 def _finished(run_dir: str) -> dict:
@@ -99,13 +116,14 @@ def _interleaved_history(results: list[RunResult]) -> list[dict]:
 def pick(run_dirs: list[str]) -> RunResult:
     """The RunResult keeping, per replicate, the run with the lowest held-out score (metrics not
     yet computed). Raises PickError for runs that cannot be compared."""
+    run_dirs = expand_sweeps(run_dirs)
     return _pick(run_dirs, _summaries(run_dirs))
 
 
 def _summaries(run_dirs: list[str]) -> list[dict]:
     """summary.json of every run, each checked finished (PickError otherwise)."""
     if len(run_dirs) < 2:
-        raise PickError("give at least two run directories to pick from")
+        raise PickError("give at least two run directories to pick from (or a sweep over decompose.seed)")
     return [_finished(d) for d in run_dirs]
 
 
@@ -159,6 +177,7 @@ def pick_runs(run_dirs: list[str], out_dir: str, report: bool = True) -> dict:
     (spec files copied from the first run; metrics.jsonl with its target curve and the kept
     curves). Returns summary.json's content; wall_time_s is the source runs' summed wall time."""
     t0 = time.time()
+    run_dirs = expand_sweeps(run_dirs)
     if any(os.path.abspath(d) == os.path.abspath(out_dir) for d in run_dirs):
         raise PickError(f"--out {out_dir} is one of the runs picked from; write the pick to a new directory")
     summaries = _summaries(run_dirs)
@@ -182,7 +201,8 @@ def pick_runs(run_dirs: list[str], out_dir: str, report: bool = True) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runtime.pipeline.pick", description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished runs that differ only in decompose.seed")
+    ap.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                    help="finished runs that differ only in decompose.seed (a sweep directory: its points)")
     ap.add_argument("--out", "-o", required=True, help="the run directory to write")
     ap.add_argument("--no-report", action="store_true", help="skip report.md / report.html")
     args = ap.parse_args(argv)
