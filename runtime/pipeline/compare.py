@@ -4,7 +4,8 @@
     (or python -m runtime.pipeline.compare)
 
 Every argument is a run directory (summary.json + spec.json) or a sweep directory (sweep.json: every
-finished point). Runs are grouped by target (kind and sizes) and method; per group the table gives
+finished point). Runs are grouped by target (kind and sizes), method and variant (the experiment's
+name, and the inits per replicate of restarts or `apdspec pick`); per group the table gives
 the runs and replicates, the share of replicates that reach each bar (TMS: MMCS >= 0.99, and MMCS >=
 0.99 with ML2R >= 0.97; residual MLP: dedicated features >= 95 of 100 scaled to F), the metric means
 and the wall time per run. Nothing is re-run: the numbers are the runs' own summary.json.
@@ -67,10 +68,19 @@ def target_label(spec: dict, run_dir: str | None = None) -> str:
     return str(kind)
 
 
-def group(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    out: dict[tuple[str, str], list[dict]] = {}
+def variant(run: dict) -> str:
+    """The experiment's name and, for restarts or `apdspec pick`, the inits per replicate: runs of
+    different configurations (a spec and its `use` variants) or selections get rows of their own."""
+    name = run["spec"].get("name") or "experiment"
+    inits = (run["summary"].get("restarts") or {}).get("restarts") or 1
+    return f"{name}, best of {inits} inits" if inits > 1 else name
+
+
+def group(runs: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """Runs by (target, method, variant)."""
+    out: dict[tuple[str, str, str], list[dict]] = {}
     for r in runs:
-        key = (target_label(r["spec"], r["dir"]), r["spec"].get("decompose", {}).get("method", "apd"))
+        key = (target_label(r["spec"], r["dir"]), r["spec"].get("decompose", {}).get("method", "apd"), variant(r))
         out.setdefault(key, []).append(r)
     return out
 
@@ -82,11 +92,11 @@ def _per_replicate(runs: list[dict], name: str) -> list[float]:
     return vals
 
 
-def row(label: str, method: str, runs: list[dict]) -> dict[str, Any]:
+def row(label: str, method: str, runs: list[dict], variant: str = "") -> dict[str, Any]:
     mmcs, ml2r = _per_replicate(runs, "mmcs"), _per_replicate(runs, "ml2r")
     ded = _per_replicate(runs, "dedicated_features")
     n = max(len(mmcs), len(ded), sum(int(r["summary"].get("replicates", 1)) for r in runs))
-    out: dict[str, Any] = {"target": label, "method": method, "runs": len(runs), "replicates": n,
+    out: dict[str, Any] = {"target": label, "method": method, "variant": variant, "runs": len(runs), "replicates": n,
                            "seeds": sorted({r["spec"].get("seed") for r in runs}),
                            "wall_min": sum(float(r["summary"].get("wall_time_s", 0)) for r in runs) / 60 / max(len(runs), 1)}
     if mmcs:
@@ -109,9 +119,10 @@ def table(rows: list[dict]) -> str:
     lines = [f"| target | method | runs (seeds) | replicates | MMCS >= {MMCS_BAR} | MMCS >= {MMCS_BAR} and ML2R >= "
              f"{ML2R_BAR} | mean MMCS | mean ML2R | dedicated >= {DEDICATED_SHARE:.0%} of F | mean dedicated | "
              "wall time per run |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["target"], r["method"])):
+    for r in sorted(rows, key=lambda r: (r["target"], r["method"], r.get("variant", ""))):
         seeds = ", ".join(str(s) for s in r["seeds"])
-        lines.append(f"| {r['target']} | {r['method'].upper()} | {r['runs']} ({seeds}) | {r['replicates']} | "
+        method = r["method"].upper() + (f" ({r['variant']})" if r.get("variant") else "")
+        lines.append(f"| {r['target']} | {method} | {r['runs']} ({seeds}) | {r['replicates']} | "
                      f"{pct(r.get('mmcs_rate'))} | {pct(r.get('both_rate'))} | {num(r.get('mmcs_mean'))} | "
                      f"{num(r.get('ml2r_mean'), '{:.3f}')} | {pct(r.get('dedicated_rate'))} | "
                      f"{num(r.get('dedicated_mean'), '{:.1f}')} | {r['wall_min']:.1f} min |")
@@ -127,7 +138,7 @@ def compare(paths: list[str]) -> str:
             raise CompareError(f"{p}: no finished run here (a run directory with summary.json and spec.json, status ok "
                                "or expectations_failed, or a sweep directory with sweep.json and finished points)")
         runs += found
-    return table([row(label, method, rs) for (label, method), rs in group(runs).items()])
+    return table([row(label, method, rs, var) for (label, method, var), rs in group(runs).items()])
 
 
 def main(argv: list[str] | None = None) -> int:
