@@ -11,7 +11,7 @@ run, and summary.json "restarts" with the scores, the kept run per replicate and
 No ground truth enters the choice.
 
     python -m runtime.pipeline.pick RUN_DIR RUN_DIR [...] --out OUT_DIR    (or `apdspec pick`)
-    apdspec run SPEC -s 'decompose.seed=[1, 2, 3]' --out S && apdspec pick S --out OUT_DIR
+    apdspec run SPEC -s 'decompose.seed=grid(1, 2, 3)' --out S && apdspec pick S --out OUT_DIR
 """
 from __future__ import annotations
 
