@@ -5,6 +5,9 @@ from the runs' saved decompositions (nothing is trained here).
 
 Per run: C, batch, steps, Adam lr and, per replicate, MMCS, ML2R and matched_rows (columns of W
 whose best subcomponent has cosine >= 0.99), with the decomposition's wall time from summary.json.
+With --ci, per replicate and decomposed matrix (W, W^T) also the subcomponents causally important
+(g > CI_ACTIVE, SpdAnalysis.represents) on some one-hot input and how many are important per one-hot input on average
+(the ground truth: F subcomponents, 1 per input, in both matrices; MMCS and ML2R look at W only).
 """
 from __future__ import annotations
 
@@ -18,7 +21,13 @@ from runtime.analysis.metrics import COMPUTED
 from runtime.store.rundir import load_run
 
 
-def row(run_dir: str) -> dict:
+def onehot_use(an) -> dict[str, list[tuple[int, float]]]:
+    """matrix -> per replicate (subcomponents important on some one-hot input, mean important per input)."""
+    return {name: [(int(m.any(axis=0).sum()), float(m.sum(axis=1).mean())) for m in imp]  # imp: (I, F, C)
+            for name, imp in an.represents().items()}
+
+
+def row(run_dir: str, ci: bool = False) -> dict:
     r = load_run(run_dir)
     dc = r.experiment.decompose
     an = analysis_for(r)
@@ -29,17 +38,21 @@ def row(run_dir: str) -> dict:
     # the run's own metric definitions (analysis/metrics.py), recomputed for runs older than matched_rows
     return {"run": label, "C": dc.components, "batch": dc.batch, "steps": dc.steps, "lr": dc.optimizer.lr,
             **{k: COMPUTED[k](an) for k in ("mmcs", "ml2r", "matched_rows")}, "F": an.arch.features,
-            "minutes": summary.get("timings", {}).get("decompose_s", float("nan")) / 60}
+            "minutes": summary.get("timings", {}).get("decompose_s", float("nan")) / 60,
+            **({"onehot": onehot_use(an)} if ci else {})}
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| run | C | batch | steps | Adam lr | MMCS | ML2R | columns matched (cos >= 0.99) | decomposition min |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    ci = all("onehot" in r for r in rows)
+    head = ["run", "C", "batch", "steps", "Adam lr", "MMCS", "ML2R", "columns matched (cos >= 0.99)"]
+    head += ["W: used / per input", "W^T: used / per input"] if ci else []
+    out = ["| " + " | ".join(head + ["decomposition min"]) + " |", "|" + "---|" * (len(head) + 1)]
     for r in rows:
         f = lambda a, d: ", ".join(f"{v:.{d}f}" for v in a)  # noqa: E731
         matched = ", ".join(f"{int(v)}/{r['F']}" for v in r["matched_rows"])
+        use = [", ".join(f"{n} / {k:.2f}" for n, k in r["onehot"][m]) for m in ("W", "W.T")] if ci else []
         out.append(f"| {r['run']} | {r['C']} | {r['batch']} | {r['steps']:,} | {r['lr']:g} | {f(r['mmcs'], 4)} | "
-                   f"{f(r['ml2r'], 3)} | {matched} | {r['minutes']:.1f} |")
+                   f"{f(r['ml2r'], 3)} | {matched} | " + "".join(u + " | " for u in use) + f"{r['minutes']:.1f} |")
     return "\n".join(out) + "\n"
 
 
@@ -47,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--out")
+    ap.add_argument("--ci", action="store_true", help="also the one-hot causal-importance use of W and W^T")
     a = ap.parse_args(argv)
-    text = table([row(d) for d in a.runs])
+    text = table([row(d, a.ci) for d in a.runs])
     if a.out:
         with open(a.out, "w") as f:
             f.write(text)
