@@ -336,3 +336,22 @@ def test_diagnostics_say_when_components_stopped_being_used():
     assert "first quarter" not in notes[0]  # 1200 > 4000 / 4
     assert "first quarter" in settled(log(8000))[0]  # 1200 <= 8000 / 4
     assert settled(log(4000), dead=(0.0, 0.0)) == []  # nothing died: nothing to say
+
+
+def test_spd_diagnostics_say_which_matrix_strays_from_one_subcomponent_per_feature():
+    from runtime.analysis.diagnostics import onehot_ci_use
+
+    F, C = 6, 8
+    per_feature = np.zeros((F, C), bool)
+    per_feature[np.arange(F), np.arange(F)] = True  # the ground truth: feature f -> subcomponent f
+    basis = np.zeros((F, C), bool)
+    basis[:, :2] = True  # two subcomponents important for every feature
+    represents = {"W": np.stack([per_feature, per_feature]), "W.T": np.stack([per_feature, basis])}
+    use = onehot_ci_use(represents)
+    assert use == {"W": ([6, 6], [1.0, 1.0]), "W.T": ([6, 2], [1.0, 2.0])}
+    exp = check(Experiment(target=TmsTarget(features=F, hidden=2), decompose=Decompose(method="spd", components=C)))
+    text = " ".join(t for _, t in diagnose(exp, exp.target, {"ci_error": [0.0, 1.5]}, [], ci_use=use))
+    assert "W 6 / 1, 6 / 1; W.T 6 / 1, 2 / 2." in text
+    assert "In W.T of replicate 1 a few subcomponents serve every feature together" in text
+    plain = " ".join(t for _, t in diagnose(exp, exp.target, {"ci_error": [0.0, 1.5]}, []))
+    assert "far from the ground truth" in plain and "Per matrix" not in plain

@@ -62,9 +62,10 @@ def _settled(history: list[dict], key: str = "used_components") -> tuple[list[fl
 
 def diagnose(exp: Any, arch: Any, metrics: dict, history: list[dict], *, status: str = "ok", error: str | None = None,
              expectations: list[dict] = (), weight_scale: float | None = None, output_power: float | None = None,
-             errors: dict | None = None) -> list[tuple[str, str]]:
+             errors: dict | None = None, ci_use: dict | None = None) -> list[tuple[str, str]]:
     """Diagnostics for one run. `weight_scale` (mean squared target weight) scales the faithfulness
-    check, `output_power` (mean square of the target output) the reconstruction checks."""
+    check, `output_power` (mean square of the target output) the reconstruction checks. SPD:
+    `ci_use` (onehot_ci_use) says per matrix where the causal importances on one-hot inputs stray."""
     kind = getattr(arch, "kind", "")
     out: list[tuple[str, str]] = []
     add = lambda sev, text: out.append((sev, text))  # noqa: E731
@@ -108,7 +109,7 @@ def diagnose(exp: Any, arch: Any, metrics: dict, history: list[dict], *, status:
     # TMS geometry
     mmcs, ml2r = _mean(metrics, "mmcs"), _mean(metrics, "ml2r")
     if getattr(exp.decompose, "method", "apd") == "spd":
-        _spd_diagnostics(add, metrics, history, mmcs, ml2r)
+        _spd_diagnostics(add, metrics, history, mmcs, ml2r, ci_use)
         mmcs = ml2r = None  # said for SPD above
     if mmcs is not None and mmcs < MMCS_LOW:
         add("problem", f"Component directions do not match every target row: MMCS = {_fmt(mmcs)} (< {MMCS_LOW}; paper "
@@ -192,7 +193,16 @@ def diagnose(exp: Any, arch: Any, metrics: dict, history: list[dict], *, status:
 CI_ERROR_HIGH = 0.5  # ci_error per feature: half of a subcomponent's worth of causal importance misplaced
 
 
-def _spd_diagnostics(add, metrics: dict, history: list[dict], mmcs: float | None, ml2r: float | None) -> None:
+def onehot_ci_use(represents: dict) -> dict[str, tuple[list[int], list[float]]]:
+    """matrix -> per replicate (subcomponents causally important on some one-hot input, mean number
+    important per one-hot input), from SpdAnalysis.represents ((I, F, C) bool per matrix). The
+    ground truth of TMS: (F, 1) in every matrix."""
+    return {n: ([int(v) for v in r.any(axis=1).sum(axis=1)], [float(v) for v in r.sum(axis=2).mean(axis=1)])
+            for n, r in represents.items()}
+
+
+def _spd_diagnostics(add, metrics: dict, history: list[dict], mmcs: float | None, ml2r: float | None,
+                     ci_use: dict | None = None) -> None:
     """SPD's versions of the TMS geometry checks, and its causal-importance checks (SPD paper
     Table 1, Fig. 8, App. "Heuristics for Hyperparameter Selection")."""
     if mmcs is not None and mmcs < MMCS_LOW:
@@ -209,8 +219,20 @@ def _spd_diagnostics(add, metrics: dict, history: list[dict], mmcs: float | None
             "columns, so others must cancel them.")
     err = _mean(metrics, "ci_error")
     if err is not None and err > CI_ERROR_HIGH:
+        where = ""
+        if ci_use:
+            where = " Per matrix and replicate, subcomponents important on some one-hot input / per one-hot input " \
+                    "(ground truth: one per feature / 1): " + "; ".join(
+                        f"{n} " + ", ".join(f"{u} / {_fmt(k)}" for u, k in zip(*v)) for n, v in ci_use.items()) + "."
+            most = np.max([v[0] for v in ci_use.values()], axis=0)  # per replicate, the most-used matrix's count
+            for n, (used, per) in ci_use.items():
+                reps = [i for i, (u, k) in enumerate(zip(used, per)) if k > 1.5 and u < 0.5 * most[i]]
+                if reps:
+                    where += (f" In {n} of replicate{'s' if len(reps) > 1 else ''} {', '.join(map(str, reps))} a few "
+                              "subcomponents serve every feature together (a basis of the matrix's small side, not "
+                              "one subcomponent per feature); MMCS and ML2R look at W only.")
         add("problem", f"The causal importances on one-hot inputs are far from the ground truth: ci_error = {_fmt(err)} "
-            "per feature (the causal_importance plot shows which subcomponents are important for each feature).")
+            "per feature (the causal_importance plot shows which subcomponents are important for each feature)." + where)
     last = history[-1] if history else {}
     l0 = last.get("ci_l0")
     if isinstance(l0, float) and l0 < 0.5:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.diagnostics import diagnose, weight_scale
+from ..analysis.diagnostics import diagnose, onehot_ci_use, weight_scale
 from ..analysis.expectations import choice_against_expectations
 from ..spec.paper import PaperResult, lookup
 from ..spec import METRICS, PLOTS, Experiment, from_dict
@@ -350,9 +350,16 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
             op = float(np.mean(s["zero"])) if "zero" in s else None
         except Exception as e:  # diagnostics degrade, the report still renders
             errors["output scale"] = f"{type(e).__name__}: {e}"
+    ci_use = None
+    if result is not None and exp is not None and exp.decompose.method == "spd" and "ci_error" in metrics:
+        try:
+            ci_use = onehot_ci_use(an.represents())
+        except Exception as e:  # diagnostics degrade, the report still renders
+            errors["one-hot causal importances"] = f"{type(e).__name__}: {e}"
     arch = result.arch if result is not None else (exp.target if exp is not None else None)
     diags = diagnose(exp, arch, metrics, history, status=status, error=summary.get("error"),
-                     expectations=expectations, weight_scale=ws, output_power=op, errors=errors) if exp else []
+                     expectations=expectations, weight_scale=ws, output_power=op, errors=errors,
+                     ci_use=ci_use) if exp else []
     dsec = Section("Diagnostics")
     if diags:
         dsec.blocks.append(Block("list", items=[f"**{sev}**: {text}" for sev, text in diags]))
