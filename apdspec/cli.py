@@ -650,10 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
     pk.set_defaults(func=cmd_pick)
 
     cp = sub.add_parser("compare", help="APD and SPD runs and sweeps in one table of success rates",
-                        description="Read finished run and sweep directories (nothing is re-run), group them by target "
-                                    "and method, and print one markdown table: runs and seeds, replicates, the share "
+                        description="Read finished run and sweep directories (nothing is re-run), group them by target, "
+                                    "method and variant (experiment name; best of R inits for restarts or pick), and "
+                                    "print one markdown table: runs and seeds, replicates, the share "
                                     "of replicates at MMCS >= 0.99, at MMCS >= 0.99 and ML2R >= 0.97, and (residual "
-                                    "MLP) with >= 95%% of the features on their own component, the metric means and "
+                                    "MLP) with >= 95% of the features on their own component, the metric means and "
                                     "the wall time per run. Exit 0 ok, 1 --out not writable, 2 a DIR without a "
                                     "finished run.")
     cp.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
