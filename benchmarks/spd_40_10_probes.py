@@ -17,14 +17,9 @@ import os
 import sys
 
 from runtime.analysis.core import analysis_for
+from runtime.analysis.diagnostics import onehot_ci_use
 from runtime.analysis.metrics import COMPUTED
 from runtime.store.rundir import load_run
-
-
-def onehot_use(an) -> dict[str, list[tuple[int, float]]]:
-    """matrix -> per replicate (subcomponents important on some one-hot input, mean important per input)."""
-    return {name: [(int(m.any(axis=0).sum()), float(m.sum(axis=1).mean())) for m in imp]  # imp: (I, F, C)
-            for name, imp in an.represents().items()}
 
 
 def row(run_dir: str, ci: bool = False) -> dict:
@@ -39,7 +34,7 @@ def row(run_dir: str, ci: bool = False) -> dict:
     return {"run": label, "C": dc.components, "batch": dc.batch, "steps": dc.steps, "lr": dc.optimizer.lr,
             **{k: COMPUTED[k](an) for k in ("mmcs", "ml2r", "matched_rows")}, "F": an.arch.features,
             "minutes": summary.get("timings", {}).get("decompose_s", float("nan")) / 60,
-            **({"onehot": onehot_use(an)} if ci else {})}
+            **({"onehot": onehot_ci_use(an.represents())} if ci else {})}
 
 
 def table(rows: list[dict]) -> str:
@@ -50,7 +45,7 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         f = lambda a, d: ", ".join(f"{v:.{d}f}" for v in a)  # noqa: E731
         matched = ", ".join(f"{int(v)}/{r['F']}" for v in r["matched_rows"])
-        use = [", ".join(f"{n} / {k:.2f}" for n, k in r["onehot"][m]) for m in ("W", "W.T")] if ci else []
+        use = [", ".join(f"{n} / {k:.2f}" for n, k in zip(*r["onehot"][m])) for m in ("W", "W.T")] if ci else []
         out.append(f"| {r['run']} | {r['C']} | {r['batch']} | {r['steps']:,} | {r['lr']:g} | {f(r['mmcs'], 4)} | "
                    f"{f(r['ml2r'], 3)} | {matched} | " + "".join(u + " | " for u in use) + f"{r['minutes']:.1f} |")
     return "\n".join(out) + "\n"
