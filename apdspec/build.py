@@ -28,9 +28,17 @@ def build(state: State, default_name: str) -> S.Experiment:
         if default is None and marker is None and not any(k.startswith(rt + ".") for k in v):
             return None  # an object that is off by default (decompose.revive) and not set
         base = schema.cls() if (default is None or (marker is not None and marker.value is RESET)) else default
+        if schema.variants and "method" in schema.fields:  # the decompose block: its method's own class
+            chosen = v.get(join_path(rt, "method"))
+            method = chosen.value if chosen is not None else base.method
+            if method != base.method or (marker is not None and marker.value is RESET):
+                base = S.Decompose(method=method) if method in S.METHODS else base
+        own = {f.name for f in dataclasses.fields(base)}
         changes = {}
         for name, node in schema.fields.items():
             path = join_path(rt, name)
+            if name not in own or (name == "method" and schema.variants):
+                continue  # another method's key (check_methods reports it), or the method itself
             if isinstance(node, Obj):
                 if node.rt is None:
                     changes[name] = obj(node, getattr(base, name), path)
@@ -80,16 +88,16 @@ def check_experiment(state: State, exp: S.Experiment, diags: Collector, display:
     return resolved
 
 
-def node_method(rt_path: str) -> str:
-    """The decomposition method a runtime path under `decompose` belongs to ("" for both)."""
+def node_methods(rt_path: str) -> tuple[str, ...]:
+    """The decomposition methods a runtime path under `decompose` belongs to (() for every one)."""
     node: Obj | Leaf = EXPERIMENT
     for part in rt_path.split("."):
         if not isinstance(node, Obj) or part not in node.fields:
-            return ""
+            return ()
         node = node.fields[part]
-        if getattr(node, "method", ""):
-            return node.method
-    return ""
+        if node.methods:
+            return node.methods
+    return ()
 
 
 def check_methods(state: State, exp: S.Experiment, diags: Collector) -> set[str]:
@@ -107,9 +115,10 @@ def check_methods(state: State, exp: S.Experiment, diags: Collector) -> set[str]
     paths += [(rt, span) for rt, (_, span) in state.axes.items()]
     said: list[tuple[str, Any]] = []  # (path, span) reported: one error per statement
     for rt, span in sorted(paths, key=lambda p: p[0].count(".")):
-        other = node_method(rt)
-        if not other or other == method or diags.full:
+        owners = node_methods(rt)
+        if not owners or method in owners or diags.full:
             continue
+        other = " or ".join(owners)
         parent = rt.rsplit(".", 1)[0]
         if any(rt.startswith(p + ".") or (p.rsplit(".", 1)[0] == parent and span is not None and sp is not None
                                            and sp.file == span.file and sp.line == span.line) for p, sp in said):
@@ -117,12 +126,8 @@ def check_methods(state: State, exp: S.Experiment, diags: Collector) -> set[str]
             continue
         said.append((rt, span))
         diags.error(f"'{lang_path(rt)}' applies to method = {other}; this decomposition is method = {method}", span,
-                    f"remove it, or set decompose.method = {other}" + (" (an SPD spec has no top-k, rank or "
-                                                                     "attribution: causal importances select)"
-                                                                     if other == "apd" else ""), notes)
+                    f"remove it, or set decompose.method = {owners[0]}" + S.method_spec(method).foreign_key_note, notes)
         reported.add(rt)
-        reported.update(f"decompose.{f}" for f in (S.APD_ONLY + S.SPD_ONLY)
-                        if rt == f"decompose.{f}" or rt.startswith(f"decompose.{f}.") or f"decompose.{f}".startswith(rt + "."))
     return reported
 
 

@@ -1,7 +1,7 @@
 """The `apdspec` command line (also `python -m apdspec`).
 
 Exit codes: 0 success; 1 a run (or a sweep point) failed or did not meet its expectations, a
-sweep point's report failed to render, `fmt --check` found files to reformat, or the runtime is missing; 2 spec errors (and command-line
+sweep point's report failed to render, or `fmt --check` found files to reformat; 2 spec errors (and command-line
 usage errors); 3 an internal error (a bug: rerun with --debug for the traceback).
 """
 from __future__ import annotations
@@ -32,19 +32,6 @@ def _debug_internal(e: SpecError, debug: bool) -> None:
     """With --debug, the traceback of the bug behind a safety-net SpecError."""
     if debug and e.internal and e.__cause__ is not None:
         traceback.print_exception(type(e.__cause__), e.__cause__, e.__cause__.__traceback__)
-
-
-def _runtime(command: str, module: str, name: str, debug: bool):
-    """`runtime.<module>.<name>`, or None after telling the user the runtime is missing."""
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(f"runtime.{module}"), name)
-    except ImportError:
-        if debug:
-            traceback.print_exc()
-        _err(f"apdspec {command}: the runtime is not available yet")
-        return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -181,9 +168,7 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, s
     from runtime.engine.decompose import Interrupted
     from runtime.store.rundir import RunDirBusy
 
-    run_to_dir = _runtime("run", "pipeline.runner", "run_to_dir", args.debug)
-    if run_to_dir is None:
-        return EXIT_FAILED
+    from runtime.pipeline.runner import run_to_dir
     try:
         summary = run_to_dir(exp, out, spec_text=spec_text, spec_files=list(spec_files), progress=not args.quiet,
                              resume=resume, checkpoint_every=args.checkpoint_every, spec_original=spec_original)
@@ -270,9 +255,7 @@ def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, sp
     finished point, then sweep.md. `spec_original`: the spec file as written (spec.original.apd)."""
     from .state import lang_path
 
-    points = _runtime("run", "pipeline.sweep", "points", args.debug)
-    if points is None:
-        return EXIT_FAILED
+    from runtime.pipeline.sweep import points
     from runtime.spec import SpecValidationError
     from runtime.pipeline.sweep import DistributedUnavailable, metric_columns, run_sweep
     from runtime.engine.decompose import Interrupted
@@ -358,9 +341,7 @@ def cmd_report(args) -> int:
         return EXIT_SPEC
     if args.points:
         _err("apdspec report: note: --points applies to sweep directories; this is a single run")
-    render = _runtime("report", "report", "render", args.debug)
-    if render is None:
-        return EXIT_FAILED
+    from runtime.report import render
     for path in render(args.run_dir):
         print(path)
     return EXIT_OK
@@ -368,9 +349,7 @@ def cmd_report(args) -> int:
 
 def cmd_pick(args) -> int:
     """Restarts as separate runs (runtime/pipeline/pick.py): keep the best run per replicate."""
-    pick_runs = _runtime("pick", "pipeline.pick", "pick_runs", args.debug)
-    if pick_runs is None:
-        return EXIT_FAILED
+    from runtime.pipeline.pick import pick_runs
     from runtime.analysis.expectations import choice_against_expectations
     from runtime.pipeline.pick import PickError
     from runtime.store.rundir import RunDirBusy
@@ -396,9 +375,7 @@ def cmd_pick(args) -> int:
 
 def cmd_compare(args) -> int:
     """APD and SPD runs in one table (runtime/pipeline/compare.py)."""
-    compare = _runtime("compare", "pipeline.compare", "compare", args.debug)
-    if compare is None:
-        return EXIT_FAILED
+    from runtime.pipeline.compare import compare
     from runtime.pipeline.compare import CompareError
     from runtime.store.rundir import write_text
 
@@ -419,9 +396,7 @@ def cmd_compare(args) -> int:
 
 def _report_sweep(args) -> int:
     """sweep.md from sweep.json; with --points, first every finished point's report."""
-    render = _runtime("report", "pipeline.sweep", "render", args.debug)
-    if render is None:
-        return EXIT_FAILED
+    from runtime.pipeline.sweep import render
     from runtime.pipeline.sweep import load_sweep
 
     try:
@@ -446,9 +421,7 @@ def cmd_bench(args) -> int:
     from .loader import load
 
     spec = load(args.spec, args.set)
-    bench = _runtime("bench", "pipeline.bench", "bench", args.debug)
-    if bench is None:
-        return EXIT_FAILED
+    from runtime.pipeline.bench import bench
     result = bench(spec.experiment) if args.steps is None else bench(spec.experiment, steps=args.steps)
     if args.jobs_vs_threads:  # a sweep's choice: a second process per core, or a second BLAS thread
         from runtime.pipeline.bench import jobs_vs_threads
@@ -464,23 +437,20 @@ def cmd_bench(args) -> int:
 
 
 def _suggested_spec(arch) -> str:
-    """The paper spec whose target has `arch`'s shape, else a placeholder."""
-    from runtime import spec as S
+    """The shipped spec whose target has `arch`'s shape (its kind says), else a placeholder."""
+    from runtime.spec import kind_spec
 
-    if isinstance(arch, S.TmsTarget) and not arch.hidden_layers:
-        return {(5, 2): "specs/tms_5_2.apd", (40, 10): "specs/tms_40_10_paper.apd"}.get((arch.features, arch.hidden),
-                                                                                        "SPEC.apd")
-    if isinstance(arch, S.ResidMlpTarget) and (arch.features, arch.d_embed) == (100, 1000):
-        return {(50, 1): "specs/resid_mlp_1l.apd", (25, 2): "specs/resid_mlp_2l.apd"}.get((arch.d_mlp, arch.layers),
-                                                                                        "SPEC.apd")
-    if isinstance(arch, S.GatedTarget):
-        return "specs/gated.apd"
-    return "SPEC.apd"
+    return kind_spec(arch.kind).suggested_spec(arch) or "SPEC.apd"
 
 
 def cmd_import_target(args) -> int:
     from runtime.spec import to_dict
     from runtime.store.importer import TargetImportError, import_file
+    from runtime.store.importer import importable
+
+    if args.kind not in importable():
+        _err(f"apdspec import-target: --kind {args.kind!r} is not a kind that imports; one of: {', '.join(importable())}")
+        return EXIT_SPEC
 
     input_range = None
     if args.input_range is not None:
@@ -542,17 +512,17 @@ def _positive_int(text: str) -> int:
 def _with_names_epilog(parser: argparse.ArgumentParser, format_help):
     """`format_help` of import-target with the accepted source names as its epilog."""
     def with_epilog() -> str:
-        from runtime.store.importer import NAMES, TIED, ZERO
+        from runtime.store.importer import importable, rules
 
         def names(kind: str) -> str:
-            rows = [f"{dst} <- {', '.join(a for a in aliases if a != dst) or dst}"
-                    for dst, aliases in NAMES[kind].items()]
-            rows += [f"{src}: tied to {dst}, checked and dropped" for src, dst in TIED.get(kind, {}).items()]
-            rows += [f"{src}: must be zero, dropped" for src in ZERO.get(kind, ()) if src not in NAMES[kind]]
+            r = rules(kind)
+            rows = [f"{dst} <- {', '.join(a for a in aliases if a != dst) or dst}" for dst, aliases in r.names.items()]
+            rows += [f"{src}: tied to {dst}, checked and dropped" for src, (dst, _) in r.tied.items()]
+            rows += [f"{src}: must be zero, dropped" for src in r.zero if src not in r.names]
             return f"  {kind}: " + "; ".join(rows)
 
         parser.epilog = ("accepted names (apdspec name <- source names; {l} is a layer index):\n"
-                         + "\n".join(names(k) for k in NAMES) + "\n(docs/outputs.md, 'Importing a target')")
+                         + "\n".join(names(k) for k in importable()) + "\n(docs/outputs.md, 'Importing a target')")
         return format_help()
 
     return with_epilog
@@ -687,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     # (the BLAS thread count --threads sets must be in the environment before NumPy loads)
     imp.format_help = _with_names_epilog(imp, imp.format_help)
     imp.add_argument("src", metavar="SRC")
-    imp.add_argument("--kind", required=True, choices=["tms", "resid_mlp", "gated"], help="the target's architecture")
+    imp.add_argument("--kind", required=True, help="the target's kind (those that import are listed below)")
     imp.add_argument("-o", "--out", required=True, metavar="OUT", help="target file to write (.npz)")
     imp.add_argument("--layout", choices=["auto", "rows", "torch"], default="auto",
                      help="how SRC stores matrices: rows = (d_in, d_out), x @ W (the original APD code, apdspec); "

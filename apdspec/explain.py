@@ -17,7 +17,7 @@ from .unparse import leaf_at, value_node
 def _leaves(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
     """(runtime path, value) of every plain field under a dataclass value."""
     for f in dataclasses.fields(obj):
-        if (f.name == "kind" and isinstance(obj, tuple(S.TARGET_KINDS.values()))) or f.name in ("expect", "sweep"):
+        if (f.name == "kind" and isinstance(obj, S.Target)) or f.name in ("expect", "sweep"):
             continue
         v = getattr(obj, f.name)
         path = f"{prefix}.{f.name}" if prefix else f.name
@@ -27,8 +27,9 @@ def _leaves(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
             yield path, v
 
 
-def _default(rt: str) -> Any:
-    obj: Any = S.Experiment()
+def _default(rt: str, exp: S.Experiment) -> Any:
+    """The default of runtime field `rt` (for the experiment's decomposition method)."""
+    obj: Any = dataclasses.replace(S.Experiment(), decompose=S.Decompose(method=exp.decompose.method))
     for part in rt.split("."):
         if obj is None or not hasattr(obj, part):
             return None
@@ -70,10 +71,7 @@ def _explain(spec: LoadedSpec, key: str | None) -> list[str]:
     """One line per field under `key` (a language path such as decompose.optimizer)."""
     exp = spec.experiment
     kind = exp.target.kind
-    other = S.SPD_ONLY if exp.decompose.method == "apd" else S.APD_ONLY  # fields the method does not read
-    skip = tuple(f"decompose.{f}" for f in other)
-    rows = [(rt, v) for rt, v in _leaves(exp, "")
-            if rt != "name" and not any(rt == p or rt.startswith(p + ".") for p in skip)]
+    rows = [(rt, v) for rt, v in _leaves(exp, "") if rt != "name"]  # only the method's own fields exist
     if key:
         wanted = [r for r in rows if lang_path(r[0]) == key or lang_path(r[0]).startswith(key + ".")]
         if not wanted and key not in _EXPECT_KEYS:
@@ -91,7 +89,7 @@ def _explain(spec: LoadedSpec, key: str | None) -> list[str]:
         span = spec.where(rt)
         if span is not None:
             origin = f"{span.file}:{span.line}:{span.column}"
-        elif v != _default(rt):
+        elif v != _default(rt, exp):
             origin = "default, resolved for this target"
         else:
             origin = "default"

@@ -9,35 +9,31 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
-
-from runtime import spec as S
-
 from .fmt import render_value
-from .schema import (ATTRIBUTION, CAUSAL_IMPORTANCE, DATA, DECOMPOSE, EXPERIMENT, FAITHFULNESS_WARMUP, LOSSES, REPORT,
-                     REVIVE, TARGETS, TOPK, TRAIN, Leaf, Obj, optimizer, schedule)
+from .schema import DATA, DECOMPOSE, EXPERIMENT, LOSSES, REPORT, TARGETS, TRAIN, Leaf, Obj
 from .unparse import _as_call, value_node
 from .values import Bool, Enum, Float, Groups, Int, Key, Kind, Names, Optional, Range, Str
 
-# (marker, language path shown in the title, schema, default instance)
-TABLES: list[tuple[str, str, Obj, Any]] = [
-    ("experiment", "experiment NAME { ... }", EXPERIMENT, S.Experiment()),
-    ("tms", "target tms { ... }", TARGETS["tms"], S.TmsTarget()),
-    ("resid_mlp", "target resid_mlp { ... }", TARGETS["resid_mlp"], S.ResidMlpTarget()),
-    ("gated", "target gated { ... }", TARGETS["gated"], S.GatedTarget()),
-    ("train", "target KIND { train { ... } }", TRAIN, S.Experiment().train),
-    ("data", "data { ... }", DATA, S.Data()),
-    ("decompose", "decompose { ... }", DECOMPOSE, S.Decompose()),
-    ("loss", "decompose { loss { ... } }", LOSSES, S.Losses()),
-    ("topk", "topk = batch(...) | sample(...) | exact | none", TOPK, S.TopK()),
-    ("attribution", "attribution = gradient(...) | activation | ablation", ATTRIBUTION, S.Attribution()),
-    ("optimizer", "optimizer = adam(...) | adamw(...)", optimizer(""), S.Optimizer()),
-    ("schedule", "schedule = constant(...) | linear(...) | cosine(...) | exponential(...)", schedule(""), S.Schedule()),
-    ("revive", "revive = split(...) | none", REVIVE, S.Revive()),
-    ("causal_importance", "causal_importance = mlp(...)", CAUSAL_IMPORTANCE, S.CausalImportance()),
-    ("faithfulness_warmup", "faithfulness_warmup = adamw(...) | none", FAITHFULNESS_WARMUP, S.FaithfulnessWarmup()),
-    ("report", "report { ... }", REPORT, S.Report()),
-]
+
+def _call_title(name: str, obj: Obj) -> str:
+    forms = [f"{n}(...)" if (f.positional or f.keywords) else n for n, f in obj.forms.items()]
+    return f"{name} = " + " | ".join(forms + (["none"] if obj.optional else []))
+
+
+def _tables() -> list[tuple[str, str, Obj | None]]:
+    """(marker, language path shown in the title, schema) of every table; "targets" holds one table
+    per target kind (so a new kind appears when the document is regenerated)."""
+    out: list[tuple[str, str, Obj | None]] = [("experiment", "experiment NAME { ... }", EXPERIMENT),
+                                              ("targets", "", None),
+                                              ("train", "target KIND { train { ... } }", TRAIN),
+                                              ("data", "data { ... }", DATA), ("decompose", "decompose { ... }", DECOMPOSE),
+                                              ("loss", "decompose { loss { ... } }", LOSSES)]
+    out += [(name, _call_title(name, node), node) for name, node in DECOMPOSE.fields.items()
+            if isinstance(node, Obj) and node.forms]
+    return out + [("report", "report { ... }", REPORT)]
+
+
+TABLES = _tables()
 
 
 def type_name(kind: Kind) -> str:
@@ -69,7 +65,8 @@ def _call_type(obj: Obj) -> str:
     return " / ".join(names + (["`none`"] if obj.optional else []))
 
 
-def _default(node: Leaf | Obj, value: Any, name: str) -> str:
+def _default(node: Leaf | Obj, name: str) -> str:
+    value = node.default
     if isinstance(node, Obj):
         if not node.forms:
             return "(block)"
@@ -84,37 +81,39 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def table(schema: Obj, default: Any) -> str:
+def table(schema: Obj) -> str:
     """The key table of one block; a block whose keys belong to different decomposition methods gets
-    a `method` column (apd, spd, or both)."""
-    by_method = any(getattr(node, "method", "") for node in schema.fields.values())
+    a `method` column (the methods that read a key, or all)."""
+    by_method = any(node.methods for node in schema.fields.values())  # a merged block (decompose, loss)
     rows = ["| key | type | default | valid | meaning | paper |", "|---|---|---|---|---|---|"]
     if by_method:
         rows = ["| key | method | type | default | valid | meaning | paper |", "|---|---|---|---|---|---|---|"]
 
-    def add(cells: list[str], method: str) -> None:
+    def add(cells: list[str], methods: tuple[str, ...]) -> None:
         if by_method:
-            cells.insert(1, method or "both")
+            cells.insert(1, ", ".join(methods) or "all")
         rows.append("| " + " | ".join(cells) + " |")
 
     for name, node in schema.fields.items():
-        value = getattr(default, name, None)  # None for train, which the runtime keeps outside the target
         if isinstance(node, Obj):
             kind = _call_type(node) if node.forms else "block"
-            add([f"`{name}`", _cell(kind), _cell(_default(node, value, name)), "", _cell(node.doc), ""], node.method)
+            add([f"`{name}`", _cell(kind), _cell(_default(node, name)), "", _cell(node.doc), ""], node.methods)
             continue
         kind = type_name(node.kind)
         forms = ", ".join(f"`{f}({', '.join(list(form.positional) + [k + ' = ...' for k in form.keywords])})`"
                           for f, form in node.forms.items())
         if forms:
             kind += " / " + forms
-        add([f"`{name}`", _cell(kind), _cell(_default(node, value, name)), _cell(node.valid), _cell(node.doc),
-             _cell(node.paper)], node.method)
+        add([f"`{name}`", _cell(kind), _cell(_default(node, name)), _cell(node.valid), _cell(node.doc),
+             _cell(node.paper)], node.methods)
     return "\n".join(rows)
 
 
 def tables() -> dict[str, str]:
-    return {marker: f"**`{title}`**\n\n" + table(schema, default) for marker, title, schema, default in TABLES}
+    out = {marker: f"**`{title}`**\n\n" + table(schema) for marker, title, schema in TABLES if schema is not None}
+    out["targets"] = "\n\n".join(f"**`target {kind} {{ ... }}`**: {node.doc}\n\n" + table(node)
+                                   for kind, node in TARGETS.items() if kind != "file")
+    return out
 
 
 _BLOCK = re.compile(r"(<!-- BEGIN keys (\w+) -->\n)(.*?)(<!-- END keys \2 -->)", re.S)

@@ -125,10 +125,10 @@ def _as_call(obj: Obj, value: Any) -> A.Value | None:
 
 def _fields(obj: Obj, value: Any, method: str = "") -> list:
     """Every field of `value` (of schema `obj`) as statements; with `method`, the fields of the other
-    decomposition method are left out (they keep their defaults, which is what reading gives back)."""
+    decomposition methods are left out (their class has no such field)."""
     body = []
     for name, node in obj.fields.items():
-        if method and node.method and node.method != method:
+        if method and node.methods and method not in node.methods:
             continue
         if isinstance(node, Obj):
             if node.rt is not None:

@@ -46,17 +46,17 @@ CLOCK = time.perf_counter  # --cpu: time.process_time (CPU time: robust to time-
 
 # phase -> the functions that make it up ("module:qualname"; names that do not exist are skipped)
 PHASES = {
-    "unit-norm": ("runtime.engine.decompose:normalise_columns",),
+    "unit-norm": ("runtime.methods.apd.train:normalise_columns",),
     "data": ("runtime.engine.data:sample_inputs",),
-    "compaction": ("runtime.engine.fused:compact_rows",),
+    "compaction": ("runtime.methods.apd.fused:compact_rows",),
     "target forward": ("runtime.engine.models:target_forward",),
-    "attributions": ("runtime.engine.fused:ResidualPre.__init__", "runtime.engine.attributions:attributions"),
-    "top-k": ("runtime.engine.fused:compact_batch_topk", "runtime.engine.attributions:topk_mask"),
-    "loss setup": ("runtime.engine.decompose:LossProblem.fused_loss",),
-    "loss forward": ("runtime.engine.fused:ResidualLoss.forward", "runtime.engine.fused:TmsLoss.forward"),
-    "loss backward": ("runtime.engine.fused:ResidualLoss.backward", "runtime.engine.fused:ResidualLoss.backward_lazy",
-                      "runtime.engine.fused:TmsLoss.backward", "runtime.engine.fused:TmsSparseLoss.backward"),
-    "gradient projection": ("runtime.engine.decompose:project_gradients",),
+    "attributions": ("runtime.targets.resid_mlp.apd_kernels:ResidualPre.__init__", "runtime.methods.apd.attributions:attributions"),
+    "top-k": ("runtime.methods.apd.fused:compact_batch_topk", "runtime.methods.apd.attributions:topk_mask"),
+    "loss setup": ("runtime.methods.apd.train:LossProblem.fused_loss",),
+    "loss forward": ("runtime.targets.resid_mlp.apd_kernels:ResidualLoss.forward", "runtime.targets.tms.apd_kernels:TmsLoss.forward"),
+    "loss backward": ("runtime.targets.resid_mlp.apd_kernels:ResidualLoss.backward", "runtime.targets.resid_mlp.apd_kernels:ResidualLoss.backward_lazy",
+                      "runtime.targets.tms.apd_kernels:TmsLoss.backward", "runtime.targets.tms.apd_kernels:TmsSparseLoss.backward"),
+    "gradient projection": ("runtime.methods.apd.train:project_gradients",),
     "adam": ("runtime.engine.kernels:FastAdam.step",),
 }
 
@@ -83,7 +83,7 @@ def phase_codes() -> dict:
 def make_trainer(name: str):
     from runtime.engine import seeding
     from runtime.engine.data import sample_inputs
-    from runtime.engine.decompose import Trainer
+    from runtime.methods.apd.train import Trainer
     from runtime.pipeline import restarts
     from runtime.pipeline.bench import _target_for
     from runtime.spec import check

@@ -40,7 +40,7 @@ def gelu_blocks(repeats: int) -> list[dict]:
     """ns per element of the value and derivative of GELU on a 64K-element float32 block."""
     from scipy.special import erf
 
-    from runtime.engine import ci
+    from runtime.methods.spd import ci
 
     rng = np.random.default_rng(0)
     z = rng.normal(0, 2, 1 << 16).astype(np.float32)
@@ -68,7 +68,7 @@ def ci_kernel(repeats: int) -> list[dict]:
     definition (ci_mlp_plain, exact erf)."""
     from autograd import grad
 
-    from runtime.engine import ci
+    from runtime.methods.spd import ci
 
     rows = []
     for label, I, B, C, K in CI_SHAPES:
@@ -93,7 +93,7 @@ def _trainer(spec_path: str, overrides=()):
     from runtime.engine import seeding
     from runtime.engine.data import sample_inputs
     from runtime.engine.models import init_target
-    from runtime.engine.spd_train import SpdTrainer
+    from runtime.methods.spd.train import SpdTrainer
 
     exp = apdspec.load(os.path.join(ROOT, spec_path), overrides).experiment
     arch, I = exp.target, exp.replicates
@@ -106,7 +106,7 @@ def _trainer(spec_path: str, overrides=()):
 def steps(repeats: int) -> list[dict]:
     """One SPD step (SpdTrainer.step: batch, mask noise, target forward, loss, gradient, Adam) by
     implementation."""
-    from runtime.engine import spd as spd_mod
+    from runtime.methods.spd import model as spd_mod
 
     rows = []
     cases = [("specs/spd_tms_5_2.apd", ()), ("specs/spd_tms_40_10.apd", ()), ("specs/spd_resid_mlp_1l.apd", ())]

@@ -12,8 +12,8 @@ import numpy as np
 import apdspec
 from runtime.engine import seeding
 from runtime.engine.data import sample_inputs
-from runtime.engine.spd_train import decompose_spd
-from runtime.engine import spd as spd_mod
+from runtime.methods.spd.train import decompose_spd
+from runtime.methods.spd import model as spd_mod
 from runtime.engine.kernels import FastAdam
 from runtime.pipeline import runner, restarts
 from runtime.store.rundir import RunResult
@@ -52,7 +52,7 @@ dec = decompose_spd(expN, arch, tN, lambda b: sample_inputs(arch, expN.data, N, 
                     comps=comps, log=lambda e: print(e["step"], round(e["total"], 6), round(e.get("ci_l0", 0), 3), flush=True))
 res = RunResult(expN, arch, tN, {}, dec, [], {}, [], {}, {})
 m = evaluate(res)
-m["heldout"] = [float(v) for v in restarts.spd_scores(res)]
+m["heldout"] = [float(v) for v in restarts.scores(res)]
 m["wall_s"] = time.time() - t0
 m["args"] = vars(a)
 json.dump(m, open(a.out, "w"), indent=1)

@@ -1,19 +1,30 @@
-"""apdspec runtime: target models, data, target training and APD on NumPy + HIPS autograd.
+"""apdspec runtime: target models, data, target training and parameter decompositions (APD, SPD)
+on NumPy + HIPS autograd.
 
-Needs only numpy and autograd (matplotlib is imported lazily by the plotting code). Subpackages,
-bottom to top; each imports only those below it (tests/test_layout.py checks this):
+Needs only numpy and autograd (matplotlib and scipy are imported lazily where used). The six layers,
+bottom to top; each imports only those below it (tests/runtime/test_layout.py checks this):
 
-    spec      the experiment description (dataclasses, validation, JSON, target-file metadata)
-    engine    models, data, target training, APD components, attributions, losses, the train loop
+    spec      the experiment description (dataclasses, registries, validation, JSON, target files)
+    engine    models, data, target training, the decomposition loop
     store     target files, .npz arrays, the run directory
     analysis  metrics and measures of a finished decomposition
     report    report.md, plots, progress line
     pipeline  run / run_to_dir, restarts (and pick: restarts over finished runs), sweeps, bench
+
+Target kinds (runtime/targets/<kind>/) and decomposition methods (runtime/methods/<method>/) are
+slices across the layers; importing this package imports every slice, which registers itself in
+the layers' registries (docs/extending.md).
 """
 from .spec import (  # noqa: F401
-    Attribution, CausalImportance, Data, Decompose, Experiment, Expectation, FileTarget, GatedTarget, Losses, Optimizer, Report,
-    ResidMlpTarget, Schedule, Sweep, SweepAxis, TmsTarget, TopK, Training, check, resolve, validate,
+    Data, Decompose, Experiment, Expectation, FileTarget, Optimizer, Report, Schedule, Sweep, SweepAxis, Training,
+    check, resolve, validate,
 )
+from . import methods, targets  # noqa: F401,E402  (the slices register themselves)
+from .spec.registry import public_classes  # noqa: E402
+
+# every kind's target class and every method's settings classes are public here (TmsTarget,
+# ApdDecompose, TopK, ...): a new slice's appear without editing this file
+globals().update(public_classes())
 
 __version__ = "0.1.0"
 from .store.rundir import RunResult, load_run  # noqa: F401,E402
@@ -21,7 +32,7 @@ from .pipeline.runner import run, run_to_dir  # noqa: F401,E402
 from .pipeline.sweep import points, run_sweep  # noqa: F401,E402
 
 __all__ = [
-    "Attribution", "CausalImportance", "Data", "Decompose", "Experiment", "Expectation", "FileTarget", "GatedTarget", "Losses",
-    "Optimizer", "Report", "ResidMlpTarget", "Schedule", "Sweep", "SweepAxis", "TmsTarget", "TopK", "Training",
-    "check", "resolve", "validate", "RunResult", "load_run", "run", "run_to_dir", "points", "run_sweep",
+    "Data", "Decompose", "Experiment", "Expectation", "FileTarget", "Optimizer", "Report", "Schedule", "Sweep",
+    "SweepAxis", "Training", "check", "resolve", "validate", "RunResult", "load_run", "run", "run_to_dir", "points",
+    "run_sweep", *public_classes(),
 ]

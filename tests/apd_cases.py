@@ -1,7 +1,7 @@
 """Small random models of every kind, shared by the APD tests."""
 import numpy as np
 
-from runtime.spec import GatedTarget, ResidMlpTarget, TmsTarget
+from runtime import GatedTarget, ResidMlpTarget, TmsTarget
 
 ARCHS = {
     "tms": TmsTarget(features=5, hidden=3),
@@ -25,9 +25,10 @@ def inputs(arch, I, B, rng, dtype=np.float64):
 def wide_sparse_resid_case(loss):
     """Realistic shapes in miniature: a 2-layer residual MLP, sparse inputs, many components, few
     active pairs. (exp, arch, target, comps, x) in float64, one replicate, batch top-k 1.28."""
-    from runtime.engine import apd
+    from runtime.methods.apd import components as apd
     from runtime.engine.models import random_params
-    from runtime.spec import Decompose, Experiment, TopK
+    from runtime.spec import Decompose, Experiment
+    from runtime import TopK
 
     arch = ResidMlpTarget(features=12, d_embed=40, d_mlp=6, layers=2)
     rng = np.random.default_rng(0)

@@ -4,13 +4,12 @@ import dataclasses
 
 import numpy as np
 
-from runtime.engine import apd
-from runtime.engine.decompose import Decomposition
-from runtime.engine.gated import build_gated
+from runtime.methods.apd import components as apd
+from runtime.methods.apd.train import ApdDecomposition as Decomposition
+from runtime.targets.gated.model import build_gated
 from runtime.store.rundir import RunResult
-from runtime.spec import (
-    Data, Decompose, Experiment, GatedTarget, Losses, Report, ResidMlpTarget, TmsTarget, TopK, check,
-)
+from runtime.spec import Data, Decompose, Experiment, Optimizer, Report, Schedule, Training, check
+from runtime import GatedTarget, ApdLosses as Losses, ResidMlpTarget, TmsTarget, TopK
 
 
 def wrap(exp, target, comps, extras=None, history=None):
@@ -102,7 +101,7 @@ def _spd_ci(C, K, gain, I, active=None):
 
 
 def wrap_spd(exp, target, params, extras=None, history=None):
-    from runtime.engine.spd_train import SpdDecomposition
+    from runtime.methods.spd.train import SpdDecomposition
 
     exp = check(exp)
     dec = SpdDecomposition(exp.target, exp.decompose.components, None, params,
@@ -111,7 +110,7 @@ def wrap_spd(exp, target, params, extras=None, history=None):
 
 
 def _spd_decompose(C, batch=64):
-    from runtime.spec import CausalImportance
+    from runtime import CausalImportance
 
     return Decompose(method="spd", components=C, batch=batch, causal_importance=CausalImportance(hidden=2))
 
@@ -153,3 +152,13 @@ def spd_resid_run(F=4, I=1, probability=0.3, eval_batches=3):
     exp = Experiment(name="spd_resid_case", replicates=I, dtype="float64", target=arch, data=Data(probability=probability),
                      decompose=_spd_decompose(F), report=Report(eval_batches=eval_batches))
     return wrap_spd(exp, target, params)
+
+
+def tms_experiment(steps=400, seed=0, replicates=1, dtype="float32", expect=()):
+    return Experiment(
+        name="tms_small", seed=seed, replicates=replicates, dtype=dtype, target=TmsTarget(features=5, hidden=2),
+        train=Training(steps=1500, batch=1024),
+        decompose=Decompose(components=5, topk=TopK("batch", 0.211), loss=Losses(simplicity=0.7, simplicity_p=1.0),
+                            optimizer=Optimizer("adam", 3e-2), schedule=Schedule("constant", warmup=0.05),
+                            steps=steps, batch=2048, log_every=100),
+        report=Report(metrics=("mmcs", "ml2r", "faithfulness", "minimality"), plots=(), expect=expect))

@@ -1,8 +1,8 @@
 """What a decomposition found: evaluation of a finished run against its target.
 
-core (RunAnalysis: cached forward passes, masks and ablations), tms / resid / gated (per-target
-measures), diagnostics (what the report says went wrong), metrics (the METRICS registry's values)
-and expectations (the spec's `expect` clauses); spd (SpdAnalysis: the same measures of an SPD run,
-with causal importances in place of top-k). May import runtime.spec, engine and store.
+core (RunAnalysis: the method's view of the run, cached; KindAnalysis: a kind's measures), metrics
+(the values of the declared metrics, COMPUTED: what the slices register), scrub (the scrubbing
+test's masks), diagnostics (what the report says went wrong) and expectations (the spec's `expect`
+clauses). The methods' and kinds' own analyses live in their slices (runtime/methods/<method>/
+analysis.py, runtime/targets/<kind>/analysis.py). May import runtime.spec, engine and store.
 """
-from . import spd  # noqa: F401  (registers SpdAnalysis with core.analysis_for)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ..spec import KINDS
+
 ML2R_LOW, ML2R_HIGH = 0.9, 1.1
 MMCS_LOW = 0.99
 FAITHFULNESS_REL = 1e-2  # final param-match MSE relative to the mean squared target weight
@@ -60,13 +62,32 @@ def _settled(history: list[dict], key: str = "used_components") -> tuple[list[fl
     return [float(t) for t in tail], settled, steps[-1]
 
 
+class MethodDiagnostics:
+    """A method's own checks (registered in METHOD_DIAGNOSTICS by its analysis module): `prepare`
+    computes what they need from the run's analysis (named `label` in the report if it fails),
+    `check` adds them and replaces the generic TMS-geometry checks (MMCS / ML2R)."""
+
+    label = ""
+
+    def prepare(self, an: Any, metrics: dict) -> Any:
+        return None
+
+    def check(self, add, metrics: dict, history: list[dict], mmcs: float | None, ml2r: float | None,
+              prepared: Any) -> None:
+        raise NotImplementedError
+
+
+METHOD_DIAGNOSTICS: dict[str, MethodDiagnostics] = {}
+
+
 def diagnose(exp: Any, arch: Any, metrics: dict, history: list[dict], *, status: str = "ok", error: str | None = None,
              expectations: list[dict] = (), weight_scale: float | None = None, output_power: float | None = None,
-             errors: dict | None = None, ci_use: dict | None = None) -> list[tuple[str, str]]:
+             errors: dict | None = None, prepared: Any = None) -> list[tuple[str, str]]:
     """Diagnostics for one run. `weight_scale` (mean squared target weight) scales the faithfulness
-    check, `output_power` (mean square of the target output) the reconstruction checks. SPD:
-    `ci_use` (onehot_ci_use) says per matrix where the causal importances on one-hot inputs stray."""
+    check, `output_power` (mean square of the target output) the reconstruction checks; `prepared`
+    is what the method's diagnostics prepared (MethodDiagnostics.prepare)."""
     kind = getattr(arch, "kind", "")
+    spec = KINDS.get(kind)
     out: list[tuple[str, str]] = []
     add = lambda sev, text: out.append((sev, text))  # noqa: E731
     C = exp.decompose.components
@@ -86,14 +107,14 @@ def diagnose(exp: Any, arch: Any, metrics: dict, history: list[dict], *, status:
     if dead_vals:
         dead = np.asarray(dead_vals, dtype=float)
         live = C - float(np.nanmax(dead))
-        n_feat = getattr(arch, "functions", None) if kind == "gated" else getattr(arch, "features", None)
+        n_feat = spec.features(arch) if spec is not None else None
         where = f"{_fmt(dead[0])} of {C} components are" if dead.size == 1 else \
             f"dead components per replicate (of {C}): {', '.join(_fmt(d) for d in dead)};"
         msg = f"{where} dead (never selected by top-k on {exp.report.eval_batches} evaluation batches)."
         if live <= 0:
             add("problem", "Every component is dead in some replicate: top-k never selected any of them.")
         elif n_feat and live < n_feat:
-            add("problem", msg + f" Fewer live components ({_fmt(live)}) than {'functions' if kind == 'gated' else 'features'} "
+            add("problem", msg + f" Fewer live components ({_fmt(live)}) than {spec.feature_noun} "
                 f"({n_feat}): some must share a component. Try more components or a smaller simplicity coefficient.")
         elif np.nanmax(dead) > 0:
             add("note", msg + " The paper over-provisions components and expects the surplus to die.")
@@ -108,9 +129,10 @@ def diagnose(exp: Any, arch: Any, metrics: dict, history: list[dict], *, status:
 
     # TMS geometry
     mmcs, ml2r = _mean(metrics, "mmcs"), _mean(metrics, "ml2r")
-    if getattr(exp.decompose, "method", "apd") == "spd":
-        _spd_diagnostics(add, metrics, history, mmcs, ml2r, ci_use)
-        mmcs = ml2r = None  # said for SPD above
+    own = METHOD_DIAGNOSTICS.get(exp.decompose.method)
+    if own is not None:
+        own.check(add, metrics, history, mmcs, ml2r, prepared)
+        mmcs = ml2r = None  # said by the method above
     if mmcs is not None and mmcs < MMCS_LOW:
         add("problem", f"Component directions do not match every target row: MMCS = {_fmt(mmcs)} (< {MMCS_LOW}; paper "
             "0.996-0.998). Some features are split across components or missing.")
@@ -188,56 +210,6 @@ def diagnose(exp: Any, arch: Any, metrics: dict, history: list[dict], *, status:
     for name, msg in (errors or {}).items():
         add("problem", f"{name} could not be computed: {msg}")
     return out
-
-
-CI_ERROR_HIGH = 0.5  # ci_error per feature: half of a subcomponent's worth of causal importance misplaced
-
-
-def onehot_ci_use(represents: dict) -> dict[str, tuple[list[int], list[float]]]:
-    """matrix -> per replicate (subcomponents causally important on some one-hot input, mean number
-    important per one-hot input), from SpdAnalysis.represents ((I, F, C) bool per matrix). The
-    ground truth of TMS: (F, 1) in every matrix."""
-    return {n: ([int(v) for v in r.any(axis=1).sum(axis=1)], [float(v) for v in r.sum(axis=2).mean(axis=1)])
-            for n, r in represents.items()}
-
-
-def _spd_diagnostics(add, metrics: dict, history: list[dict], mmcs: float | None, ml2r: float | None,
-                     ci_use: dict | None = None) -> None:
-    """SPD's versions of the TMS geometry checks, and its causal-importance checks (SPD paper
-    Table 1, Fig. 8, App. "Heuristics for Hyperparameter Selection")."""
-    if mmcs is not None and mmcs < MMCS_LOW:
-        add("problem", f"Subcomponent directions do not match every column of W: MMCS = {_fmt(mmcs)} (< {MMCS_LOW}; SPD "
-            "paper 1.000). A feature is spread over several subcomponents or shares one with another feature.")
-    if ml2r is not None and ml2r < ML2R_LOW:
-        add("problem" if ml2r < 0.8 else "note",
-            f"ML2R = {_fmt(ml2r)} (< {ML2R_LOW}; SPD paper 0.993 for TMS 5-2, 1.010 for 40-10). SPD has no term that "
-            "shrinks subcomponents, so a low ML2R means a feature's column is split over several subcomponents (the best "
-            "match holds part of it): the importance-minimality loss has not concentrated them yet (train longer) or is "
-            "too weak (raise beta_3).")
-    elif ml2r is not None and ml2r > ML2R_HIGH:
-        add("problem", f"ML2R = {_fmt(ml2r)} (> {ML2R_HIGH}): matched subcomponents are longer than the target's "
-            "columns, so others must cancel them.")
-    err = _mean(metrics, "ci_error")
-    if err is not None and err > CI_ERROR_HIGH:
-        where = ""
-        if ci_use:
-            where = " Per matrix and replicate, subcomponents important on some one-hot input / per one-hot input " \
-                    "(ground truth: one per feature / 1): " + "; ".join(
-                        f"{n} " + ", ".join(f"{u} / {_fmt(k)}" for u, k in zip(*v)) for n, v in ci_use.items()) + "."
-            most = np.max([v[0] for v in ci_use.values()], axis=0)  # per replicate, the most-used matrix's count
-            for n, (used, per) in ci_use.items():
-                reps = [i for i, (u, k) in enumerate(zip(used, per)) if k > 1.5 and u < 0.5 * most[i]]
-                if reps:
-                    where += (f" In {n} of replicate{'s' if len(reps) > 1 else ''} {', '.join(map(str, reps))} a few "
-                              "subcomponents serve every feature together (a basis of the matrix's small side, not "
-                              "one subcomponent per feature); MMCS and ML2R look at W only.")
-        add("problem", f"The causal importances on one-hot inputs are far from the ground truth: ci_error = {_fmt(err)} "
-            "per feature (the causal_importance plot shows which subcomponents are important for each feature)." + where)
-    last = history[-1] if history else {}
-    l0 = last.get("ci_l0")
-    if isinstance(l0, float) and l0 < 0.5:
-        add("problem", f"Almost no subcomponent is causally important on the training samples (ci_l0 = {_fmt(l0)} at the "
-            "end): beta_3 (importance_minimality) is likely too high (SPD paper App., heuristics).")
 
 
 def weight_scale(arch: Any, target: dict) -> float:

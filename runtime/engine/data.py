@@ -10,18 +10,16 @@ import math
 
 import numpy as np
 
-from ..spec import Data, GatedTarget, ResidMlpTarget, Target, TmsTarget, Training
-
-DEFAULT_VALUES = {"tms": (0.0, 1.0), "resid_mlp": (-1.0, 1.0)}  # as spec.resolve
+from ..spec import Data, Target, Training, kind_spec
+from .registry import model_of
 
 
 def value_range(arch: Target, data: Data) -> tuple[float, float]:
-    """data.values, or the per-kind default that spec.resolve would fill in."""
+    """data.values, or the kind's default that spec.resolve would fill in."""
     if data.values is not None:
         return float(data.values[0]), float(data.values[1])
-    if isinstance(arch, GatedTarget):
-        return float(arch.input_range[0]), float(arch.input_range[1])
-    return DEFAULT_VALUES[arch.kind]
+    lo, hi = kind_spec(arch.kind).default_values(arch)
+    return float(lo), float(hi)
 
 
 def _uniform(rng: np.random.Generator, lo: float, hi: float, shape, dtype) -> np.ndarray:
@@ -56,9 +54,11 @@ def _sync(x: np.ndarray, groups, lo: float, hi: float, rng: np.random.Generator)
     return x
 
 
-def _sparse_features(arch: Target, data: Data, shape: tuple[int, int], rng, dtype) -> np.ndarray:
-    F = arch.features
-    lo, hi = value_range(arch, data)
+def sparse_features(F: int, data: Data, values: tuple[float, float], shape: tuple[int, int], rng, dtype) -> np.ndarray:
+    """(shape + (F,)) sparse features: `at_least_zero_active` U[lo,hi) values kept with probability
+    p, all-zero samples allowed; `exactly_n_active` n distinct features per sample; synced groups
+    fire together."""
+    lo, hi = values
     if data.mode == "at_least_zero_active":
         x = _uniform(rng, lo, hi, shape + (F,), dtype)
         x *= rng.random(shape + (F,)) < data.probability  # (a value times False: a zero of its sign, as before)
@@ -80,32 +80,13 @@ def _sparse_features(arch: Target, data: Data, shape: tuple[int, int], rng, dtyp
     raise ValueError(f"unknown data mode {data.mode!r}")
 
 
-def _gated_inputs(arch: GatedTarget, data: Data, shape, rng, dtype) -> np.ndarray:
-    lo, hi = value_range(arch, data)
-    x = _uniform(rng, lo, hi, shape + (1,), dtype)
-    bits = (rng.random(shape + (arch.functions,)) < data.probability).astype(dtype)
-    return np.concatenate([x, bits], axis=-1)
-
-
 def sample_inputs(arch: Target, data: Data, replicates: int, batch: int, rng: np.random.Generator,
                   dtype=np.float32) -> np.ndarray:
-    """A fresh batch (I, B, n_in).
-
-    TMS / residual MLP: sparse features (`at_least_zero_active`: U[lo,hi) values kept with
-    probability p, all-zero samples allowed; `exactly_n_active`: n distinct features per sample);
-    synced groups fire together. Gated: column 0 is x ~ U[lo,hi), then Bernoulli(p) control bits."""
-    shape = (int(replicates), int(batch))
-    if isinstance(arch, GatedTarget):
-        return _gated_inputs(arch, data, shape, rng, dtype)
-    if isinstance(arch, (TmsTarget, ResidMlpTarget)):
-        return _sparse_features(arch, data, shape, rng, dtype)
-    raise TypeError(f"cannot sample inputs for {type(arch).__name__}; load the target first")
-
-
-def _active(arch: Target, x: np.ndarray) -> np.ndarray:
-    """Samples with at least one active feature (gated: at least one control bit)."""
-    cols = x[..., 1:] if isinstance(arch, GatedTarget) else x
-    return np.any(cols != 0, axis=-1)
+    """A fresh batch (I, B, n_in): the kind's inputs (sparse features unless its model says
+    otherwise, e.g. the gated network's x and control bits)."""
+    if getattr(arch, "kind", "file") == "file":
+        raise TypeError(f"cannot sample inputs for {type(arch).__name__}; load the target first")
+    return model_of(arch).sample(arch, data, (int(replicates), int(batch)), rng, dtype)
 
 
 def sample_nonzero(arch: Target, data: Data, replicates: int, batch: int, rng: np.random.Generator,
@@ -116,7 +97,7 @@ def sample_nonzero(arch: Target, data: Data, replicates: int, batch: int, rng: n
     counts = np.zeros(replicates, dtype=int)
     for _ in range(max_draws):
         x = sample_inputs(arch, data, replicates, batch, rng, dtype)
-        ok = _active(arch, x)
+        ok = model_of(arch).active(arch, x)
         for i in range(replicates):
             if counts[i] < batch:
                 kept[i].append(x[i][ok[i]])
@@ -137,35 +118,23 @@ def feature_importance(n: int, value: float, dtype=np.float64) -> np.ndarray:
 
 
 def label_coefficients(arch: Target, train: Training, replicates: int) -> np.ndarray:
-    """(I, F) coefficients c of the residual-MLP labels: ones, or U[1,2) from a generator seeded
-    with train.label_seed (replicates get different draws). TMS labels ignore them (ones)."""
-    F = arch.features if isinstance(arch, (TmsTarget, ResidMlpTarget)) else 1
-    if train.label_coeffs == "ones" or isinstance(arch, TmsTarget):
+    """(I, F) coefficients c of the labels: ones, or U[1,2) from a generator seeded with
+    train.label_seed (replicates get different draws); ones for kinds whose labels ignore them."""
+    F = kind_spec(arch.kind).features(arch)
+    if train.label_coeffs == "ones" or not kind_spec(arch.kind).label_coefficients:
         return np.ones((replicates, F))
     if train.label_coeffs == "uniform":
         return np.random.default_rng(train.label_seed).uniform(1.0, 2.0, (replicates, F))
     raise ValueError(f"unknown label_coeffs {train.label_coeffs!r}")
 
 
-def _gelu(z: np.ndarray) -> np.ndarray:
+def gelu_plain(z: np.ndarray) -> np.ndarray:
+    """The exact (erf) GELU on plain arrays."""
     from scipy.special import erf  # lazy: runtime must import without scipy
 
     return 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
 
 
 def labels_for(arch: Target, train: Training, x: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    """Labels for inputs x (I, B, F), in x's dtype. TMS: x itself. Residual MLP:
-    `act_plus_resid` act(c x) + x; `abs` |c x|; act as the target's activation.
-    (Gated labels need the trig functions: see gated.gated_labels.)"""
-    if isinstance(arch, TmsTarget):
-        return x.copy()
-    if not isinstance(arch, ResidMlpTarget):
-        raise TypeError(f"labels_for does not handle {type(arch).__name__}; use gated.gated_labels")
-    cx = x * np.asarray(coeffs, dtype=x.dtype)[:, None, :]
-    kind = train.labels or "act_plus_resid"
-    if kind == "act_plus_resid":
-        act = _gelu(cx) if arch.activation == "gelu" else np.where(cx > 0, cx, 0)
-        return (act + x).astype(x.dtype)
-    if kind == "abs":
-        return np.abs(cx)
-    raise ValueError(f"labels {kind!r} do not apply to a residual MLP")
+    """Training labels for inputs x (I, B, n_in), in x's dtype (the kind's model says how)."""
+    return model_of(arch).labels(arch, train, x, coeffs)

@@ -20,30 +20,27 @@ from .decompose import Interrupted, NonFiniteError
 from .data import feature_importance, label_coefficients, labels_for, sample_inputs
 from .models import n_outputs, target_forward, trainable_target_params
 from .optim import Adam, lr_at
-from ..spec import Experiment, GatedTarget, ResidMlpTarget, Target, TmsTarget, Training
+from .registry import model_of
+from ..spec import Experiment, Target, Training, kind_spec
 
 
 def replicate_loss(arch: Target, params: dict, x, labels, importance):
-    """(I,) training loss per replicate, mean over batch and features (autograd-traceable).
-    TMS: importance * (|labels| - y)^2; residual MLP (readoff): (y - labels)^2 * importance."""
-    y = target_forward(arch, params, x).y
-    if isinstance(arch, TmsTarget):
-        err = importance * (anp.abs(labels) - y) ** 2
-    else:
-        err = (y - labels) ** 2 * importance
-    return anp.mean(err, axis=(1, 2))
+    """(I,) training loss per replicate, mean over batch and features (autograd-traceable): the
+    kind's (models.Model.train_loss)."""
+    return model_of(arch).train_loss(arch, params, x, labels, importance)
 
 
 def _training(exp: Experiment, arch: Target, train: Training | None) -> Training:
     train = train if train is not None else exp.train
+    labels = kind_spec(arch.kind).labels
     if train is None:
-        if isinstance(arch, TmsTarget):
-            return Training(labels="identity")  # TMS labels need nothing else
+        if labels == ("identity",):
+            return Training(labels="identity")  # labels that need nothing else
         raise ValueError("this target needs its Training (labels, label coefficients); pass train=...")
     if train.labels is None:  # unresolved spec: same defaults as spec.resolve
         import dataclasses
 
-        train = dataclasses.replace(train, labels="identity" if isinstance(arch, TmsTarget) else "act_plus_resid")
+        train = dataclasses.replace(train, labels=labels[0])
     return train
 
 
@@ -51,7 +48,7 @@ TARGET_HINT = ("the target's training diverged: lower target.train.optimizer's l
                "target.train.schedule")
 
 
-def train_target(exp: Experiment, arch: TmsTarget | ResidMlpTarget, params: dict, rng_data: np.random.Generator,
+def train_target(exp: Experiment, arch: Target, params: dict, rng_data: np.random.Generator,
                  log: Callable[[int, dict], None] | None = None,
                  progress: Callable[[int, int, dict], None] | None = None,
                  stop: Callable[[], int | None] | None = None) -> tuple[dict, list[dict]]:
@@ -64,8 +61,8 @@ def train_target(exp: Experiment, arch: TmsTarget | ResidMlpTarget, params: dict
     ("loss_mean"). Everything stays in the parameters' dtype. `progress(step, steps, entry)` is
     called every step (it rate-limits itself); `stop()` is asked before every step, and a signal
     number it returns raises engine.decompose.Interrupted (phase "target")."""
-    if isinstance(arch, GatedTarget):
-        raise ValueError("gated targets are hand-coded (gated.build_gated), not trained")
+    if not kind_spec(arch.kind).trained:
+        raise ValueError(f"{arch.kind} targets are hand-coded (their model's `build`), not trained")
     if exp.train is None:
         raise ValueError("the experiment has no training section (train = None)")
     train = _training(exp, arch, exp.train)
@@ -119,22 +116,22 @@ def evaluate_target(exp: Experiment, arch: Target, params: dict, rng: np.random.
                     batch: int | None = None) -> np.ndarray:
     """(I,) loss per replicate averaged over `batches` fresh batches of exp.data.
 
-    TMS / residual MLP: the training loss against the labels (plain MSE when importance is 1);
-    `train` defaults to exp.train. Gated: MSE of the network output against the true labels
-    sum_i alpha_i F_i(x) (needs `extras` from gated.build_gated)."""
+    Trained kinds: the training loss against the labels (plain MSE when importance is 1); `train`
+    defaults to exp.train. Hand-coded kinds: MSE of the network output against its true labels
+    (`Model.true_labels`, from `extras`)."""
     I = next(iter(params.values())).shape[0]
     dtype = params[next(iter(params))].dtype
-    if isinstance(arch, GatedTarget):
-        from .gated import gated_labels
-
-        if extras is None:
-            raise ValueError("evaluating a gated target needs its extras (trig coefficients)")
+    if not kind_spec(arch.kind).trained:
+        model = model_of(arch)
         B = batch or exp.decompose.batch
         total = np.zeros(I)
         for _ in range(batches):
             x = sample_inputs(arch, exp.data, I, B, rng, dtype)
+            labels = model.true_labels(arch, extras or {}, x)
+            if labels is None:
+                raise ValueError(f"evaluating a {arch.kind} target needs the extras it was built with")
             y = np.asarray(target_forward(arch, params, x).y, dtype=np.float64)
-            total += np.mean((y - gated_labels(extras, x)) ** 2, axis=(1, 2))
+            total += np.mean((y - labels) ** 2, axis=(1, 2))
         return total / batches
     train = _training(exp, arch, train)
     B = batch or train.batch

@@ -4,17 +4,17 @@
     r = bench(exp, steps=20)          # exp: a spec.Experiment (e.g. apdspec.load(path).experiment)
     r["ms_per_step_median"], r["projected_full_run_s"], r["fraction_of_matmul_peak"]
 
-What is timed: `decompose.Trainer.step()`, i.e. exactly one iteration of `decompose()` (unit-norm,
-LR, batch sampling, target forward, attributions and top-k mask, loss and gradient, gradient
-projection, Adam update), on the spec's own configuration (C, m, batch, replicates, losses,
-attribution, dtype). The target has the right shapes but is not trained (no target training is
-timed): TMS and residual-MLP targets come from `models.init_target` (their fresh initialisation),
-gated targets are the hand-coded network (`gated.build_for_experiment`), file targets are loaded.
+What is timed: the method's `Trainer.step()`, i.e. exactly one iteration of `decompose()` (for APD:
+unit-norm, LR, batch sampling, target forward, attributions and top-k mask, loss and gradient,
+gradient projection, Adam update), on the spec's own configuration (C, m, batch, replicates,
+losses, attribution, dtype). The target has the right shapes but is not trained (no target training
+is timed): trained kinds come from `models.init_target` (their fresh initialisation), hand-coded
+ones from their model's `build`, file targets are loaded.
 Training the target changes attributions and masks, and so the amount of work per step only
 marginally (how the active (sample, component) pairs spread over components and samples).
 
-FLOPs are counted analytically from the shapes (multiply-add = 2 FLOPs, notes §10.2): see
-`step_flops`. The achieved rate is reported as a fraction of a float32/float64 1024^3 matmul
+FLOPs are counted analytically from the shapes (multiply-add = 2 FLOPs, notes §10.2): the method
+engine's `step_flops` (APD: methods/apd/cost.py). The achieved rate is reported as a fraction of a float32/float64 1024^3 matmul
 timed in the same process (best of 5), so the figure is comparable across noisy, shared machines.
 
 BLAS threads: the runtime uses 1 unless OPENBLAS/OMP/MKL_NUM_THREADS says otherwise
@@ -33,7 +33,8 @@ import tracemalloc
 import numpy as np
 
 from ..engine.kernels import blas_info, set_blas_threads  # noqa: F401  (re-exported)
-from ..spec import Experiment, FileTarget, GatedTarget, TmsTarget, check, resolve
+from ..engine.registry import engine_of, model_of
+from ..spec import Experiment, FileTarget, check
 
 # ------------------------------------------------------------------------------------------
 # BLAS introspection: kernels.blas_info / kernels.set_blas_threads (OpenBLAS's C API via ctypes)
@@ -57,150 +58,6 @@ def matmul_peak_gflops(dtype="float32", n: int = 1024, repeats: int = 5) -> floa
 # FLOP model
 
 
-def active_pairs(exp: Experiment, arch) -> float:
-    """Expected number of (sample, component) pairs switched on per replicate and step."""
-    dc = exp.decompose
-    B, C = dc.batch, dc.components
-    if dc.topk is None:
-        return float(B * C)
-    if dc.topk.mode == "batch":
-        return float(min(int(dc.topk.value * B), B * C))
-    if dc.topk.mode == "sample":
-        return float(min(dc.topk.value, C) * B)
-    from ..engine.models import n_inputs  # exact: the expected number of active input features
-
-    return float(min(B * C, exp.data.probability * n_inputs(arch) * B))
-
-
-def expected_rows(exp: Experiment, arch) -> float:
-    """Rows a step works on: the runtime drops all-zero input rows where that is exact
-    (`fused.zero_rows_inert`, batch/exact top-k), so with at_least_zero_active data only
-    B (1 - (1 - p)^F) rows are expected to remain."""
-    from ..engine.fused import applies, zero_rows_inert
-
-    dc = exp.decompose
-    B = dc.batch
-    if not (applies(arch, dc.loss, dc.topk) and zero_rows_inert(arch) and dc.topk.mode in ("batch", "exact")):
-        return float(B)
-    if exp.data.mode != "at_least_zero_active":
-        return float(B)
-    return float(B * (1.0 - (1.0 - exp.data.probability) ** arch.features))
-
-
-def spd_step_flops(exp: Experiment, arch) -> dict:
-    """SPD's analytic FLOPs per step, all replicates: engine.spd.step_cost by term, and "total"."""
-    from ..engine.spd import step_cost
-
-    c = step_cost(exp, arch)
-    terms = ("causal_importance", "inner_acts", "masked_passes", "faithfulness", "total")
-    return {k: c[k] * exp.replicates for k in terms}
-
-
-def step_flops(exp: Experiment, arch=None) -> dict:
-    """Analytic FLOP count of one step as this runtime computes it (multiply-add = 2 FLOPs, as in
-    notes §10.2), per term and in total, for all replicates.
-
-    With B rows per step (`expected_rows`), C components of rank m (Cm = C m), K active
-    (sample, component) pairs (`active_pairs`) and each decomposed matrix d_in x d_out:
-      faithfulness   3 x 2 d_in Cm d_out per matrix: the sum A @ B and its two gradient GEMMs
-      target_forward 2 B d_in d_out per layer use (+ embedding and unembedding of residual nets)
-      attributions   the closed-form attributions (`attribution_flops`)
-      masked_forward the masked bottleneck on the active pairs only, forward and backward:
-                     3 x 2 K m (d_in + d_out) per layer use (+ unembedding of residual nets);
-                     TMS with few components uses the dense form, 3 x 2 B Cm (d_in + d_out)
-      simplicity     3 x 2 Cm (d_in + d_out) per matrix (norms of A's columns and B's rows)
-      optimizer      Adam: ~10 FLOPs per parameter (memory-bound in practice)
-    Autograd-path steps (e.g. Lp sparsity) do more work than this model counts."""
-    from ..engine.apd import param_shapes
-    from ..engine.models import layers_of, n_inputs, n_outputs, residual_dims
-
-    exp = resolve(exp)  # (a widened experiment with a replicated file target would not validate)
-    if arch is None:
-        arch = exp.target
-    dc = exp.decompose
-    I, C, m = exp.replicates, dc.components, dc.rank
-    Cm, K, rows = C * m, active_pairs(exp, arch), expected_rows(exp, arch)
-    L = dc.loss
-    layers = layers_of(arch)
-    shapes = param_shapes(arch)
-    out = {}
-    if L.faithfulness is not None:
-        out["faithfulness"] = sum(3 * 2 * d_in * Cm * d_out for d_in, d_out in shapes.values())
-    fwd = sum(2 * rows * l.d_in * l.d_out for l in layers)
-    if not isinstance(arch, TmsTarget):
-        D = residual_dims(arch)[0]
-        fwd += 2 * rows * n_inputs(arch) * D + 2 * rows * D * n_outputs(arch)
-    out["target_forward"] = fwd
-    if dc.topk is not None or L.sparsity is not None:
-        out["attributions"] = attribution_flops(exp, arch, rows)
-    if isinstance(arch, TmsTarget) and _tms_dense(exp, arch, rows):
-        out["masked_forward"] = sum(3 * 2 * rows * Cm * (l.d_in + l.d_out) for l in layers)
-    else:
-        out["masked_forward"] = sum(3 * 2 * K * m * (l.d_in + l.d_out) for l in layers)
-    if not isinstance(arch, TmsTarget):
-        out["masked_forward"] += 3 * 2 * rows * residual_dims(arch)[0] * n_outputs(arch)
-    if L.simplicity is not None:
-        out["simplicity"] = sum(3 * 2 * Cm * (d_in + d_out) for d_in, d_out in shapes.values())
-    out["optimizer"] = 10 * sum(d_in * Cm + Cm * d_out for d_in, d_out in shapes.values())
-    out = {k: float(v) * I for k, v in out.items()}
-    out["total"] = sum(out.values())
-    return out
-
-
-def _tms_dense(exp: Experiment, arch, rows: float) -> bool:
-    from ..engine.fused import TmsLoss, tms_variant
-
-    dc = exp.decompose
-    return tms_variant(exp.replicates, max(int(rows), 1), dc.components, dc.rank, arch) is TmsLoss
-
-
-def attribution_flops(exp: Experiment, arch, rows: float | None = None) -> float:
-    """FLOPs of the closed-form gradient attributions for one replicate on `rows` rows.
-
-    TMS (forward mode, `attributions._tms_attributions_plain`): per layer use j, the bottleneck
-    2 B d_in Cm, its map to the output 2 Cm d_out F (with the later weights) and the tangents
-    2 C B m F. Residual MLP (forward mode, `fused.ResidualPre`), per layer l with
-    n_b = n_in + l d_mlp rows spanning the residual stream and n_l = (L - l - 1) d_mlp + d_L later
-    widths: 2 n_b D Cm + 2 B n_b Cm (the layer's bottleneck), 2 C B m d_mlp, 2 Cm D n_l
-    (B_out's maps into later layers), 2 B d_mlp Cm, 2 C B (d_mlp + m) n_l (tangents); the GEMMs it
-    shares with the faithfulness gradient are counted there. Residual nets with d_L <= 2 (gated)
-    use reverse mode: per layer 2 B (D + d_mlp) Cm, plus per output 2 B (D + d_mlp) Cm and the
-    backward pass 4 B D d_mlp. Attributions from the APD model add its unmasked forward pass
-    2 B Cm (d_in + d_out) per layer use."""
-    from ..engine.attributions import REVERSE_MAX_OUTPUTS
-    from ..engine.models import layers_of, n_inputs, n_outputs, residual_dims
-
-    dc = exp.decompose
-    B = float(dc.batch if rows is None else rows)
-    C, m = dc.components, dc.rank
-    Cm = C * m
-    layers = layers_of(arch)
-    total = 0.0
-    if isinstance(arch, TmsTarget):
-        F = arch.features
-        for l in layers:
-            total += 2 * B * l.d_in * Cm + 2 * Cm * l.d_out * F + 2 * C * B * m * F
-    else:
-        D, d_mlp, n_layers = residual_dims(arch)
-        d_L = n_outputs(arch)
-        if d_L <= REVERSE_MAX_OUTPUTS:
-            for _ in range(n_layers):
-                total += 2 * B * (D + d_mlp) * Cm + d_L * (2 * B * (D + d_mlp) * Cm + 4 * B * D * d_mlp)
-        else:
-            for l in range(n_layers):
-                n_b = n_inputs(arch) + l * d_mlp
-                n_l = (n_layers - l - 1) * d_mlp + d_L
-                total += 2 * n_b * D * Cm + 2 * B * n_b * Cm + 2 * C * B * m * d_mlp
-                total += 2 * Cm * D * n_l + 2 * B * d_mlp * Cm + 2 * C * B * (d_mlp + m) * n_l
-    if dc.attribution.kind != "gradient" or dc.attribution.source != "target":
-        total += sum(2 * B * Cm * (l.d_in + l.d_out) for l in layers)
-    return float(total)
-
-
-# ------------------------------------------------------------------------------------------
-# The benchmark
-
-
 def _target_for(exp: Experiment):
     """(arch, params, how): a target of the right shapes without training it."""
     t = exp.target
@@ -210,11 +67,9 @@ def _target_for(exp: Experiment):
 
         arch, params, _, _ = build_target(exp)
         return arch, params, f"loaded from {t.path}"
-    if isinstance(t, GatedTarget):
-        from ..engine.gated import build_for_experiment
-
-        params, _ = build_for_experiment(exp, dtype)
-        return t, params, "hand-coded gated network (gated.build_for_experiment)"
+    built = model_of(t).build(exp, dtype)
+    if built is not None:
+        return t, built[0], f"hand-coded {t.kind} network (its model's build)"
     from ..engine import seeding
     from ..engine.models import init_target
 
@@ -227,10 +82,8 @@ def step_runner(exp: Experiment, min_steps: int = 0):
     (every restart of every replicate: `exp` is widened), on a target of the right shapes (not
     trained: `_target_for`); `how` says where the target came from. `exp.decompose.steps` is raised
     to `min_steps` if needed, so that every timed step is a real update. The one place that builds
-    a step to time: `bench` and `estimate` use it, so a new decomposition method adds its own
-    step here and both follow."""
+    a step to time: `bench` and `estimate` use it (the method's trainer, registry.ENGINES)."""
     from ..engine.data import sample_inputs
-    from ..engine.decompose import Trainer
     from . import restarts
     from ..engine import seeding
 
@@ -246,43 +99,12 @@ def step_runner(exp: Experiment, min_steps: int = 0):
     def sample(batch: int) -> np.ndarray:
         return sample_inputs(arch, exp.data, exp.replicates, batch, rng_data, dtype)
 
-    if dc.method == "spd":
-        from ..engine.spd_train import SpdTrainer as Trainer  # noqa: N813  (the same interface)
-    return Trainer(run_exp, arch, target, sample, seeding.stream(dc.seed, "apd_init")), arch, target, how
-
-
-def describe_config(exp: Experiment) -> str:
-    """One-line summary of what a step computes."""
-    dc = exp.decompose
-    if dc.method == "spd":
-        L, ci = dc.loss, dc.causal_importance
-        terms = ", ".join(f"{n} {getattr(L, n):g}" for n in ("faithfulness", "stochastic_recon",
-                                                            "stochastic_recon_layerwise", "importance_minimality")
-                          if getattr(L, n) is not None)
-        return (f"SPD; B {dc.batch}; C {dc.components} per matrix; I {exp.replicates}; causal importance "
-                f"{ci.hidden} {ci.activation}; S {dc.mask_samples}; {terms} (p {L.importance_minimality_p:g}); {exp.dtype}")
-    L = dc.loss
-    parts = [f"B {dc.batch}", f"C {dc.components}", f"m {dc.rank}", f"I {exp.replicates}"]
-    if dc.topk is not None:
-        parts.append(f"top-k {dc.topk.mode} {dc.topk.value:g}")
-    terms = []
-    for name in ("faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon"):
-        v = getattr(L, name)
-        if v is not None:
-            extra = f" p {L.simplicity_p:g}" if name == "simplicity" else (f" p {L.sparsity_p:g}" if name == "sparsity" else "")
-            terms.append(f"{name} {v:g}{extra}")
-    parts.append(", ".join(terms))
-    a = dc.attribution
-    parts.append(f"attribution {a.kind}/{a.source}")
-    if dc.unit_norm:
-        parts.append("unit_norm")
-    parts.append(exp.dtype)
-    return "; ".join(parts)
+    return engine_of(dc.method).trainer(run_exp, arch, target, sample, seeding.stream(dc.seed, "apd_init")), arch, target, how
 
 
 KEYS = {
     "experiment": "experiment name",
-    "target_kind": "tms | resid_mlp | gated",
+    "target_kind": "the target kind (registry.KINDS)",
     "config": "what one step computes (batch, components, rank, replicates, top-k, loss terms, attribution, dtype)",
     "target_params": "where the (untrained) target parameters came from",
     "dtype": "float32 | float64",
@@ -290,7 +112,8 @@ KEYS = {
     "batch": "samples per step and replicate",
     "components": "C",
     "rank": "m",
-    "compute_path": "fused-tms | fused-residual (runtime/engine/fused.py) | autograd (LossProblem.loss)",
+    "compute_path": "the kernels a step runs: a kind's (fused-tms, fused-residual, spd-fused-tms, ...) or the "
+                    "generic path (autograd, spd-fused)",
     "steps_timed": "timed steps",
     "warmup_steps": "untimed steps before them",
     "ms_per_step_median": "wall-clock ms per step, median over the timed steps",
@@ -360,18 +183,19 @@ def bench(exp: Experiment, steps: int = 20, warmup: int = 3, threads: int | None
             set_blas_threads(old_threads)
     t = np.asarray(times) * 1e3
     med = float(np.median(t))
-    flops = spd_step_flops(exp, arch) if dc.method == "spd" else step_flops(exp, arch)
+    engine = engine_of(dc.method)
+    flops = engine.step_flops(exp, arch)
     achieved = flops["total"] / (med / 1e3) / 1e9
     return {
         "experiment": exp.name,
         "target_kind": arch.kind,
-        "config": describe_config(exp),
+        "config": engine.describe(exp),
         "target_params": target_how,
         "dtype": exp.dtype,
         "replicates": exp.replicates,
         "batch": dc.batch,
         "components": dc.components,
-        "rank": dc.rank,
+        "rank": engine.decomposition.inner_rank(dc),
         "compute_path": trainer.problem.path,
         "steps_timed": steps,
         "warmup_steps": warmup,

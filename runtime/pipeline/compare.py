@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Any
 
+from ..spec import KINDS, target_from_dict
 from ..spec.target_file import read_target_meta
 from ..store.rundir import write_text
 
@@ -58,14 +59,13 @@ def target_label(spec: dict, run_dir: str | None = None) -> str:
             return target_label({"target": read_target_meta(os.path.join(run_dir, "target.npz"))["target"]})
         except (OSError, ValueError, KeyError, TypeError):
             pass  # no readable target file: the file's name below
-    if kind == "tms":
-        extra = f" + {t['hidden_layers']} hidden" if t.get("hidden_layers") else ""
-        return f"TMS {t.get('features')}-{t.get('hidden')}{extra}"
-    if kind == "resid_mlp":
-        return f"residual MLP, {t.get('layers')} layer{'s' if t.get('layers', 1) > 1 else ''}, {t.get('features')} features"
     if kind == "file":
         return f"target file {os.path.basename(os.path.dirname(t.get('path', '')))}"
-    return str(kind)
+    try:
+        arch = target_from_dict(t)
+    except (KeyError, TypeError, ValueError):
+        return str(kind)
+    return KINDS[arch.kind].label(arch)
 
 
 def variant(run: dict) -> str:

@@ -32,19 +32,14 @@ import dataclasses
 import statistics
 import time
 
-from ..spec import Experiment, FileTarget, GatedTarget, ResidMlpTarget, TmsTarget, check
+from ..spec import Experiment, FileTarget, check, kind_spec
 
 MAX_STEPS = 20  # timed steps at most, per phase
 
 
 def finish_seconds(arch) -> float:
-    """Metrics + plots + report + process start (s), measured: TMS 5-2 ~3 s, TMS 40-10 ~7 s,
-    residual MLP 1 layer ~15 s, 2 layers ~30 s (full-rank C = 200; rank 1 ~14 s), gated ~3 s."""
-    if isinstance(arch, TmsTarget):
-        return 2.0 + 0.12 * arch.features
-    if isinstance(arch, ResidMlpTarget):
-        return 5.0 + 10.0 * arch.layers
-    return 3.0
+    """Metrics + plots + report + process start (s): the kind's measured figure (KindSpec.finish_seconds)."""
+    return kind_spec(arch.kind).finish_seconds(arch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +102,7 @@ def _target_step(exp: Experiment):
     from ..engine.train_target import train_target
 
     t = exp.target
-    if exp.train is None or isinstance(t, (FileTarget, GatedTarget)):
+    if exp.train is None or isinstance(t, FileTarget) or not kind_spec(t.kind).trained:
         return None
     one = dataclasses.replace(exp, train=dataclasses.replace(exp.train, steps=1, log_every=10 ** 9))
     params = init_target(t, exp.replicates, seeding.stream(0, "estimate"), exp.dtype)

@@ -1,4 +1,4 @@
-"""Restarts: several decomposition inits per replicate; keep the one that reconstructs best.
+"""Restarts: several decomposition inits per replicate; keep the one with the best held-out score.
 
 APD's loss has local minima in which a feature is split over two components while two others
 share one (TMS 5-2: a quarter to a half of inits end there, docs/method.md). Those minima are not
@@ -16,15 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import seeding
 from ..engine.decompose import Decomposition
 from ..spec import Experiment, Report
-
-SELECT_BATCHES = 10  # fresh batches of decompose.batch samples scored per instance
-CRITERION = "held-out batch top-k MSE vs target output"
-SPD_CRITERION = "held-out SPD loss (the training objective at the final coefficients, fresh batches and mask noise)"
-CRITERION_LP = "final total loss (no top-k: the Lp formulation)"
-
 
 def widened(exp: Experiment) -> Experiment:
     """What one training step of `exp` trains: I*R replicates of one init each, with no report
@@ -42,63 +35,20 @@ def expand(exp: Experiment, target: dict, extras: dict) -> tuple[Experiment, dic
 
 
 def scores(result: Any, seed: int | None = None) -> np.ndarray:
-    """(I*R,) selection score per instance: held-out batch top-k MSE against the target output
-    (mean over samples); without top-k (Lp runs) the final logged total loss. The held-out batches
-    come from `seed`'s selection stream (default decompose.seed): runs scored with one seed are
-    scored on the same batches (pick.py)."""
-    from ..analysis.core import RunAnalysis, mse_per_sample
+    """(I*R,) selection score per instance, lower is better: the method's held-out score (its
+    analysis' `restart_scores`: APD's held-out batch top-k MSE against the target output, SPD's
+    held-out SPD loss). No ground truth enters. The held-out batches come from `seed`'s selection
+    stream (default decompose.seed): runs scored with one seed are scored on the same batches (pick.py)."""
+    from ..analysis.core import ANALYSES
 
-    exp = result.experiment
-    if exp.decompose.method == "spd":
-        return spd_scores(result, seed)
-    if exp.decompose.topk is None:
-        last = result.decomposition.history[-1]
-        return np.asarray(last.get("total/replicates", [last["total"]]), dtype=np.float64)
-    an = RunAnalysis(result)
-    rng = seeding.stream(exp.decompose.seed if seed is None else seed, "restarts.select")  # not the metrics' eval streams
-    total = np.zeros(exp.replicates)
-    for _ in range(SELECT_BATCHES):
-        x = an.sample(rng)
-        tgt = an.forward(x)
-        mask = an.config_mask(an.attr(x, tgt), x)
-        total += mse_per_sample(an.masked(x, mask), np.asarray(tgt.y, dtype=np.float64)).mean(axis=1)
-    return total / SELECT_BATCHES
-
-
-def spd_scores(result: Any, seed: int | None = None) -> np.ndarray:
-    """(I*R,) SPD selection score per instance: the SPD loss (faithfulness + beta_1 stochastic recon
-    + beta_2 layerwise + beta_3 importance minimality, the final coefficients) on SELECT_BATCHES fresh
-    batches with fresh mask noise. No ground truth: the objective itself, held out. A decomposition
-    that shares a subcomponent between features pays in importance minimality (the shared one is
-    causally important more often) or in reconstruction."""
-    from ..engine.data import sample_inputs
-    from ..engine.spd import draw_uniforms
-    from ..engine.spd_train import SpdProblem
-
-    exp = result.experiment
-    dc = exp.decompose
-    seed = dc.seed if seed is None else seed
-    rng_data = seeding.stream(seed, "restarts.select")
-    rng_masks = seeding.stream(seed, "restarts.select_masks")
-    problem = SpdProblem(exp, result.arch, result.target)
-    dtype = np.dtype(exp.dtype)
-    total = np.zeros(exp.replicates)
-    for _ in range(SELECT_BATCHES):
-        x = sample_inputs(result.arch, exp.data, exp.replicates, dc.batch, rng_data, dtype)
-        record: dict = {}
-        problem.step_grads(result.decomposition.comps, x,
-                           lambda rows: draw_uniforms(result.arch, dc.components, dc.mask_samples, exp.replicates, rows,
-                                                      rng_masks, dtype),
-                           record, step=dc.steps, need_grad=False)
-        total += np.asarray(record["total"], dtype=np.float64)
-    return total / SELECT_BATCHES
+    return ANALYSES[result.experiment.decompose.method](result).restart_scores(seed)
 
 
 def criterion(exp: Experiment) -> str:
     """What `scores` measures for `exp`, as summary.json's restarts record names it."""
-    if exp.decompose.method == "spd":
-        return SPD_CRITERION
-    return CRITERION_LP if exp.decompose.topk is None else CRITERION
+    from ..analysis.core import ANALYSES
+
+    return ANALYSES[exp.decompose.method].criterion_of(exp)
 
 
 def choose(score: np.ndarray, replicates: int, restarts: int) -> np.ndarray:

@@ -3,7 +3,7 @@
     result = runtime.run(exp)                 # in memory; touches no file
     summary = runtime.run_to_dir(exp, "runs/x")  # writes the run directory (docs/outputs.md)
 
-Data flow: `build_target` (train, hand-code or load), `engine.decompose.decompose` (APD), then
+Data flow: `build_target` (train, hand-code or load), `engine.decompose.decompose` (the method's trainer), then
 `analysis.metrics.evaluate` and the `expect` clauses. Random streams are named per purpose
 (engine/seeding.py), so e.g. adding evaluation draws never changes training data.
 """
@@ -24,15 +24,17 @@ from ..engine import seeding
 from ..engine.data import sample_inputs
 from ..engine.decompose import Checkpointing, Interrupted, NonFiniteError, decompose
 from ..engine.models import Params, init_target
-from ..spec import Experiment, FileTarget, GatedTarget, Target, check, from_dict, to_json
+from ..engine.registry import engine_of, model_of
+from ..spec import Experiment, FileTarget, Target, check, from_dict, to_json
 from ..store.rundir import RUN_FORMAT, RunResult, file_record, locked, save_arrays, write_json, write_text
 
 
 def build_target(exp: Experiment, log: Callable[[dict], None] | None = None,
                  progress: Callable[[int, int, dict], None] | None = None,
                  stop: Callable[[], int | None] | None = None) -> tuple[Target, Params, dict, list]:
-    """(arch, params, extras, history): train a fresh target, hand-code a gated one, or load one.
-    `progress` and `stop` reach the training loop (engine.train_target.train_target)."""
+    """(arch, params, extras, history): train a fresh target, build a hand-coded one (the kind's
+    `Model.build`), or load one. `progress` and `stop` reach the training loop
+    (engine.train_target.train_target)."""
     dtype = np.dtype(exp.dtype)
     t = exp.target
     if isinstance(t, FileTarget):
@@ -40,11 +42,9 @@ def build_target(exp: Experiment, log: Callable[[dict], None] | None = None,
 
         arch, params, extras, _ = load_target(t.path)
         return arch, *_replicated(arch, params, extras, exp, t.path), []
-    if isinstance(t, GatedTarget):
-        from ..engine.gated import build_for_experiment
-
-        params, extras = build_for_experiment(exp, dtype)
-        return t, params, extras, []
+    built = model_of(t).build(exp, dtype)
+    if built is not None:
+        return t, built[0], built[1], []
     from ..engine.train_target import train_target
 
     params = init_target(t, exp.replicates, seeding.stream(exp.train.seed, "target_init"), dtype)
@@ -114,10 +114,7 @@ def run(exp: Experiment | dict, *, log: Callable[[dict], None] | None = None,
     cb = None if log is None else (lambda entry: log(dict(entry, phase=phase)))
     try:
         ckpt = None if checkpoint is None else Checkpointing(checkpoint, max(checkpoint_every, 1), stop or (lambda: None))
-        run_method = decompose
-        if dc.method == "spd":  # Stochastic Parameter Decomposition: the same loop with SPD's step
-            from ..engine.spd_train import decompose_spd as run_method
-        dec = run_method(wide, arch, wide_target, sample, seeding.stream(dc.seed, "apd_init"), log=cb, progress=progress,
+        dec = decompose(wide, arch, wide_target, sample, seeding.stream(dc.seed, "apd_init"), log=cb, progress=progress,
                          checkpoint=ckpt, resume=resume, rngs={"apd_data": rng_data})
     except NonFiniteError as e:
         if dc.restarts > 1:  # name the replicate and restart, not the instance of the wide model
@@ -348,8 +345,7 @@ def write_finished(result: RunResult, out_dir: str, summary: dict, report: bool 
     )
     if result.selection is not None:
         summary["restarts"] = result.selection
-    if result.experiment.decompose.revive is not None:
-        summary["revivals"] = result.decomposition.revivals
+    summary.update(engine_of(result.experiment.decompose.method).summary_extra(result.experiment, result.decomposition))
     write_json(os.path.join(out_dir, "summary.json"), summary)
     ckpt.remove_all(out_dir)  # the run is complete: its arrays are saved
     if report:

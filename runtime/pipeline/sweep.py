@@ -38,7 +38,9 @@ from ..engine.decompose import Interrupted
 from ..store import checkpoint
 from ..store.rundir import file_record, locked, write_json, write_text
 from ..analysis.expectations import describe
-from ..spec import NESTED, Experiment, Issue, SpecValidationError, SweepAxis, check, from_dict, resolve, to_dict, to_json
+from ..spec import (Decompose, Experiment, Issue, SpecValidationError, SweepAxis, check, from_dict, kind_spec,
+                    nested_class, resolve, to_dict, to_json, with_method)
+from ..spec.checks import architecture
 
 SWEEP_FORMAT = "apdspec-sweep/1"
 MAX_LABEL = 100  # characters; longer labels become p<index>_<prefix>
@@ -82,10 +84,12 @@ def replace_path(obj: Any, path: str, value: Any) -> Any:
     if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj) if f.init}:
         raise ValueError(f"{path!r} names no field of {type(obj).__name__}")
     if not rest:
+        if isinstance(obj, Decompose) and name == "method":  # another method: its own class
+            return with_method(obj, value)
         return dataclasses.replace(obj, **{name: _plain(value)})
     inner = getattr(obj, name)
     if inner is None:
-        inner = NESTED[(type(obj), name)]()
+        inner = nested_class(type(obj), name)()
     return dataclasses.replace(obj, **{name: replace_path(inner, rest, value)})
 
 
@@ -98,8 +102,8 @@ def _follow_derived(exp: Experiment, swept: set[str]) -> Experiment:
     """Let defaults that resolve() derives from a swept field follow it.
 
     A resolved experiment (e.g. `apdspec.load(...).experiment`) has the train and decompose seeds
-    filled in from `seed`, the rank and plots from the target and data ranges from the target's
-    input range; sweeping `seed` alone would otherwise leave the seeds fixed and every point would
+    filled in from `seed`, the decompose fields the kind derives (APD's rank) and the plots from
+    the target, and data ranges from the target's input range; sweeping `seed` alone would otherwise leave the seeds fixed and every point would
     run the same thing. A derived field that still holds the value resolve() gives the base is
     reset to None so each point derives it again; one set to anything else stays as set. An
     unresolved experiment (`resolve(exp) != exp`) is taken as it is: its None fields are derived per
@@ -108,10 +112,16 @@ def _follow_derived(exp: Experiment, swept: set[str]) -> Experiment:
         return exp
     target_swept = any(p.startswith("target.") for p in swept)
     tr, dc, rp, data = exp.train, exp.decompose, exp.report, exp.data
+    own = {f.name for f in dataclasses.fields(dc)}
+    try:
+        arch = architecture(exp)
+        kind_derived = [k for k in kind_spec(arch.kind).decompose_defaults(arch, dc.method) if k in own]
+    except (OSError, KeyError, ValueError, TypeError):
+        kind_derived = []
     bare = dataclasses.replace(
         exp, train=None if tr is None else dataclasses.replace(tr, seed=None),
-        decompose=dataclasses.replace(dc, seed=None, rank=None), report=dataclasses.replace(rp, plots=None),
-        data=dataclasses.replace(data, values=None))
+        decompose=dataclasses.replace(dc, seed=None, **{k: None for k in kind_derived}),
+        report=dataclasses.replace(rp, plots=None), data=dataclasses.replace(data, values=None))
     derived = resolve(bare)
 
     def follow(cond: bool, current: Any, default: Any) -> bool:
@@ -121,8 +131,9 @@ def _follow_derived(exp: Experiment, swept: set[str]) -> Experiment:
         tr = dataclasses.replace(tr, seed=None)
     if follow("seed" in swept, dc.seed, derived.decompose.seed):
         dc = dataclasses.replace(dc, seed=None)
-    if follow(target_swept, dc.rank, derived.decompose.rank):
-        dc = dataclasses.replace(dc, rank=None)
+    for k in kind_derived:
+        if follow(target_swept, getattr(dc, k), getattr(derived.decompose, k)):
+            dc = dataclasses.replace(dc, **{k: None})
     if follow(target_swept, rp.plots, derived.report.plots):
         rp = dataclasses.replace(rp, plots=None)
     if follow(target_swept, data.values, derived.data.values):

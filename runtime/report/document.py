@@ -22,14 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.diagnostics import diagnose, onehot_ci_use, weight_scale
+from ..analysis.diagnostics import METHOD_DIAGNOSTICS, diagnose, weight_scale
 from ..analysis.expectations import choice_against_expectations
 from ..spec.paper import PaperResult, lookup
-from ..spec import METRICS, PLOTS, Experiment, from_dict
+from ..spec import METRICS, PLOTS, Experiment, from_dict, method_spec
 from ..store.rundir import write_text
 
 # ------------------------------------------------------------------------------------------
 # Document model
+
+
+def _doc(registry: dict, name: str, default: str = "") -> str:
+    """The declared description of a metric or plot (`default` for a name nobody declared)."""
+    entry = registry.get(name)
+    return entry.doc if entry is not None else default
 
 
 @dataclass
@@ -144,7 +150,7 @@ def metrics_section(metrics: dict, paper: PaperResult | None) -> Section:
         header += ["paper", "agrees"]
     rows = []
     for name, vals in metrics.items():
-        row = [f"`{name}`", METRICS.get(name, ((), ""))[1], mean_std(vals), per_replicate(vals)]
+        row = [f"`{name}`", _doc(METRICS, name), mean_std(vals), per_replicate(vals)]
         if paper is not None:
             pv = paper.value(name)
             if pv is None:
@@ -156,7 +162,7 @@ def metrics_section(metrics: dict, paper: PaperResult | None) -> Section:
     if paper is not None:  # paper values for metrics this run lacks
         for pv in paper.values:
             if pv.metric not in metrics:
-                rows.append([f"`{pv.metric}`", METRICS.get(pv.metric, ((), ""))[1], "not computed", "", pv.shown(), "-"])
+                rows.append([f"`{pv.metric}`", _doc(METRICS, pv.metric), "not computed", "", pv.shown(), "-"])
     sec.blocks.append(Block("table", header=header, items=rows))
     if paper is not None:
         notes = [f"`{v.metric}`: {v.text}" for v in paper.values if v.text]
@@ -316,11 +322,8 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
     line = f"**Status: {status}**"
     if exp is not None:
         kind = result.arch.kind if result is not None else getattr(exp.target, "kind", "?")
-        line += f" · target `{kind}` · {exp.replicates} replicate(s) · C = {exp.decompose.components}, " \
-                f"m = {exp.decompose.rank} · {exp.decompose.steps} steps"
-        if exp.decompose.method == "spd":  # SPD: rank-one subcomponents, C of them per matrix
-            line = line.replace(f"C = {exp.decompose.components}, m = {exp.decompose.rank}",
-                                f"SPD, C = {exp.decompose.components} subcomponents per matrix")
+        line += f" · target `{kind}` · {exp.replicates} replicate(s) · " \
+                f"{method_spec(exp.decompose.method).components_text(exp.decompose)} · {exp.decompose.steps} steps"
     head.blocks.append(_p(line))
     if paper is not None:
         head.blocks.append(_p(f"Reproduces: {paper.title} ({paper.source})."))
@@ -350,16 +353,17 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
             op = float(np.mean(s["zero"])) if "zero" in s else None
         except Exception as e:  # diagnostics degrade, the report still renders
             errors["output scale"] = f"{type(e).__name__}: {e}"
-    ci_use = None
-    if result is not None and exp is not None and exp.decompose.method == "spd" and "ci_error" in metrics:
+    prepared = None
+    own = METHOD_DIAGNOSTICS.get(exp.decompose.method) if exp is not None else None
+    if result is not None and own is not None:
         try:
-            ci_use = onehot_ci_use(an.represents())
+            prepared = own.prepare(an, metrics)
         except Exception as e:  # diagnostics degrade, the report still renders
-            errors["one-hot causal importances"] = f"{type(e).__name__}: {e}"
+            errors[own.label] = f"{type(e).__name__}: {e}"
     arch = result.arch if result is not None else (exp.target if exp is not None else None)
     diags = diagnose(exp, arch, metrics, history, status=status, error=summary.get("error"),
                      expectations=expectations, weight_scale=ws, output_power=op, errors=errors,
-                     ci_use=ci_use) if exp else []
+                     prepared=prepared) if exp else []
     dsec = Section("Diagnostics")
     if diags:
         dsec.blocks.append(Block("list", items=[f"**{sev}**: {text}" for sev, text in diags]))
@@ -372,11 +376,11 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
     if picked is not None:
         sections.append(picked)
     if "losses" in plot_paths:
-        sections.append(Section("Training curves", [Block("image", text=PLOTS["losses"][1], path=plot_paths["losses"])]))
+        sections.append(Section("Training curves", [Block("image", text=_doc(PLOTS, "losses"), path=plot_paths["losses"])]))
     figs = Section("Figures")
     for pname, path in plot_paths.items():
         if pname != "losses":
-            figs.blocks.append(Block("image", text=f"`{pname}`: {PLOTS.get(pname, ((), pname))[1]}", path=path))
+            figs.blocks.append(Block("image", text=f"`{pname}`: {_doc(PLOTS, pname, pname)}", path=path))
     for pname, msg in plot_errors.items():
         figs.blocks.append(_p(f"Plot `{pname}` was not drawn: {msg}"))
     if figs.blocks:

@@ -1,9 +1,10 @@
-"""Plots (names of `spec.PLOTS`): the kind-independent ones, and `make_plots`, which draws the
-plots a run asks for from its `RunAnalysis`.
+"""Plots (names of registry.PLOTS): the ones every run has, the registry of plot builders, and
+`make_plots`, which draws the plots a run asks for from its analysis.
 
-Every `plot_*` function takes plain arrays, writes one PNG and returns its path; the `_build_*`
-functions extract those arrays from a run. Kind-specific plots live in plots_tms / plots_resid /
-plots_gated.
+Every `plot_*` function takes plain arrays, writes one PNG and returns its path; the `build_*`
+functions extract those arrays from a run's analysis. A slice registers its builders beside its
+plots (`register_plot`, runtime/targets/<kind>/plots.py, runtime/methods/<method>/plots.py), for
+every run, a kind, a method, or one kind decomposed by one method; the most specific one draws.
 """
 from __future__ import annotations
 
@@ -16,17 +17,25 @@ from .plots_common import (  # noqa: F401  (mosaic, plot_components: public here
     MAX_COMPONENTS_SHOWN, color, figure, grid_shape, hide_unused, integer_ticks, mosaic, plot_components, positive, save,
     suptitle,
 )
+from ..spec import METHODS, PLOTS, applies
+from ..spec.registry import kinds_of
 
-LOSS_TERMS = ("total", "faithfulness", "minimality", "act_recon", "simplicity", "sparsity", "output_recon",
-              "stochastic_recon", "stochastic_recon_layerwise", "importance_minimality")
 MAX_REPLICATES_SHOWN = 4
+
+
+def loss_terms() -> tuple[str, ...]:
+    """Curves the losses plot shows, in order: the total, then every method's loss terms."""
+    out = ["total"]
+    for m in METHODS.values():
+        out += [t for t in m.terms() if t not in out]
+    return tuple(out)
 
 
 def plot_losses(history: list[dict], path: str, target_history: list[dict] | None = None, title: str = "") -> str:
     """Training curves (log y) of every logged loss term, mean over replicates (thick) and each
     replicate (thin); plus the target's training loss, the mean number of active components per
     sample and the number of components used in each logged batch (where components die)."""
-    panels: list[tuple[str, list, str, bool]] = [(k, history, k, True) for k in LOSS_TERMS
+    panels: list[tuple[str, list, str, bool]] = [(k, history, k, True) for k in loss_terms()
                                                  if any(k in e for e in history)]
     if any("mean_active" in e for e in history):
         panels.append(("mean_active", history, "active components / sample", False))
@@ -118,6 +127,10 @@ def plot_mse_by_sparsity(table: dict[str, dict[str, np.ndarray]], path: str, tit
 # From a run
 
 
+# ------------------------------------------------------------------------------------------
+# From a run
+
+
 def _build_losses(an: Any, path: str) -> str:
     r = an.result
     return plot_losses(r.decomposition.history, path, r.target_history, f"{an.exp.name}: training curves")
@@ -128,104 +141,90 @@ def _weights_by_norm(mats: list[tuple[str, np.ndarray]]) -> np.ndarray:
     return np.argsort(-norms, kind="stable")
 
 
-def component_matrices(an: Any, replicate: int = 0) -> list[tuple[str, np.ndarray]]:
-    """(label, (C, rows, cols)) matrices to show per component: dense weights when small, the
-    virtual weights W_E W_in,c and (W_out,c W_U)^T (features x neurons) for large residual MLPs."""
-    from ..engine import apd
+def _norm_order(P: np.ndarray) -> np.ndarray:
+    return np.argsort(-np.sqrt(np.sum(P.reshape(P.shape[0], -1) ** 2, axis=1)), kind="stable")
 
-    shapes = apd.param_shapes(an.arch)
-    if an.kind == "resid_mlp" and sum(a * b for a, b in shapes.values()) > 20_000:
-        c = an.contributions()
-        return [("W_E W_in,c: how strongly each neuron (columns) reads each feature (rows)", c["read"][replicate]),
-                ("(W_out,c W_U)^T: how strongly each neuron (columns) writes each feature (rows)",
-                 np.swapaxes(c["write"][replicate], -1, -2))]
-    out = []
-    for n, (d_in, d_out) in shapes.items():
-        W = apd.component_weights(an.comps, n, an.C)[replicate]
-        if "W_out" in n:  # neurons along the columns, as for W_in
-            out.append((f"{n}^T: rows = residual stream ({d_out}), columns = neurons ({d_in})", np.swapaxes(W, -1, -2)))
-        elif an.kind == "tms":
-            out.append((f"{n}: rows = features ({d_in}), columns = hidden ({d_out})", W))
-        else:
-            out.append((f"{n}: rows = residual stream ({d_in}), columns = neurons ({d_out})", W))
-    return out
+
+def component_matrices(an: Any, replicate: int = 0) -> list[tuple[str, np.ndarray]]:
+    """(label, (C, rows, cols)) stacks to show per component: the kind's view for large models
+    (KindAnalysis.wide_panels, e.g. a residual MLP's virtual weights), else every decomposed
+    matrix's component weights as the kind labels them (KindAnalysis.panel)."""
+    wide = an.part.wide_panels(replicate)
+    if wide is not None:
+        return wide
+    return [an.part.panel(name, an.matrix_weights(name)[replicate]) for name in an.matrix_names()]
 
 
 def _build_components(an: Any, path: str) -> str:
+    """Components spanning every matrix (attribution methods) are ordered by their total norm;
+    per-matrix subcomponents (causal-importance methods) each matrix by its own, largest first
+    (the SPD paper's Figs. 1-3)."""
     mats = component_matrices(an)
+    if an.importance == "causal":
+        return plot_components(mats, path, f"{an.exp.name}: subcomponents of every matrix (replicate 0)",
+                               orders=[_norm_order(P) for _, P in mats], what="subcomponents")
     return plot_components(mats, path, f"{an.exp.name}: component weights (replicate 0)", _weights_by_norm(mats))
-
-
-def _build_attributions(an: Any, path: str) -> str:
-    if an.kind == "gated":
-        g = an.gated()
-        tables = [(f"replicate {i}", g["share"][i]) for i in range(an.I)]
-        return plot_attributions(tables, path, "function\n(control bit on, x over its range)",
-                                 f"{an.exp.name}: mean share of the attribution per component")
-    A = an.identity_attributions()
-    return plot_attributions([(f"replicate {i}", A[i]) for i in range(an.I)], path,
-                             title=f"{an.exp.name}: attributions on one-hot inputs")
 
 
 def _build_mse_by_sparsity(an: Any, path: str) -> str:
     return plot_mse_by_sparsity(an.mse_by_sparsity(), path, f"{an.exp.name}: MSE by number of active features")
 
 
-def builders(method: str = "apd") -> dict[str, Callable[[Any, str], str]]:
-    """Plot name -> builder(RunAnalysis, path); an SPD run's own builders replace those that show
-    APD components or top-k (plots_spd.py)."""
-    from . import plots_gated, plots_resid, plots_tms
+# (plot name, kind or None, method or None) -> builder(analysis, path) -> path
+BUILDERS: dict[tuple[str, str | None, str | None], Callable[[Any, str], str]] = {}
 
-    table = {
-        "losses": _build_losses, "components": _build_components, "attributions": _build_attributions,
-        "polygons": plots_tms.build_polygons, "mse_by_sparsity": _build_mse_by_sparsity,
-        "neuron_contributions": plots_resid.build_neuron_contributions,
-        "feature_response": plots_resid.build_feature_response,
-        "scrub_histogram": plots_resid.build_scrub_histogram,
-        "target_response": plots_resid.build_target_response,
-        "per_feature_loss": plots_resid.build_per_feature_loss,
-        "active_components": plots_resid.build_active_components,
-        "component_categories": plots_resid.build_component_categories,
-        "gated_functions": plots_gated.build_gated_functions,
-        "gated_network": plots_gated.build_gated_network,
-    }
-    if method == "spd":
-        from . import plots_spd
 
-        table.update(plots_spd.BUILDERS)
-    return table
+def register_plot(name: str, builder: Callable[[Any, str], str], kind: str | None = None,
+                  method: str | None = None) -> None:
+    """Register the builder of plot `name` for every run (kind and method None), runs of one kind,
+    of one method, or of one kind decomposed by one method."""
+    BUILDERS[(name, kind, method)] = builder
+
+
+def builder_for(name: str, kind: str, method: str) -> Callable[[Any, str], str] | None:
+    """The most specific builder of plot `name` for this kind and method (None: none registered)."""
+    for key in ((name, kind, method), (name, kind, None), (name, None, method), (name, None, None)):
+        if key in BUILDERS:
+            return BUILDERS[key]
+    return None
+
+
+register_plot("losses", _build_losses)
+register_plot("components", _build_components)
+register_plot("mse_by_sparsity", _build_mse_by_sparsity)
 
 
 def make_plots(result: Any, out_dir: str, names: list[str] | tuple[str, ...] | None = None) -> tuple[dict, dict]:
     """Draw the requested plots (default: `exp.report.plots`) into out_dir/NAME.png.
 
-    Returns ({name: path}, {name: error message}); a failing plot never stops the others.
-    `polygons` is skipped without an error when the TMS hidden layer is not 2-D."""
+    Returns ({name: path}, {name: error message}); a failing plot never stops the others. A plot
+    whose `requires` refuses the architecture (polygons without a 2-D hidden layer) is skipped
+    without an error: it is in the resolved defaults of specs that cannot draw it."""
     from ..analysis.core import analysis_for
-    from ..spec import PLOTS
-
-    from ..spec import applies
 
     an = analysis_for(result)
     names = list(result.experiment.report.plots or ()) if names is None else list(names)
     method = result.experiment.decompose.method
-    table = builders(method)
     paths, errors = {}, {}
     for name in names:
-        kinds = PLOTS.get(name, ((), ""))[0]
-        if name not in table:
+        plot = PLOTS.get(name)
+        if plot is None:
             errors[name] = "unknown plot"
             continue
-        if an.kind not in kinds:
+        if an.kind not in kinds_of(name, "plots"):
             errors[name] = f"does not apply to a {an.kind} target"
             continue
         if not applies(name, an.kind, method, "plots"):
             errors[name] = f"does not apply to method = {method}"
             continue
-        if name == "polygons" and an.arch.hidden != 2:
-            continue  # in the resolved defaults of every TMS spec; only drawable for hidden = 2
+        if plot.requires is not None and plot.requires(an.arch) is not None:
+            continue
+        build = builder_for(name, an.kind, method)
+        if build is None:
+            errors[name] = f"no builder is registered for a {an.kind} target decomposed by {method}"
+            continue
         try:
-            paths[name] = table[name](an, os.path.join(out_dir, f"{name}.png"))
+            paths[name] = build(an, os.path.join(out_dir, f"{name}.png"))
         except Exception as e:  # one broken plot must not cost the report
             errors[name] = f"{type(e).__name__}: {e}"
             an.errors[f"plot {name}"] = errors[name]

@@ -1,16 +1,22 @@
 """The experiment description: what the runtime consumes, with no engine behind it.
 
-Holds the typed dataclasses (experiment.py), defaults and validation (checks.py), the JSON round
-trip (serial.py), the target-file metadata format (target_file.py) and the paper's reference
-numbers (paper.py). Imports nothing else from runtime: every other subpackage may import it.
+Holds the shared dataclasses (experiment.py) and their field metadata (fields.py), the registries
+the target kinds and methods fill (registry.py), defaults and validation (checks.py), the JSON round
+trip (serial.py), the target-file metadata format (target_file.py) and the papers' reference
+numbers (paper.py). Imports nothing else from runtime: every other subpackage may import it. The
+kinds' and methods' own dataclasses live in their slices (runtime/targets, runtime/methods) and are
+public from the `runtime` package.
 """
 from .checks import (  # noqa: F401
-    MAX_LAYERS, Issue, SpecValidationError, check, resolve, target_kind, validate,
+    Issue, SpecValidationError, architecture, check, resolve, target_kind, validate,
 )
 from .experiment import (  # noqa: F401
-    ALL_KINDS, APD_ONLY, METHODS, METRIC_METHODS, METRICS, PLOT_METHODS, PLOTS, SPD_ONLY, TARGET_KINDS, Attribution,
-    CausalImportance, Data, Decompose, Expectation, Experiment, FaithfulnessWarmup, FileTarget,
-    GatedTarget, Losses, Optimizer, Report, ResidMlpTarget, Revive, Schedule, Sweep, SweepAxis, Target, TmsTarget,
-    TopK, Training, applies,
+    MAX_LAYERS, Data, Decompose, Expectation, Experiment, FileTarget, Optimizer, Report, Schedule, Sweep, SweepAxis,
+    Target, Training, with_method,
 )
-from .serial import NESTED, from_dict, target_from_dict, to_dict, to_json  # noqa: F401
+from .fields import Form, setting  # noqa: F401
+from .registry import (  # noqa: F401
+    DEFAULT_KIND, DEFAULT_METHOD, KINDS, METHODS, METRICS, PLOTS, KindSpec, Layer, MethodSpec, UnknownKind, applies,
+    declare_metric, declare_plot, kind_spec, method_spec,
+)
+from .serial import decompose_from_dict, from_dict, nested_class, target_from_dict, to_dict, to_json  # noqa: F401

@@ -1,12 +1,19 @@
-"""Plain-data round trip of an experiment (spec.json, run summaries): dataclasses <-> JSON-able dicts."""
+"""Plain-data round trip of an experiment (spec.json, run summaries): dataclasses <-> JSON-able dicts.
+
+Which class a nested dict becomes is read off the field's type; a target dict names its class by
+"kind" and a decompose dict by "method" (the registries). Keys a class does not have are ignored,
+so spec.json files written before a field moved between classes still load.
+"""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import typing
 from typing import Any
 
-from .experiment import (TARGET_KINDS, Attribution, CausalImportance, Data, FaithfulnessWarmup, Decompose, Expectation, Experiment, Losses, Optimizer,
-                         Report, Revive, Schedule, Sweep, SweepAxis, Target, TopK, Training)
+from .experiment import Decompose, Experiment, FileTarget, Report, Sweep, SweepAxis, Target
+from .registry import DEFAULT_METHOD, kind_spec, method_spec
 
 
 def to_dict(obj: Any) -> Any:
@@ -18,49 +25,59 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def target_class(kind: str) -> type:
+    return FileTarget if kind == "file" else kind_spec(kind).cls
+
+
 def target_from_dict(d: dict) -> Target:
     d = dict(d)
-    cls = TARGET_KINDS[d.pop("kind")]
-    return _build(cls, d)
+    return _build(target_class(d.pop("kind")), d)
+
+
+def decompose_from_dict(d: dict) -> Decompose:
+    return _build(method_spec(d.get("method", DEFAULT_METHOD)).cls, d)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def nested_class(cls: type, name: str) -> type | None:
+    """The dataclass a field of `cls` holds (through `X | None`), or None for a plain value. What
+    from_dict builds, and what runtime.pipeline.sweep brings back (with defaults) when a sweep sets
+    a field of an object that is None."""
+    hint = _hints(cls).get(name)
+    for t in (hint, *typing.get_args(hint)):
+        if isinstance(t, type) and dataclasses.is_dataclass(t):
+            return t
+    return None
 
 
 def _build(cls: type, d: dict) -> Any:
-    kwargs = {}
-    hints = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for k, v in d.items():
-        if k not in hints:
-            continue
-        kwargs[k] = _coerce(cls, k, v)
+    init = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {k: _coerce(cls, k, v) for k, v in d.items() if k in init}
     return cls(**kwargs)
-
-
-# (class, field) -> the dataclass of a nested optional object: how from_dict builds it, and what
-# runtime.pipeline.sweep brings back (with defaults) when a sweep sets a field of an object that is None.
-NESTED = {
-    (Experiment, "train"): Training, (Experiment, "data"): Data, (Experiment, "decompose"): Decompose,
-    (Experiment, "report"): Report, (Experiment, "sweep"): Sweep, (Training, "optimizer"): Optimizer,
-    (Training, "schedule"): Schedule, (Decompose, "topk"): TopK, (Decompose, "attribution"): Attribution,
-    (Decompose, "loss"): Losses, (Decompose, "revive"): Revive, (Decompose, "optimizer"): Optimizer, (Decompose, "schedule"): Schedule,
-    (Decompose, "causal_importance"): CausalImportance, (Decompose, "faithfulness_warmup"): FaithfulnessWarmup,
-}
 
 
 def _coerce(cls: type, name: str, v: Any) -> Any:
     if v is None:
         return None
-    if cls is Experiment and name == "target":
+    if name == "target" and issubclass(cls, Experiment):
         return target_from_dict(v)
-    sub = NESTED.get((cls, name))
-    if sub is not None:
-        return _build(sub, v)
-    if cls is Report and name == "expect":
+    if name == "decompose" and issubclass(cls, Experiment):
+        return decompose_from_dict(v)
+    if issubclass(cls, Report) and name == "expect":
+        from .experiment import Expectation
+
         return tuple(_build(Expectation, e) for e in v)
-    if cls is Sweep and name == "axes":
+    if issubclass(cls, Sweep) and name == "axes":
         return tuple(SweepAxis(a["path"], tuple(a["values"]), a.get("group")) for a in v)
-    if cls is Data and name == "synced":
-        return tuple(tuple(g) for g in v)
+    sub = nested_class(cls, name)
+    if sub is not None and isinstance(v, dict):
+        return _build(sub, v)
     if isinstance(v, list):
-        return tuple(v)
+        return tuple(tuple(x) if isinstance(x, list) else x for x in v)
     return v
 
 

@@ -1,7 +1,7 @@
 """The target file format: its metadata entry and reading it without loading the arrays.
 
 A target file (.npz, loaded with allow_pickle=False) holds the parameters under their stable
-engine/models.py names, extras under "extra.<name>", and JSON metadata in a 0-d unicode array
+kind's parameter names (its `param_shapes`), extras under "extra.<name>", and JSON metadata in a 0-d unicode array
 "__meta__": {"format": "apdspec-target/1", "kind", "target": spec.to_dict(arch), "dtype", ...}.
 Every entry has its architecture's shape (`entry_shapes`), or all of them carry one leading
 replicate axis of the same length R (`stored_replicates`: R independent targets, one per replicate).
@@ -66,40 +66,11 @@ def read_target_meta(path: str | os.PathLike) -> dict:
 
 def entry_shapes(arch) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
     """(required, optional): entry name -> shape of one replicate, for a target of architecture
-    `arch` (a runtime.spec target dataclass). Matches engine/models.py and engine/gated.py (tested);
-    the gated network's extras are optional (an imported network has no trig coefficients)."""
-    from .experiment import GatedTarget, ResidMlpTarget, TmsTarget
+    `arch` (a target dataclass): its kind's `param_shapes` (registry.KindSpec), extras under
+    EXTRA_PREFIX."""
+    from .registry import kind_spec
 
-    req: dict[str, tuple[int, ...]] = {}
-    opt: dict[str, tuple[int, ...]] = {}
-    if isinstance(arch, TmsTarget):
-        F, H = arch.features, arch.hidden
-        req["W"] = (F, H)
-        for k in range(arch.hidden_layers):
-            req[f"hidden.{k}"] = (H, H)
-        if arch.bias:
-            req["b"] = (F,)
-        else:
-            opt["b"] = (F,)  # models.init_target makes a zero bias either way
-        return req, opt
-    if isinstance(arch, ResidMlpTarget):
-        n_in = n_out = arch.features
-        D, d_mlp, layers, b_in, b_out = arch.d_embed, arch.d_mlp, arch.layers, arch.in_bias, arch.out_bias
-    elif isinstance(arch, GatedTarget):
-        n, N = arch.functions, arch.functions * arch.neurons
-        n_in, n_out, D, d_mlp, layers, b_in, b_out = n + 1, 1, n + 2, N // max(arch.layers, 1), arch.layers, True, False
-        opt = {EXTRA_PREFIX + "coefficients": (n, 7), EXTRA_PREFIX + "output_weights": (n, arch.neurons),
-               EXTRA_PREFIX + "permutation": (N,)}
-    else:
-        raise TypeError(f"no stored shapes for {type(arch).__name__}")
-    req["W_E"], req["W_U"] = (n_in, D), (D, n_out)
-    for l in range(layers):
-        req[f"layers.{l}.W_in"], req[f"layers.{l}.W_out"] = (D, d_mlp), (d_mlp, D)
-        if b_in:
-            req[f"layers.{l}.b_in"] = (d_mlp,)
-        if b_out:
-            req[f"layers.{l}.b_out"] = (D,)
-    return req, opt
+    return kind_spec(arch.kind).param_shapes(arch)
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:

@@ -24,50 +24,30 @@ import fnmatch
 import hashlib
 import os
 import re
-from typing import Callable
-
 import numpy as np
 
-from ..spec import GatedTarget, ResidMlpTarget, Target, TmsTarget
+from ..spec import KINDS, Target
+from ..spec.import_rules import ImportRules
 from ..spec.target_file import META_KEY, stored_replicates
 from .files import load_npz, save_target
 
-KINDS = ("tms", "resid_mlp", "gated")
+
+def importable() -> tuple[str, ...]:
+    """The kinds a state dict can be imported as (those with import rules)."""
+    return tuple(k for k, spec in KINDS.items() if spec.importer is not None)
+
+
+def rules(kind: str) -> ImportRules:
+    spec = KINDS.get(kind)
+    if spec is None or spec.importer is None:
+        raise TargetImportError(f"unknown kind {kind!r}; one of: {', '.join(importable())}")
+    return spec.importer
+
 LAYOUTS = ("auto", "rows", "torch")
 
 
 class TargetImportError(ValueError):
     """A source file that cannot be imported; the message says which entry and why."""
-
-
-# apdspec name -> accepted source names ("{l}" is a layer / hidden-layer index). Entries under
-# TIED / ZERO are checked and dropped: the TMS output layer reuses W; the gated network's output
-# biases must be zero (apdspec's gated network has none).
-NAMES: dict[str, dict[str, tuple[str, ...]]] = {
-    "tms": {
-        "W": ("W", "linear1.weight"),
-        "hidden.{l}": ("hidden.{l}", "hidden_layers.{l}.weight"),
-        "b": ("b", "b_final"),
-    },
-    "resid_mlp": {
-        "W_E": ("W_E",),
-        "W_U": ("W_U",),
-        "layers.{l}.W_in": ("layers.{l}.W_in", "layers.{l}.mlp_in.weight"),
-        "layers.{l}.b_in": ("layers.{l}.b_in", "layers.{l}.bias1", "layers.{l}.mlp_in.bias"),
-        "layers.{l}.W_out": ("layers.{l}.W_out", "layers.{l}.mlp_out.weight"),
-        "layers.{l}.b_out": ("layers.{l}.b_out", "layers.{l}.bias2", "layers.{l}.mlp_out.bias"),
-    },
-    "gated": {
-        "W_E": ("W_E", "W_E.weight"),
-        "W_U": ("W_U", "W_U.weight"),
-        "layers.{l}.W_in": ("layers.{l}.W_in", "mlps.{l}.input_layer.weight", "mlp_{l}.input_layer.weight"),
-        "layers.{l}.b_in": ("layers.{l}.b_in", "mlps.{l}.input_layer.bias", "mlp_{l}.input_layer.bias"),
-        "layers.{l}.W_out": ("layers.{l}.W_out", "mlps.{l}.output_layer.weight", "mlp_{l}.output_layer.weight"),
-    },
-}
-TIED = {"tms": {"linear2.weight": "W"}}
-ZERO = {"gated": ("layers.{l}.b_out", "mlps.{l}.output_layer.bias", "mlp_{l}.output_layer.bias")}
-OPTIONAL = {"resid_mlp": {"W_U": "W_E transposed (the original ties W_U = W_E^T)"}}
 
 
 def _is_matrix(name: str) -> bool:
@@ -89,8 +69,8 @@ def _match(alias: str, name: str) -> str | None:
 
 def known_names(kind: str) -> list[str]:
     """Every accepted source name of a kind (with {l} placeholders), for messages and --help."""
-    out = [a for aliases in NAMES[kind].values() for a in aliases]
-    return out + list(TIED.get(kind, {})) + list(ZERO.get(kind, ()))
+    r = rules(kind)
+    return [a for aliases in r.names.values() for a in aliases] + list(r.tied) + list(r.zero)
 
 
 @dataclasses.dataclass
@@ -110,13 +90,14 @@ def _rename(arrays: dict[str, np.ndarray], kind: str, ignore: tuple[str, ...]) -
     renames: list = []
     checks: dict[str, tuple[str, np.ndarray]] = {}
     unknown = []
+    r = rules(kind)
     for name, a in arrays.items():
         if any(fnmatch.fnmatchcase(name, g) for g in ignore):
             renames.append((name, "", "ignored"))
             continue
         a = np.asarray(a)
         target = None
-        for dst, aliases in NAMES[kind].items():
+        for dst, aliases in r.names.items():
             for alias in aliases:
                 l = _match(alias, name)
                 if l is not None:
@@ -125,11 +106,12 @@ def _rename(arrays: dict[str, np.ndarray], kind: str, ignore: tuple[str, ...]) -
             if target is not None:
                 break
         if target is None:
-            if name in TIED.get(kind, {}):
+            if name in r.tied:
                 checks[name] = ("tied", a)
                 continue
-            if any(_match(alias, name) is not None for alias in ZERO.get(kind, ())):
-                checks[name] = ("zero", a)
+            zero = next((alias for alias in r.zero if _match(alias, name) is not None), None)
+            if zero is not None:
+                checks[name] = ("zero", a, zero)
                 continue
             unknown.append(name)
             continue
@@ -148,108 +130,6 @@ def _rename(arrays: dict[str, np.ndarray], kind: str, ignore: tuple[str, ...]) -
     return out, renames, checks
 
 
-def _layer_count(params: dict, prefix: str, suffix: str) -> int:
-    """Number of indices 0..n-1 of `prefix{l}suffix` entries; gaps are an error."""
-    idx = sorted(int(m.group(1)) for k in params if (m := re.fullmatch(re.escape(prefix) + r"(\d+)" + re.escape(suffix), k)))
-    if idx != list(range(len(idx))):
-        raise TargetImportError(f"{prefix}N{suffix} entries have indices {idx}; expected 0..{len(idx) - 1} without gaps")
-    return len(idx)
-
-
-def _dims(a: np.ndarray, n: int, name: str) -> tuple[int, ...]:
-    if a.ndim not in (n, n + 1):
-        raise TargetImportError(f"{name!r} has shape {a.shape}: expected {n} axes, or {n + 1} with a leading replicate axis")
-    return tuple(int(s) for s in a.shape[-n:])
-
-
-def _require(params: dict, name: str, kind: str) -> np.ndarray:
-    if name not in params:
-        raise TargetImportError(f"a {kind} target needs {name!r} (source names: {', '.join(NAMES[kind][name])})")
-    return params[name]
-
-
-def _arch_tms(params: dict, options: dict) -> TmsTarget:
-    F, H = _dims(_require(params, "W", "tms"), 2, "W")
-    hidden = _layer_count(params, "hidden.", "")
-    return TmsTarget(features=F, hidden=H, hidden_layers=hidden, bias="b" in params)
-
-
-def _arch_resid(params: dict, options: dict) -> ResidMlpTarget:
-    F, D = _dims(_require(params, "W_E", "resid_mlp"), 2, "W_E")
-    layers = _layer_count(params, "layers.", ".W_in")
-    if layers == 0:
-        raise TargetImportError("a resid_mlp target needs layers.0.W_in (source name: layers.0.mlp_in.weight)")
-    d_mlp = _dims(params["layers.0.W_in"], 2, "layers.0.W_in")[1]
-    return ResidMlpTarget(features=F, d_embed=D, d_mlp=d_mlp, layers=layers,
-                          activation=options.get("activation") or "relu",
-                          in_bias=any(".b_in" in k for k in params), out_bias=any(".b_out" in k for k in params))
-
-
-def _arch_gated(params: dict, options: dict) -> GatedTarget:
-    n_in, D = _dims(_require(params, "W_E", "gated"), 2, "W_E")
-    n = n_in - 1
-    if n < 1 or D != n + 2:
-        raise TargetImportError(f"W_E is {n_in} x {D} (inputs x residual width); a gated network of n functions has "
-                           f"n + 1 inputs [x, alpha_0..] and width n + 2 [x, alpha_0.., y]")
-    layers = _layer_count(params, "layers.", ".W_in")
-    if layers == 0:
-        raise TargetImportError("a gated target needs layers.0.W_in (source name: mlps.0.input_layer.weight)")
-    d_mlp = _dims(params["layers.0.W_in"], 2, "layers.0.W_in")[1]
-    if (d_mlp * layers) % n:
-        raise TargetImportError(f"{layers} layers of {d_mlp} neurons cannot hold the same number of neurons for each of "
-                           f"the {n} functions")
-    neurons = d_mlp * layers // n
-    arch = GatedTarget(functions=n, neurons=neurons, layers=layers)
-    given = options.get("input_range")
-    if given is not None:
-        return dataclasses.replace(arch, input_range=(float(given[0]), float(given[1])))
-    start, end, simple = _gated_grid(params, arch)
-    return dataclasses.replace(arch, input_range=(start, end), simple_bias=simple)
-
-
-def _gated_grid(params: dict, arch: GatedTarget) -> tuple[float, float, bool]:
-    """(start, end, simple_bias) of a hand-coded gated network, read off its first replicate's
-    input weights and biases (notes §1.3): neuron k of function i has bias -t_k - S and control
-    weight S (or bias -S and control weight S - t_k), with S = 2 (end - start) and knots
-    t_k = start + (k - 1) (end - start) / (neurons - 1)."""
-    n, L = arch.functions, arch.layers
-    ctrl, bias, func = [], [], []
-    for l in range(L):
-        W = np.asarray(params[f"layers.{l}.W_in"], dtype=np.float64)
-        b = np.asarray(params.get(f"layers.{l}.b_in", np.zeros(W.shape[-1])), dtype=np.float64)
-        W, b = (W[0], b[0]) if W.ndim == 3 else (W, b)
-        c = W[1:n + 1]  # (n, d_mlp): control-bit weights
-        func.append(np.argmax(np.abs(c), axis=0))
-        ctrl.append(c[func[-1], np.arange(c.shape[1])])
-        bias.append(b)
-    ctrl, bias, func = np.concatenate(ctrl), np.concatenate(bias), np.concatenate(func)
-    hint = "this does not look like the hand-coded gated network; give --input-range LO,HI"
-    tol = 1e-4 * max(1.0, float(np.max(np.abs(ctrl))))
-    if np.ptp(ctrl) <= tol:
-        S, simple = float(np.mean(ctrl)), False
-        knots = -bias - S
-    elif np.ptp(bias) <= tol:
-        S, simple = float(-np.mean(bias)), True
-        knots = S - ctrl
-    else:
-        raise TargetImportError(f"the input biases and control weights vary together: {hint}")
-    length = S / 2.0
-    if not length > 0:
-        raise TargetImportError(f"control weight S = {S:g} is not positive: {hint}")
-    delta = length / (arch.neurons - 1)
-    start = float(np.min(knots)) + delta
-    want = start + (np.arange(arch.neurons) - 1) * delta
-    for i in range(n):
-        got = np.sort(knots[func == i])
-        if got.size != arch.neurons or not np.allclose(got, want, atol=1e-4 * max(1.0, length)):
-            raise TargetImportError(f"function {i}'s neurons do not sit on one grid of {arch.neurons} knots: {hint}")
-    start = float(np.round(start, 5)) + 0.0  # undo float32 noise (+ 0.0: no -0.0)
-    return start, float(np.round(start + length, 5)) + 0.0, simple
-
-
-ARCHS: dict[str, Callable[[dict, dict], Target]] = {"tms": _arch_tms, "resid_mlp": _arch_resid, "gated": _arch_gated}
-
-
 def _oriented(params: dict, layout: str) -> dict:
     if layout == "rows":
         return dict(params)
@@ -258,9 +138,17 @@ def _oriented(params: dict, layout: str) -> dict:
 
 def _candidate(params: dict, kind: str, layout: str, options: dict) -> tuple[Target, dict, int | None]:
     p = _oriented(params, layout)
-    if kind == "resid_mlp" and "W_U" not in p and "W_E" in p:
-        p["W_U"] = np.swapaxes(p["W_E"], -1, -2).copy()
-    arch = ARCHS[kind](p, options)
+    r = rules(kind)
+    for name, (_, derive) in r.derived.items():
+        if name not in p:
+            try:
+                p[name] = derive(p)
+            except KeyError:
+                pass  # what it is derived from is missing too: the architecture says so
+    try:
+        arch = r.arch(p, options)
+    except ValueError as e:
+        raise TargetImportError(str(e)) from None
     try:
         R = stored_replicates(arch, {k: v.shape for k, v in p.items()}, "the source")
     except ValueError as e:
@@ -273,8 +161,7 @@ def import_arrays(arrays: dict[str, np.ndarray], kind: str, layout: str = "auto"
     """Rename, orient and check a state dict's arrays as an apdspec target of `kind`.
 
     Raises TargetImportError (a ValueError) naming the entry and what is wrong."""
-    if kind not in KINDS:
-        raise TargetImportError(f"unknown kind {kind!r}; one of: {', '.join(KINDS)}")
+    rules(kind)  # an unknown kind is an error naming the known ones
     if layout not in LAYOUTS:
         raise TargetImportError(f"unknown layout {layout!r}; one of: {', '.join(LAYOUTS)}")
     if META_KEY in arrays:
@@ -307,8 +194,9 @@ def import_arrays(arrays: dict[str, np.ndarray], kind: str, layout: str = "auto"
     _check_aside(checks, arrays, params, kind, renames)
     if lay == "torch":
         renames = [(s, d, "transposed" if d and _is_matrix(d) else note) for s, d, note in renames]
-    if kind == "resid_mlp" and "W_U" not in params:
-        renames.append(("", "W_U", OPTIONAL["resid_mlp"]["W_U"]))
+    for name, (what, _) in rules(kind).derived.items():
+        if name not in params:
+            renames.append(("", name, what))
     return Imported(arch, p, R, lay, renames)
 
 
@@ -316,19 +204,19 @@ _LAYOUT_TEXT = {"rows": "stored (d_in, d_out), x @ W", "torch": "nn.Linear (d_ou
 
 
 def _check_aside(checks: dict, arrays: dict, params: dict, kind: str, renames: list) -> None:
-    for name, (rule, a) in checks.items():
+    r = rules(kind)
+    for name, (rule, a, *zero) in checks.items():
         if rule == "tied":
-            src = TIED[kind][name]
+            src, why = r.tied[name]
             W_src = next(s for s, d, _ in renames if d == src)
             W = np.asarray(arrays[W_src])
             if not (a.shape == W.shape and np.array_equal(a, W)) and not (
                     a.shape == np.swapaxes(W, -1, -2).shape and np.array_equal(a, np.swapaxes(W, -1, -2))):
-                raise TargetImportError(f"{name!r} differs from {W_src!r}: a TMS target's output layer is the transpose "
-                                   f"of its input layer (tied), so they must hold the same matrix")
+                raise TargetImportError(f"{name!r} differs from {W_src!r}: {why}")
             renames.append((name, "", f"tied to {W_src}: checked equal, dropped"))
         else:
             if np.any(a != 0):
-                raise TargetImportError(f"{name!r} is not zero: apdspec's gated network has no output bias")
+                raise TargetImportError(f"{name!r} is not zero: {r.zero[zero[0]]}")
             renames.append((name, "", "zero output bias: dropped"))
 
 

@@ -13,9 +13,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..engine import apd
 from ..engine.decompose import Decomposition
-from ..engine.models import Params, decomposed_params
+from ..engine.models import Params
+from ..engine.registry import engine_of
 from ..spec import Experiment, Target, from_dict, to_dict
 
 
@@ -44,8 +44,8 @@ class RunResult:
         return "ok" if all(e["passed"] for e in self.expectations) else "expectations_failed"
 
     def components(self, name: str, replicate: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """A (C, d_in, m) and B (C, m, d_out) of decomposed matrix `name` (row-vector h = a @ W);
-        for SPD, V (d_in, C) and U (C, d_out) of decomposed matrix (layer) `name`."""
+        """The two factors of decomposed matrix `name` (row-vector h = a @ W), as the method stores
+        them: APD's A (C, d_in, m) and B (C, m, d_out), SPD's V (d_in, C) and U (C, d_out)."""
         return self.decomposition.components(name, replicate)
 
 
@@ -66,14 +66,7 @@ def save_arrays(result: RunResult, out_dir: str) -> list[str]:
         written.append(save_target(os.path.join(d, "target.npz"), result.arch, params, extras,
                                    meta={"replicate": r, "experiment": result.experiment.name,
                                          "train": to_dict(result.experiment.train)}))
-        arrays = {}
-        if result.experiment.decompose.method == "spd":  # every SPD array of the replicate, as trained
-            arrays = {k: v[r] for k, v in result.decomposition.comps.items()}
-        else:
-            for name in decomposed_params(result.arch):
-                A, B = result.components(name, r)
-                arrays[f"{name}.A"], arrays[f"{name}.B"] = A, B
-        written.append(save_npz(os.path.join(d, "decomposition.npz"), arrays))
+        written.append(save_npz(os.path.join(d, "decomposition.npz"), result.decomposition.arrays(r)))
     return written
 
 
@@ -127,18 +120,8 @@ def load_run(run_dir: str) -> RunResult:
         comps_l.append(load_npz(os.path.join(d, "decomposition.npz")))
     target = {k: np.stack([t[k] for t in targets]) for k in targets[0]}
     extras = {k: np.stack([e[k] for e in extras_l]) for k in extras_l[0]}
-    C, m = exp.decompose.components, exp.decompose.rank
-    comps = {}
-    dec_cls = Decomposition
-    if exp.decompose.method == "spd":
-        from ..engine.spd_train import SpdDecomposition
-
-        dec_cls = SpdDecomposition
-        comps = {k: np.stack([c[k] for c in comps_l]) for k in comps_l[0]}
-    for name in decomposed_params(arch) if dec_cls is Decomposition else ():
-        A = np.stack([c[f"{name}.A"] for c in comps_l])
-        B = np.stack([c[f"{name}.B"] for c in comps_l])
-        comps.update(apd.from_components(name, A, B))
+    dec_cls = engine_of(exp.decompose.method).decomposition
+    comps = dec_cls.comps_from_arrays(arch, exp, comps_l)
     history, target_history = [], []
     mp = os.path.join(run_dir, "metrics.jsonl")
     if os.path.exists(mp):
@@ -147,7 +130,7 @@ def load_run(run_dir: str) -> RunResult:
                 target_history.append(entry)
             elif phase == "decompose":  # "restarts": every init, not kept
                 history.append(entry)
-    dec = dec_cls(arch, C, m, comps, history, summary.get("timings", {}).get("decompose_s", 0.0),
+    dec = dec_cls(arch, exp.decompose.components, dec_cls.inner_rank(exp.decompose), comps, history, summary.get("timings", {}).get("decompose_s", 0.0),
                   summary.get("steps_per_s", 0.0), summary.get("revivals", []))
     return RunResult(exp, arch, target, extras, dec, target_history, summary.get("metrics", {}),
                      summary.get("expectations", []), summary.get("seeds", {}), summary.get("timings", {}),

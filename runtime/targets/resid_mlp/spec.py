@@ -1,0 +1,148 @@
+"""The residual MLP of compressed computation (APD paper §3.2-3.3): spec dataclass, shapes, defaults, checks.
+
+A residual network (spec/networks.py) with a fixed unit-norm embedding W_E (F x D), W_U = W_E^T,
+and `layers` MLPs of d_mlp neurons; trained so that y_i = x_i + act(c_i x_i) (act_plus_resid).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...spec import Issue, KINDS, KindSpec, MAX_LAYERS, Target, declare_metric, declare_plot, setting
+from ...spec.checks import in_choices, positive
+from ...spec.import_rules import ImportRules, dims, layer_count, require
+from ...spec.networks import residual_matrices, residual_shapes
+
+
+@dataclass(frozen=True)
+class ResidMlpTarget(Target):
+    """Residual MLP (compressed computation): fixed unit-norm embedding W_E, W_U = W_E^T."""
+
+    features: int = setting(100, "input features", paper="F", valid="> 0")
+    d_embed: int = setting(1000, "residual width", paper="D", valid="> 0")
+    d_mlp: int = setting(50, "MLP neurons per layer", valid="> 0")
+    layers: int = setting(1, "MLP layers", max=MAX_LAYERS, valid=f"> 0, <= {MAX_LAYERS}")
+    activation: str = setting("relu", "MLP nonlinearity (also used in the labels)", choices=("relu", "gelu"))
+    in_bias: bool = setting(False, "bias before the nonlinearity")
+    out_bias: bool = setting(False, "bias after the MLP output")
+    embedding: str = setting("random", "fixed W_E: random unit-norm rows, or identity", choices=("random", "identity"),
+                             valid="identity needs features = d_embed")
+    init_scale: float = setting(1.0, "scale of the MLP weight init", valid="> 0")
+    output_activation: bool = setting(False, "apply the nonlinearity to the output")
+    kind: str = field(default="resid_mlp", init=False)
+
+
+def _arch(params: dict, options: dict) -> ResidMlpTarget:
+    F, D = dims(require(params, "W_E", "resid_mlp", IMPORT), 2, "W_E")
+    layers = layer_count(params, "layers.", ".W_in")
+    if layers == 0:
+        raise ValueError("a resid_mlp target needs layers.0.W_in (source name: layers.0.mlp_in.weight)")
+    d_mlp = dims(params["layers.0.W_in"], 2, "layers.0.W_in")[1]
+    return ResidMlpTarget(features=F, d_embed=D, d_mlp=d_mlp, layers=layers,
+                          activation=options.get("activation") or "relu",
+                          in_bias=any(".b_in" in k for k in params), out_bias=any(".b_out" in k for k in params))
+
+
+IMPORT = ImportRules(
+    names={
+        "W_E": ("W_E",),
+        "W_U": ("W_U",),
+        "layers.{l}.W_in": ("layers.{l}.W_in", "layers.{l}.mlp_in.weight"),
+        "layers.{l}.b_in": ("layers.{l}.b_in", "layers.{l}.bias1", "layers.{l}.mlp_in.bias"),
+        "layers.{l}.W_out": ("layers.{l}.W_out", "layers.{l}.mlp_out.weight"),
+        "layers.{l}.b_out": ("layers.{l}.b_out", "layers.{l}.bias2", "layers.{l}.mlp_out.bias"),
+    },
+    arch=_arch,
+    derived={"W_U": ("W_E transposed (the original ties W_U = W_E^T)",
+                     lambda p: np.swapaxes(p["W_E"], -1, -2).copy())},
+)
+
+
+class ResidMlpKind(KindSpec):
+    name = "resid_mlp"
+    cls = ResidMlpTarget
+    doc = "residual MLP (compressed computation, paper §3.2-3.3)"
+    labels = ("act_plus_resid", "abs")
+    labels_hint = "a residual MLP target needs act_plus_resid or abs labels"
+    label_coefficients = True
+    importer = IMPORT
+
+    def matrices(self, arch: ResidMlpTarget):
+        return residual_matrices(arch.d_embed, arch.d_mlp, arch.layers)
+
+    def param_shapes(self, arch: ResidMlpTarget):
+        return residual_shapes(arch.features, arch.features, arch.d_embed, arch.d_mlp, arch.layers,
+                               arch.in_bias, arch.out_bias), {}
+
+    def layer_count(self, arch: ResidMlpTarget):
+        return "layers", arch.layers
+
+    def default_values(self, arch: ResidMlpTarget):
+        return (-1.0, 1.0)
+
+    def decompose_defaults(self, arch: ResidMlpTarget, method: str) -> dict:
+        # APD: the reference's rank min(d_embed, d_mlp) and xavier gain 2 (notes §3.2)
+        return {"rank": min(arch.d_embed, arch.d_mlp), **({"init_scale": 2.0} if method == "apd" else {})}
+
+    def issues(self, arch: ResidMlpTarget) -> list[Issue]:
+        issues: list[Issue] = []
+        for f in ("features", "d_embed", "d_mlp", "layers"):
+            positive(f"target.{f}", getattr(arch, f), issues)
+        in_choices("target.activation", arch.activation, ("relu", "gelu"), issues)
+        in_choices("target.embedding", arch.embedding, ("random", "identity"), issues)
+        positive("target.init_scale", arch.init_scale, issues)
+        if arch.embedding == "identity" and arch.features != arch.d_embed:
+            issues.append(Issue("target.embedding", "an identity embedding needs features == d_embed",
+                                f"features = {arch.features}, d_embed = {arch.d_embed}", ("target.features",)))
+        return issues
+
+    def suggested_spec(self, arch: ResidMlpTarget) -> str | None:
+        if (arch.features, arch.d_embed) != (100, 1000):
+            return None
+        return {(50, 1): "specs/resid_mlp_1l.apd", (25, 2): "specs/resid_mlp_2l.apd"}.get((arch.d_mlp, arch.layers))
+
+    def label(self, arch: ResidMlpTarget) -> str:
+        return f"residual MLP, {arch.layers} layer{'s' if arch.layers > 1 else ''}, {arch.features} features"
+
+    def finish_seconds(self, arch: ResidMlpTarget) -> float:
+        return 5.0 + 10.0 * arch.layers  # measured: 1 layer ~15 s, 2 layers ~30 s (C 200)
+
+    def describe(self, arch: ResidMlpTarget) -> str:
+        return (f"resid_mlp: features = {arch.features}, d_embed = {arch.d_embed}, d_mlp = {arch.d_mlp}, "
+                f"layers = {arch.layers}, {arch.activation}")
+
+
+KINDS["resid_mlp"] = ResidMlpKind()
+
+_R = ("resid_mlp",)
+for _name, _doc, _methods in (
+    ("dedicated_features", "features with a component that represents only them", None),
+    ("mono_components", "components representing exactly one feature", None),
+    ("duo_components", "components representing exactly two features", None),
+    ("poly_components", "components representing more than two features", None),
+    ("scrubbed_loss", "mean MSE with the active features' components forced on", None),
+    ("anti_scrubbed_loss", "mean MSE with the active features' components forced off", None),
+    ("random_loss", "mean MSE with random half of the components on", None),
+    ("scrub_ratio", "anti_scrubbed_loss / scrubbed_loss", None),
+    ("canonical_scrubbed_loss", "scrubbed loss of the target's one-feature-per-component decomposition (1 layer)", None),
+    ("canonical_anti_scrubbed_loss", "anti-scrubbed loss of the target's one-feature-per-component decomposition "
+                                     "(1 layer)", None),
+    ("canonical_scrub_ratio", "canonical_anti_scrubbed_loss / canonical_scrubbed_loss: the yardstick for scrub_ratio",
+     None),
+    ("per_feature_loss_top1", "mean per-feature MSE with per-sample top-1", ("apd",)),
+    ("per_feature_loss_topk", "mean per-feature MSE with batch top-k", ("apd",)),
+    ("active_per_feature", "mean number of active components per single feature", ("apd",)),
+):
+    declare_metric(_name, _doc, kinds=_R, methods=_methods)
+
+for _name, _doc, _methods in (
+    ("neuron_contributions", "Figs. 6, 10: neuron contributions, target vs component", None),
+    ("feature_response", "Figs. 7, 24: feature response with scrubbed subnets", None),
+    ("scrub_histogram", "Figs. 8, 25: ablation loss histograms", None),
+    ("target_response", "Figs. 14-15, 19-20: target model responses", None),
+    ("per_feature_loss", "Figs. 16-17, 21-22: per-feature losses, top-1 vs batch top-k", ("apd",)),
+    ("active_components", "Figs. 18, 23: active components per feature", ("apd",)),
+    ("component_categories", "dead / mono / duo / poly components", None),
+):
+    declare_plot(_name, _doc, kinds=_R, methods=_methods)
