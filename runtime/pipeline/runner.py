@@ -252,9 +252,7 @@ def _restart_log(path: str, keep_lines: int) -> Any:
     if keep_lines and os.path.exists(path):
         with open(path) as f:
             lines = f.readlines()[:keep_lines]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(lines)
-    os.replace(path + ".tmp", path)
+    write_text(path, "".join(lines))
     return open(path, "a")
 
 

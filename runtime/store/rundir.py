@@ -86,15 +86,17 @@ def file_record(path: str) -> dict:
 
 
 def write_text(path: str, text: str) -> None:
-    """Write `text` atomically: a reader (or a run killed meanwhile) sees the old file or the new one."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write `text` atomically (files.atomic_write: an exclusive temporary file in the same directory,
+    then a rename): a reader, or a run killed meanwhile, sees the old file or the new one; a failed
+    write (a full disk) leaves no temporary file behind."""
+    from .files import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def write_json(path: str, obj: Any) -> None:
-    """Write `obj` as indented JSON atomically (via a .tmp file); NumPy scalars and arrays allowed."""
+    """Write `obj` as indented JSON atomically (`write_text`); NumPy scalars and arrays allowed."""
     write_text(path, json.dumps(obj, indent=2, default=_json_default))
 
 
