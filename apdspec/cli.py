@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 a run (or a sweep point) failed or did not meet its expectations, a
 sweep point's report failed to render, `fmt --check` found files to reformat, or the runtime is missing; 2 spec errors (and command-line
-usage errors); 3 an internal error (a bug: rerun with --debug for the traceback).
+usage errors, e.g. an --out that is a file); 3 an internal error (a bug: rerun with --debug for the traceback).
 """
 from __future__ import annotations
 
@@ -156,6 +156,8 @@ def _resume(args) -> int:
     except (OSError, ValueError) as e:
         _err(f"apdspec run: cannot resume {d}: no readable spec.json ({e})")
         return EXIT_FAILED
+    if _unusable_out("run", d, "--resume"):
+        return EXIT_SPEC
     # a sweep directory: its spec.json has the sweep (sweep.json is written only as points finish,
     # so a sweep stopped during its first points has none yet)
     is_sweep = isinstance(exp, dict) and bool(exp.get("sweep"))
@@ -231,6 +233,8 @@ def cmd_run(args) -> int:
     spec = load(args.spec, args.set)
     exp = spec.experiment
     out = args.out or os.path.join("runs", exp.name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    if _unusable_out("run", out):
+        return EXIT_SPEC
     if exp.sweep is not None:
         from .build import build
 
@@ -250,6 +254,17 @@ def cmd_run(args) -> int:
                  "or pass --force to replace it")
         return EXIT_FAILED
     return _run_one(args, exp, out, spec.text, spec.files, spec_original=spec.sources.get(args.spec))
+
+
+def _unusable_out(command: str, out: str, flag: str = "--out") -> bool:
+    """Whether `out` cannot be a run directory (a file, a path that cannot be created or written),
+    after saying why; creates it otherwise."""
+    from runtime.store.rundir import out_dir_problem
+
+    problem = out_dir_problem(out)
+    if problem is not None:
+        _err(f"apdspec {command}: {flag} {out}: {problem}; give a directory you can write to")
+    return problem is not None
 
 
 def _existing_run(out: str) -> str | None:
@@ -375,6 +390,8 @@ def cmd_pick(args) -> int:
     from runtime.pipeline.pick import PickError
     from runtime.store.rundir import RunDirBusy
 
+    if _unusable_out("pick", args.out):
+        return EXIT_SPEC
     try:
         summary = pick_runs(args.runs, args.out, report=not args.no_report)
     except PickError as e:
@@ -601,7 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "writing a run directory. A spec with a sweep runs every point into "
                                    "DIR/<point label>/ and writes DIR/sweep.json and DIR/sweep.md; run it again with "
                                    "the same --out to resume (finished points are reused). Exit 0 if every run "
-                                   "finished with every expectation met, 1 otherwise, 2 on spec errors.")
+                                   "finished with every expectation met, 1 otherwise, 2 on spec errors and an --out "
+                                   "that is a file or cannot be written.")
     r.add_argument("spec", metavar="SPEC", nargs="?")
     r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
     r.add_argument("--resume", metavar="DIR",
@@ -643,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "metrics and report. The runs must decompose the same target arrays with the "
                                     "same settings apart from decompose.seed; a sweep directory stands for its "
                                     "points. Exit 0 ok, 1 expectations failed, "
-                                    "2 runs that cannot be compared.")
+                                    "2 runs that cannot be compared or an --out that cannot be written.")
     pk.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished runs (or sweeps over decompose.seed)")
     pk.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory to write")
     pk.add_argument("--no-report", action="store_true", help="skip report.md / report.html")

@@ -100,6 +100,28 @@ def write_json(path: str, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, default=_json_default))
 
 
+def out_dir_problem(out_dir: str) -> str | None:
+    """Why `out_dir` cannot be a run (or sweep) directory, or None: it names something that is not a
+    directory, it cannot be created, or no file can be created in it. Creates the directory (as a
+    run would), and a file in it that it removes again."""
+    from .files import atomic_write
+
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        what = "a broken symbolic link" if not os.path.exists(out_dir) else "a file, not a directory"
+        return f"it is {what}"
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        return f"cannot create it: {e.strerror or e}"
+    try:
+        with atomic_write(os.path.join(out_dir, ".write-test"), "w") as f:
+            f.write("")
+        os.unlink(os.path.join(out_dir, ".write-test"))
+    except OSError as e:
+        return f"cannot write in it: {e.strerror or e}"
+    return None
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
