@@ -1,7 +1,7 @@
 """The `apdspec` command line (also `python -m apdspec`).
 
 Exit codes: 0 success; 1 a run (or a sweep point) failed or did not meet its expectations, a
-sweep point's report failed to render, `fmt --check` found files to reformat, or the runtime is missing; 2 spec errors (and command-line
+sweep point's report failed to render, the disk is full, `fmt --check` found files to reformat, or the runtime is missing; 2 spec errors (and command-line
 usage errors, e.g. an --out that is a file); 3 an internal error (a bug: rerun with --debug for the traceback).
 """
 from __future__ import annotations
@@ -181,6 +181,7 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, s
     import signal as _signal
 
     from runtime.engine.decompose import Interrupted
+    from runtime.store.files import disk_full
     from runtime.store.rundir import RunDirBusy
 
     run_to_dir = _runtime("run", "pipeline.runner", "run_to_dir", args.debug)
@@ -206,6 +207,10 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, s
             raise
         _err(f"apdspec run: cannot resume: {e}")
         return EXIT_FAILED
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        return _no_space("run", out, out)
     except Interrupted as e:
         name = _signal.Signals(e.signum).name
         saved = ("in target training, nothing saved yet" if e.phase == "target"
@@ -265,6 +270,14 @@ def _unusable_out(command: str, out: str, flag: str = "--out") -> bool:
     if problem is not None:
         _err(f"apdspec {command}: {flag} {out}: {problem}; give a directory you can write to")
     return problem is not None
+
+
+def _no_space(command: str, where: str, resume: str | None) -> int:
+    """A write failed for lack of disk space: one line (the temporary files are already removed and
+    the run is not marked ok), exit 1."""
+    _err(f"apdspec {command}: no space left on {where}: free some space, then "
+         + (f"resume with: apdspec run --resume {resume}" if resume else "run it again"))
+    return EXIT_FAILED
 
 
 def _existing_run(out: str) -> str | None:
@@ -579,8 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apdspec",
         description="Check, format and run .apd specs of Attribution-based Parameter Decomposition experiments.",
-        epilog="exit codes: 0 ok; 1 run or report failed / files to reformat / runtime missing; 2 spec or usage errors; "
-               "3 internal error",
+        epilog="exit codes: 0 ok; 1 run or report failed / disk full / files to reformat / runtime missing; 2 spec or "
+               "usage errors; 3 internal error",
     )
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="BLAS/OpenMP threads (sets OPENBLAS/OMP/MKL_NUM_THREADS; default 1)")
@@ -618,7 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "writing a run directory. A spec with a sweep runs every point into "
                                    "DIR/<point label>/ and writes DIR/sweep.json and DIR/sweep.md; run it again with "
                                    "the same --out to resume (finished points are reused). Exit 0 if every run "
-                                   "finished with every expectation met, 1 otherwise, 2 on spec errors and an --out "
+                                   "finished with every expectation met, 1 otherwise (a full disk included: "
+                                   "'no space left on DIR' and the resume command), 2 on spec errors and an --out "
                                    "that is a file or cannot be written.")
     r.add_argument("spec", metavar="SPEC", nargs="?")
     r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
@@ -751,12 +765,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as e:
+        from runtime.store.files import disk_full
+
+        if not disk_full(e):
+            return _internal(e, args.debug)
+        return _no_space(args.command, os.path.dirname(os.path.abspath(e.filename)) if e.filename else "the device",
+                         None)
     except Exception as e:  # a bug in apdspec or the runtime, not a user mistake
-        if args.debug:
-            traceback.print_exc()
-        else:
-            _err(f"apdspec: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")
-        return EXIT_INTERNAL
+        return _internal(e, args.debug)
+
+
+def _internal(e: Exception, debug: bool) -> int:
+    """A bug in apdspec or the runtime, not a user mistake."""
+    if debug:
+        traceback.print_exc()
+    else:
+        _err(f"apdspec: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

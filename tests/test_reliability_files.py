@@ -97,3 +97,126 @@ def test_check_and_fmt_refuse_a_fifo_instead_of_hanging(tmp_path):
                            capture_output=True, timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
         assert p.returncode == 2, p.stderr
         assert f"{fifo}: error: cannot read spec: not a regular file (a pipe or a device)" in p.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# A full disk
+
+
+def _enospc(what: str) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), what)
+
+
+def _assert_no_space(out, err: str, code: int) -> None:
+    assert code == 1, err
+    assert f"no space left on {out}: free some space, then resume with: apdspec run --resume {out}" in err
+    assert "Traceback" not in err and "internal error" not in err
+    assert temporaries(out) == []
+    assert status(out) != "ok"
+
+
+def test_a_full_disk_while_logging_is_one_line_and_the_run_resumes(tmp_path, monkeypatch, capsys):
+    args = [QUICK, "--quiet", "--checkpoint-every", "20", *tiny(steps=200), "-s", "decompose.log_every=5"]
+    assert main(["run", *args, "--out", str(tmp_path / "straight")]) == 0
+    real = runner._restart_log
+
+    class FullAfter:  # metrics.jsonl that takes 15 more lines, then finds the disk full
+        def __init__(self, f):
+            self.f, self.left = f, 15
+
+        def write(self, text):
+            self.left -= 1
+            if self.left < 0:
+                raise _enospc("metrics.jsonl")
+            return self.f.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(runner, "_restart_log", lambda path, keep: FullAfter(real(path, keep)))
+    out = tmp_path / "run"
+    code = main(["run", *args, "--out", str(out)])
+    _assert_no_space(out, capsys.readouterr().err, code)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "error" and "No space left on device" in summary["error"]
+    monkeypatch.undo()
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    assert_same_run(tmp_path / "straight", out)
+
+
+def test_a_full_disk_at_the_report_never_leaves_the_run_ok(tmp_path, monkeypatch, capsys):
+    from runtime.report import document
+
+    monkeypatch.setattr(document, "to_html", lambda *a, **k: (_ for _ in ()).throw(_enospc("report.html")))
+    out = tmp_path / "run"
+    code = main(["run", QUICK, "--out", str(out), "--quiet", *tiny()])
+    _assert_no_space(out, capsys.readouterr().err, code)
+    assert status(out) == "error" and (out / "checkpoints").is_dir()  # kept: the run can be resumed
+    monkeypatch.undo()
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    assert status(out) == "ok" and (out / "report.html").exists() and not (out / "checkpoints").exists()
+
+
+def test_a_full_disk_at_a_rename_leaves_no_temporary_file_and_no_ok(tmp_path, monkeypatch, capsys):
+    real = os.replace
+
+    def replace(src, dst, *a, **k):
+        if os.path.basename(dst) == "summary.json":
+            raise _enospc(dst)
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "run"
+    code = main(["run", QUICK, "--out", str(out), "--quiet", *tiny()])
+    _assert_no_space(out, capsys.readouterr().err, code)
+    assert status(out) is None  # not even "error" could be written: no summary at all, never a stale one
+
+
+def _tmpfs(path) -> bool:
+    """Mount a 1 MB tmpfs at `path` (root only); False if that is not possible here."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    path.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = tmp_path / "disk"
+    if not _tmpfs(disk):
+        pytest.skip("needs root and mount -t tmpfs for a real full disk")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_really_full_disk_at_any_point_is_one_line_and_resumable(small_disk):
+    """A 1 MB tmpfs filled up to leave 16-160 KB: the run finds the disk full in its log, a
+    checkpoint, its arrays or its report; every time: exit 1 with one line, no temporary file, never
+    status ok, and after space is freed --resume finishes it."""
+    for free_kb in (16, 48, 96, 160):
+        out = small_disk / f"run{free_kb}"
+        filler = small_disk / "filler"
+        size = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize - free_kb * 1024
+        with open(filler, "wb") as f:
+            f.write(b"\0" * max(size, 0))
+        code, _, err = finish(cli(["run", QUICK, "--out", str(out), "--quiet", "--checkpoint-every", "50",
+                                   "-s", "decompose.steps=400", "-s", "target.train.steps=50",
+                                   "-s", "report.plots=[polygons, losses]"]))
+        _assert_no_space(out, err, code)
+        os.unlink(filler)
+        code, _, err = finish(cli(["run", "--resume", str(out), "--quiet"]))
+        assert code == 0 and status(out) == "ok", err
+        shutil.rmtree(out)
+
+
+# ------------------------------------------------------------------------------------------
+# NumPy warnings before "run diverged"
+
+
+def test_no_numpy_warning_comes_before_run_diverged(tmp_path):
+    code, _, err = finish(cli(["run", QUICK, "--out", str(tmp_path / "run"), "--quiet", *tiny(steps=50),
+                               "-s", "decompose.optimizer=adam(lr=1e6)"]))
+    assert code == 1
+    assert err.startswith("apdspec run: the run diverged: "), err
+    assert "Warning" not in err and "numpy" not in err
