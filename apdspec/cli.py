@@ -302,8 +302,9 @@ def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, sp
     if points is None:
         return EXIT_FAILED
     from runtime.spec import SpecValidationError
-    from runtime.pipeline.sweep import DistributedUnavailable, metric_columns, run_sweep
+    from runtime.pipeline.sweep import DistributedUnavailable, SchedulerLost, metric_columns, run_sweep
     from runtime.engine.decompose import Interrupted
+    from runtime.store.files import disk_full
     from runtime.store.rundir import RunDirBusy
 
     try:
@@ -337,7 +338,7 @@ def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, sp
     try:
         sweep = run_sweep(raw, out, jobs=jobs, scheduler=args.scheduler, progress=not args.quiet and jobs == 1,
                           spec_text=spec_text, spec_files=spec_files, on_point=line,
-                          spec_original=spec_original)
+                          spec_original=spec_original, on_note=lambda text: _err(f"apdspec run: note: {text}"))
     except (DistributedUnavailable, RunDirBusy) as e:
         _err(f"apdspec run: {e}")
         return EXIT_FAILED
@@ -345,7 +346,14 @@ def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, sp
         _err(f"apdspec run: stopped by signal {e.signum} with a checkpoint of the running point; resume the sweep "
              f"with: apdspec run --resume {out}")
         return 128 + e.signum
+    except SchedulerLost as e:
+        writing = f"; still being written by their workers: {', '.join(e.writing)}" if e.writing else ""
+        _err(f"apdspec run: {e} (checkpointed); resume with: apdspec run --resume {out} --scheduler "
+             f"{args.scheduler} once it is back, or without --scheduler to run them here{writing}")
+        return EXIT_FAILED
     except OSError as e:
+        if disk_full(e):
+            return _no_space("run", out, out)
         if not args.scheduler:
             raise
         _err(f"apdspec run: cannot use the scheduler {args.scheduler}: {e}")
@@ -649,10 +657,13 @@ def build_parser() -> argparse.ArgumentParser:
     where = r.add_mutually_exclusive_group()
     where.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                        help="run N sweep points at a time, each in its own process with one BLAS thread "
-                            "(default: one per core, at most the number of points)")
+                            "(default: one per core, at most the number of points); a worker process that dies is "
+                            "replaced and its point resumes from its last checkpoint")
     where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="run the sweep points on a dask.distributed scheduler, e.g. tcp://host:8786 "
-                            "(needs pip install 'apdspec[distributed]' and workers that share DIR's filesystem)")
+                       help="run the sweep points on a dask.distributed scheduler, e.g. tcp://127.0.0.1:8786 "
+                            "(needs pip install 'apdspec[distributed]' and workers that share DIR's filesystem; "
+                            "start scheduler and workers with --host 127.0.0.1 on one machine, docs/outputs.md); "
+                            "a lost scheduler ends the sweep with exit 1 and the resume command")
     overrides(r)
     r.set_defaults(func=cmd_run)
 

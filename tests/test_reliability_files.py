@@ -172,6 +172,24 @@ def test_a_full_disk_at_a_rename_leaves_no_temporary_file_and_no_ok(tmp_path, mo
     assert status(out) is None  # not even "error" could be written: no summary at all, never a stale one
 
 
+def test_a_full_disk_stops_a_sweep_with_one_line(tmp_path, monkeypatch, capsys):
+    real = runner._restart_log
+
+    def full(path, keep):
+        if "seed=1" in path:
+            raise _enospc(path)
+        return real(path, keep)
+
+    monkeypatch.setattr(runner, "_restart_log", full)
+    out = tmp_path / "sweep"
+    code = main(["run", QUICK, "--out", str(out), "--quiet", "--jobs", "1", "-s", "seed=seeds(3)", *tiny()])
+    captured = capsys.readouterr()
+    _assert_no_space(out, captured.err, code)
+    assert "seed=2" not in captured.out and not (out / "seed=2").exists()  # the sweep stopped there
+    points = json.loads((out / "sweep.json").read_text())["points"]
+    assert [p["status"] for p in points] == ["ok", "pending", "pending"]
+
+
 def _tmpfs(path) -> bool:
     """Mount a 1 MB tmpfs at `path` (root only); False if that is not possible here."""
     if os.geteuid() != 0 or shutil.which("mount") is None:

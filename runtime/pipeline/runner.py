@@ -215,7 +215,8 @@ CHECKPOINTS = 10  # default: a checkpoint every 10 % of the decomposition's step
 
 def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = None, spec_files: tuple = (),
                progress: bool = False, report: bool = True, resume: bool = False,
-               checkpoint_every: int | None = None, spec_original: str | None = None) -> dict:
+               checkpoint_every: int | None = None, spec_original: str | None = None,
+               stop: Callable[[], int | None] | None = None) -> dict:
     """Run and write the run directory; returns summary.json's content (status "ok",
     "expectations_failed" or "error"). Raises store.rundir.RunDirBusy if another live process is
     writing `out_dir`.
@@ -230,7 +231,9 @@ def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = Non
     gives the arrays an uninterrupted run would have.
 
     `spec_text` (the resolved spec, canonical .apd) is written as spec.apd, `spec_original` (the
-    spec file as the user wrote it, comments included) as spec.original.apd.
+    spec file as the user wrote it, comments included) as spec.original.apd. `stop()`, asked at
+    every step boundary besides the signals, returns a signal number to stop as if sent it (a dask
+    worker whose driver or scheduler is gone, runtime/pipeline/sweep.py).
 
     Every file is written through an exclusive temporary file in its own directory (never through
     a symbolic link). A write that fails, a full disk included, raises its OSError after marking the
@@ -238,7 +241,7 @@ def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = Non
     marked "ok" with a file missing; its checkpoints are kept until the report is written."""
     with locked(out_dir):
         return _run_to_dir(exp, out_dir, spec_text, spec_files, progress, report, resume, checkpoint_every,
-                           spec_original)
+                           spec_original, stop)
 
 
 def _interrupted_report(out_dir: str, summary: dict) -> None:
@@ -277,7 +280,8 @@ def _record_failure(out_dir: str, summary: dict, e: BaseException, t0: float) ->
 
 
 def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spec_files: tuple, progress: bool,
-                report: bool, resume: bool, checkpoint_every: int | None, spec_original: str | None = None) -> dict:
+                report: bool, resume: bool, checkpoint_every: int | None, spec_original: str | None = None,
+                extra_stop: Callable[[], int | None] | None = None) -> dict:
     from ..store import checkpoint as ckpt
 
     if isinstance(exp, dict):
@@ -331,7 +335,8 @@ def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spe
     if resume:
         summary["resumed_from"] = resumed_from or "the start (no checkpoint yet)"
     try:
-        with _signals_stop() as stop:
+        with _signals_stop() as signalled:
+            stop = signalled if extra_stop is None else (lambda: signalled() or extra_stop())
             # the non-finite guard names a diverged term (NonFiniteError): NumPy's overflow and
             # invalid-value warnings on the way there would only be noise before it
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):

@@ -122,6 +122,24 @@ def out_dir_problem(out_dir: str) -> str | None:
     return None
 
 
+def missing_arrays(run_dir: str, replicates: int) -> str | None:
+    """The first array file of a finished run that is missing or not a whole .npz (deleted, truncated),
+    relative to `run_dir`, or None if every replicate's target.npz and decomposition.npz is there.
+    Reads only each file's zip directory (at its end), not the arrays."""
+    import zipfile
+
+    for r in range(replicates):
+        for name in ("target.npz", "decomposition.npz"):
+            path = os.path.join(_replicate_dir(run_dir, r), name)
+            try:
+                with zipfile.ZipFile(path) as z:
+                    if not z.namelist():
+                        raise zipfile.BadZipFile("no arrays")
+            except (OSError, zipfile.BadZipFile):
+                return os.path.relpath(path, run_dir)
+    return None
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
@@ -200,6 +218,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def lock_holder(out_dir: str) -> int | None:
+    """The pid of the live process that holds `out_dir/.lock`, or None (no lock, or one left by a
+    process that no longer exists on this machine)."""
+    try:
+        with open(os.path.join(out_dir, LOCK)) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid and _alive(pid) else None
+
+
 @contextlib.contextmanager
 def locked(out_dir: str) -> Iterator[None]:
     """Hold `out_dir/.lock` (created exclusively) while writing the directory; a lock left by a
@@ -210,12 +239,8 @@ def locked(out_dir: str) -> Iterator[None]:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                with open(path) as f:
-                    pid = int(f.read().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
+            pid = lock_holder(out_dir)
+            if pid and pid != os.getpid():
                 raise RunDirBusy(out_dir, pid) from None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # stale: its process is gone
