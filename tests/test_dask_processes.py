@@ -180,3 +180,26 @@ def test_a_scheduler_without_workers_says_so(tmp_path, cluster):
             f"workers with: OPENBLAS_NUM_THREADS=1 dask worker {c.address} --nthreads 1 --host 127.0.0.1") in text
     assert text.count("no dask worker") == 1
 
+
+def test_ci_runs_the_readme_test_command_which_installs_dask():
+    """These tests are skipped without dask: the command CI runs (the README's) must install it."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    ci = open(os.path.join(ROOT, ".ci", "run")).read()
+    command = next(line for line in readme.splitlines() if "pytest" in line and line.startswith("python3 -m venv"))
+    assert "'.[test,distributed]'" in command
+    assert command in ci.splitlines()
+
+
+def test_documented_dask_commands_listen_on_loopback():
+    """Every `dask scheduler` / `dask worker` command the docs give binds to 127.0.0.1 (dask's default
+    is every interface), and the scheduler's dashboard too."""
+    found = 0
+    for doc in ("README.md", "docs/outputs.md", "docs/language.md", "apdspec/cli.py"):
+        for line in open(os.path.join(ROOT, doc)).read().splitlines():
+            for command in ("dask scheduler", "dask worker"):
+                if command in line and ("--nthreads" in line or "--port" in line):
+                    found += 1
+                    assert "--host 127.0.0.1" in line or "docs/outputs.md" in line, f"{doc}: {line.strip()}"
+                    if command == "dask scheduler":
+                        assert "--dashboard-address 127.0.0.1" in line or "--no-dashboard" in line, line
+    assert found >= 3
