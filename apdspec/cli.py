@@ -1,8 +1,9 @@
 """The `apdspec` command line (also `python -m apdspec`).
 
 Exit codes: 0 success; 1 a run (or a sweep point) failed or did not meet its expectations, a
-sweep point's report failed to render, or `fmt --check` found files to reformat; 2 spec errors (and command-line
-usage errors); 3 an internal error (a bug: rerun with --debug for the traceback).
+sweep point's report failed to render, the disk is full, or `fmt --check` found files to reformat; 2 spec
+errors (and command-line usage errors, e.g. an --out that is a file); 3 an internal error (a bug: rerun with
+--debug for the traceback).
 """
 from __future__ import annotations
 
@@ -143,6 +144,8 @@ def _resume(args) -> int:
     except (OSError, ValueError) as e:
         _err(f"apdspec run: cannot resume {d}: no readable spec.json ({e})")
         return EXIT_FAILED
+    if _unusable_out("run", d, "--resume"):
+        return EXIT_SPEC
     # a sweep directory: its spec.json has the sweep (sweep.json is written only as points finish,
     # so a sweep stopped during its first points has none yet)
     is_sweep = isinstance(exp, dict) and bool(exp.get("sweep"))
@@ -166,6 +169,7 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, s
     import signal as _signal
 
     from runtime.engine.decompose import Interrupted
+    from runtime.store.files import disk_full
     from runtime.store.rundir import RunDirBusy
 
     from runtime.pipeline.runner import run_to_dir
@@ -189,6 +193,10 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, s
             raise
         _err(f"apdspec run: cannot resume: {e}")
         return EXIT_FAILED
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        return _no_space("run", out, out)
     except Interrupted as e:
         name = _signal.Signals(e.signum).name
         saved = ("in target training, nothing saved yet" if e.phase == "target"
@@ -216,6 +224,8 @@ def cmd_run(args) -> int:
     spec = load(args.spec, args.set)
     exp = spec.experiment
     out = args.out or os.path.join("runs", exp.name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    if _unusable_out("run", out):
+        return EXIT_SPEC
     if exp.sweep is not None:
         from .build import build
 
@@ -235,6 +245,25 @@ def cmd_run(args) -> int:
                  "or pass --force to replace it")
         return EXIT_FAILED
     return _run_one(args, exp, out, spec.text, spec.files, spec_original=spec.sources.get(args.spec))
+
+
+def _unusable_out(command: str, out: str, flag: str = "--out") -> bool:
+    """Whether `out` cannot be a run directory (a file, a path that cannot be created or written),
+    after saying why; creates it otherwise."""
+    from runtime.store.rundir import out_dir_problem
+
+    problem = out_dir_problem(out)
+    if problem is not None:
+        _err(f"apdspec {command}: {flag} {out}: {problem}; give a directory you can write to")
+    return problem is not None
+
+
+def _no_space(command: str, where: str, resume: str | None) -> int:
+    """A write failed for lack of disk space: one line (the temporary files are already removed and
+    the run is not marked ok), exit 1."""
+    _err(f"apdspec {command}: no space left on {where}: free some space, then "
+         + (f"resume with: apdspec run --resume {resume}" if resume else "run it again"))
+    return EXIT_FAILED
 
 
 def _existing_run(out: str) -> str | None:
@@ -257,8 +286,9 @@ def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, sp
 
     from runtime.pipeline.sweep import points
     from runtime.spec import SpecValidationError
-    from runtime.pipeline.sweep import DistributedUnavailable, metric_columns, run_sweep
+    from runtime.pipeline.sweep import DistributedUnavailable, SchedulerLost, metric_columns, run_sweep
     from runtime.engine.decompose import Interrupted
+    from runtime.store.files import disk_full
     from runtime.store.rundir import RunDirBusy
 
     try:
@@ -292,7 +322,7 @@ def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, sp
     try:
         sweep = run_sweep(raw, out, jobs=jobs, scheduler=args.scheduler, progress=not args.quiet and jobs == 1,
                           spec_text=spec_text, spec_files=spec_files, on_point=line,
-                          spec_original=spec_original)
+                          spec_original=spec_original, on_note=lambda text: _err(f"apdspec run: note: {text}"))
     except (DistributedUnavailable, RunDirBusy) as e:
         _err(f"apdspec run: {e}")
         return EXIT_FAILED
@@ -300,7 +330,14 @@ def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, sp
         _err(f"apdspec run: stopped by signal {e.signum} with a checkpoint of the running point; resume the sweep "
              f"with: apdspec run --resume {out}")
         return 128 + e.signum
+    except SchedulerLost as e:
+        writing = f"; still being written by their workers: {', '.join(e.writing)}" if e.writing else ""
+        _err(f"apdspec run: {e} (checkpointed); resume with: apdspec run --resume {out} --scheduler "
+             f"{args.scheduler} once it is back, or without --scheduler to run them here{writing}")
+        return EXIT_FAILED
     except OSError as e:
+        if disk_full(e):
+            return _no_space("run", out, out)
         if not args.scheduler:
             raise
         _err(f"apdspec run: cannot use the scheduler {args.scheduler}: {e}")
@@ -354,6 +391,8 @@ def cmd_pick(args) -> int:
     from runtime.pipeline.pick import PickError
     from runtime.store.rundir import RunDirBusy
 
+    if _unusable_out("pick", args.out):
+        return EXIT_SPEC
     try:
         summary = pick_runs(args.runs, args.out, report=not args.no_report)
     except PickError as e:
@@ -532,8 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apdspec",
         description="Check, format and run .apd specs of Attribution-based Parameter Decomposition experiments.",
-        epilog="exit codes: 0 ok; 1 run or report failed / files to reformat / runtime missing; 2 spec or usage errors; "
-               "3 internal error",
+        epilog="exit codes: 0 ok; 1 run or report failed / disk full / files to reformat / runtime missing; 2 spec or "
+               "usage errors; 3 internal error",
     )
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="BLAS/OpenMP threads (sets OPENBLAS/OMP/MKL_NUM_THREADS; default 1)")
@@ -571,7 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "writing a run directory. A spec with a sweep runs every point into "
                                    "DIR/<point label>/ and writes DIR/sweep.json and DIR/sweep.md; run it again with "
                                    "the same --out to resume (finished points are reused). Exit 0 if every run "
-                                   "finished with every expectation met, 1 otherwise, 2 on spec errors.")
+                                   "finished with every expectation met, 1 otherwise (a full disk included: "
+                                   "'no space left on DIR' and the resume command), 2 on spec errors and an --out "
+                                   "that is a file or cannot be written.")
     r.add_argument("spec", metavar="SPEC", nargs="?")
     r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
     r.add_argument("--resume", metavar="DIR",
@@ -587,10 +628,13 @@ def build_parser() -> argparse.ArgumentParser:
     where = r.add_mutually_exclusive_group()
     where.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                        help="run N sweep points at a time, each in its own process with one BLAS thread "
-                            "(default: one per core, at most the number of points)")
+                            "(default: one per core, at most the number of points); a worker process that dies is "
+                            "replaced and its point resumes from its last checkpoint")
     where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="run the sweep points on a dask.distributed scheduler, e.g. tcp://host:8786 "
-                            "(needs pip install 'apdspec[distributed]' and workers that share DIR's filesystem)")
+                       help="run the sweep points on a dask.distributed scheduler, e.g. tcp://127.0.0.1:8786 "
+                            "(needs pip install 'apdspec[distributed]' and workers that share DIR's filesystem; "
+                            "start scheduler and workers with --host 127.0.0.1 on one machine, docs/outputs.md); "
+                            "a lost scheduler ends the sweep with exit 1 and the resume command")
     overrides(r)
     r.set_defaults(func=cmd_run)
 
@@ -613,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "metrics and report. The runs must decompose the same target arrays with the "
                                     "same settings apart from decompose.seed; a sweep directory stands for its "
                                     "points. Exit 0 ok, 1 expectations failed, "
-                                    "2 runs that cannot be compared.")
+                                    "2 runs that cannot be compared or an --out that cannot be written.")
     pk.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished runs (or sweeps over decompose.seed)")
     pk.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory to write")
     pk.add_argument("--no-report", action="store_true", help="skip report.md / report.html")
@@ -703,12 +747,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as e:
+        from runtime.store.files import disk_full
+
+        if not disk_full(e):
+            return _internal(e, args.debug)
+        return _no_space(args.command, os.path.dirname(os.path.abspath(e.filename)) if e.filename else "the device",
+                         None)
     except Exception as e:  # a bug in apdspec or the runtime, not a user mistake
-        if args.debug:
-            traceback.print_exc()
-        else:
-            _err(f"apdspec: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")
-        return EXIT_INTERNAL
+        return _internal(e, args.debug)
+
+
+def _internal(e: Exception, debug: bool) -> int:
+    """A bug in apdspec or the runtime, not a user mistake."""
+    if debug:
+        traceback.print_exc()
+    else:
+        _err(f"apdspec: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)")
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -64,8 +64,8 @@ class _Loader:
                 else:
                     fail("it is a directory")
                 return None
-            if use is not None and not stat.S_ISREG(mode):  # a device or a pipe could block or never end
-                fail("not a regular file")
+            if not stat.S_ISREG(mode):  # a device or a pipe (FIFO) could block or never end
+                fail("not a regular file (a pipe or a device); give the path of a .apd file")
                 return None
             with open(path, "rb") as fh:
                 data = fh.read(MAX_BYTES + 1)

@@ -601,7 +601,7 @@ already is) and folding the unit-norm division into Adam's pass.
 WHAT_CHANGED = """## What the step computes, and where the work went
 
 All in `runtime/engine/` (`fused.py`, `grouped.py`, `kernels.py`, `attributions.py`, `decompose.py`, `optim.py`,
-`data.py`); tests: `tests/test_fused.py`, `tests/test_grouped.py`, `tests/test_bench.py`. Every fast path is
+`data.py`); tests: `tests/methods/apd/test_fused.py`, `tests/methods/apd/test_grouped.py`, `tests/runtime/pipeline/test_bench.py`. Every fast path is
 checked against the plain autograd path (float64 and float32) and finite differences:
 
 - **Fused top-k loss** (`fused.ResidualLoss`, `fused.TmsLoss` / `TmsSparseLoss`): with a constant top-k mask

@@ -5,7 +5,7 @@ the SPD specs' steps. Writes benchmarks/SPD_RESULTS.md (and spd_results.json).
     PYTHONPATH=. python benchmarks/spd.py --quick    # fewer repeats
 
 Every figure is process CPU time (robust to time-slicing on a shared machine), the median over
-repeats; BLAS is pinned to 1 thread. Nothing here is asserted: tests/test_spd.py checks that every
+repeats; BLAS is pinned to 1 thread. Nothing here is asserted: tests/methods/spd/test_spd.py checks that every
 fast path computes the same numbers as its definition.
 """
 from __future__ import annotations

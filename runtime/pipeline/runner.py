@@ -10,6 +10,7 @@ Data flow: `build_target` (train, hand-code or load), `engine.decompose.decompos
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import platform
@@ -211,7 +212,8 @@ CHECKPOINTS = 10  # default: a checkpoint every 10 % of the decomposition's step
 
 def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = None, spec_files: tuple = (),
                progress: bool = False, report: bool = True, resume: bool = False,
-               checkpoint_every: int | None = None, spec_original: str | None = None) -> dict:
+               checkpoint_every: int | None = None, spec_original: str | None = None,
+               stop: Callable[[], int | None] | None = None) -> dict:
     """Run and write the run directory; returns summary.json's content (status "ok",
     "expectations_failed" or "error"). Raises store.rundir.RunDirBusy if another live process is
     writing `out_dir`.
@@ -226,10 +228,17 @@ def run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None = Non
     gives the arrays an uninterrupted run would have.
 
     `spec_text` (the resolved spec, canonical .apd) is written as spec.apd, `spec_original` (the
-    spec file as the user wrote it, comments included) as spec.original.apd."""
+    spec file as the user wrote it, comments included) as spec.original.apd. `stop()`, asked at
+    every step boundary besides the signals, returns a signal number to stop as if sent it (a dask
+    worker whose driver or scheduler is gone, runtime/pipeline/sweep.py).
+
+    Every file is written through an exclusive temporary file in its own directory (never through
+    a symbolic link). A write that fails, a full disk included, raises its OSError after marking the
+    run "error" (or, if even that cannot be written, removing summary.json): a run is never left
+    marked "ok" with a file missing; its checkpoints are kept until the report is written."""
     with locked(out_dir):
         return _run_to_dir(exp, out_dir, spec_text, spec_files, progress, report, resume, checkpoint_every,
-                           spec_original)
+                           spec_original, stop)
 
 
 def _interrupted_report(out_dir: str, summary: dict) -> None:
@@ -249,14 +258,27 @@ def _restart_log(path: str, keep_lines: int) -> Any:
     if keep_lines and os.path.exists(path):
         with open(path) as f:
             lines = f.readlines()[:keep_lines]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(lines)
-    os.replace(path + ".tmp", path)
+    write_text(path, "".join(lines))
     return open(path, "a")
 
 
+def _record_failure(out_dir: str, summary: dict, e: BaseException, t0: float) -> None:
+    """summary.json says "error" (`e`); if even that cannot be written (a full disk), no summary.json
+    is left, so that no earlier "ok" stands for a run that did not finish."""
+    summary.update(status="error", error=f"{type(e).__name__}: {e}", wall_time_s=time.time() - t0)
+    for key in ("report", "report_error"):
+        summary.pop(key, None)
+    path = os.path.join(out_dir, "summary.json")
+    try:
+        write_json(path, summary)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spec_files: tuple, progress: bool,
-                report: bool, resume: bool, checkpoint_every: int | None, spec_original: str | None = None) -> dict:
+                report: bool, resume: bool, checkpoint_every: int | None, spec_original: str | None = None,
+                extra_stop: Callable[[], int | None] | None = None) -> dict:
     from ..store import checkpoint as ckpt
 
     if isinstance(exp, dict):
@@ -276,6 +298,8 @@ def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spe
             state = ckpt.load(latest)
             keep_lines, resumed_from = state[1]["log_lines"], os.path.relpath(latest, out_dir)
     else:
+        with contextlib.suppress(FileNotFoundError):  # a new run: an earlier run's verdict no longer holds
+            os.unlink(os.path.join(out_dir, "summary.json"))
         for name, text in (("spec.apd", spec_text), ("spec.original.apd", spec_original)):
             if text is not None:
                 write_text(os.path.join(out_dir, name), text)
@@ -308,33 +332,53 @@ def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spe
     if resume:
         summary["resumed_from"] = resumed_from or "the start (no checkpoint yet)"
     try:
-        with _signals_stop() as stop:
-            result = run(exp, log=log, progress=printer, checkpoint=save_checkpoint if every else None,
-                         checkpoint_every=every, stop=stop, resume=state, built_target=built, on_target=save_target)
-    except Interrupted as e:
+        with _signals_stop() as signalled:
+            stop = signalled if extra_stop is None else (lambda: signalled() or extra_stop())
+            # the non-finite guard names a diverged term (NonFiniteError): NumPy's overflow and
+            # invalid-value warnings on the way there would only be noise before it
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                result = run(exp, log=log, progress=printer, checkpoint=save_checkpoint if every else None,
+                             checkpoint_every=every, stop=stop, resume=state, built_target=built,
+                             on_target=save_target, with_metrics=False)
+            t_metrics = time.perf_counter()
+            finish(result)
+            result.timings["metrics_s"] = time.perf_counter() - t_metrics
         mf.close()
+    except Interrupted as e:
+        _close_quietly(mf)
         summary.update(status="interrupted", signal=e.signum, phase=e.phase, next_step=e.step,
                        wall_time_s=time.time() - t0, resume=f"apdspec run --resume {out_dir}")
         write_json(os.path.join(out_dir, "summary.json"), summary)
         _interrupted_report(out_dir, summary)
         raise
     except Exception as e:  # record the failure, then let the caller decide how to show it
-        mf.close()
-        summary.update(status="error", error=f"{type(e).__name__}: {e}", wall_time_s=time.time() - t0)
-        write_json(os.path.join(out_dir, "summary.json"), summary)
+        _close_quietly(mf)
+        _record_failure(out_dir, summary, e, t0)
         raise
     finally:
         if printer is not None:
             printer.close()
-    mf.close()
     summary.update(wall_time_s=time.time() - t0, spec_files=[file_record(p) for p in spec_files])
-    return write_finished(result, out_dir, summary, report)
+    try:
+        return write_finished(result, out_dir, summary, report)
+    except Exception as e:  # an array, summary.json or the report could not be written
+        _record_failure(out_dir, summary, e, t0)
+        raise
+
+
+def _close_quietly(f: Any) -> None:
+    """Close a log whose last write may have failed (a full disk): closing flushes it again."""
+    with contextlib.suppress(OSError):
+        f.close()
 
 
 def write_finished(result: RunResult, out_dir: str, summary: dict, report: bool = True) -> dict:
     """The end of a finished run (also of pipeline/pick.py's): arrays, summary.json (`summary`
-    plus the result's status, metrics and records), checkpoints removed, the report."""
+    plus the result's status, metrics and records), the report, then the checkpoints removed. A
+    report that fails is recorded as `report_error`, unless it failed for lack of disk space: that
+    OSError is raised (the caller marks the run "error"; the checkpoints are still there)."""
     from ..store import checkpoint as ckpt
+    from ..store.files import disk_full
 
     save_arrays(result, out_dir)
     summary.update(
@@ -347,13 +391,26 @@ def write_finished(result: RunResult, out_dir: str, summary: dict, report: bool 
         summary["restarts"] = result.selection
     summary.update(engine_of(result.experiment.decompose.method).summary_extra(result.experiment, result.decomposition))
     write_json(os.path.join(out_dir, "summary.json"), summary)
-    ckpt.remove_all(out_dir)  # the run is complete: its arrays are saved
     if report:
         from ..report.document import render
 
         try:
             summary["report"] = render(out_dir, result=result)
         except Exception as e:  # the arrays are saved; a report failure must not lose them
+            if disk_full(e):
+                raise
             summary["report_error"] = f"{type(e).__name__}: {e}"
             write_json(os.path.join(out_dir, "summary.json"), summary)
+        full = _disk_full_plot(result)
+        if full is not None:  # a plot that failed for lack of space: the report is not whole
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({full})")
+    ckpt.remove_all(out_dir)  # the run is complete: its arrays, summary and report are saved
     return summary
+
+
+def _disk_full_plot(result: RunResult) -> str | None:
+    """The error of a plot that could not be saved for lack of space (plots record their errors and
+    go on, see report/plots.py), or None."""
+    errors = getattr(getattr(result, "analysis", None), "errors", None) or {}
+    full = f"[Errno {errno.ENOSPC}]"
+    return next((f"{k}: {v}" for k, v in errors.items() if full in str(v)), None)

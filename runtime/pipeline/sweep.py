@@ -10,17 +10,22 @@ not, with each point's position on every axis (apdspec locates the issues in the
 Axes with the same `group` are zipped; the others (and each zipped group as one unit) form a grid
 in the order the axes are listed, the last varying fastest. Point `label` names its run directory
 `out_dir/<label>/`, a normal run directory (docs/outputs.md). A point whose directory already holds a
-finished summary.json for the same spec.json is reused, so re-running an interrupted sweep with the
-same `out_dir` only runs what is missing.
+finished summary.json for the same spec.json, and every array file it names, is reused, so
+re-running an interrupted sweep with the same `out_dir` only runs what is missing.
 
 `jobs > 1` runs points in spawned processes (never forked: a fork after BLAS has started threads can
-deadlock); each worker gets OPENBLAS/OMP/MKL_NUM_THREADS=1 unless the variable is already set, so
-`jobs` processes use `jobs` cores. `scheduler="tcp://host:port"` hands the points to a dask.distributed
-cluster (optional extra `apdspec[distributed]`); its workers must share `out_dir`'s filesystem and
-should be started with one BLAS thread (`OPENBLAS_NUM_THREADS=1 dask worker ADDR --nthreads 1`).
+deadlock), one point at a time each; each worker gets OPENBLAS/OMP/MKL_NUM_THREADS=1 unless the
+variable is already set, so `jobs` processes use `jobs` cores. A worker that dies (kill -9, out of
+memory) is replaced and its point runs again from its last checkpoint; the other points go on.
+`scheduler="tcp://host:port"` hands the points to a dask.distributed cluster (optional extra
+`apdspec[distributed]`); its workers must share `out_dir`'s filesystem and should be started with one
+BLAS thread (`OPENBLAS_NUM_THREADS=1 dask worker ADDR --nthreads 1`; docs/outputs.md for the
+addresses). A point stops, checkpointed, when its dask worker loses the scheduler or the driver
+gives it up; the driver raises SchedulerLost when the scheduler goes away.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -29,6 +34,7 @@ import math
 import os
 import re
 import time
+from concurrent.futures import CancelledError
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -36,7 +42,8 @@ import numpy as np
 from . import runner
 from ..engine.decompose import Interrupted
 from ..store import checkpoint
-from ..store.rundir import file_record, locked, write_json, write_text
+from ..store.files import disk_full
+from ..store.rundir import file_record, lock_holder, locked, missing_arrays, write_json, write_text
 from ..analysis.expectations import describe
 from ..spec import (Decompose, Experiment, Issue, SpecValidationError, SweepAxis, check, from_dict, kind_spec,
                     nested_class, resolve, to_dict, to_json, with_method)
@@ -222,19 +229,58 @@ def points(exp: Experiment) -> list[SweepPoint]:
 # Running
 
 
-def _run_point(exp_dict: dict, out_dir: str, spec_files: tuple, progress: bool, report: bool) -> dict:
+def _run_point(exp_dict: dict, out_dir: str, spec_files: tuple, progress: bool, report: bool,
+               on_dask: bool = False) -> dict:
     """One point, in this process or a worker: summary.json's content; a raising run becomes an
-    "error" summary so that one bad point never stops the others."""
+    "error" summary so that one bad point never stops the others. A full disk is raised: every other
+    point would fail the same way. On a dask worker (`on_dask`) the run also stops, checkpointed, when
+    the worker loses its scheduler or the driver gives the point up (`_dask_stop`); it then returns
+    status "interrupted"."""
     t0 = time.time()
     try:
         return runner.run_to_dir(exp_dict, out_dir, spec_files=tuple(spec_files), progress=progress, report=report,
-                                 resume=_resumable(exp_dict, out_dir))
+                                 resume=_resumable(exp_dict, out_dir), stop=_dask_stop() if on_dask else None)
     except Interrupted as e:  # a signal stops the sweep, not just this point (which resumes next time)
+        if on_dask:  # the driver resubmits it, or is gone
+            return {"status": "interrupted", "signal": e.signum, "wall_time_s": time.time() - t0}
         if runner.orphaned():  # the driver is gone: nobody reads this result or sends more points
             os._exit(128 + e.signum)  # the run directory is already written (interrupted, checkpointed)
         raise
     except Exception as e:
+        if disk_full(e):
+            raise
         return {"status": "error", "error": f"{type(e).__name__}: {e}", "wall_time_s": time.time() - t0}
+
+
+def _dask_stop() -> Callable[[], int | None]:
+    """On a dask worker: a stop() for run_to_dir that says SIGTERM once the worker is closing (it lost
+    its scheduler, or was told to stop) or the running task was released (its driver gave up or
+    died). Asked every step, it looks at most twice a second."""
+    import signal
+
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        key = worker.get_current_task()
+    except (ImportError, ValueError, AttributeError, KeyError):  # not in a dask task
+        return lambda: None
+    seen = {"at": 0.0, "stop": None}
+
+    def stop() -> int | None:
+        now = time.monotonic()
+        if seen["stop"] is None and now - seen["at"] >= 0.5:
+            seen["at"] = now
+            status = getattr(worker.status, "name", str(worker.status))
+            task = worker.state.tasks.get(key)
+            if status in _DASK_WORKER_GONE or task is None or task.state in ("cancelled", "released", "forgotten"):
+                seen["stop"] = signal.SIGTERM
+        return seen["stop"]
+
+    return stop
+
+
+_DASK_WORKER_GONE = ("closing", "closing_gracefully", "closed", "failed")
 
 
 def _resumable(exp_dict: dict, point_dir: str) -> bool:
@@ -248,17 +294,23 @@ def _resumable(exp_dict: dict, point_dir: str) -> bool:
         return False
 
 
-def _finished_summary(point: SweepPoint, point_dir: str) -> dict | None:
-    """The summary of an earlier finished run of exactly this point, else None."""
+def _finished_summary(point: SweepPoint, point_dir: str) -> tuple[dict | None, str | None]:
+    """(summary, None) of an earlier finished run of exactly this point whose arrays are all there;
+    else (None, why a finished run there cannot be reused, or None if there is none)."""
     try:
         with open(os.path.join(point_dir, "summary.json")) as f:
             summary = json.load(f)
         with open(os.path.join(point_dir, "spec.json")) as f:
             spec = json.load(f)
     except (OSError, ValueError):
-        return None
+        return None, None
     same = spec == json.loads(json.dumps(to_dict(point.experiment)))  # through JSON: tuples -> lists
-    return summary if same and summary.get("status") in FINISHED else None
+    if not same or not isinstance(summary, dict) or summary.get("status") not in FINISHED:
+        return None, None
+    missing = missing_arrays(point_dir, point.experiment.replicates)
+    if missing is not None:
+        return None, f"{missing} is missing or not a whole .npz"
+    return summary, None
 
 
 def _record(point: SweepPoint, summary: dict, resumed: bool) -> dict:
@@ -293,107 +345,350 @@ def _worker_env() -> Iterator[None]:
                 os.environ[v] = old
 
 
-def _execute(todo: list[tuple[SweepPoint, str]], jobs: int, scheduler: str | None, progress: bool,
-             report: bool, spec_files: tuple) -> Iterator[tuple[SweepPoint, dict]]:
+Todo = list[tuple[SweepPoint, str]]  # (point, its directory) still to run
+Note = Callable[[str], None]
+
+
+def _execute(todo: Todo, jobs: int, scheduler: str | None, progress: bool, report: bool, spec_files: tuple,
+             out_dir: str, note: Note, worker_wait: float) -> Iterator[tuple[SweepPoint, dict]]:
     """(point, summary) as points finish: in order in this process, or as workers finish."""
     if not todo:
         return
-    if scheduler is None and jobs <= 1:
+    if scheduler is not None:
+        yield from _execute_dask(todo, scheduler, report, spec_files, out_dir, note, worker_wait)
+    elif jobs <= 1:
         for p, d in todo:
             yield p, _run_point(to_dict(p.experiment), d, spec_files, progress, report)
-        return
-    if scheduler is not None:
-        try:
-            from dask.distributed import Client, as_completed
-        except ImportError as e:
-            raise DistributedUnavailable(
-                f"scheduler {scheduler!r} needs dask.distributed, which is not installed: "
-                "pip install 'apdspec[distributed]'") from e
-        with Client(scheduler) as client:
-            futures = {client.submit(_run_point, to_dict(p.experiment), d, spec_files, False, report, pure=False): p
-                       for p, d in todo}
-            for fut in as_completed(futures):
-                yield futures[fut], _result(fut)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures import as_completed as completed
+    else:
+        yield from _execute_pool(todo, jobs, report, spec_files, note)
 
-    with _worker_env(), _forward_signals() as workers:
-        ex = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"))
+
+MAX_LOST = 2  # a point whose worker is lost this many times is recorded as an error, not run again
+
+
+def _lost_again(lost: collections.Counter, point: SweepPoint, how: str, note: Note) -> dict | None:
+    """Count a lost worker of `point`: None to run it again (from its checkpoint), or its error summary."""
+    lost[point.index] += 1
+    if lost[point.index] >= MAX_LOST:
+        return {"status": "error", "error": f"its worker was lost {lost[point.index]} times ({how}); not run again"}
+    note(f"point {point.label}: its worker was lost ({how}); it runs again in another worker, from its "
+         "last checkpoint")
+    return None
+
+
+# --jobs N: a pool of our own rather than concurrent.futures': ProcessPoolExecutor fails every
+# pending point when one worker dies (BrokenProcessPool) and lets the others take queued points
+# after it gave up on them. Here each worker runs one point at a time, so a dead worker loses
+# exactly its point's current checkpoint interval.
+
+
+def _pool_worker(conn: Any) -> None:
+    """A --jobs worker process: runs the points the driver sends, one at a time, until told to stop
+    (None) or the driver is gone."""
+    while True:
         try:
-            futures = {ex.submit(_run_point, to_dict(p.experiment), d, spec_files, False, report): p for p, d in todo}
-            workers.extend(getattr(ex, "_processes", {}).values())
-            for fut in completed(futures):
-                yield futures[fut], _result(fut)
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            reply = ("done", _run_point(*job))
+        except BaseException as e:  # Interrupted (a signal), a full disk: the driver raises it
+            reply = ("raised", e)
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):  # the driver is gone
+            return
+        except Exception:  # an exception that does not pickle
+            conn.send(("raised", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")))
+
+
+@dataclasses.dataclass(eq=False)
+class _Worker:
+    proc: Any  # multiprocessing.Process
+    conn: Any  # the driver's end of its pipe
+    job: tuple | None = None  # (point, directory) while it runs one
+
+
+class _Pool:
+    """Up to `size` spawned worker processes (never forked: a fork after BLAS has started threads can
+    deadlock). A worker that dies is replaced when the next point starts."""
+
+    def __init__(self, size: int):
+        import multiprocessing
+
+        self.ctx, self.size, self.workers = multiprocessing.get_context("spawn"), size, []
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self.workers if w.proc.pid is not None]
+
+    def busy(self) -> list[_Worker]:
+        return [w for w in self.workers if w.job is not None]
+
+    def start(self, job: tuple, args: tuple) -> None:
+        w = next((w for w in self.workers if w.job is None and w.proc.is_alive()), None)
+        if w is None:
+            self.workers = [w for w in self.workers if w.job is not None or w.proc.is_alive()]
+            parent, child = self.ctx.Pipe()
+            w = _Worker(self.ctx.Process(target=_pool_worker, args=(child,), daemon=True), parent)
+            w.proc.start()
+            child.close()
+            self.workers.append(w)
+        w.job = job
+        w.conn.send(args)
+
+    def wait(self) -> list[tuple[tuple, str, Any]]:
+        """(job, "done" | "raised" | "died", summary | exception | exit code) of the busy workers
+        that answered or died."""
+        from multiprocessing.connection import wait
+
+        busy = self.busy()
+        ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]))
+        out = []
+        for w in busy:
+            if w.conn not in ready and w.proc.sentinel not in ready:
+                continue
+            job, w.job = w.job, None
+            try:
+                kind, value = w.conn.recv()
+            except (EOFError, OSError):  # it died without answering
+                w.proc.join()
+                w.conn.close()
+                self.workers.remove(w)
+                kind, value = "died", w.proc.exitcode
+            out.append((job, kind, value))
+        return out
+
+    def close(self, failed: bool) -> None:
+        """Stop every worker: idle ones at once; busy ones (only when `failed`: the sweep stops) by
+        SIGTERM, so that they checkpoint their points; all joined."""
+        import signal
+
+        for w in self.workers:
+            if w.job is not None and failed:
+                with contextlib.suppress(OSError):
+                    os.kill(w.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(OSError, ValueError):
+                w.conn.send(None)
+        for w in self.workers:
+            w.proc.join(timeout=300)
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join()
+            w.conn.close()
+        self.workers = []
+
+
+def _exit_text(code: int | None) -> str:
+    import signal
+
+    if code is not None and code < 0:
+        try:
+            return f"its process was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"its process was killed by signal {-code}"
+    return f"its process exited with code {code}"
+
+
+def _execute_pool(todo: Todo, jobs: int, report: bool, spec_files: tuple,
+                  note: Note) -> Iterator[tuple[SweepPoint, dict]]:
+    queue, lost = collections.deque(todo), collections.Counter()
+    pool = _Pool(min(jobs, len(todo)))
+    failed = True
+    with _worker_env(), _forward_signals(pool.pids) as signalled:
+        try:
+            while (queue and not signalled) or pool.busy():
+                while queue and not signalled and len(pool.busy()) < pool.size:
+                    p, d = queue.popleft()
+                    pool.start((p, d), (to_dict(p.experiment), d, spec_files, False, report))
+                for (p, d), kind, value in pool.wait():
+                    if kind == "raised":
+                        raise value
+                    if kind == "died" and signalled:  # killed by the signal passed on, before it could stop
+                        queue.appendleft((p, d))
+                        continue
+                    if kind == "died":
+                        value = _lost_again(lost, p, _exit_text(value), note)
+                        if value is None:
+                            queue.appendleft((p, d))
+                            continue
+                    yield p, value
+            if signalled:  # no worker was running a point that could report it
+                raise Interrupted(signalled[0], 0)
+            failed = False
         finally:
-            ex.shutdown(wait=True, cancel_futures=True)
+            pool.close(failed)
 
 
 @contextlib.contextmanager
-def _forward_signals() -> Iterator[list]:
+def _forward_signals(pids: Callable[[], list[int]]) -> Iterator[list[int]]:
     """SIGINT / SIGTERM to the sweep's driver are passed on to its workers, which checkpoint their
-    points and stop (their Interrupted then ends the sweep here, after the pool has shut down).
-    Ctrl-C reaches the workers anyway (one process group); `kill PID` reaches only the driver.
-    Workers also stop by themselves if the driver dies outright (runner._signals_stop)."""
+    points and stop (their Interrupted then ends the sweep here, after the pool has shut down); the
+    signals received are yielded (no new point starts after one). Ctrl-C reaches the workers anyway
+    (one process group); `kill PID` reaches only the driver. Workers also stop by themselves if the
+    driver dies outright (runner._signals_stop)."""
     import signal
     import threading
 
-    workers: list = []
+    got: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield workers
+        yield got
         return
 
     def forward(signum, frame):
-        for w in workers:
-            try:
-                os.kill(w.pid, signum)
-            except (OSError, TypeError):  # already gone, or not started
-                pass
+        got.append(signum)
+        for pid in pids():
+            with contextlib.suppress(OSError):  # already gone
+                os.kill(pid, signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield workers
+        yield got
     finally:
         for s, h in old.items():
             signal.signal(s, h)
 
 
+# --scheduler ADDRESS: dask.distributed.
+
+DASK_WAIT_ENV = "APDSPEC_DASK_WAIT"  # seconds without a worker before the driver says so (default 30)
+LOCK_WAIT_S = 30.0  # after losing the scheduler: how long to wait for running points to stop writing
+
+
+class SchedulerLost(RuntimeError):
+    """The dask scheduler went away mid-sweep. Unfinished points are left "pending" in sweep.json, their
+    checkpoints in place; `writing` lists those still locked by a live worker when the driver gave up."""
+
+    def __init__(self, scheduler: str, unfinished: list[str], writing: list[str]):
+        self.scheduler, self.unfinished, self.writing = scheduler, unfinished, writing
+        super().__init__(f"lost the dask scheduler {scheduler} with {len(unfinished)} "
+                         f"point{'' if len(unfinished) == 1 else 's'} unfinished")
+
+
+def _execute_dask(todo: Todo, scheduler: str, report: bool, spec_files: tuple, out_dir: str, note: Note,
+                  worker_wait: float) -> Iterator[tuple[SweepPoint, dict]]:
+    try:
+        from dask.distributed import Client, wait
+    except ImportError as e:
+        raise DistributedUnavailable(
+            f"scheduler {scheduler!r} needs dask.distributed, which is not installed: "
+            "pip install 'apdspec[distributed]'") from e
+    lost = collections.Counter()
+    with _quiet_distributed(), Client(scheduler) as client:
+        def submit(p: SweepPoint, d: str) -> Any:
+            return client.submit(_run_point, to_dict(p.experiment), d, spec_files, False, report, True, pure=False)
+
+        futures = {submit(p, d): (p, d) for p, d in todo}
+        idle_since, told, asked = time.monotonic(), False, 0.0
+        while futures:
+            try:
+                done = wait(list(futures), timeout=1.0, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                done = set()
+            except CancelledError:  # the client cancels every future when it loses the scheduler
+                done = set(futures)
+            if client.status != "running" or any(f.cancelled() for f in done):
+                raise _scheduler_lost(scheduler, list(futures.values()))
+            for fut in done:
+                p, d = futures.pop(fut)
+                summary = _result(fut)
+                if summary.get("status") == "interrupted":  # its worker stopped: it resumes elsewhere
+                    summary = _lost_again(lost, p, "the worker stopped", note)
+                    if summary is None:
+                        futures[submit(p, d)] = (p, d)
+                        continue
+                yield p, summary
+            now = time.monotonic()
+            if done or now - asked < 2.0:
+                continue
+            asked = now
+            try:
+                workers = len(client.nthreads())
+            except OSError:
+                raise _scheduler_lost(scheduler, list(futures.values())) from None
+            if workers:
+                idle_since, told = now, False
+            elif not told and now - idle_since >= worker_wait:
+                told = True
+                host = " --host 127.0.0.1" if re.search(r"//(127\.0\.0\.1|localhost)[:/]?", scheduler) else ""
+                note(f"no dask worker has joined {scheduler} for {worker_wait:.0f} s; the points wait for one. "
+                     f"Start workers with: OPENBLAS_NUM_THREADS=1 dask worker {scheduler} --nthreads 1{host} "
+                     f"(Ctrl-C stops the sweep; resume it with: apdspec run --resume {out_dir})")
+
+
+def _scheduler_lost(scheduler: str, running: Todo) -> SchedulerLost:
+    """After the scheduler went away: wait (up to LOCK_WAIT_S) until no live process still holds the
+    lock of an unfinished point (its worker checkpoints and stops within a second, see _dask_stop),
+    so nothing writes into the sweep once the driver has given up."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    writing = [p.label for p, d in running if lock_holder(d)]
+    while writing and time.monotonic() < deadline:
+        time.sleep(0.2)
+        writing = [p.label for p, d in running if lock_holder(d)]
+    return SchedulerLost(scheduler, [p.label for p, _ in running], writing)
+
+
+@contextlib.contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """dask.distributed's own logging off while the driver uses its client: a lost scheduler is
+    reported by the driver in one line, not by the client's reconnection tracebacks. Left off if the
+    sweep stops on an error (the client's event loop may still log while this process exits)."""
+    import logging
+
+    names = ["distributed"] + [n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.CRITICAL + 1)
+    yield
+    for n, level in saved.items():
+        logging.getLogger(n).setLevel(level)
+
+
 def _result(fut: Any) -> dict:
-    """A worker's summary; a worker that died (killed, out of memory) is that point's error. A
-    worker stopped by a signal stops the sweep (Interrupted, raised again here)."""
+    """A dask worker's summary; a task that failed (its workers killed too often, say) is that
+    point's error. A full disk stops the sweep."""
     try:
         return fut.result()
-    except Interrupted:
-        raise
     except Exception as e:
+        if disk_full(e):
+            raise
         return {"status": "error", "error": f"worker failed: {type(e).__name__}: {e}"}
 
 
 def run_sweep(exp: Experiment | dict, out_dir: str, *, jobs: int = 1, progress: bool = False,
               spec_text: str | None = None, spec_files: tuple = (), scheduler: str | None = None,
               report: bool = True, on_point: Callable[[dict], None] | None = None,
-              spec_original: str | None = None) -> dict:
+              spec_original: str | None = None, on_note: Note | None = None,
+              worker_wait: float | None = None) -> dict:
     """Run every point into `out_dir/<label>/`; write and return sweep.json's content.
 
     `spec_text` (the resolved spec with its sweep block) is written as out_dir/spec.apd,
     `spec_original` (the file as written, comments included) as out_dir/spec.original.apd.
 
     `report=False` skips each point's plots and report; `on_point(record)` is called as each point
-    finishes (or is reused). A point whose run raises is recorded with status "error"."""
+    finishes (or is reused), `on_note(text)` with what the user should know meanwhile (a lost
+    worker, a finished point run again because its arrays are gone, a scheduler without workers for
+    `worker_wait` seconds: default $APDSPEC_DASK_WAIT, else 30). A point whose run raises is
+    recorded with status "error". With `jobs > 1` a worker process that dies is replaced and its
+    point runs again from its checkpoint (MAX_LOST times at most). Raises SchedulerLost if the dask
+    scheduler goes away, and an OSError if the disk is full."""
     if isinstance(exp, dict):
         exp = from_dict(exp)
     pts = points(exp)  # every point is checked before any compute is spent
     out_dir = os.path.abspath(out_dir)
+    if worker_wait is None:
+        worker_wait = float(os.environ.get(DASK_WAIT_ENV) or 30.0)
     with locked(out_dir):  # a second sweep on the same directory is refused (RunDirBusy)
         if spec_original is not None:
             write_text(os.path.join(out_dir, "spec.original.apd"), spec_original)
-        return _run_points(exp, pts, out_dir, jobs, progress, spec_text, spec_files, scheduler, report, on_point)
+        return _run_points(exp, pts, out_dir, jobs, progress, spec_text, spec_files, scheduler, report, on_point,
+                           on_note or (lambda text: None), worker_wait)
 
 
 def _run_points(exp: Experiment, pts: list[SweepPoint], out_dir: str, jobs: int, progress: bool,
                 spec_text: str | None, spec_files: tuple, scheduler: str | None, report: bool,
-                on_point: Callable[[dict], None] | None) -> dict:
+                on_point: Callable[[dict], None] | None, note: Note, worker_wait: float) -> dict:
     if spec_text is not None:
         write_text(os.path.join(out_dir, "spec.apd"), spec_text)
     write_text(os.path.join(out_dir, "spec.json"), to_json(exp))  # what `apdspec run --resume DIR` runs
@@ -416,12 +711,15 @@ def _run_points(exp: Experiment, pts: list[SweepPoint], out_dir: str, jobs: int,
     todo = []
     for p in pts:
         d = os.path.join(out_dir, p.label)
-        previous = _finished_summary(p, d)
+        previous, why_not = _finished_summary(p, d)
         if previous is not None:
             done(p, previous, True)
-        else:
-            todo.append((p, d))
-    for p, summary in _execute(todo, jobs, scheduler, progress, report, files):
+            continue
+        if why_not is not None:  # it no longer claims to be finished, and runs again
+            note(f"point {p.label}: finished earlier, but {why_not}; it runs again")
+            os.unlink(os.path.join(d, "summary.json"))
+        todo.append((p, d))
+    for p, summary in _execute(todo, jobs, scheduler, progress, report, files, out_dir, note, worker_wait):
         done(p, summary, False)
     statuses = {r["status"] for r in sweep["points"]}
     sweep["status"] = "ok" if statuses == {"ok"} else "error" if "error" in statuses else "expectations_failed"

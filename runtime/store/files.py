@@ -1,15 +1,18 @@
 """Target checkpoints and generic array files (.npz, loaded with allow_pickle=False).
 
-The target format is described in spec/target_file.py. Files are written atomically (temp file in
-the same directory, then os.replace) and always at exactly the path given (no ".npz" is appended).
+The target format is described in spec/target_file.py. Files are written atomically (`atomic_write`:
+a temporary file created exclusively in the same directory, then os.replace) and always at exactly
+the path given (no ".npz" is appended).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
 import zipfile
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -17,9 +20,39 @@ from ..spec import Target, target_from_dict, to_dict
 from ..spec.target_file import EXTRA_PREFIX, FORMAT, META_KEY, _meta_of, _open
 
 
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
+    """A file object whose content replaces `path` atomically when the block ends without an error.
+
+    The temporary file is created exclusively (mkstemp: O_CREAT | O_EXCL, mode 0600, never through
+    a symbolic link) in `path`'s own directory as `.<name>.<random>.tmp`, flushed and fsynced, made
+    0644 and renamed over `path` (a symbolic link at `path` is replaced, not followed). On any error
+    (a full disk included) the temporary file is removed and the error raised; `path` keeps its old
+    content."""
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether `e` is a write that failed for lack of space (a full disk or an exhausted quota)."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def save_npz(path: str | os.PathLike, arrays: dict[str, Any], compressed: bool = False) -> str:
-    """Write `arrays` atomically to exactly `path`; returns the path. Object arrays are refused
-    (they would need pickle to load)."""
+    """Write `arrays` atomically (`atomic_write`) to exactly `path`; returns the path. Object arrays
+    are refused (they would need pickle to load)."""
     path = os.fspath(path)
     out = {}
     for name, a in arrays.items():
@@ -27,19 +60,8 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, Any], compressed: bool =
         if a.dtype.hasobject:
             raise ValueError(f"cannot save {name!r} to {path}: object arrays need pickle")
         out[name] = a
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:  # a file object: np.savez appends no suffix
-            (np.savez_compressed if compressed else np.savez)(f, **out)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:  # a file object: np.savez appends no suffix
+        (np.savez_compressed if compressed else np.savez)(f, **out)
     return path
 
 

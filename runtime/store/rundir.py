@@ -79,16 +79,58 @@ def file_record(path: str) -> dict:
 
 
 def write_text(path: str, text: str) -> None:
-    """Write `text` atomically: a reader (or a run killed meanwhile) sees the old file or the new one."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write `text` atomically (files.atomic_write: an exclusive temporary file in the same directory,
+    then a rename): a reader, or a run killed meanwhile, sees the old file or the new one; a failed
+    write (a full disk) leaves no temporary file behind."""
+    from .files import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def write_json(path: str, obj: Any) -> None:
-    """Write `obj` as indented JSON atomically (via a .tmp file); NumPy scalars and arrays allowed."""
+    """Write `obj` as indented JSON atomically (`write_text`); NumPy scalars and arrays allowed."""
     write_text(path, json.dumps(obj, indent=2, default=_json_default))
+
+
+def out_dir_problem(out_dir: str) -> str | None:
+    """Why `out_dir` cannot be a run (or sweep) directory, or None: it names something that is not a
+    directory, it cannot be created, or no file can be created in it. Creates the directory (as a
+    run would), and a file in it that it removes again."""
+    from .files import atomic_write
+
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        what = "a broken symbolic link" if not os.path.exists(out_dir) else "a file, not a directory"
+        return f"it is {what}"
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        return f"cannot create it: {e.strerror or e}"
+    try:
+        with atomic_write(os.path.join(out_dir, ".write-test"), "w") as f:
+            f.write("")
+        os.unlink(os.path.join(out_dir, ".write-test"))
+    except OSError as e:
+        return f"cannot write in it: {e.strerror or e}"
+    return None
+
+
+def missing_arrays(run_dir: str, replicates: int) -> str | None:
+    """The first array file of a finished run that is missing or not a whole .npz (deleted, truncated),
+    relative to `run_dir`, or None if every replicate's target.npz and decomposition.npz is there.
+    Reads only each file's zip directory (at its end), not the arrays."""
+    import zipfile
+
+    for r in range(replicates):
+        for name in ("target.npz", "decomposition.npz"):
+            path = os.path.join(_replicate_dir(run_dir, r), name)
+            try:
+                with zipfile.ZipFile(path) as z:
+                    if not z.namelist():
+                        raise zipfile.BadZipFile("no arrays")
+            except (OSError, zipfile.BadZipFile):
+                return os.path.relpath(path, run_dir)
+    return None
 
 
 def _json_default(o: Any) -> Any:
@@ -159,6 +201,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def lock_holder(out_dir: str) -> int | None:
+    """The pid of the live process that holds `out_dir/.lock`, or None (no lock, or one left by a
+    process that no longer exists on this machine)."""
+    try:
+        with open(os.path.join(out_dir, LOCK)) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid and _alive(pid) else None
+
+
 @contextlib.contextmanager
 def locked(out_dir: str) -> Iterator[None]:
     """Hold `out_dir/.lock` (created exclusively) while writing the directory; a lock left by a
@@ -169,12 +222,8 @@ def locked(out_dir: str) -> Iterator[None]:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                with open(path) as f:
-                    pid = int(f.read().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
+            pid = lock_holder(out_dir)
+            if pid and pid != os.getpid():
                 raise RunDirBusy(out_dir, pid) from None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # stale: its process is gone
