@@ -1,9 +1,10 @@
-"""VPD on TMS 5-2, measured (not a test): train the target(s), decompose with VPD at the authors'
+"""VPD on TMS 5-2 (or 5-5, --hidden 5), measured (not a test): train the target(s), decompose with VPD at the authors'
 toy settings scaled for a CPU, report the ground-truth CI metric, the evaluation adversary's
 reconstruction and the time per step.
 
     PYTHONPATH=. python benchmarks/vpd_probe.py                                 # 5k steps, batch 2048
     PYTHONPATH=. python benchmarks/vpd_probe.py --steps 10000 --replicates 3 --json out.json
+    PYTHONPATH=. python benchmarks/vpd_probe.py --hidden 5 --steps 3000 --replicates 3   # notes §6 recovery check
 
 Replicates are independent targets and decompositions trained as one vectorised run (seeded
 streams "target_init", "target_data", "apd_data"; VPD's own "vpd_sources", "vpd_masks").
@@ -31,8 +32,9 @@ from runtime.methods.vpd.metrics import identity_ci_error, identity_probe  # noq
 from runtime.spec import Data, Experiment, Optimizer, TmsTarget, Training  # noqa: E402
 
 
-def train_tms(replicates: int, steps: int, seed: int) -> tuple[TmsTarget, dict, Experiment]:
-    arch = TmsTarget(5, 2)
+def train_tms(replicates: int, steps: int, seed: int, features: int = 5, hidden: int = 2
+              ) -> tuple[TmsTarget, dict, Experiment]:
+    arch = TmsTarget(features, hidden)
     exp = Experiment(seed=seed, replicates=replicates, target=arch, data=Data(probability=0.05),
                      train=Training(steps=steps, batch=2048, optimizer=Optimizer("adamw", 1e-2, 0.01),
                                     labels="identity", log_every=max(steps, 1)))
@@ -44,7 +46,7 @@ def train_tms(replicates: int, steps: int, seed: int) -> tuple[TmsTarget, dict, 
 def probe_ci(trainer: VpdTrainer) -> dict:
     """Lower CI per site on the probe 0.75 I (notes §6): {site: (I, 5, C)}."""
     model = trainer.model
-    x = identity_probe(5, replicates=trainer.run.replicates, dtype=trainer.dtype)
+    x = identity_probe(model.arch.features, replicates=trainer.run.replicates, dtype=trainer.dtype)
     return {k: np.asarray(v) for k, v in model.ci(trainer.comps, model.clean(x).pre)[0].items()}
 
 
@@ -67,12 +69,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target-steps", type=int, default=5000)
     ap.add_argument("--C", type=int, default=20)
+    ap.add_argument("--features", type=int, default=5)
+    ap.add_argument("--hidden", type=int, default=2, help="5 with --features 5: the authors' recovery check")
     ap.add_argument("--log-every", type=int, default=1000)
     ap.add_argument("--json", help="write the summary here")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    arch, target, exp = train_tms(args.replicates, args.target_steps, args.seed)
+    arch, target, exp = train_tms(args.replicates, args.target_steps, args.seed, args.features, args.hidden)
     target_s = time.perf_counter() - t0
     run = VpdRun(settings=dataclasses.replace(VpdSettings(), C=args.C), steps=args.steps, batch=args.batch,
                  replicates=args.replicates, seed=args.seed)
