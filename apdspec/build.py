@@ -27,7 +27,9 @@ def build(state: State, default_name: str) -> S.Experiment:
             return None
         if default is None and marker is None and not any(k.startswith(rt + ".") for k in v):
             return None  # an object that is off by default (decompose.revive) and not set
-        base = schema.cls() if (default is None or (marker is not None and marker.value is RESET)) else default
+        # a call form starts from its class's defaults: the method's own class in a merged block
+        own_cls = type(default) if schema.variants and default is not None else schema.cls
+        base = own_cls() if (default is None or (marker is not None and marker.value is RESET)) else default
         if schema.variants and "method" in schema.fields:  # the decompose block: its method's own class
             chosen = v.get(join_path(rt, "method"))
             method = chosen.value if chosen is not None else base.method

@@ -12,7 +12,7 @@ import sys
 from .fmt import render_value
 from .schema import DATA, DECOMPOSE, EXPERIMENT, LOSSES, REPORT, TARGETS, TRAIN, Leaf, Obj
 from .unparse import _as_call, value_node
-from .values import Bool, Enum, Float, Groups, Int, Key, Kind, Names, Optional, Range, Str
+from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, Range, Scheduled, Str
 
 
 def _call_title(name: str, obj: Obj) -> str:
@@ -57,6 +57,10 @@ def type_name(kind: Kind) -> str:
         return "name"
     if isinstance(kind, Str):
         return "string"
+    if isinstance(kind, Ints):
+        return "list of integers"
+    if isinstance(kind, Scheduled):
+        return type_name(kind.inner) + " or schedule: `linear(a, b)` / `cosine(a, b)` / `knots([t, v], ...)`"
     raise TypeError(kind)
 
 

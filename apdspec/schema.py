@@ -19,8 +19,9 @@ from typing import Any, Union
 
 from runtime import spec as S
 from runtime.spec.fields import Form  # noqa: F401  (re-exported: the language's call forms)
+from runtime.spec.knots import Knots
 
-from .values import Bool, Enum, Float, Groups, Int, Key, Kind, Names, Optional, Range, Str
+from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, Range, Scheduled, Str
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,11 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _dataclass_in(hint: Any) -> tuple[type | None, bool]:
-    """(the dataclass a hint holds, whether None is allowed)."""
+    """(the dataclass a hint holds, whether None is allowed); a schedule (Knots) is a value, not a block."""
     args = typing.get_args(hint)
     optional = type(None) in args
     for t in (hint, *args):
-        if isinstance(t, type) and dataclasses.is_dataclass(t):
+        if isinstance(t, type) and dataclasses.is_dataclass(t) and t is not Knots:
             return t, optional
     return None, optional
 
@@ -71,8 +72,10 @@ def _kind(hint: Any, meta: dict) -> Kind:
         return Names(registry, meta["names"])
     args = typing.get_args(hint)
     if type(None) in args:
-        inner = next(a for a in args if a is not type(None))
-        return Optional(_kind(inner, meta))
+        rest = tuple(a for a in args if a is not type(None))
+        return Optional(_kind(rest[0] if len(rest) == 1 else Union[rest], meta))
+    if Knots in args:  # float | Knots: a coefficient that may follow a schedule
+        return Scheduled(Float(meta.get("max"), meta.get("why", "")))
     if meta.get("key") == "paper":
         return Key(_paper_keys, "paper experiment")
     if hint is bool:
@@ -88,6 +91,8 @@ def _kind(hint: Any, meta: dict) -> Kind:
         inner = typing.get_args(hint)
         if inner and typing.get_origin(inner[0]) is tuple:
             return Groups()
+        if inner == (int, Ellipsis):
+            return Ints()
         return Range(meta.get("style", "list"))
     raise TypeError(f"no language value kind for {hint!r}")
 
@@ -162,13 +167,22 @@ def merged(variants: dict[str, type], doc: str, defaults: dict[str, Any], base: 
                 _dataclass_in(_hints(variants[o])[name])[0] is not sub for o in owners):
             # the methods' own classes of one block (decompose.loss): merge them too
             own_doc = next((g.metadata.get("doc", "") for g in dataclasses.fields(base) if g.name == name), None)
-            fields[name] = merged({o: _dataclass_in(_hints(variants[o])[name])[0] for o in owners},
-                                  own_doc if own_doc is not None else f.metadata.get("doc", ""),
-                                  {o: getattr(defaults[o], name) for o in owners},
-                                  _dataclass_in(_hints(variants[m])[name])[0])
+            fields[name] = dataclasses.replace(
+                merged({o: _dataclass_in(_hints(variants[o])[name])[0] for o in owners},
+                       own_doc if own_doc is not None else f.metadata.get("doc", ""),
+                       {o: getattr(defaults[o], name) for o in owners}, _dataclass_in(_hints(variants[m])[name])[0]),
+                methods=methods)
             continue
-        fields[name] = _node(cls, f, hint, getattr(defaults[m], name), methods)
-    return Obj(base, fields, doc, variants=dict(variants), default=defaults.get(S.DEFAULT_METHOD))
+        # one method's coefficient may follow a schedule, another's only a number: the wider syntax
+        # parses both; validate() says which method takes a number only (checks.schedule_issues)
+        m = next((o for o in owners if Knots in typing.get_args(_hints(variants[o])[name])), m)
+        cls, f = variants[m], next(g for g in dataclasses.fields(variants[m]) if g.name == name)
+        node = _node(cls, f, _hints(cls)[name], getattr(defaults[m], name), methods)
+        forms = {k: v for o in owners for k, v in
+                 (next(g for g in dataclasses.fields(variants[o]) if g.name == name).metadata.get("forms") or {}).items()}
+        fields[name] = dataclasses.replace(node, forms=forms) if isinstance(node, Leaf) and forms else node
+    forms = {n: f for cls in variants.values() for n, f in getattr(cls, "FORMS", {}).items()}  # each names its own
+    return Obj(base, fields, doc, forms, variants=dict(variants), default=defaults.get(S.DEFAULT_METHOD))
 
 
 # validate() and the architecture build one entry per layer: bound layer counts before they run.

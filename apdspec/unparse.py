@@ -13,13 +13,14 @@ import re
 from typing import Any
 
 from runtime import spec as S
+from runtime.spec.knots import Knots
 
 from . import ast as A
 from .fmt import render_file
 from .parser import parse_number
 from .schema import EXPERIMENT, TARGETS, TRAIN, Leaf, Obj
 from .state import lang_path
-from .values import Bool, Enum, Float, Groups, Int, Key, Kind, Names, Optional, Range, Str
+from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, Range, Scheduled, Str
 
 W = A.NOWHERE
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -83,7 +84,22 @@ def value_node(kind: Kind, v: Any, percent: bool = False) -> A.Value:
         return A.ListValue(W, tuple(A.ListValue(W, tuple(_num(int(i)) for i in g)) for g in v))
     if isinstance(kind, Names):
         return _ident("all") if v is None else A.ListValue(W, tuple(_ident(n) for n in v))
+    if isinstance(kind, Ints):
+        return A.ListValue(W, tuple(_num(int(i)) for i in v))
+    if isinstance(kind, Scheduled):
+        return _schedule(v) if isinstance(v, Knots) else value_node(kind.inner, v, percent)
     raise TypeError(f"no syntax for {kind!r}")
+
+
+def _schedule(k: Knots) -> A.Call:
+    """linear(a, b) / cosine(a, b) when one segment spans the run, else knots([t, v], [t, v, rule], ...)."""
+    (t0, v0), rest = k.knots[0], k.knots[1:]
+    if len(rest) == 1 and t0 == 0.0 and rest[0][0] == 1.0 and k.interp[0] != "hold":
+        return A.Call(W, k.interp[0], W, (A.Arg(W, None, None, _num(v0)), A.Arg(W, None, None, _num(rest[0][1]))))
+    items = [A.ListValue(W, (_num(t0), _num(v0)))]
+    for (t, v), rule in zip(rest, k.interp):
+        items.append(A.ListValue(W, (_num(t), _num(v)) + (() if rule == "linear" else (_ident(rule),))))
+    return A.Call(W, "knots", W, tuple(A.Arg(W, None, None, i) for i in items))
 
 
 def _assign(path: str, value: A.Value) -> A.Assign:
@@ -103,8 +119,11 @@ def _as_call(obj: Obj, value: Any) -> A.Value | None:
     """`value` as one of obj's call forms, or None if no form reproduces it exactly."""
     if value is None:
         return _ident("none") if obj.optional else None
-    fresh = obj.cls()
+    fresh = type(value)()  # in a merged block, the method's own class
+    own = {f.name for f in dataclasses.fields(fresh)}
     for name, form in obj.forms.items():
+        if not own.issuperset((*form.fixed, *form.positional, *form.keywords.values())):
+            continue  # another method's form
         if any(getattr(value, f) != v for f, v in form.fixed.items()):
             continue
         args, rebuilt = [], dict(form.fixed)

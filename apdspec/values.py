@@ -321,3 +321,67 @@ class Key(Kind):
             raise Bad(node.span, f"unknown {self.noun} '{value}'",
                       f"did you mean '{near}'?" if near else "known: " + ", ".join(known) + ", or none")
         return value
+
+
+class Ints(Kind):
+    """A list of positive-or-not integers, e.g. the hidden widths [50] or [200, 200]."""
+
+    what = "a list of integers"
+
+    def coerce(self, node, env):
+        node = env.deref(node)
+        if not isinstance(node, A.ListValue):
+            raise Bad(node.span, f"expected a list of integers such as [50] for '{{key}}', got {describe(node)}")
+        return tuple(Int().coerce(v, env) for v in node.items)
+
+
+SCHEDULE_FORMS = ("linear", "cosine", "knots")  # the schedule calls (runtime/spec/knots.py)
+
+
+class Scheduled(Kind):
+    """A coefficient: a number, or a schedule over training (normalised time t = step / (steps - 1)):
+    linear(a, b) / cosine(a, b) from a at the start to b at the end, or knots([t, v], [t, v, rule],
+    ...) with rule linear (the default), cosine or hold for the segment ending at that knot."""
+
+    def __init__(self, inner: Kind):
+        self.inner = inner
+        self.what = f"{inner.what} or a schedule (linear(a, b), cosine(a, b), knots([t, v], ...))"
+
+    def coerce(self, node, env):
+        from runtime.spec.knots import INTERPOLATIONS, Knots
+
+        target = env.deref(node)
+        if not (isinstance(target, A.Call) and target.name in SCHEDULE_FORMS):
+            if isinstance(target, A.Call):
+                near = did_you_mean(target.name, SCHEDULE_FORMS)
+                raise Bad(target.name_span, f"unknown schedule '{target.name}' for '{{key}}'",
+                          f"did you mean '{near}'?" if near else "write a number, linear(a, b), cosine(a, b) or "
+                          "knots([t, v], [t, v, rule], ...)")
+            return self.inner.coerce(node, env)
+        if any(a.name is not None for a in target.args):
+            arg = next(a for a in target.args if a.name is not None)
+            raise Bad(arg.span, f"{target.name}() takes no keyword arguments")
+        values = [a.value for a in target.args]
+        if target.name in ("linear", "cosine"):
+            if len(values) != 2:
+                raise Bad(target.span, f"{target.name}() takes two numbers: the value at the start and at the end",
+                          f"write e.g. {target.name}(1, 0.01)")
+            a, b = (self.inner.coerce(v, env) for v in values)
+            return Knots(((0.0, a), (1.0, b)), (target.name,))
+        if not values:
+            raise Bad(target.span, "knots() needs at least one knot [t, value]", "write e.g. knots([0, 1e-3], [1, 1e-4])")
+        knots, interp = [], []
+        for i, v in enumerate(values):
+            v = env.deref(v)
+            if not isinstance(v, A.ListValue) or not 2 <= len(v.items) <= 3 or (i == 0 and len(v.items) == 3):
+                raise Bad(v.span, "a knot is [t, value] (the first) or [t, value, rule] with rule one of "
+                          + ", ".join(INTERPOLATIONS), "t is a fraction of training in [0, 1], e.g. [50%, 1e-3, cosine]")
+            t = Float().coerce(v.items[0], env)
+            if not 0 <= t <= 1:
+                raise Bad(v.items[0].span, f"a knot's t is a fraction of training in [0, 1], got {t:g}", "write e.g. 50%")
+            if knots and t < knots[-1][0]:
+                raise Bad(v.items[0].span, f"knots must be in order of t: {t:g} comes after {knots[-1][0]:g}")
+            if i:
+                interp.append(Enum(*INTERPOLATIONS).coerce(v.items[2], env) if len(v.items) == 3 else "linear")
+            knots.append((t, self.inner.coerce(v.items[1], env)))
+        return Knots(tuple(knots), tuple(interp))

@@ -16,9 +16,10 @@ slices across the layers; importing this package imports every slice, which regi
 the layers' registries (docs/extending.md).
 """
 from .spec import (  # noqa: F401
-    Data, Decompose, Experiment, Expectation, FileTarget, Optimizer, Report, Schedule, Sweep, SweepAxis, Training,
-    check, resolve, validate,
+    Data, Decompose, EvalAdversary, Experiment, Expectation, FaithfulnessWarmup, FileTarget, Optimizer, Report, Schedule,
+    Sweep, SweepAxis, Training, check, resolve, validate,
 )
+from .spec.knots import Knots  # noqa: F401
 from . import methods, targets  # noqa: F401,E402  (the slices register themselves)
 from .spec.registry import public_classes  # noqa: E402
 
@@ -32,7 +33,8 @@ from .pipeline.runner import run, run_to_dir  # noqa: F401,E402
 from .pipeline.sweep import points, run_sweep  # noqa: F401,E402
 
 __all__ = [
-    "Data", "Decompose", "Experiment", "Expectation", "FileTarget", "Optimizer", "Report", "Schedule", "Sweep",
+    "Data", "Decompose", "EvalAdversary", "Experiment", "Expectation", "FaithfulnessWarmup", "FileTarget", "Knots",
+    "Optimizer", "Report", "Schedule", "Sweep",
     "SweepAxis", "Training", "check", "resolve", "validate", "RunResult", "load_run", "run", "run_to_dir", "points",
     "run_sweep", *public_classes(),
 ]

@@ -27,7 +27,7 @@ from ..engine import seeding
 from ..engine.data import label_coefficients, labels_for, sample_inputs
 from ..engine.models import n_inputs, target_forward
 from ..engine.registry import model_of
-from ..spec import Training, kind_spec
+from ..spec import Training, kind_spec, method_spec
 
 SPARSITY_LEVELS = (1, 2, 3, 4)  # "exactly n active" rows of the MSE-by-sparsity table (notes §7.2)
 
@@ -131,12 +131,11 @@ KIND_ANALYSES: dict[str, type] = {}  # kind -> KindAnalysis subclass
 class RunAnalysis:
     """Lazily computed analyses of one run (all replicates); each method subclasses it."""
 
-    importance = ""  # "attribution" or "causal" (module docstring)
-
     def __init__(self, result: Any):
         self.result = result
         exp = result.experiment
         self.exp, self.arch = exp, result.arch
+        self.importance = method_spec(exp.decompose.method).importance  # "attribution" or "causal" (module docstring)
         self.kind = result.arch.kind
         self.target, self.extras = result.target, result.extras
         self.I = exp.replicates
@@ -308,6 +307,16 @@ class RunAnalysis:
     def matrix_weights(self, name: str) -> np.ndarray:
         """(I, C, d_in, d_out) dense weights of every component of decomposed matrix `name`
         (analysis only; never in training)."""
+        raise NotImplementedError
+
+    def adversary_view(self, x: np.ndarray) -> Any:
+        """What the evaluation adversary attacks on batch x (analysis/adversary.py, AdversaryView):
+        the method's importances, masked model and delta channel."""
+        raise NotImplementedError
+
+    def probe_importance(self) -> dict:
+        """Importances on one-hot probes for the ground-truth CI errors (analysis/ci_truth.py):
+        name -> (I, F, C) per matrix, or {"*": table} for components that span every matrix."""
         raise NotImplementedError
 
     @staticmethod

@@ -47,6 +47,14 @@ def gelu(z):
     return 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
 
 
+def gelu_tanh(z):
+    """The tanh approximation of GELU (a spec option where exactness is traded for speed)."""
+    return 0.5 * z * (1.0 + anp.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z * z * z)))
+
+
+GELUS = {"gelu": gelu, "gelu_tanh": gelu_tanh}  # causal-importance MLPs' activation choices
+
+
 def gelu_grad(z):
     from scipy.special import erf
 

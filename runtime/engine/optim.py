@@ -27,10 +27,14 @@ def lr_at(step: int, steps: int, base_lr: float, schedule: Schedule) -> float:
         f = 1.0 - s / S
     elif kind == "cosine":
         f = 1.0 if S == 1 else math.cos(math.pi / 2 * s / (S - 1))
+    elif kind == "half_cosine":
+        f = 1.0 if S == 1 else 0.5 * (1.0 + math.cos(math.pi * s / (S - 1)))
     elif kind == "exponential":
         f = 0.5 ** (s / schedule.halflife)
     else:
         raise ValueError(f"unknown schedule {kind!r}")
+    if schedule.final and kind != "exponential":  # 0: exactly the arithmetic without `final`
+        f = schedule.final + (1.0 - schedule.final) * f
     return base_lr * f
 
 

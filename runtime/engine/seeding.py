@@ -24,6 +24,10 @@ PURPOSES: tuple[str, ...] = (
     "eval",  # evaluation / analysis batches
     "gated_functions",  # trig coefficients of the gated target
     "gated_permutation",  # neuron permutation of the gated target
+    "spd_masks",  # SPD's mask noise
+    "vpd_sources",  # VPD's persistent sources (their initial draw)
+    "vpd_masks",  # VPD's per-step row draws: adversarial rows, routing, fresh sources
+    "eval.adversary",  # the evaluation adversary's batches and random starts (every method)
 )
 
 # First spawn-key word: keeps named children apart from the plain `root.spawn(n)` children

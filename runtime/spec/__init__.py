@@ -11,12 +11,12 @@ from .checks import (  # noqa: F401
     Issue, SpecValidationError, architecture, check, resolve, target_kind, validate,
 )
 from .experiment import (  # noqa: F401
-    MAX_LAYERS, Data, Decompose, Expectation, Experiment, FileTarget, Optimizer, Report, Schedule, Sweep, SweepAxis,
+    MAX_LAYERS, Data, Decompose, EvalAdversary, Expectation, Experiment, FaithfulnessWarmup, FileTarget, Optimizer, Report, Schedule, Sweep, SweepAxis,
     Target, Training, with_method,
 )
 from .fields import Form, setting  # noqa: F401
 from .registry import (  # noqa: F401
-    DEFAULT_KIND, DEFAULT_METHOD, KINDS, METHODS, METRICS, PLOTS, KindSpec, Layer, MethodSpec, UnknownKind, applies,
+    CiTruth, DEFAULT_KIND, DEFAULT_METHOD, KINDS, METHODS, METRICS, PLOTS, KindSpec, Layer, MethodSpec, UnknownKind, applies,
     declare_metric, declare_plot, kind_spec, method_spec,
 )
 from .serial import decompose_from_dict, from_dict, nested_class, target_from_dict, to_dict, to_json  # noqa: F401

@@ -7,10 +7,12 @@ registry.MethodSpec); this module only walks the experiment and calls them.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 from .issues import Issue, SpecValidationError  # noqa: F401  (public here too)
-from .experiment import DATA_MODES, MAX_LAYERS, SCHEDULES, Experiment, FileTarget, Optimizer, Schedule, Target
+from .experiment import DATA_MODES, ENDING, MAX_LAYERS, SCHEDULES, Experiment, FileTarget, Optimizer, Schedule, Target
+from .knots import Knots
 from .registry import METRICS, PLOTS, UnknownKind, applies, kind_spec, kinds_of, method_spec
 from .serial import target_from_dict
 from .target_file import read_target_meta, target_replicates
@@ -102,6 +104,33 @@ def _schedule_issues(path: str, s: Schedule, issues: list[Issue]) -> None:
         issues.append(Issue(f"{path}.halflife", "an exponential schedule needs a half-life",
                             "write e.g. schedule = exponential(halflife = 1000)"))
     positive(f"{path}.halflife", s.halflife, issues)
+    if not 0 <= s.final <= 1:
+        issues.append(Issue(f"{path}.final", f"final is a fraction of the learning rate in [0, 100%], got {s.final}",
+                            "write e.g. schedule = half_cosine(final = 10%)"))
+    elif s.final and s.kind not in ENDING:
+        issues.append(Issue(f"{path}.final", f"a {s.kind} schedule has no final value",
+                            "final applies to " + ", ".join(ENDING)))
+
+
+def schedule_issues(obj: Any, path: str, issues: list[Issue]) -> bool:
+    """Report every schedule (knots.Knots) in a field of `obj` (a dataclass tree) that takes only a
+    number (the language parses a schedule wherever some method's field of that name takes one);
+    True if there was one."""
+    found = False
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, Knots) and Knots not in typing.get_args(hints[f.name]):
+            issues.append(Issue(f"{path}.{f.name}", f"{f.name} of method = {getattr(obj, 'method', None) or 'this one'} "
+                                "takes a number, not a schedule", "write a number"))
+            found = True
+        elif dataclasses.is_dataclass(v) and not isinstance(v, Knots):
+            found = schedule_issues(v, f"{path}.{f.name}", issues) or found
+    return found
+
+
+def _hints(cls: type) -> dict:
+    return typing.get_type_hints(cls)
 
 
 def range_issues(path: str, r: tuple[float, float] | None, issues: list[Issue]) -> None:
@@ -174,6 +203,8 @@ def validate(exp: Experiment) -> list[Issue]:
     positive("decompose.checkpoint_keep", dc.checkpoint_keep, issues)
     optimizer_issues("decompose.optimizer", dc.optimizer, issues)
     _schedule_issues("decompose.schedule", dc.schedule, issues)
+    if schedule_issues(dc, "decompose", issues):
+        return issues  # the method's checks expect numbers there
     issues += method.issues(exp, arch, kind)
     _report_issues(exp, arch, issues)
     return issues
@@ -257,6 +288,9 @@ def _report_issues(exp: Experiment, arch: Target, issues: list[Issue]) -> None:
             issues.append(Issue(path, f"'for {e.at_least} replicates' needs 1 <= n <= replicates ({exp.replicates})",
                                 also=("replicates",)))
     positive("report.eval_batches", rp.eval_batches, issues)
+    positive("report.adversary.steps", rp.adversary.steps, issues, strict=False)
+    positive("report.adversary.step_size", rp.adversary.step_size, issues)
+    positive("report.adversary.batches", rp.adversary.batches, issues)
     if rp.paper is not None:
         from .paper import PAPER
 

@@ -58,21 +58,40 @@ class Optimizer:
     eps: float = setting(1e-8, "Adam epsilon", valid="> 0")
 
 
-SCHEDULES = ("constant", "linear", "cosine", "exponential")
+SCHEDULES = ("constant", "linear", "cosine", "half_cosine", "exponential")
+ENDING = ("linear", "cosine", "half_cosine")  # the schedules that end at `final`
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """LR multiplier after `warmup` (a fraction of steps, linear from 0): notes §6."""
+    """LR multiplier after `warmup` (a fraction of steps, linear from 0): APD notes §6, and the VPD
+    authors' half cosine to a final fraction (VPD notes §4)."""
 
     FORMS: ClassVar[dict[str, Form]] = {
-        **simple_forms("kind", ("constant", "linear", "cosine"), {"warmup": "warmup"}),
+        **simple_forms("kind", ("constant",), {"warmup": "warmup"}),
+        **simple_forms("kind", ENDING, {"warmup": "warmup", "final": "final"}),
         "exponential": Form(fixed={"kind": "exponential"}, keywords={"warmup": "warmup", "halflife": "halflife"}),
     }
 
-    kind: str = setting("constant", "LR multiplier after warmup (notes §6)", choices=SCHEDULES)
+    kind: str = setting("constant", "LR multiplier after warmup: constant; linear 1 -> final; cosine: cos(pi/2 u) "
+                        "from 1 to final (APD notes §6); half_cosine: (1 + cos(pi u)) / 2 from 1 to final (VPD notes "
+                        "§4); exponential: 0.5^(step / halflife); u = progress after warmup", choices=SCHEDULES)
     warmup: float = setting(0.0, "fraction of the steps with linear warmup from 0, e.g. 5%", valid="[0, 1]")
     halflife: float | None = setting(None, "half-life in steps (exponential only)", valid="> 0; required by exponential")
+    final: float = setting(0.0, "multiplier at the last step (linear, cosine, half_cosine), e.g. 10%", valid="[0, 1]")
+
+
+@dataclass(frozen=True)
+class FaithfulnessWarmup:
+    """Before the first step, `steps` AdamW steps on the faithfulness loss alone (the subcomponents
+    V, U only), so that training starts from subcomponents that already sum to the target (SPD: not
+    in the paper, the authors' later configs; VPD notes §3)."""
+
+    FORMS: ClassVar[dict[str, Form]] = {"adamw": Form(keywords={k: k for k in ("steps", "lr", "weight_decay")})}
+
+    steps: int = setting(200, "AdamW steps on the faithfulness loss alone (V, U) before training", valid="> 0")
+    lr: float = setting(1e-2, "their learning rate", valid="> 0")
+    weight_decay: float = setting(0.1, "their decoupled weight decay", valid=">= 0")
 
 
 LABELS = ("identity", "act_plus_resid", "abs")
@@ -167,6 +186,20 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class EvalAdversary:
+    """The evaluation adversary every method is measured with (VPD notes §5; adv_recon): per batch
+    one source vector per decomposed matrix, shared by the batch's rows, `steps` sign-gradient
+    ascents of `step_size` on the output reconstruction, clamped to [0, 1]."""
+
+    FORMS: ClassVar[dict[str, Form]] = {"pgd": Form(keywords={k: k for k in ("steps", "step_size", "batches")})}
+
+    steps: int = setting(20, "sign-gradient ascent steps", paper="20 (VPD notes §5)", valid=">= 0")
+    step_size: float = setting(0.1, "the step of each ascent", paper="0.1 (VPD notes §5)", valid="> 0")
+    batches: int = setting(1, "batches of decompose.batch samples attacked (each its own attack); the metrics average "
+                           "them", valid="> 0", max=10_000, why="each batch is one attack of `steps` passes")
+
+
+@dataclass(frozen=True)
 class Report:
     """Metrics, plots and expectations."""
 
@@ -176,6 +209,8 @@ class Report:
                                             valid="must apply to the target kind and method", names="plot")
     expect: tuple[Expectation, ...] = setting((), "expect METRIC OP VALUE")
     eval_batches: int = setting(20, "batches for sampled analyses", valid="> 0")
+    adversary: EvalAdversary = setting(EvalAdversary(), "the evaluation adversary of adv_recon: pgd(steps = 20, "
+                                       "step_size = 0.1, batches = 1)")
     paper: str | None = setting(None, "key of the paper's reference results the report compares with; none = no "
                                 "comparison", key="paper")
 

@@ -36,6 +36,18 @@ class Layer:
     d_out: int
 
 
+@dataclass(frozen=True)
+class CiTruth:
+    """Ground truth of the causal importances on one-hot probes (VPD notes §6), stated by a kind:
+    "identity": every feature has its own subcomponent, over `matrices` together (their columns
+    side by side: a feature may live in any of them); "dense": in each of `matrices`, `k`
+    subcomponents carry every input together (one dense block)."""
+
+    form: str  # "identity" | "dense"
+    matrices: tuple[str, ...]  # decomposed matrix uses (Layer.name)
+    k: int | None = None  # dense: the block's size
+
+
 class KindSpec:
     """What the spec layer knows of a target kind: its dataclass and the facts that depend on its
     architecture. Subclasses (one per kind, in runtime/targets/<kind>/spec.py) override the hooks;
@@ -87,6 +99,10 @@ class KindSpec:
         """Checks of `data` that depend on this kind (beyond the generic ones)."""
         return []
 
+    def ci_truth(self, arch: Any) -> tuple[CiTruth, ...]:
+        """The ground truth of its causal importances (identity_ci_error, dense_ci_error), if any."""
+        return ()
+
     def suggested_spec(self, arch: Any) -> str | None:
         """The shipped spec (specs/...) whose target has this architecture, if any (`apdspec import-target`)."""
         return None
@@ -115,6 +131,10 @@ class MethodSpec:
     title: str = ""  # "Attribution-based Parameter Decomposition (Braun et al. 2025)"
     doc: str = ""  # one line for the language reference
     foreign_key_note: str = ""  # appended to the hint when a spec of this method sets another method's key
+    # what selects components per input: "attribution" (top-k over attributions, one selection for every
+    # matrix) or "causal" (a learned causal importance per subcomponent and matrix); metrics and plots
+    # declared for an importance apply to every method that has it
+    importance: str = "attribution"
 
     def terms(self) -> tuple[str, ...]:
         """The loss terms, in order: the fields of its loss class marked term=True."""
@@ -166,6 +186,7 @@ class Metric:
     doc: str
     kinds: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
+    importance: str | None = None  # only methods with this MethodSpec.importance (None: any)
 
 
 @dataclass(frozen=True)
@@ -179,6 +200,7 @@ class Plot:
     kinds: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
     requires: Callable[[Any], tuple[str, tuple[str, ...]] | None] | None = None
+    importance: str | None = None  # only methods with this MethodSpec.importance (None: any)
 
 
 KINDS: dict[str, KindSpec] = {}
@@ -206,19 +228,23 @@ def method_spec(method: str) -> MethodSpec:
 
 
 def declare_metric(name: str, doc: str, kinds: tuple[str, ...] | None = None,
-                   methods: tuple[str, ...] | None = None) -> None:
-    """Declare a metric; a second declaration of the same name (a loss term several methods
-    share) adds its methods to the first."""
+                   methods: tuple[str, ...] | None = None, importance: str | None = None) -> None:
+    """Declare a metric; a second declaration of the same name adds its methods (a loss term several
+    methods share) or its kinds (a ground-truth metric several kinds define) to the first."""
     old = METRICS.get(name)
     if old is not None and old.methods is not None and methods is not None:
         methods = old.methods + tuple(m for m in methods if m not in old.methods)
         doc, kinds = old.doc, old.kinds
-    METRICS[name] = Metric(name, doc, kinds, methods)
+    elif old is not None and old.kinds is not None and kinds is not None:
+        kinds = old.kinds + tuple(k for k in kinds if k not in old.kinds)
+        doc = old.doc
+    METRICS[name] = Metric(name, doc, kinds, methods, importance)
 
 
 def declare_plot(name: str, doc: str, kinds: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
-                 requires: Callable[[Any], tuple[str, tuple[str, ...]] | None] | None = None) -> None:
-    PLOTS[name] = Plot(name, doc, kinds, methods, requires)
+                 requires: Callable[[Any], tuple[str, tuple[str, ...]] | None] | None = None,
+                 importance: str | None = None) -> None:
+    PLOTS[name] = Plot(name, doc, kinds, methods, requires, importance)
 
 
 def declare_terms(method: MethodSpec) -> None:
@@ -229,12 +255,28 @@ def declare_terms(method: MethodSpec) -> None:
             declare_metric(f.name, f.metadata["term"], methods=(method.name,))
 
 
+def declare_ci_truth_metrics(kind: str, dense: bool = False) -> None:
+    """The ground-truth CI metrics of a kind whose `ci_truth` states one (VPD notes §6)."""
+    declare_metric("identity_ci_error", "errors of the importances on one-hot probes (x_f = 0.75) against 'every feature "
+                                        "its own subcomponent' (Hungarian matching; entries > 0.1 off the matched diagonal "
+                                        "+ matched entries < 0.9), summed over the kind's identity blocks; 0 = the ground "
+                                        "truth. APD: its attributions normalised per probe (largest = 1), one table for "
+                                        "every matrix", kinds=(kind,))
+    if dense:
+        declare_metric("dense_ci_error", "errors of the causal importances on one-hot probes against 'k subcomponents "
+                                         "carry the matrix together' (k = the kind's block size: each of the k largest "
+                                         "columns needs an entry >= 0.9, any other entry > 0.1 is an error), summed over "
+                                         "the kind's dense blocks; 0 = the ground truth", kinds=(kind,), importance="causal")
+
+
 def applies(name: str, kind: str, method: str, table: str = "metrics") -> bool:
     """Whether metric (or plot, table="plots") `name` applies to a target `kind` decomposed by `method`."""
     entry = (METRICS if table == "metrics" else PLOTS).get(name)
     if entry is None or (entry.kinds is not None and kind not in entry.kinds):
         return False
     if entry.kinds is None and kind in KINDS and name in KINDS[kind].excludes:
+        return False
+    if entry.importance is not None and (method not in METHODS or METHODS[method].importance != entry.importance):
         return False
     return entry.methods is None or method in entry.methods
 
@@ -271,3 +313,21 @@ declare_metric("target_loss", "target model MSE against the true labels")
 declare_plot("losses", "training curves of every loss term")
 declare_plot("components", "component weight matrices")
 declare_plot("mse_by_sparsity", "MSE by number of active features")
+
+# What every method with causal importances reports (SPD, VPD; runtime/analysis/causal.py computes them).
+declare_metric("ci_masked_mse", "MSE of the output with every mask at its causal importance (no noise) vs the target "
+                                "output (eval batches)", importance="causal")
+declare_metric("ci_l0", "mean number of subcomponents (all matrices) with causal importance > 0.1 per sample with a "
+                        "nonzero input", importance="causal")
+declare_metric("alive_subcomponents", "subcomponents (all matrices) with causal importance > 0.1 on some eval sample",
+               importance="causal")
+declare_plot("causal_importance", "SPD paper Figs. 8, 12, 13: causal importance of every subcomponent on one-hot "
+                                  "inputs, per matrix, columns permuted", importance="causal")
+
+# The evaluation adversary (VPD notes §5), for every method (runtime/analysis/adversary.py).
+declare_metric("adv_recon", "output MSE vs the target under the evaluation adversary: one source vector per matrix "
+                            "shared by the eval batch, sign-gradient ascent (report.adversary); masks = importance + "
+                            "(1 - importance) source (APD: importance = the batch top-k mask)")
+declare_metric("clean_recon", "output MSE vs the target with the masks at the importances (sources 0) on the "
+                              "adversary's eval batches (APD: the top-k model; SPD, VPD: the CI-masked model)")
+declare_metric("stoch_recon", "output MSE vs the target with uniform random sources on the adversary's eval batches")

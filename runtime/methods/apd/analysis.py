@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...analysis.adversary import AdversaryView
+from ...analysis.causal import ONEHOT_VALUE
 from ...analysis.core import ANALYSES, RunAnalysis, _cached, masked_mean, mse_per_sample
 from ...analysis.metrics import COMPUTED
 from ...analysis.scrub import scrub_masks
@@ -27,8 +29,6 @@ SELECT_BATCHES = 10  # restarts: fresh batches of decompose.batch samples scored
 
 class ApdAnalysis(RunAnalysis):
     """RunAnalysis of an APD run."""
-
-    importance = "attribution"
 
     def _bind(self, dec: Any) -> None:
         """APD components (C, rank m) and top-k. Every forward / attribution pass runs on an exact
@@ -52,6 +52,25 @@ class ApdAnalysis(RunAnalysis):
 
     def config_mask(self, attr: np.ndarray, x: np.ndarray) -> np.ndarray | None:
         return None if self.topk is None else topk_mask(self.topk, attr, x)
+
+    def adversary_view(self, x: np.ndarray) -> AdversaryView:
+        """APD's importance for the evaluation adversary: the batch top-k mask (0/1; every component
+        on without top-k), one mask for every matrix (a component spans them all), no delta channel."""
+        arch, target, comps = self.model
+        tgt = self.forward(x)
+        a = self.attr(x, tgt)
+        mask = self.config_mask(a, x)
+        mask = np.ones(a.shape, dtype=self.dtype) if mask is None else np.asarray(mask, dtype=self.dtype)
+        return AdversaryView({"components": mask},
+                             lambda xb, m, d: apd.apd_forward(arch, target, comps, xb, mask=m["components"], m=self.m).y,
+                             False, np.asarray(tgt.y))
+
+    def probe_importance(self) -> dict:
+        """{"*": (I, F, C)}: attributions on the one-hot probes x_f = ONEHOT_VALUE, each row divided
+        by its largest (all zero for a probe with no attribution)."""
+        a = np.asarray(self.attr(self.onehot_inputs(ONEHOT_VALUE)), dtype=np.float64)
+        top = a.max(axis=-1, keepdims=True)
+        return {"*": np.divide(a, top, out=np.zeros_like(a), where=top > 0)}
 
     def matrix_names(self) -> list[str]:
         """Every decomposed parameter once (a tied use shares its parameter's components)."""

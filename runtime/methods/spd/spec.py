@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ...spec import Decompose, Form, Issue, METHODS, MethodSpec, declare_metric, declare_plot, setting
+from ...spec import Decompose, FaithfulnessWarmup, Form, Issue, METHODS, MethodSpec, setting
 from ...spec.checks import fraction, in_choices, positive
 from ...spec.registry import declare_terms
 
@@ -34,19 +34,6 @@ class CausalImportance:
                                 paper="sigma_H,lower, 0.01 (App. A.2)", valid="[0, 1)")
     upper_leak: float = setting(0.01, "slope above 1 of the hard sigmoid of the importance loss",
                                 paper="sigma_H,upper, 0.01 (App. A.2)", valid="[0, 1)")
-
-
-@dataclass(frozen=True)
-class FaithfulnessWarmup:
-    """Not in the paper (the authors' later configs): before the first step, `steps` AdamW steps on
-    the faithfulness loss alone (the subcomponents V, U only), so that training starts from
-    subcomponents that already sum to the target."""
-
-    FORMS: ClassVar[dict[str, Form]] = {"adamw": Form(keywords={k: k for k in ("steps", "lr", "weight_decay")})}
-
-    steps: int = setting(200, "AdamW steps on the faithfulness loss alone (V, U) before training", valid="> 0")
-    lr: float = setting(1e-2, "their learning rate", valid="> 0")
-    weight_decay: float = setting(0.1, "their decoupled weight decay", valid=">= 0")
 
 
 _COEF = "coefficient; none = term off"
@@ -92,6 +79,7 @@ class SpdDecompose(Decompose):
 class SpdMethod(MethodSpec):
     name = "spd"
     cls = SpdDecompose
+    importance = "causal"
     title = "Stochastic Parameter Decomposition (Bushnaq, Braun & Sharkey 2025)"
     doc = "spd: Stochastic Parameter Decomposition (Bushnaq, Braun & Sharkey 2025)"
     foreign_key_note = " (an SPD spec has no top-k, rank or attribution: causal importances select)"
@@ -161,11 +149,3 @@ class SpdMethod(MethodSpec):
 METHODS["spd"] = SpdMethod()
 
 declare_terms(METHODS["spd"])
-declare_metric("ci_masked_mse", "SPD: MSE of the output with every mask at its causal importance (r = 0) vs the target "
-                                "output (eval batches)", methods=("spd",))
-declare_metric("ci_l0", "SPD: mean number of subcomponents (all matrices) with causal importance > 0.1 per sample with "
-                        "a nonzero input", methods=("spd",))
-declare_metric("alive_subcomponents", "SPD: subcomponents (all matrices) with causal importance > 0.1 on some eval "
-                                      "sample", methods=("spd",))
-declare_plot("causal_importance", "SPD paper Figs. 8, 12, 13: causal importance of every subcomponent on one-hot "
-                                  "inputs, per matrix, columns permuted", methods=("spd",))

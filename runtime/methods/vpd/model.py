@@ -29,9 +29,9 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.extend import defvjp, primitive
 
-from ...engine.models import Layer, Params, forward, gelu, layers_of, target_forward
-from .adversary import PgdResult, make_masks, pgd_eval
-from .settings import VpdSettings
+from ...engine.masks import make_masks
+from ...engine.models import GELUS, Layer, Params, forward, layers_of, target_forward
+from .spec import VpdDecompose
 from .squash import lower_leaky, upper_leaky
 
 VpdParams = dict  # "<site>.V" / ".U" / ".ci.*" -> array with a leading replicate axis
@@ -61,12 +61,14 @@ class RowDraws:
 class VpdModel:
     """The sites of `arch`, the frozen target weights they decompose, and VPD's passes over them."""
 
-    def __init__(self, arch, target: Params, settings: VpdSettings):
-        self.arch, self.target, self.settings = arch, target, settings
+    def __init__(self, arch, target: Params, dec: VpdDecompose):
+        self.arch, self.target, self.dec = arch, target, dec
+        self.ci_cfg = dec.causal_importance
+        self.activation = GELUS[self.ci_cfg.activation]
         self.sites: tuple[Layer, ...] = layers_of(arch)
         self.names = tuple(s.name for s in self.sites)
-        self.C = {s.name: settings.C for s in self.sites}
-        self.delta = settings.delta_channel
+        self.C = {s.name: dec.components for s in self.sites}
+        self.delta = dec.delta_channel
         self.W = {s.name: self._weight(s) for s in self.sites}
         self.W_sq = {k: np.sum(np.asarray(W, dtype=np.float64) ** 2, axis=(1, 2)).astype(W.dtype)
                      for k, W in self.W.items()}
@@ -81,16 +83,18 @@ class VpdModel:
 
     # -- parameters
     def init_params(self, replicates: int, rng: np.random.Generator, dtype=np.float32) -> VpdParams:
-        """Fresh V, U and CI MLPs. The notes give no init. V ~ N(0, 1/d_out), U ~ N(0, 1/C) (this
-        repo's SPD init, so V U starts with entries of variance 1/d_out for any C; the faithfulness
-        warmup then fits it to W). CI MLPs: zero biases, weights fan-in scaled as the authors'
-        CI functions (Kaiming: N(0, 2/fan_in) into a GELU, N(0, 1/fan_in) into the output)."""
+        """Fresh V, U and CI MLPs. The notes give no init. V ~ N(0, gain^2/d_out), U ~ N(0, 1/C)
+        (this repo's SPD init, gain = decompose.init_scale, so V U starts with entries of variance
+        gain^2/d_out for any C; the faithfulness warmup then fits it to W). CI MLPs: zero biases,
+        weights fan-in scaled as the authors' CI functions (Kaiming: N(0, 2/fan_in) into a GELU,
+        N(0, 1/fan_in) into the output)."""
         I, p = replicates, {}
+        gain = 1.0 if self.dec.init_scale is None else self.dec.init_scale
         for s in self.sites:
             C = self.C[s.name]
-            p[f"{s.name}.V"] = rng.normal(0.0, 1.0 / math.sqrt(s.d_out), (I, s.d_in, C))
+            p[f"{s.name}.V"] = rng.normal(0.0, gain / math.sqrt(s.d_out), (I, s.d_in, C))
             p[f"{s.name}.U"] = rng.normal(0.0, 1.0 / math.sqrt(C), (I, C, s.d_out))
-            widths = (s.d_in,) + self.settings.ci_hidden + (C,)
+            widths = (s.d_in,) + self.ci_cfg.widths + (C,)
             for j, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
                 gain = 2.0 if j < len(widths) - 2 else 1.0
                 p[f"{s.name}.ci.w{j}"] = rng.normal(0.0, math.sqrt(gain / fan_in), (I, fan_in, fan_out))
@@ -101,7 +105,7 @@ class VpdModel:
         return tuple(f"{n}.{f}" for n in self.names for f in ("V", "U"))
 
     def ci_keys(self) -> tuple[str, ...]:
-        n_layers = len(self.settings.ci_hidden) + 1
+        n_layers = len(self.ci_cfg.widths) + 1
         return tuple(f"{n}.ci.{f}{j}" for n in self.names for j in range(n_layers) for f in ("w", "b"))
 
     # -- passes
@@ -111,23 +115,23 @@ class VpdModel:
 
     def ci_preacts(self, params: VpdParams, pre: dict) -> dict:
         """CI preactivations z {site: (I, B, C)} from the clean site inputs `pre` {site: (I, B, d_in)}."""
-        n_layers = len(self.settings.ci_hidden) + 1
+        n_layers = len(self.ci_cfg.widths) + 1
         out = {}
         for name in self.names:
             h = pre[name]
             for j in range(n_layers):
                 h = anp.matmul(h, params[f"{name}.ci.w{j}"]) + anp.expand_dims(params[f"{name}.ci.b{j}"], 1)
                 if j < n_layers - 1:
-                    h = gelu(h)
+                    h = self.activation(h)
             out[name] = h
         return out
 
     def ci(self, params: VpdParams, pre: dict) -> tuple[dict, dict]:
         """(lower CI: feeds the masks, upper CI: feeds the sparsity penalty), {site: (I, B, C)} each."""
         z = self.ci_preacts(params, pre)
-        st = self.settings
-        return ({k: lower_leaky(v, st.lower_leak) for k, v in z.items()},
-                {k: upper_leaky(v, st.upper_leak) for k, v in z.items()})
+        ci = self.ci_cfg
+        return ({k: lower_leaky(v, ci.lower_leak) for k, v in z.items()},
+                {k: upper_leaky(v, ci.upper_leak) for k, v in z.items()})
 
     def faithfulness(self, params: VpdParams):
         """mean_s ||W_s - V_s U_s||_F^2 / ||W_s||_F^2 per replicate (I,)."""
@@ -161,26 +165,19 @@ class VpdModel:
             masks[name], deltas[name] = make_masks(ci_lower[name], sources[name], self.delta)
         return self.masked_output(params, x, masks, deltas if self.delta else None)
 
-    def merged_output(self, params: VpdParams, x: np.ndarray, ci_lower: dict, persistent: dict, draws: RowDraws):
+    def merged_output(self, params: VpdParams, x: np.ndarray, ci_lower: dict, persistent: dict | None,
+                      draws: RowDraws):
         """The merged stochastic/adversarial pass (notes §3): adversarial rows take the persistent
-        sources on every site; stochastic rows their fresh sources on the sites they route."""
+        sources on every site; stochastic rows their fresh sources on the sites they route (every
+        row, without an adversary: `persistent` None)."""
         adv = draws.adversarial
         masks, deltas, routes = {}, {}, {}
         for name in self.names:
-            src = anp.where(adv[..., None], persistent[name], draws.stochastic[name])
+            src = draws.stochastic[name] if persistent is None else \
+                anp.where(adv[..., None], persistent[name], draws.stochastic[name])
             masks[name], deltas[name] = make_masks(ci_lower[name], src, self.delta)
             routes[name] = adv | draws.routes[name]
         return self.masked_output(params, x, masks, deltas if self.delta else None, routes)
-
-    def pgd_recon(self, params: VpdParams, x: np.ndarray, rng: np.random.Generator, steps: int | None = None,
-                  step_size: float | None = None) -> PgdResult:
-        """The evaluation adversary (notes §5) on batch x with this decomposition's lower CI."""
-        st = self.settings
-        tgt = self.clean(x)
-        ci_lower = {k: np.asarray(v) for k, v in self.ci(params, tgt.pre)[0].items()}
-        return pgd_eval(lambda xb, m, d: self.masked_output(params, xb, m, d), x, ci_lower, np.asarray(tgt.y), rng,
-                        self.delta, st.eval_pgd_steps if steps is None else steps,
-                        st.eval_pgd_step_size if step_size is None else step_size)
 
 
 def draw_rows(model: VpdModel, rng: np.random.Generator, replicates: int, batch: int, adv_fraction: float,
@@ -190,7 +187,7 @@ def draw_rows(model: VpdModel, rng: np.random.Generator, replicates: int, batch:
     i.e. a uniform k-subset; "all": every site); the fresh sources U[0, 1] of every site."""
     I, B, n = replicates, batch, len(model.names)
     adversarial = rng.random((I, B)) < adv_fraction
-    if model.settings.routing == "all":
+    if model.dec.routing == "all":
         chosen = np.ones((I, B, n), dtype=bool)
     else:
         k = rng.integers(1, n + 1, size=(I, B))

@@ -1,20 +1,19 @@
-"""The VPD training step and its trainer (notes §3-§4): the interface of the engine's APD `Trainer`
-and `SpdTrainer` (step, state, restore, problem.mask_stats, comps, result_cls), so the engine's
-`decompose()` loop can run it once the integrator maps an experiment onto a `VpdRun`.
+"""The VPD training step and its trainer (notes §3-§4): what `decompose.decompose` runs for
+`method = "vpd"`.
 
-    before step 0 only: faithfulness warmup (AdamW on the faithfulness term alone, V and U only;
+    before step 0 only: the faithfulness warmup (AdamW on the faithfulness term alone, V and U only;
         its optimiser state discarded)
     step t < steps:
-      1. lr of the step (run.lr x run.schedule), source lr (settings.source_lr with its warmup),
-         g of the smooth L0, coefficients (schedules.py: t / (steps - 1))
+      1. lr of the step (decompose.optimizer.lr x decompose.schedule), the sources' lr (with its
+         warmup), g of the smooth L0, the coefficients (schedules: t / (steps - 1), spec/knots.py)
       2. a batch x = sample(B); the clean target pass (reconstruction target, CI inputs)
-      3. n_warmup ascents of the persistent sources on the all-rows adversarial reconstruction,
-         components and CI detached (plain arrays)
+      3. `adversary.ascents` ascents of the persistent sources on the all-rows adversarial
+         reconstruction, components and CI detached (plain arrays)
       4. the rows' draws (stream "vpd_masks"): adversarial rows, routing, fresh sources
-      5. loss = faith_coeff faithfulness + recon_coeff merged_recon + imp_coeff activity
-                + freq_coeff freq, and its gradient w.r.t. V, U, the CI MLPs and the sources, in one
-         backward pass (pre-update components)
-      6. the sources' final ascent with that gradient (of the reconstruction alone: the coefficient
+      5. loss = faithfulness + reconstruction (merged) + importance_minimality (activity) +
+         frequency, each times its coefficient, and its gradient w.r.t. V, U, the CI MLPs and the
+         sources in one backward pass (pre-update components)
+      6. the sources' final ascent with that gradient (of the reconstruction alone: its coefficient
          scales only the parameters' side, `model.scale_grad`)
       7. per replicate: clip the gradient norm of V, U (and, separately, of the CI MLPs); AdamW
     step t = steps: the loss only (no update), for the last log entry, as APD and SPD.
@@ -33,17 +32,20 @@ from autograd import value_and_grad
 from autograd.tracer import getval
 
 from ...engine import seeding
+from ...engine.decompose import GRAD_CHECK_EVERY, Decomposition, MethodEngine, first_non_finite, replicate_sums
+from ...engine.masks import output_mse
 from ...engine.models import Params, layers_of
-from ...engine.optim import Adam
-from ...spec import Optimizer
+from ...engine.optim import Adam, lr_at
+from ...engine.registry import ENGINES
+from ...spec import METHODS, Experiment, Optimizer, Target
+from ...spec.knots import value_at, warmup_then_constant
 from . import sparsity
-from .adversary import PersistentSources, mse
+from .adversary import PersistentSources
 from .model import RowDraws, VpdModel, VpdParams, draw_rows, row_errors, scale_grad
-from .schedules import linear, value_at, warmup_then_constant
-from .settings import VpdRun
 
 CI_ACTIVE = 0.1  # a subcomponent counts as causally important on a row when its lower CI > CI_ACTIVE (logs)
 CLIP_EPS = 1e-6  # clip factor min(1, max_norm / (norm + CLIP_EPS)), torch's clip_grad_norm_ convention
+TERMS = METHODS["vpd"].terms()  # faithfulness, reconstruction, importance_minimality, frequency
 
 
 def clip_per_replicate(grads: dict, max_norm: float | None) -> np.ndarray:
@@ -58,58 +60,49 @@ def clip_per_replicate(grads: dict, max_norm: float | None) -> np.ndarray:
     return norm
 
 
-def check_finite(record: dict, step: int) -> None:
-    """Raise FloatingPointError naming the first term and replicate of `record` that is not finite
-    (the integrator may map it onto the engine's NonFiniteError)."""
-    for name, v in record.items():
-        bad = np.flatnonzero(~np.isfinite(np.asarray(v, dtype=np.float64).ravel()))
-        if bad.size:
-            raise FloatingPointError(f"{name} is not finite in replicate {int(bad[0])} at step {step}")
-
-
 class VpdProblem:
     """The VPD loss of one batch and its gradient, and the CI statistics of the last step."""
 
-    def __init__(self, model: VpdModel, run: VpdRun):
-        self.model, self.run, self.settings = model, run, run.settings
-        self.g_schedule = linear(self.settings.g_start, self.settings.g_end)
+    def __init__(self, model: VpdModel, steps: int):
+        self.model, self.dec, self.steps = model, model.dec, steps
         self._last: tuple | None = None  # (lower CI, nonzero-row mask) of the last loss
 
     def coefficients(self, step: int) -> dict:
-        st, steps = self.settings, self.run.steps
-        return {"faithfulness": value_at(st.faithfulness_coeff, step, steps),
-                "recon": value_at(st.recon_coeff, step, steps),
-                "activity": value_at(st.imp_coeff, step, steps),
-                "freq": value_at(st.freq_coeff, step, steps),
-                "g": value_at(self.g_schedule, step, steps),
-                "adv_fraction": value_at(st.adv_fraction, step, steps)}
+        """Every coefficient at `step` (a term that is off: 0), g and the adversarial fraction."""
+        L, adv = self.dec.loss, self.dec.adversary
+        coef = {name: 0.0 if getattr(L, name) is None else value_at(getattr(L, name), step, self.steps)
+                for name in TERMS}
+        coef["g"] = value_at(L.smooth_l0_g, step, self.steps)
+        coef["adv_fraction"] = 0.0 if adv is None else value_at(adv.fraction, step, self.steps)
+        return coef
 
-    def terms(self, comps: VpdParams, sources: dict, x: np.ndarray, tgt, draws: RowDraws, coef: dict) -> tuple:
-        """(terms {name: (I,)}, row errors (I, B)) on batch x: faithfulness, recon (merged), activity,
-        freq. The reconstruction's gradient w.r.t. V, U and the CI is scaled by coef["recon"] inside
-        (`scale_grad`); the sources' gradient is the reconstruction's own."""
-        model, st = self.model, self.settings
+    def terms(self, comps: VpdParams, sources: dict | None, x: np.ndarray, tgt, draws: RowDraws, coef: dict) -> tuple:
+        """(terms {name: (I,)}, row errors (I, B)) on batch x. The reconstruction's gradient w.r.t. V,
+        U and the CI is scaled by its coefficient inside (`scale_grad`); the sources' gradient is the
+        reconstruction's own."""
+        model, L = self.model, self.dec.loss
         ci_lower, ci_upper = model.ci(comps, tgt.pre)
-        cr = coef["recon"]
+        cr = coef["reconstruction"]
         scaled = {k: scale_grad(v, cr) for k, v in comps.items() if k.endswith((".V", ".U"))}
         errors = row_errors(model.merged_output(scaled, x, {k: scale_grad(v, cr) for k, v in ci_lower.items()},
                                                 sources, draws), tgt.y)
-        freqs = {k: sparsity.frequencies(v, coef["g"], st.normalize_at_one) for k, v in ci_upper.items()}
+        freqs = {k: sparsity.frequencies(v, coef["g"], L.normalize_at_one) for k, v in ci_upper.items()}
         self._last = ({k: np.asarray(getval(v)) for k, v in ci_lower.items()}, np.any(x != 0, axis=-1))
-        return {"faithfulness": model.faithfulness(comps), "recon": anp.mean(errors, axis=1),
-                "activity": sparsity.activity(freqs), "freq": sparsity.frequency_penalty(freqs, st.freq_reference)}, errors
+        return {"faithfulness": model.faithfulness(comps), "reconstruction": anp.mean(errors, axis=1),
+                "importance_minimality": sparsity.activity(freqs),
+                "frequency": sparsity.frequency_penalty(freqs, L.frequency_reference)}, errors
 
-    def step_grads(self, comps: VpdParams, sources: dict, x: np.ndarray, tgt, draws: RowDraws, coef: dict,
-                   record: dict, need_grad: bool = True) -> tuple[dict, dict] | None:
+    def step_grads(self, comps: VpdParams, sources: dict | None, x: np.ndarray, tgt, draws: RowDraws, coef: dict,
+                   record: dict, need_grad: bool = True) -> tuple[dict, dict | None] | None:
         """Fill `record` with the terms (I,) and their weighted total; return (gradients of the
-        parameters, gradient of the reconstruction w.r.t. the sources), or None."""
+        parameters, gradient of the reconstruction w.r.t. the sources or None), or None."""
 
         def objective(both):
-            terms, errors = self.terms(both["comps"], both["sources"], x, tgt, draws, coef)
+            terms, errors = self.terms(both["comps"], both.get("sources"), x, tgt, draws, coef)
             total, differentiated = 0.0, 0.0
             for name, value in terms.items():
                 total = total + coef[name] * value
-                differentiated = differentiated + (value if name == "recon" else coef[name] * value)
+                differentiated = differentiated + (value if name == "reconstruction" else coef[name] * value)
                 record[name] = np.asarray(getval(value))
             record["total"] = np.asarray(getval(total))
             adv = draws.adversarial
@@ -118,12 +111,12 @@ class VpdProblem:
             record["recon_stochastic"] = np.sum(e * ~adv, axis=1) / np.maximum((~adv).sum(axis=1), 1)
             return anp.sum(differentiated)
 
-        both = {"comps": comps, "sources": sources}
+        both = {"comps": comps} if sources is None else {"comps": comps, "sources": sources}
         if not need_grad:
             objective(both)
             return None
         _, g = value_and_grad(objective)(both)
-        return g["comps"], g["sources"]
+        return g["comps"], g.get("sources")
 
     def mask_stats(self) -> dict:
         """`ci_l0` of the last step: per replicate, the mean number of subcomponents (all sites) with
@@ -136,104 +129,117 @@ class VpdProblem:
 
 
 class VpdTrainer:
-    """One VPD iteration per `step()` call.
+    """One VPD iteration per `step()` call (the interface of the engine's trainers: step, state,
+    restore, events, problem.mask_stats, comps, m, result_cls).
 
-    `run` (a `VpdRun`) stands where APD/SPD take the Experiment: the integrator builds it from the
-    experiment (settings from the VPD block; steps, batch, lr and its schedule, replicates, dtype,
-    seed). `target` holds the target's parameters (leading replicate axis) in the run's dtype;
-    `sample(B)` returns a fresh (I, B, n_in) batch (its stream is the caller's, as for APD/SPD);
-    `rng_init` initialises V, U and the CI MLPs unless `comps` are given. The persistent sources
-    are drawn from `rngs["vpd_sources"]` and every per-step draw from `rngs["vpd_masks"]`, by
-    default the named streams of run.seed (seeding.stream); only "vpd_masks" is stepped later, and
-    its state is in `state()`.
+    `target` holds the target's parameters (leading replicate axis); `sample(B)` returns a fresh
+    (I, B, n_in) batch; `rng_init` initialises V, U and the CI MLPs unless `comps` are given. The
+    persistent sources are drawn from the stream "vpd_sources" and every per-step draw from
+    "vpd_masks" of decompose.seed (`rngs` overrides them, for tests); only "vpd_masks" is stepped
+    later, and its state is in `state()`.
 
-    `step()` returns (lr, record); record holds per replicate (I,) arrays: faithfulness, recon,
-    recon_adversarial, recon_stochastic, activity, freq, total, ppgd_recon (the all-rows
-    adversarial reconstruction after the warmup ascents; absent with n_warmup 0 and at the last step), grad_norm and
-    ci_grad_norm (before clipping), adv_rows (fraction of adversarial rows), g, source_lr, and at
-    step 0 warmup_faithfulness."""
+    `step()` returns (lr, record); record holds per replicate (I,) arrays: the terms, total,
+    recon_adversarial, recon_stochastic, adv_rows (fraction of adversarial rows), g, source_lr,
+    ppgd_recon (the all-rows adversarial reconstruction after the warmup ascents; absent without
+    ascents and at the last step), grad_norm and ci_grad_norm (before clipping), and at step 0
+    warmup_faithfulness."""
 
     result_cls = None  # VpdDecomposition, set below
+    terms = TERMS
 
-    def __init__(self, run: VpdRun, arch, target: Params, sample: Callable[[int], np.ndarray],
+    def __init__(self, exp: Experiment, arch: Target, target: Params, sample: Callable[[int], np.ndarray],
                  rng_init: np.random.Generator, comps: VpdParams | None = None,
                  rngs: dict[str, np.random.Generator] | None = None):
-        self.run, self.settings = run, run.settings
-        self.dtype = np.dtype(run.dtype)
-        self.arch, self.sample = arch, sample
+        dec = self.dec = exp.decompose
+        self.exp, self.arch, self.sample = exp, arch, sample
+        self.dtype = np.dtype(exp.dtype)
+        self.I = exp.replicates
         self.target = {k: np.asarray(v, dtype=self.dtype) for k, v in target.items()}
-        rngs = {name: (rngs or {}).get(name) or seeding.stream(run.seed, name) for name in ("vpd_sources", "vpd_masks")}
-        self.model = VpdModel(arch, self.target, self.settings)
-        self.comps = comps if comps is not None else self.model.init_params(run.replicates, rng_init, self.dtype)
-        self.problem = VpdProblem(self.model, run)
-        adamw = Optimizer("adamw", run.lr, 0.0, 0.9, 0.999, 1e-8)
+        rngs = {name: (rngs or {}).get(name) or seeding.stream(dec.seed, name) for name in ("vpd_sources", "vpd_masks")}
+        self.model = VpdModel(arch, self.target, dec)
+        self.comps = comps if comps is not None else self.model.init_params(self.I, rng_init, self.dtype)
+        self.problem = VpdProblem(self.model, dec.steps)
         self.comp_keys, self.ci_keys = self.model.component_keys(), self.model.ci_keys()
-        self.opt = Adam({k: self.comps[k] for k in self.comp_keys}, adamw)
-        self.ci_opt = Adam({k: self.comps[k] for k in self.ci_keys}, adamw)
-        st = self.settings
-        shapes = {n: (run.replicates, run.batch, self.model.channels(n)) for n in self.model.names}
-        self.adversary = PersistentSources(shapes, rngs["vpd_sources"], self.dtype,
-                                           st.source_beta1, st.source_beta2, st.source_eps)
-        self.source_schedule = warmup_then_constant(st.source_lr, st.source_warmup)
+        self.opt = Adam({k: self.comps[k] for k in self.comp_keys}, dec.optimizer)
+        self.ci_opt = Adam({k: self.comps[k] for k in self.ci_keys}, dec.optimizer)
+        adv = dec.adversary
+        self.adversary = None
+        if adv is not None:
+            shapes = {n: (self.I, dec.batch, self.model.channels(n)) for n in self.model.names}
+            self.adversary = PersistentSources(shapes, rngs["vpd_sources"], self.dtype, adv.beta1, adv.beta2, adv.eps)
+            self.source_schedule = warmup_then_constant(adv.lr, adv.warmup)
         self.rng_masks = rngs["vpd_masks"]
         self.step_index = 0
-        self.reviver = None  # the engine loop asks (APD's dead-component revival); VPD has none
+        self.m = None  # subcomponents are rank one: no inner rank
 
     def faithfulness_warmup(self) -> np.ndarray:
         """AdamW on the faithfulness term alone (V, U), in place, with its own (discarded) state;
         returns the faithfulness after the last update (I,)."""
-        st = self.settings
+        fw = self.dec.faithfulness_warmup
         sub = {k: self.comps[k] for k in self.comp_keys}
-        opt = Adam(sub, Optimizer("adamw", st.faithfulness_warmup_lr, st.faithfulness_warmup_weight_decay))
+        opt = Adam(sub, Optimizer("adamw", fw.lr, fw.weight_decay))
         step = value_and_grad(lambda p: anp.sum(self.model.faithfulness(p)))
-        for _ in range(st.faithfulness_warmup_steps):
-            _, g = step(sub)
-            opt.step(sub, {k: np.asarray(v, dtype=self.dtype) for k, v in g.items()}, st.faithfulness_warmup_lr)
+        for _ in range(fw.steps):
+            value, g = step(sub)
+            first_non_finite({"faithfulness (warmup)": np.asarray(self.model.faithfulness(sub))}, 0)
+            opt.step(sub, {k: np.asarray(v, dtype=self.dtype) for k, v in g.items()}, fw.lr)
         return np.asarray(self.model.faithfulness(sub), dtype=np.float64)
 
     def warmup_ascents(self, x: np.ndarray, tgt, lr: float, record: dict) -> None:
-        """n_warmup ascents of the persistent sources on the adversarial reconstruction of every row,
-        with V, U and the CI as constants (notes §4)."""
+        """The sources' ascents on the adversarial reconstruction of every row, with V, U and the CI
+        as constants (notes §4)."""
         model, adv = self.model, self.adversary
+        ascents = self.dec.adversary.ascents
+        if not ascents:
+            return
         ci_lower = {k: np.asarray(v) for k, v in model.ci(self.comps, tgt.pre)[0].items()}
         y_ref = np.asarray(tgt.y)
-        objective = value_and_grad(lambda s: anp.sum(mse(model.adversarial_output(self.comps, x, ci_lower, s), y_ref)))
-        for _ in range(self.settings.n_warmup):
-            value, g = objective(adv.sources)
+        objective = value_and_grad(lambda s: anp.sum(output_mse(model.adversarial_output(self.comps, x, ci_lower, s),
+                                                                y_ref)))
+        for _ in range(ascents):
+            _, g = objective(adv.sources)
             adv.ascend(g, lr)
-        if self.settings.n_warmup:
-            record["ppgd_recon"] = np.asarray(mse(model.adversarial_output(self.comps, x, ci_lower, adv.sources), y_ref))
+        record["ppgd_recon"] = np.asarray(output_mse(model.adversarial_output(self.comps, x, ci_lower, adv.sources),
+                                                     y_ref))
 
     def step(self) -> tuple[float, dict]:
-        run, st = self.run, self.settings
+        dec = self.dec
         step = self.step_index
-        last = step >= run.steps
-        I = run.replicates
+        last = step >= dec.steps
         record: dict = {}
-        if step == 0 and st.faithfulness_warmup_steps:  # before the first step (never after a resume)
+        if step == 0 and dec.faithfulness_warmup is not None:  # before the first step (never after a resume)
             record["warmup_faithfulness"] = self.faithfulness_warmup()
-        lr = run.lr * value_at(run.schedule, step, run.steps) if not last else 0.0
-        src_lr = value_at(self.source_schedule, step, run.steps)
+        lr = lr_at(step, dec.steps, dec.optimizer.lr, dec.schedule) if not last else 0.0
         coef = self.problem.coefficients(step)
-        x = self.sample(run.batch)
+        x = self.sample(dec.batch)
         tgt = self.model.clean(x)
-        if not last:
-            self.warmup_ascents(x, tgt, src_lr, record)
-        draws = draw_rows(self.model, self.rng_masks, I, run.batch, coef["adv_fraction"], self.dtype)
-        out = self.problem.step_grads(self.comps, self.adversary.sources, x, tgt, draws, coef, record,
-                                      need_grad=not last)
-        record.update(adv_rows=draws.adversarial.mean(axis=1), g=np.full(I, coef["g"]), source_lr=np.full(I, src_lr))
+        src_lr = 0.0
+        if self.adversary is not None:
+            src_lr = value_at(self.source_schedule, step, dec.steps)
+            if not last:
+                self.warmup_ascents(x, tgt, src_lr, record)
+        draws = draw_rows(self.model, self.rng_masks, self.I, dec.batch, coef["adv_fraction"], self.dtype)
+        sources = None if self.adversary is None else self.adversary.sources
+        out = self.problem.step_grads(self.comps, sources, x, tgt, draws, coef, record, need_grad=not last)
+        record.update(adv_rows=draws.adversarial.mean(axis=1), g=np.full(self.I, coef["g"]),
+                      source_lr=np.full(self.I, src_lr))
+        first_non_finite(record, step)
         if out is not None:
             grads, src_grads = out
-            self.adversary.ascend(src_grads, src_lr)
+            if src_grads is not None:
+                self.adversary.ascend(src_grads, src_lr)
             grads = {k: np.array(v, dtype=self.dtype) for k, v in grads.items()}
-            record["grad_norm"] = clip_per_replicate({k: grads[k] for k in self.comp_keys}, st.grad_clip_norm)
-            record["ci_grad_norm"] = clip_per_replicate({k: grads[k] for k in self.ci_keys}, st.ci_grad_clip_norm)
+            if step % GRAD_CHECK_EVERY == 0 or step == dec.steps - 1:
+                first_non_finite({f"gradient of {k}": replicate_sums(g) for k, g in grads.items()}, step)
+            record["grad_norm"] = clip_per_replicate({k: grads[k] for k in self.comp_keys}, dec.grad_clip)
+            record["ci_grad_norm"] = clip_per_replicate({k: grads[k] for k in self.ci_keys}, dec.ci_grad_clip)
             self.opt.step({k: self.comps[k] for k in self.comp_keys}, grads, lr)
             self.ci_opt.step({k: self.comps[k] for k in self.ci_keys}, grads, lr)
-        check_finite(record, step)
         self.step_index += 1
         return lr, record
+
+    def events(self) -> list:
+        return []
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """(arrays, JSON-able scalars): everything the next `step()` depends on except the data
@@ -245,10 +251,12 @@ class VpdTrainer:
         for opt in (self.opt, self.ci_opt):
             arrays.update({"adam_m." + k: v for k, v in opt.m.items()})
             arrays.update({"adam_v." + k: v for k, v in opt.v.items()})
-        src_arrays, src_t = self.adversary.state()
-        arrays.update(src_arrays)
-        return arrays, {"step": self.step_index, "adam_t": self.opt.t, "ci_adam_t": self.ci_opt.t,
-                        "src_adam_t": src_t, "vpd_masks": seeding.rng_state(self.rng_masks)}
+        scalars = {"step": self.step_index, "adam_t": self.opt.t, "ci_adam_t": self.ci_opt.t,
+                   "vpd_masks": seeding.rng_state(self.rng_masks)}
+        if self.adversary is not None:
+            src_arrays, scalars["src_adam_t"] = self.adversary.state()
+            arrays.update(src_arrays)
+        return arrays, scalars
 
     def restore(self, arrays: dict[str, np.ndarray], scalars: dict) -> None:
         """Undo `state()`, in place (the optimisers keep holding the same arrays)."""
@@ -258,28 +266,19 @@ class VpdTrainer:
             for prefix, d in (("adam_m.", opt.m), ("adam_v.", opt.v)):
                 for k, v in d.items():
                     v[...] = arrays[prefix + k]
-        self.adversary.restore(arrays, scalars["src_adam_t"])
+        if self.adversary is not None:
+            self.adversary.restore(arrays, scalars["src_adam_t"])
         self.step_index, self.opt.t, self.ci_opt.t = (int(scalars["step"]), int(scalars["adam_t"]),
                                                       int(scalars["ci_adam_t"]))
         seeding.set_rng_state(self.rng_masks, scalars["vpd_masks"])
 
 
 @dataclasses.dataclass
-class VpdDecomposition:
-    """A trained VPD decomposition, with the fields (and positional order) of the engine's
-    `Decomposition`, which `decompose()` fills: `comps` holds model.py's flat parameters, C the
-    subcomponents per site, m is None."""
+class VpdDecomposition(Decomposition):
+    """A trained VPD decomposition: `comps` holds model.py's flat parameters (leading replicate
+    axis), C the subcomponents per site, m is None."""
 
-    method = "vpd"  # class attribute, not a field
-
-    arch: object
-    C: int
-    m: int | None
-    comps: VpdParams
-    history: list
-    wall_time: float = 0.0
-    steps_per_second: float = 0.0
-    revivals: list = dataclasses.field(default_factory=list)
+    method = "vpd"
 
     def components(self, name: str, replicate: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """V (d_in, C) and U (C, d_out) of site `name` (a layer name, e.g. "W.T")."""
@@ -290,3 +289,60 @@ class VpdDecomposition:
 
 
 VpdTrainer.result_cls = VpdDecomposition
+
+
+def step_cost(exp: Experiment, arch: Target) -> dict:
+    """Analytic FLOPs of one step per replicate (multiply-adds count 2; a backward pass twice its
+    forward), by term: the clean target pass, the CI MLPs, the masked passes (the ascents' all-rows
+    passes and the merged pass, each site's V, U, delta and frozen products), faithfulness; and the
+    trainable parameter count."""
+    d = exp.decompose
+    B, C = d.batch, d.components
+    widths = d.causal_importance.widths
+    sites = layers_of(arch)
+    dense = sum(2 * B * s.d_in * s.d_out for s in sites)
+    ci = sum(2 * B * sum(a * b for a, b in zip((s.d_in,) + widths, widths + (C,))) for s in sites)
+    masked = sum(2 * B * (s.d_in * C + C * s.d_out + 2 * s.d_in * s.d_out) for s in sites)
+    passes = 1 + (d.adversary.ascents if d.adversary is not None else 0)
+    faith = sum(2 * s.d_in * C * s.d_out for s in sites)
+    params = sum(s.d_in * C + C * s.d_out + sum(a * b + b for a, b in zip((s.d_in,) + widths, widths + (C,)))
+                 for s in sites)
+    out = {"target_pass": dense, "causal_importance": 3 * ci, "masked_passes": 3 * masked * passes,
+           "faithfulness": 3 * faith, "params": params,
+           "sources": sum(B * (C + int(d.delta_channel)) for _ in sites) if d.adversary is not None else 0,
+           "acts": sum(B * (6 * C + sum(widths) * 3 + 2 * (s.d_in + s.d_out)) for s in sites)}
+    out["total"] = out["target_pass"] + out["causal_importance"] + out["masked_passes"] + out["faithfulness"]
+    return out
+
+
+class VpdEngine(MethodEngine):
+    trainer = VpdTrainer
+    decomposition = VpdDecomposition
+
+    def step_cost(self, exp: Experiment, arch: Target) -> dict:
+        """`step_cost` for all replicates and restarts; memory: parameters and 2 AdamW buffers, the
+        persistent sources and their 2 moments, and the activations autograd keeps (~6 (B, C)
+        arrays per site, the CI MLPs' hidden units 3 times, site inputs and outputs)."""
+        d = exp.decompose
+        I = exp.replicates * d.restarts
+        c = step_cost(exp, arch)
+        width = np.dtype(exp.dtype).itemsize
+        return {**c, "params": int(I * c["params"]), "flops": int(I * c["total"]),
+                "memory_bytes": int(width * I * (3 * c["params"] + 3 * c["sources"] + c["acts"]))}
+
+    def step_flops(self, exp: Experiment, arch: Target) -> dict:
+        c = step_cost(exp, arch)
+        terms = ("target_pass", "causal_importance", "masked_passes", "faithfulness", "total")
+        return {k: c[k] * exp.replicates for k in terms}
+
+    def describe(self, exp: Experiment) -> str:
+        d = exp.decompose
+        L, adv = d.loss, d.adversary
+        terms = ", ".join(f"{n} {getattr(L, n).text() if hasattr(getattr(L, n), 'text') else format(getattr(L, n), 'g')}"
+                          for n in TERMS if getattr(L, n) is not None)
+        a = "no adversary" if adv is None else f"adversary {adv.ascents}+1 ascents"
+        return (f"VPD; B {d.batch}; C {d.components} per site{' + delta' if d.delta_channel else ''}; I {exp.replicates}; "
+                f"CI {list(d.causal_importance.widths)}; {a}; {terms}; {exp.dtype}")
+
+
+ENGINES["vpd"] = VpdEngine()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...spec import Issue, KINDS, KindSpec, Layer, MAX_LAYERS, Target, declare_metric, setting
+from ...spec import CiTruth, Issue, KINDS, KindSpec, Layer, MAX_LAYERS, Target, declare_metric, setting
+from ...spec.registry import declare_ci_truth_metrics
 from ...spec.checks import positive
 
 
@@ -42,6 +43,10 @@ class DeepLinearKind(KindSpec):
     def layer_count(self, arch: DeepLinearTarget):
         return "layers", arch.layers
 
+    def ci_truth(self, arch: DeepLinearTarget) -> tuple[CiTruth, ...]:
+        """Every layer: every feature its own subcomponent."""
+        return tuple(CiTruth("identity", (m.name,)) for m in self.matrices(arch))
+
     def decompose_defaults(self, arch: DeepLinearTarget, method: str) -> dict:
         return {"rank": 1}  # the ground-truth components are rank one in every layer
 
@@ -68,3 +73,5 @@ declare_metric("layer_ml2r", "mean over layers of ML2R: the norm ratio of those 
 declare_metric("recovered_features", "input dimensions matched (cosine >= 0.99) in every layer, by one component "
                                      "across the layers where components span layers (APD), else by one per layer",
                kinds=_D)
+
+declare_ci_truth_metrics("deep_linear", dense=False)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...spec import Issue, KINDS, KindSpec, MAX_LAYERS, Target, declare_metric, declare_plot, setting
+from ...spec import CiTruth, Issue, KINDS, KindSpec, MAX_LAYERS, Target, declare_metric, declare_plot, setting
+from ...spec.registry import declare_ci_truth_metrics
 from ...spec.checks import in_choices, positive
 from ...spec.import_rules import ImportRules, dims, layer_count, require
 from ...spec.networks import residual_matrices, residual_shapes
@@ -81,6 +82,13 @@ class ResidMlpKind(KindSpec):
     def default_values(self, arch: ResidMlpTarget):
         return (-1.0, 1.0)
 
+    def ci_truth(self, arch: ResidMlpTarget) -> tuple[CiTruth, ...]:
+        """W_in of every layer together: every feature its own subcomponent (in the layer that computes
+        it); each W_out: one dense block of d_mlp subcomponents (SPD paper Fig. 8; VPD notes §6)."""
+        names = [m.name for m in residual_matrices(arch.d_embed, arch.d_mlp, arch.layers)]
+        return ((CiTruth("identity", tuple(n for n in names if n.endswith(".W_in"))),)
+                + tuple(CiTruth("dense", (n,), arch.d_mlp) for n in names if n.endswith(".W_out")))
+
     def decompose_defaults(self, arch: ResidMlpTarget, method: str) -> dict:
         # APD: the reference's rank min(d_embed, d_mlp) and xavier gain 2 (notes §3.2)
         return {"rank": min(arch.d_embed, arch.d_mlp), **({"init_scale": 2.0} if method == "apd" else {})}
@@ -146,3 +154,5 @@ for _name, _doc, _methods in (
     ("component_categories", "dead / mono / duo / poly components", None),
 ):
     declare_plot(_name, _doc, kinds=_R, methods=_methods)
+
+declare_ci_truth_metrics("resid_mlp", dense=True)

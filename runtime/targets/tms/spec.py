@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...spec import Issue, KINDS, KindSpec, Layer, MAX_LAYERS, Target, declare_metric, declare_plot, setting
+from ...spec import CiTruth, Issue, KINDS, KindSpec, Layer, MAX_LAYERS, Target, declare_metric, declare_plot, setting
+from ...spec.registry import declare_ci_truth_metrics
 from ...spec.checks import positive
 from ...spec.import_rules import ImportRules, dims, layer_count, require
 
@@ -73,6 +74,10 @@ class TmsKind(KindSpec):
         positive("target.hidden_layers", arch.hidden_layers, issues, strict=False)
         return issues
 
+    def ci_truth(self, arch: TmsTarget) -> tuple[CiTruth, ...]:
+        """W and W^T: every feature its own subcomponent (hidden layers: trained, no ground truth)."""
+        return (CiTruth("identity", ("W",)), CiTruth("identity", ("W.T",)))
+
     def suggested_spec(self, arch: TmsTarget) -> str | None:
         if arch.hidden_layers:
             return None
@@ -97,9 +102,9 @@ declare_metric("ml2r", "mean L2 ratio of the best-matching component rows (paper
 declare_metric("matched_rows", "target rows whose best-matching component row has cosine >= 0.99 (MMCS counted; "
                                "the other rows are split or shared)", kinds=("tms",))
 
-declare_metric("ci_error", "SPD: per feature, sum over subcomponents of |g - ground truth| on its one-hot input (x_f = "
+declare_metric("ci_error", "per feature, sum over subcomponents of |g - ground truth| on its one-hot input (x_f = "
                            "0.75; truth 1 for the feature's best-matching subcomponent, 0 elsewhere), mean over features "
-                           "and the matrices W, W^T", kinds=("tms",), methods=("spd",))
+                           "and the matrices W, W^T", kinds=("tms",), importance="causal")
 
 
 def _polygons_need_2d(arch: TmsTarget):
@@ -110,3 +115,5 @@ def _polygons_need_2d(arch: TmsTarget):
 
 declare_plot("polygons", "Fig. 3: 2-D feature directions of target, sum and components (hidden = 2)", kinds=("tms",),
              requires=_polygons_need_2d)
+
+declare_ci_truth_metrics("tms", dense=False)

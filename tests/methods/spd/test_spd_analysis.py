@@ -1,10 +1,10 @@
-"""SPD analyses (runtime/analysis/spd.py), metrics and plots on decompositions with known answers
+"""SPD analyses (runtime/methods/spd/analysis.py on runtime/analysis/causal.py), metrics and plots on decompositions with known answers
 (tests/run_cases.py: SPD's ground truth built by hand), and the run directory of an SPD run."""
 import numpy as np
 import pytest
 
 from run_cases import spd_resid_run, spd_tms_run
-from runtime.methods.spd import analysis as aspd
+from runtime.analysis import causal as aspd
 from runtime.targets.gated import analysis as gated_analysis
 from runtime.targets.resid_mlp import analysis as resid_analysis
 from runtime.targets.tms import analysis as tms_analysis

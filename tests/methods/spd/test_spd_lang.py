@@ -76,9 +76,10 @@ def test_spd_keys_in_an_apd_spec_are_errors_where_they_are_set():
                "    loss { importance_minimality = lp(1e-3, p = 2) }\n")
     errs = errors(src)
     assert [(m, ln, c) for m, ln, c, _, _ in errs] == [
-        ("'decompose.causal_importance' applies to method = spd; this decomposition is method = apd", 7, 25),
+        ("'decompose.causal_importance' applies to method = spd or vpd; this decomposition is method = apd", 7, 25),
         ("'decompose.mask_samples' applies to method = spd; this decomposition is method = apd", 8, 20),
-        ("'decompose.loss.importance_minimality' applies to method = spd; this decomposition is method = apd", 9, 39)]
+        ("'decompose.loss.importance_minimality' applies to method = spd or vpd; this decomposition is method = apd",
+         9, 39)]
     assert "has its default value (apd)" in errs[0][4][0].message
 
 

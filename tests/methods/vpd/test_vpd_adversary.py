@@ -1,16 +1,18 @@
-"""The mask rule, the persistent sources' Adam ascent and the evaluation adversary
-(runtime/methods/vpd/adversary.py, notes §1, §4, §5)."""
+"""The mask rule (runtime/engine/masks.py), the persistent sources' Adam ascent
+(runtime/methods/vpd/adversary.py) and the evaluation adversary (runtime/analysis/adversary.py);
+notes §1, §4, §5."""
 import autograd.numpy as anp
 import numpy as np
 import pytest
 from autograd.tracer import getval
 
 from runtime.engine.data import sample_inputs
-from runtime.methods.vpd.adversary import PersistentSources, make_masks, mse, pgd_eval
+from runtime.analysis.adversary import pgd_eval
+from runtime.engine.masks import make_masks, output_mse as mse
+from runtime.methods.vpd.adversary import PersistentSources
 from runtime.methods.vpd.model import VpdModel
-from runtime.methods.vpd.settings import VpdSettings
-from runtime.spec import Data, TmsTarget
-from vpd_cases import tms_pentagon
+from runtime import Data, TmsTarget
+from vpd_cases import tms_pentagon, vpd
 
 
 def test_make_masks():
@@ -45,7 +47,7 @@ def poor_tms(seed=0):
     directions plus a large pair u w^T, -u w^T that cancels only while both are kept equally; the
     CI is switched off (every preactivation -1), so the masks are the sources themselves."""
     arch = TmsTarget(5, 2)
-    model = VpdModel(arch, tms_pentagon(dtype=np.float64), VpdSettings(C=4, ci_hidden=(3,)))
+    model = VpdModel(arch, tms_pentagon(dtype=np.float64), vpd(C=4, ci_hidden=(3,)))
     rng = np.random.default_rng(seed)
     comps = model.init_params(1, rng, np.float64)
     for name in model.names:
@@ -80,8 +82,6 @@ def test_eval_adversary_beats_random_sources_and_stays_in_the_box():
     assert np.allclose(model.clean(x).y, tgt.y) and np.allclose(model.faithfulness(comps), 0.0, atol=1e-20)
     assert res.loss[0] > res.initial_loss[0]
     assert res.loss[0] > max(random) and res.loss[0] > 3 * np.mean(random)
-    direct = model.pgd_recon(comps, x, np.random.default_rng(3))  # the model's own entry point: same attack
-    assert np.allclose(direct.loss, res.loss)
 
 
 def test_eval_adversary_with_a_topk_mask_as_ci():
@@ -109,7 +109,10 @@ def test_eval_adversary_with_a_topk_mask_as_ci():
 @pytest.mark.parametrize("steps", [0, 1])
 def test_eval_adversary_step_counts(steps):
     model, comps, x = poor_tms()
-    res = model.pgd_recon(comps, x, np.random.default_rng(0), steps=steps)
+    tgt = model.clean(x)
+    ci = {k: np.asarray(v) for k, v in model.ci(comps, tgt.pre)[0].items()}
+    res = pgd_eval(lambda xb, m, d: model.masked_output(comps, xb, m, d), x, ci, np.asarray(tgt.y),
+                   np.random.default_rng(0), steps=steps)
     if steps == 0:
         assert np.array_equal(res.loss, res.initial_loss)
     else:

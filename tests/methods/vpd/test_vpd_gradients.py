@@ -12,13 +12,13 @@ import pytest
 from autograd import grad
 
 from runtime.methods.vpd import sparsity
-from runtime.methods.vpd.adversary import make_masks, mse
+from runtime.engine.masks import make_masks, output_mse as mse
 from runtime.methods.vpd.model import row_errors
 from runtime.methods.vpd.squash import lower_leaky_vjp
 from runtime.methods.vpd.train import VpdProblem
-from vpd_cases import ARCHS, SMALL, case, fd_grad, rel_err, small_run
+from vpd_cases import ARCHS, SMALL, case, fd_grad, rel_err, vpd
 
-NO_LEAK = dataclasses.replace(SMALL, lower_leak=0.0)
+NO_LEAK = vpd(SMALL, lower_leak=0.0)
 TOL = 1e-6  # relative error of a whole gradient array (a factor 2 or a sign is O(1))
 
 
@@ -85,7 +85,7 @@ def test_ci_gradient_with_leak_follows_the_custom_backward(arch):
         return float(np.sum(np.mean(row_errors(y, c.tgt.y), axis=1)))
 
     d_ci = fd_grad(recon_of_ci, ci0, model.names)
-    d_z = {k: lower_leaky_vjp(z[k], d_ci[k], model.settings.lower_leak) for k in model.names}
+    d_z = {k: lower_leaky_vjp(z[k], d_ci[k], model.ci_cfg.lower_leak) for k in model.names}
     expected = grad(lambda p: sum(anp.sum(v * d_z[k]) for k, v in model.ci_preacts(p, c.tgt.pre).items()))(c.comps)
     actual = grad(lambda p: merged_recon(model, c, p))(c.comps)
     leaked = sum(np.count_nonzero((z[k] <= 0) & (d_ci[k] < 0)) for k in model.names)
@@ -97,7 +97,7 @@ def test_ci_gradient_with_leak_follows_the_custom_backward(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("normalize", [False, True])
 def test_sparsity_terms_wrt_ci(arch, normalize):
-    c = case(arch, dataclasses.replace(NO_LEAK, normalize_at_one=normalize))
+    c = case(arch, vpd(NO_LEAK, normalize_at_one=normalize))
 
     def terms(p):
         f = {k: sparsity.frequencies(v, 0.3, normalize) for k, v in c.model.ci(p, c.tgt.pre)[1].items()}
@@ -122,8 +122,9 @@ def test_step_gradient_total_and_unscaled_source_gradient(arch):
     """VpdProblem.step_grads: the parameters get the gradient of the weighted total; the sources
     get the reconstruction's own gradient whatever its coefficient."""
     c = case(arch, NO_LEAK)
-    problem = VpdProblem(c.model, small_run(NO_LEAK))
-    coef = {"faithfulness": 0.7, "recon": 3.0, "activity": 0.2, "freq": 0.05, "g": 0.4, "adv_fraction": 0.5}
+    problem = VpdProblem(c.model, steps=50)
+    coef = {"faithfulness": 0.7, "reconstruction": 3.0, "importance_minimality": 0.2, "frequency": 0.05, "g": 0.4,
+            "adv_fraction": 0.5}
     record = {}
     g_comps, g_src = problem.step_grads(c.comps, c.sources, c.x, c.tgt, c.draws, coef, record)
 
@@ -133,7 +134,7 @@ def test_step_gradient_total_and_unscaled_source_gradient(arch):
 
     assert total(c.comps) == pytest.approx(float(np.sum(record["total"])), rel=1e-13)
     assert_grads(total, c.comps, c.model.component_keys() + c.model.ci_keys(), g_comps)
-    recon = lambda s: float(np.sum(problem.terms(c.comps, s, c.x, c.tgt, c.draws, coef)[0]["recon"]))
+    recon = lambda s: float(np.sum(problem.terms(c.comps, s, c.x, c.tgt, c.draws, coef)[0]["reconstruction"]))
     assert_grads(recon, c.sources, c.model.names, g_src)
 
 
@@ -169,7 +170,7 @@ def test_merged_rows_match_their_own_passes():
 def test_no_delta_channel():
     """Without the delta channel the sources have C channels and an exact factorisation V U = W
     with all-ones masks is the target (TMS 5-2: both sites have rank 2 <= C = 3)."""
-    c = case("tms", dataclasses.replace(SMALL, delta_channel=False))
+    c = case("tms", vpd(SMALL, delta_channel=False))
     m = c.model
     assert all(v.shape[-1] == 3 for v in c.sources.values()) and m.channels("W") == 3
     p = dict(c.comps)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from runtime.methods.vpd import sparsity
-from runtime.methods.vpd.schedules import linear, value_at
+from runtime.spec.knots import linear, value_at
 
 
 @pytest.mark.parametrize("c, g, plain, at_one", [

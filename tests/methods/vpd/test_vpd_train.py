@@ -8,16 +8,17 @@ import pytest
 
 from runtime.engine import seeding
 from runtime.engine.data import sample_inputs
-from runtime.methods.vpd import VpdDecomposition, VpdRun, VpdSettings, VpdTrainer
+from runtime.methods.vpd import VpdDecomposition, VpdTrainer
 from runtime.methods.vpd.model import draw_rows
 from runtime.methods.vpd.train import CI_ACTIVE, clip_per_replicate
-from runtime.spec import Data, TmsTarget
-from vpd_cases import ARCHS, SMALL, case, tms_pentagon
+from runtime import Data, TmsTarget
+from vpd_cases import ARCHS, SMALL, case, run_exp, tms_pentagon, vpd
 
 TMS = TmsTarget(5, 2)
 
 
-def make_trainer(run: VpdRun, seed: int = 0, target=None):
+def make_trainer(run, seed: int = 0, target=None):
+    """`run`: an Experiment (vpd_cases.run_exp) on TMS 5-2; a hand-made pentagon target."""
     rng = np.random.default_rng(seed)
     sample = lambda B: sample_inputs(TMS, Data(), run.replicates, B, rng, np.dtype(run.dtype))
     target = tms_pentagon(dtype=np.dtype(run.dtype)) if target is None else target
@@ -43,7 +44,7 @@ def test_draw_rows_distribution():
     assert np.allclose(single.mean(axis=0), 1 / 3, atol=0.02)  # a 1-subset is uniform over the sites
     assert all(v.dtype == np.float32 and v.shape == (2, 30_000, m.channels(n)) and v.min() >= 0 and v.max() < 1
                for n, v in d.stochastic.items())
-    every = draw_rows(type(m)(m.arch, m.target, dataclasses.replace(SMALL, routing="all")),
+    every = draw_rows(type(m)(m.arch, m.target, vpd(SMALL, routing="all")),
                       np.random.default_rng(0), 1, 50, 0.5, np.float64)
     assert all(v.all() for v in every.routes.values())
 
@@ -67,11 +68,11 @@ def snapshot(trainer, rng):
 
 
 def test_resume_is_bit_identical():
-    st = dataclasses.replace(SMALL, C=4, ci_hidden=(6,), faithfulness_warmup_steps=5, source_warmup=0.2)
-    run = VpdRun(settings=st, steps=12, batch=32, replicates=2, seed=7)
+    st = vpd(SMALL, C=4, ci_hidden=(6,), faithfulness_warmup_steps=5, source_warmup=0.2)
+    run = run_exp(st, steps=12, batch=32, replicates=2, seed=7, dtype="float32")
     a, rng_a = make_trainer(run)
     records = []
-    for step in range(run.steps + 1):
+    for step in range(run.decompose.steps + 1):
         if step == 5:
             saved = snapshot(a, rng_a)
         records.append(a.step()[1])
@@ -79,7 +80,7 @@ def test_resume_is_bit_identical():
     arrays, scalars, rng_state = saved
     b.restore(arrays, scalars)
     seeding.set_rng_state(rng_b, rng_state)
-    resumed = [b.step()[1] for _ in range(5, run.steps + 1)]
+    resumed = [b.step()[1] for _ in range(5, run.decompose.steps + 1)]
     final_a, final_b = a.state(), b.state()
     assert final_a[1] == final_b[1] and set(final_a[0]) == set(final_b[0])
     for k, v in final_a[0].items():
@@ -90,7 +91,7 @@ def test_resume_is_bit_identical():
 
 
 def test_last_step_only_evaluates():
-    run = VpdRun(settings=dataclasses.replace(SMALL, faithfulness_warmup_steps=0), steps=2, batch=8)
+    run = run_exp(SMALL, steps=2, batch=8, dtype="float32")
     t, _ = make_trainer(run)
     t.step(), t.step()
     before = {k: v.copy() for k, v in t.state()[0].items()}
@@ -100,7 +101,7 @@ def test_last_step_only_evaluates():
 
 
 def test_step_record_and_mask_stats():
-    run = VpdRun(settings=dataclasses.replace(SMALL, faithfulness_warmup_steps=3), steps=10, batch=16, replicates=2)
+    run = run_exp(vpd(SMALL, faithfulness_warmup_steps=3), steps=10, batch=16, replicates=2, dtype="float32")
     t, _ = make_trainer(run)
     seen = []
     inner = t.sample
@@ -108,12 +109,13 @@ def test_step_record_and_mask_stats():
     comps = {k: v.copy() for k, v in t.comps.items()}
     lr, record = t.step()
     assert lr == pytest.approx(1e-3)
-    expected = {"warmup_faithfulness", "ppgd_recon", "faithfulness", "recon", "recon_adversarial", "recon_stochastic",
-                "activity", "freq", "total", "adv_rows", "g", "source_lr", "grad_norm", "ci_grad_norm"}
+    expected = {"warmup_faithfulness", "ppgd_recon", "faithfulness", "reconstruction", "recon_adversarial",
+                "recon_stochastic", "importance_minimality", "frequency", "total", "adv_rows", "g", "source_lr",
+                "grad_norm", "ci_grad_norm"}
     assert set(record) == expected and all(np.shape(v) == (2,) for v in record.values())
-    st = run.settings
-    total = (record["faithfulness"] + record["recon"] + st.imp_coeff * record["activity"]
-             + st.freq_coeff * record["freq"])
+    L = run.decompose.loss
+    total = (record["faithfulness"] + record["reconstruction"] + L.importance_minimality * record["importance_minimality"]
+             + L.frequency * record["frequency"])
     assert np.allclose(record["total"], total, rtol=1e-6)
     assert record["source_lr"][0] == 0.0 and record["g"][0] == 1.0  # step 0 of the schedules
     # ci_l0 from the CI of the batch the step drew, with the warmed-up (pre-update) parameters
@@ -128,31 +130,31 @@ def test_step_record_and_mask_stats():
 
 
 def test_non_finite_is_reported():
-    run = VpdRun(settings=dataclasses.replace(SMALL, faithfulness_warmup_steps=0), steps=3, batch=8)
+    run = run_exp(SMALL, steps=3, batch=8, dtype="float32")
     bad = tms_pentagon()
     bad["b"][0, 0] = np.nan
     t, _ = make_trainer(run, target=bad)
-    with pytest.raises(FloatingPointError, match="replicate 0 at step 0"):
+    with pytest.raises(FloatingPointError, match="replicate 0.*step 0"):
         t.step()
 
 
 def fixed_objective(trainer, comps, x, sources, draws):
     """The loss at the run's final coefficients (g at its end value) on a fixed batch and draws."""
     problem = trainer.problem
-    coef = problem.coefficients(trainer.run.steps - 1)
+    coef = problem.coefficients(trainer.dec.steps - 1)
     terms, _ = problem.terms(comps, sources, x, trainer.model.clean(x), draws, coef)
     return {k: np.asarray(v) for k, v in terms.items()}, coef
 
 
 def test_end_to_end_tms_5_2_loss_decreases():
-    st = VpdSettings(C=10, ci_hidden=(20,))  # the authors' toy settings otherwise
-    run = VpdRun(settings=st, steps=300, batch=128, seed=3)
+    st = vpd(C=10, ci_hidden=(20,))  # the authors' toy settings otherwise
+    run = run_exp(st, steps=300, batch=128, seed=3, dtype="float32")
     t, _ = make_trainer(run)
     lr, first = t.step()
     assert first["warmup_faithfulness"][0] < 1e-4  # 200 AdamW steps fit V U to W
     start = {k: v.copy() for k, v in t.comps.items()}
     l0_start = t.problem.mask_stats()["ci_l0"][0]
-    for _ in range(run.steps):
+    for _ in range(run.decompose.steps):
         lr, record = t.step()
     rng = np.random.default_rng(9)
     x = sample_inputs(TMS, Data(), 1, 1024, rng, np.float32)
@@ -162,8 +164,8 @@ def test_end_to_end_tms_5_2_loss_decreases():
     after, _ = fixed_objective(t, t.comps, x, sources, draws)
     total = lambda terms: sum(coef[k] * v for k, v in terms.items())[0]
     assert total(after) < 0.5 * total(before)
-    assert after["activity"][0] < before["activity"][0]
-    assert after["faithfulness"][0] < 1e-3 and after["recon"][0] < 0.02
+    assert after["importance_minimality"][0] < before["importance_minimality"][0]
+    assert after["faithfulness"][0] < 1e-3 and after["reconstruction"][0] < 0.02
     assert t.problem.mask_stats()["ci_l0"][0] < l0_start
 
 

@@ -8,8 +8,7 @@ import numpy as np
 
 from runtime.engine.models import random_params
 from runtime.methods.vpd.model import VpdModel, draw_rows
-from runtime.methods.vpd.settings import VpdRun, VpdSettings
-from runtime.spec import ResidMlpTarget, TmsTarget
+from runtime import Experiment, FaithfulnessWarmup, ResidMlpTarget, TmsTarget, VpdDecompose
 
 ARCHS = {
     "tms": TmsTarget(features=5, hidden=2),
@@ -17,7 +16,30 @@ ARCHS = {
     "resid": ResidMlpTarget(features=4, d_embed=6, d_mlp=3),
 }
 
-SMALL = VpdSettings(C=3, ci_hidden=(4,), faithfulness_warmup_steps=0)
+# short names for the settings the tests vary -> (block, field) of VpdDecompose ("" = its own field)
+_PATHS = {"C": ("", "components"), "ci_hidden": ("causal_importance", "widths"),
+          "lower_leak": ("causal_importance", "lower_leak"), "upper_leak": ("causal_importance", "upper_leak"),
+          "normalize_at_one": ("loss", "normalize_at_one"), "source_warmup": ("adversary", "warmup"),
+          "routing": ("", "routing"), "delta_channel": ("", "delta_channel"), "n_warmup": ("adversary", "ascents")}
+
+
+def vpd(base: VpdDecompose | None = None, **kw) -> VpdDecompose:
+    """VpdDecompose with the short-named settings of _PATHS changed, and faithfulness_warmup_steps
+    (0: off; else that many steps at the toys' lr 1e-2, weight decay 0)."""
+    d = base or VpdDecompose()
+    if "faithfulness_warmup_steps" in kw:
+        n = kw.pop("faithfulness_warmup_steps")
+        d = dataclasses.replace(d, faithfulness_warmup=FaithfulnessWarmup(n, 1e-2, 0.0) if n else None)
+    for key, value in kw.items():
+        block, name = _PATHS[key]
+        if block:
+            d = dataclasses.replace(d, **{block: dataclasses.replace(getattr(d, block), **{name: value})})
+        else:
+            d = dataclasses.replace(d, **{name: value})
+    return d
+
+
+SMALL = vpd(C=3, ci_hidden=(4,), faithfulness_warmup_steps=0)
 
 
 def tms_pentagon(bias: float = -0.3, dtype=np.float32) -> dict:
@@ -37,7 +59,7 @@ class Case:
     sources: dict
 
 
-def case(arch_key: str, settings: VpdSettings = SMALL, I: int = 2, B: int = 7, seed: int = 0) -> Case:
+def case(arch_key: str, settings: VpdDecompose = SMALL, I: int = 2, B: int = 7, seed: int = 0) -> Case:
     """A float64 problem: random target, subcomponents and CI MLP (biases too), dense inputs,
     persistent sources in (0, 1) and one step's draws with about half the rows adversarial."""
     rng = np.random.default_rng(seed)
@@ -55,8 +77,11 @@ def case(arch_key: str, settings: VpdSettings = SMALL, I: int = 2, B: int = 7, s
     return Case(model, comps, x, tgt, draws, sources)
 
 
-def small_run(settings: VpdSettings = SMALL, **kw) -> VpdRun:
-    return VpdRun(settings=settings, **{"steps": 50, "batch": 16, "dtype": "float64", **kw})
+def run_exp(dec: VpdDecompose = SMALL, steps: int = 50, batch: int = 16, replicates: int = 1, dtype: str = "float64",
+            seed: int = 0, arch=None) -> Experiment:
+    """An experiment around `dec` (what the trainer takes): its steps, batch and seed set."""
+    return Experiment(target=arch or ARCHS["tms"], replicates=replicates, dtype=dtype, seed=seed,
+                      decompose=dataclasses.replace(dec, steps=steps, batch=batch, seed=seed))
 
 
 def fd_grad(f, params: dict, keys, h: float = 1e-6) -> dict:

@@ -340,7 +340,7 @@ def test_diagnostics_say_when_components_stopped_being_used():
 
 
 def test_spd_diagnostics_say_which_matrix_strays_from_one_subcomponent_per_feature():
-    from runtime.methods.spd.analysis import onehot_ci_use
+    from runtime.analysis.causal import onehot_ci_use
 
     F, C = 6, 8
     per_feature = np.zeros((F, C), bool)

@@ -15,6 +15,7 @@ import pytest
 from runtime.engine.decompose import Interrupted
 from runtime.pipeline import runner
 from runtime.spec import Data, Decompose, Experiment, Optimizer, Report, Schedule, Training
+from runtime import Knots, LayerwiseCausalImportance, VpdLosses
 from runtime import SpdLosses, Attribution, FaithfulnessWarmup, GatedTarget, ApdLosses as Losses, ResidMlpTarget, Revive, TmsTarget, TopK
 
 from paths import ROOT  # noqa: E402  (the repository)
@@ -64,7 +65,26 @@ def spd_resid():
                       report=NO_REPORT)
 
 
+def vpd(**dc):
+    return Experiment(name="v", seed=3, replicates=2, target=TmsTarget(features=5, hidden=2),
+                      train=Training(steps=30, batch=256),
+                      decompose=Decompose(**{**dict(method="vpd", components=6, steps=40, batch=64, log_every=5,
+                                                    causal_importance=LayerwiseCausalImportance(widths=(8,)),
+                                                    faithfulness_warmup=FaithfulnessWarmup(10, 1e-2, 0.0),
+                                                    loss=VpdLosses(frequency=Knots(((0, 1e-4), (0.5, 4e-4)), ("cosine",)))),
+                                             **dc}),
+                      report=NO_REPORT)
+
+
 CASES = {
+    "vpd": vpd(),
+    "vpd_resid": Experiment(replicates=2, target=ResidMlpTarget(features=6, d_embed=10, d_mlp=4, layers=2),
+                            train=Training(steps=20, batch=64), data=Data(probability=0.2),
+                            decompose=Decompose(method="vpd", components=7, steps=40, batch=32, log_every=5,
+                                                faithfulness_warmup=None, routing="all"),
+                            report=NO_REPORT),
+    "vpd_restarts": vpd(restarts=2),
+    "vpd_no_adversary": vpd(adversary=None),
     "spd": spd(),
     "spd_resid": spd_resid(),
     "spd_restarts": spd(restarts=2),

@@ -1,4 +1,5 @@
-"""Piecewise schedules for VPD's coefficients and learning rates (notes §3-§4, the authors' knot form).
+"""Piecewise schedules of a coefficient over training (VPD notes §3-§4, the authors' knot form):
+the value of a loss coefficient, the smooth-L0 g or the adversarial fraction at each step.
 
 A schedule is a list of knots (t, value) on normalised training time t = step / (steps - 1), so the
 last knot lands exactly on the last update (step = steps - 1, as the authors' schedules; the
@@ -21,7 +22,7 @@ INTERPOLATIONS = ("linear", "cosine", "hold")
 
 
 @dataclass(frozen=True)
-class Schedule:
+class Knots:
     """Knots ((t, value), ...) with t non-decreasing in [0, 1]; `interp[i]` is the rule of the
     segment from knot i to knot i + 1 (one fewer than the knots)."""
 
@@ -61,27 +62,38 @@ class Schedule:
             return v0
         return knots[-1][1]
 
+    def text(self) -> str:
+        """How the language writes it: linear(a, b) / cosine(a, b) for one segment over the whole
+        run, else knots([t, v], [t, v, rule], ...) (a knot's rule is that of the segment ending at it)."""
+        k = self.knots
+        if len(k) == 2 and k[0][0] == 0.0 and k[1][0] == 1.0 and self.interp[0] != "hold":
+            return f"{self.interp[0]}({k[0][1]:g}, {k[1][1]:g})"
+        parts = [f"[{k[0][0]:g}, {k[0][1]:g}]"]
+        parts += [f"[{t:g}, {v:g}" + ("" if rule == "linear" else f", {rule}") + "]"
+                  for (t, v), rule in zip(k[1:], self.interp)]
+        return "knots(" + ", ".join(parts) + ")"
 
-def constant(value: float) -> Schedule:
-    return Schedule(((0.0, value),))
+
+def constant(value: float) -> Knots:
+    return Knots(((0.0, value),))
 
 
-def linear(start: float, end: float) -> Schedule:
+def linear(start: float, end: float) -> Knots:
     """start at t = 0 to end at t = 1, linearly (the g anneal, notes §3)."""
-    return Schedule(((0.0, start), (1.0, end)), ("linear",))
+    return Knots(((0.0, start), (1.0, end)), ("linear",))
 
 
-def cosine(start: float, end: float) -> Schedule:
+def cosine(start: float, end: float) -> Knots:
     """start at t = 0 to end at t = 1 along a half cosine (the main LR shape, notes §4)."""
-    return Schedule(((0.0, start), (1.0, end)), ("cosine",))
+    return Knots(((0.0, start), (1.0, end)), ("cosine",))
 
 
-def warmup_then_constant(value: float, warmup: float) -> Schedule:
+def warmup_then_constant(value: float, warmup: float) -> Knots:
     """0 at t = 0, linearly to `value` at t = warmup, then constant (the source LR, notes §4);
     warmup 0 is the constant."""
     if warmup <= 0.0:
         return constant(value)
-    return Schedule(((0.0, 0.0), (warmup, value), (1.0, value)), ("linear", "linear"))
+    return Knots(((0.0, 0.0), (warmup, value), (1.0, value)), ("linear", "linear"))
 
 
 def progress(step: int, steps: int) -> float:
@@ -91,8 +103,8 @@ def progress(step: int, steps: int) -> float:
     return min(max(step / (steps - 1), 0.0), 1.0)
 
 
-def value_at(x: float | Schedule, step: int, steps: int) -> float:
-    """A coefficient (a float or a Schedule) at `step` of `steps`."""
-    if isinstance(x, Schedule):
+def value_at(x: float | Knots, step: int, steps: int) -> float:
+    """A coefficient (a float or a Knots schedule) at `step` of `steps`."""
+    if isinstance(x, Knots):
         return x.at(progress(step, steps))
     return float(x)

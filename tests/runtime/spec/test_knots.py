@@ -1,10 +1,10 @@
-"""Piecewise schedules (runtime/methods/vpd/schedules.py) at their knots and between."""
+"""Piecewise coefficient schedules (runtime/spec/knots.py) at their knots and between."""
 import math
 
 import pytest
 
-from runtime.methods.vpd.schedules import (Schedule, constant, cosine, linear, progress, value_at,
-                                           warmup_then_constant)
+from runtime.spec.knots import (Knots as Schedule, constant, cosine, linear, progress, value_at,
+                                warmup_then_constant)
 
 
 def test_linear_segments_at_knots_and_between():

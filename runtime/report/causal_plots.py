@@ -1,15 +1,15 @@
-"""SPD's own plot: the causal-importance tables of the SPD paper's Figs. 8, 12 and 13 (the SPD
-versions of the other plots are drawn by the shared builders through the analysis interface, and
-by the kinds' builders)."""
+"""The causal-importance tables of the SPD paper's Figs. 8, 12 and 13, for every method with causal
+importances (SPD, VPD; the other plots are drawn by the shared builders through the analysis
+interface, and by the kinds' builders)."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
-from ...report.plots import register_plot
-from ...report.plots_common import figure, integer_ticks, save, suptitle
-from .analysis import ONEHOT_VALUE, permutation_order
+from ..analysis.causal import ONEHOT_VALUE, permutation_order
+from .plots import register_plot
+from .plots_common import figure, integer_ticks, save, suptitle
 
 MAX_COLUMNS = 120  # subcomponents shown per table (the first in the paper's order)
 
@@ -43,8 +43,6 @@ def plot_causal_importance(tables: list[tuple[str, np.ndarray]], path: str, row_
 # From a run (replicate 0)
 
 
-
-
 def build_causal_importance(an: Any, path: str) -> str:
     """Causal importances on the kind's probe inputs (KindAnalysis.probes: one-hot inputs at
     x_f = ONEHOT_VALUE by default), one table per matrix (replicate 0)."""
@@ -60,4 +58,4 @@ def build_causal_importance(an: Any, path: str) -> str:
     return plot_causal_importance(tables, path, row_label, f"{an.exp.name}: {what} (replicate 0)")
 
 
-register_plot("causal_importance", build_causal_importance, method="spd")
+register_plot("causal_importance", build_causal_importance)

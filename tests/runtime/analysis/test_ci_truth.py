@@ -1,8 +1,8 @@
-"""identity_ci_error and dense_ci_error (runtime/methods/vpd/metrics.py, notes §6) on hand-made
+"""identity_ci_error and dense_ci_error (runtime/analysis/ci_truth.py, VPD notes §6) on hand-made
 matrices."""
 import numpy as np
 
-from runtime.methods.vpd.metrics import dense_ci_error, identity_ci_error, identity_probe
+from runtime.analysis.ci_truth import dense_ci_error, identity_ci_error
 
 
 def test_identity_perfect_permuted_with_extra_columns():
@@ -49,8 +49,3 @@ def test_dense_column_without_a_full_entry():
     ci[:, 1] = [1.0, 0.0, 0.0]
     assert dense_ci_error(ci, k=2, tol=0.1) == 1
     assert dense_ci_error(ci, k=4, tol=0.1) == 1 + 1 + 1  # column 0, column 2 (all zero), one missing column
-
-
-def test_identity_probe():
-    x = identity_probe(4, replicates=2)
-    assert x.shape == (2, 4, 4) and np.array_equal(x[1], 0.75 * np.eye(4, dtype=np.float32))
