@@ -413,7 +413,7 @@ def cmd_pick(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    """APD and SPD runs in one table (runtime/pipeline/compare.py)."""
+    """APD, SPD and VPD runs in one table (runtime/pipeline/compare.py)."""
     from runtime.pipeline.compare import compare
     from runtime.pipeline.compare import CompareError
     from runtime.store.rundir import write_text
@@ -663,14 +663,17 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--no-report", action="store_true", help="skip report.md / report.html")
     pk.set_defaults(func=cmd_pick)
 
-    cp = sub.add_parser("compare", help="APD and SPD runs and sweeps in one table of success rates",
-                        description="Read finished run and sweep directories (nothing is re-run), group them by target, "
-                                    "method and variant (experiment name; best of R inits for restarts or pick), and "
-                                    "print one markdown table: runs and seeds, replicates, the share "
-                                    "of replicates at MMCS >= 0.99, at MMCS >= 0.99 and ML2R >= 0.97, and (residual "
-                                    "MLP) with >= 95% of the features on their own component, the metric means and "
-                                    "the wall time per run. Exit 0 ok, 1 --out not writable, 2 a DIR without a "
-                                    "finished run.")
+    cp = sub.add_parser("compare", help="APD, SPD and VPD runs and sweeps in one table of success rates",
+                        description="Read finished run and sweep directories (nothing is re-run; a run met twice "
+                                    "counts once), group them by target, method and setting (everything the spec sets "
+                                    "but its seeds: seeds pool, sweep points with other settings get rows of their own; "
+                                    "best of R inits for restarts or pick), and print one markdown table: runs and "
+                                    "seeds, replicates, the share of replicates meeting the method's own paper's bar "
+                                    "(APD: MMCS >= 0.99 and ML2R >= 0.89; SPD, VPD: MMCS >= 0.99, ML2R >= 0.97 and "
+                                    "identity_ci_error == 0; residual MLP: >= 95% of the features dedicated; each "
+                                    "where the run reports it), the metric means, the clean and adversarial "
+                                    "reconstruction and the wall time per run. Exit 0 ok, 1 --out not writable, 2 a "
+                                    "DIR without a finished run.")
     cp.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
     cp.add_argument("--out", "-o", metavar="FILE", help="also write the table to this markdown file")
     cp.set_defaults(func=cmd_compare)

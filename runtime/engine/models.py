@@ -19,6 +19,7 @@ import autograd.numpy as anp
 import numpy as np
 
 from ..spec import Layer, Target, kind_spec  # noqa: F401  (Layer: public here too)
+from .gelu import gelu  # noqa: F401  (the targets' GELU: the exact erf form, torch's default)
 from .registry import model_of
 
 Params = dict  # name -> array with leading replicate axis
@@ -38,21 +39,6 @@ def relu(z):
 
 def relu_grad(z):
     return (z > 0).astype(z.dtype)
-
-
-def gelu(z):
-    # tanh approximation is not what torch's default gelu computes: use the exact erf form.
-    from autograd.scipy.special import erf
-
-    return 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
-
-
-def gelu_tanh(z):
-    """The tanh approximation of GELU (a spec option where exactness is traded for speed)."""
-    return 0.5 * z * (1.0 + anp.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z * z * z)))
-
-
-GELUS = {"gelu": gelu, "gelu_tanh": gelu_tanh}  # causal-importance MLPs' activation choices
 
 
 def gelu_grad(z):

@@ -99,6 +99,11 @@ class KindSpec:
         """Checks of `data` that depend on this kind (beyond the generic ones)."""
         return []
 
+    def bars(self, arch: Any) -> tuple[tuple[str, str, float], ...]:
+        """The kind's bar for a successful decomposition by any method (`apdspec compare`), beside
+        the method's own (MethodSpec.bars): (metric, op, value)."""
+        return ()
+
     def ci_truth(self, arch: Any) -> tuple[CiTruth, ...]:
         """The ground truth of its causal importances (identity_ci_error, dense_ci_error), if any."""
         return ()
@@ -135,6 +140,9 @@ class MethodSpec:
     # matrix) or "causal" (a learned causal importance per subcomponent and matrix); metrics and plots
     # declared for an importance apply to every method that has it
     importance: str = "attribution"
+    # the method's own paper's bar for a successful decomposition (`apdspec compare`): (metric, op,
+    # value), each applied where a run reports the metric
+    bars: tuple[tuple[str, str, float], ...] = ()
 
     def terms(self) -> tuple[str, ...]:
         """The loss terms, in order: the fields of its loss class marked term=True."""

@@ -129,6 +129,7 @@ class ApdDecompose(Decompose):
 class ApdMethod(MethodSpec):
     name = "apd"
     cls = ApdDecompose
+    bars = (("mmcs", ">=", 0.99), ("ml2r", ">=", 0.89))  # APD paper: TMS 5-2 MMCS 0.998, ML2R 0.893
     title = "Attribution-based Parameter Decomposition (Braun et al. 2025)"
     doc = "apd: Attribution-based Parameter Decomposition (Braun et al. 2025)"
 

@@ -29,11 +29,9 @@ Two implementations of gamma, with the same values and gradients (tests/test_spd
       dh[b, c]     = dg[b, c] q[b, c],   q[b, c] = sum_k P[c, k, b] W_out[c, k] W_in[c, k] (= gamma_c'(h))
 
   all batched GEMVs (BLAS), so the backward pass does no elementwise work on (C, K, B) at all.
-  In float32 the exact GELU, z Phi(z), is computed from fast ufuncs: Phi through erfc by
-  Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7 in erf, i.e. <= 7.5e-8 in Phi: float32 rounding),
-  which shares exp(-z^2/2) with the derivative Phi(z) + z phi(z). scipy's erf costs ~11 ns per
-  float32 element here, this ~3.5 ns for value and derivative together (benchmarks/spd_kernels.py). In float64 (the precise
-  mode) the kernel uses scipy's erf. `gelu_tanh` is the tanh approximation (an option).
+  The activation's value and derivative come from the fast blocks of runtime/engine/gelu.py (the
+  exact GELU through Abramowitz & Stegun in float32, scipy's erf in float64; `gelu_tanh` the tanh
+  approximation, an option).
 """
 from __future__ import annotations
 
@@ -43,7 +41,9 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.extend import defvjp, defvjp_argnums, primitive
 
-ACTIVATIONS = ("gelu", "gelu_tanh")
+from ...engine.gelu import ACTIVATIONS, activation_fn, block_fn, gelu_block_exact, gelu_block_fast, gelu_tanh, \
+    gelu_tanh_block  # noqa: F401  (the activations, public here too)
+
 IMPORTANCE_EPS = 1e-12  # inside the p-th power of the importance loss (finite gradient at 0 for p < 1)
 
 # ------------------------------------------------------------------------------------------
@@ -73,127 +73,12 @@ def sigma_upper_grad(x, leak: float) -> np.ndarray:
 defvjp(sigma_lower, lambda ans, x, leak: lambda g: g * sigma_lower_grad(x, leak))
 defvjp(sigma_upper, lambda ans, x, leak: lambda g: g * sigma_upper_grad(x, leak))
 
-# ------------------------------------------------------------------------------------------
-# Activations (autograd definitions: the reference)
-
-_TANH_C = math.sqrt(2.0 / math.pi)
-_TANH_A = 0.044715
-
-
-def gelu_exact(z):
-    """z Phi(z) with the exact erf (torch's default GELU, the paper's)."""
-    from autograd.scipy.special import erf  # lazy: runtime imports without scipy
-
-    return 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
-
-
-def gelu_tanh(z):
-    """The tanh approximation 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))."""
-    return 0.5 * z * (1.0 + anp.tanh(_TANH_C * (z + _TANH_A * z * z * z)))
-
-
-def activation_fn(name: str):
-    if name == "gelu":
-        return gelu_exact
-    if name == "gelu_tanh":
-        return gelu_tanh
-    raise ValueError(f"unknown causal-importance activation {name!r}; known: {', '.join(ACTIVATIONS)}")
-
-
 def ci_mlp_plain(h, w_in, b_in, w_out, b_out, activation: str = "gelu"):
     """gamma of every subcomponent: h (I, B, C) -> (I, B, C). w_in, b_in, w_out (I, C, K), b_out (I, C).
     The definition, written with autograd.numpy on an (I, B, C, K) tensor."""
     act = activation_fn(activation)
     z = h[..., None] * w_in[:, None] + b_in[:, None]
     return anp.sum(act(z) * w_out[:, None], axis=-1) + b_out[:, None]
-
-
-# ------------------------------------------------------------------------------------------
-# Fast activation blocks: value G and derivative P of a (K, W) block z, in place
-
-# erfc(x) ~ t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-x^2), t = 1 / (1 + p x), x >= 0 (A&S 7.1.26).
-# With x = |z| / sqrt(2) and the coefficients scaled by sqrt(2 pi) / 2, the polynomial times
-# phi(z) = exp(-z^2/2) / sqrt(2 pi) is erfc(|z| / sqrt(2)) / 2 = Phi(-|z|) directly.
-_AS_P = 0.3275911 / math.sqrt(2.0)
-_AS_A = tuple(a * math.sqrt(2.0 * math.pi) / 2.0
-              for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429))
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-def gelu_block_fast(z: np.ndarray, g: np.ndarray, p: np.ndarray, a: np.ndarray, t: np.ndarray) -> None:
-    """G = z Phi(z) into g, P = Phi(z) + z phi(z) into p, for a float32 block z; a, t are scratch of
-    z's shape. Branch-free, 24 in-place ufuncs: with Q = Phi(-|z|) (A&S), Phi(z) = 1/2 + sign(z) (1/2 - Q).
-    Errors are absolute, at float32 rounding of the O(1) values (the far negative tail of G, below
-    ~1e-8, is not resolved relatively)."""
-    np.abs(z, out=a)
-    np.multiply(a, _AS_P, out=t)
-    t += 1.0
-    np.reciprocal(t, out=t)
-    a1, a2, a3, a4, a5 = _AS_A
-    np.multiply(t, a5, out=p)  # p holds Q while it is built
-    p += a4
-    p *= t
-    p += a3
-    p *= t
-    p += a2
-    p *= t
-    p += a1
-    p *= t
-    np.multiply(z, z, out=t)  # t: phi(z)
-    t *= -0.5
-    np.exp(t, out=t)
-    t *= _INV_SQRT_2PI
-    p *= t  # Q = Phi(-|z|)
-    np.subtract(0.5, p, out=p)
-    np.copysign(p, z, out=p)
-    p += 0.5  # Phi(z)
-    np.multiply(z, p, out=g)  # G
-    t *= z
-    p += t  # P = Phi + z phi
-
-
-def gelu_block_exact(z: np.ndarray, g: np.ndarray, p: np.ndarray, a: np.ndarray, t: np.ndarray) -> None:
-    """As `gelu_block_fast` with scipy's erf (the float64 path)."""
-    from scipy.special import erf
-
-    erf(z * (1.0 / math.sqrt(2.0)), out=a)
-    a += 1.0
-    a *= 0.5  # Phi
-    np.multiply(z, a, out=g)
-    np.multiply(z, z, out=t)
-    t *= -0.5
-    np.exp(t, out=t)
-    t *= _INV_SQRT_2PI
-    t *= z
-    np.add(a, t, out=p)
-
-
-def gelu_tanh_block(z: np.ndarray, g: np.ndarray, p: np.ndarray, a: np.ndarray, t: np.ndarray) -> None:
-    """G and P of the tanh approximation: with u = c (z + a z^3), s = (1 + tanh u) / 2,
-    G = z s and P = s + z (1 - tanh^2 u) c (1 + 3 a z^2) / 2."""
-    np.multiply(z, z, out=a)  # z^2
-    np.multiply(a, _TANH_A * _TANH_C, out=t)
-    t += _TANH_C
-    t *= z  # u
-    np.tanh(t, out=t)
-    np.multiply(a, 3.0 * _TANH_A * _TANH_C * 0.5, out=a)
-    a += _TANH_C * 0.5  # c (1 + 3 a z^2) / 2
-    a *= z
-    np.multiply(t, t, out=p)
-    np.subtract(1.0, p, out=p)
-    p *= a  # z (1 - tanh^2) c (1 + 3 a z^2) / 2
-    t += 1.0
-    t *= 0.5  # s
-    np.multiply(z, t, out=g)
-    p += t
-
-
-def _block_fn(activation: str, dtype) -> callable:
-    if activation == "gelu_tanh":
-        return gelu_tanh_block
-    if activation == "gelu":
-        return gelu_block_fast if np.dtype(dtype) == np.float32 else gelu_block_exact
-    raise ValueError(f"unknown causal-importance activation {activation!r}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -264,7 +149,7 @@ class CIKernel:
         K = w_in.shape[-1]
         dtype = h.dtype
         G, P = self._buffers(I, C, K, B, dtype)
-        block = _block_fn(self.activation, dtype)
+        block = block_fn(self.activation, dtype)
         W, nc = _block_dims(B, K)
         z_buf, a_buf, t_buf = self._blocks(nc * K * W, dtype)
         out = np.empty((I, C, B), dtype=dtype)
@@ -311,7 +196,7 @@ def gamma_values(h: np.ndarray, w_in: np.ndarray, b_in: np.ndarray, w_out: np.nd
     I, B, C = h.shape
     K = w_in.shape[-1]
     dtype = h.dtype
-    block = _block_fn(activation, dtype)
+    block = block_fn(activation, dtype)
     W, nc = _block_dims(B, K)
     z, g, p, a, t = (np.empty(nc * K * W, dtype=dtype) for _ in range(5))
     out = np.empty((I, C, B), dtype=dtype)

@@ -80,6 +80,7 @@ class SpdMethod(MethodSpec):
     name = "spd"
     cls = SpdDecompose
     importance = "causal"
+    bars = (("mmcs", ">=", 0.99), ("ml2r", ">=", 0.97), ("identity_ci_error", "==", 0))  # SPD paper Table 1
     title = "Stochastic Parameter Decomposition (Bushnaq, Braun & Sharkey 2025)"
     doc = "spd: Stochastic Parameter Decomposition (Bushnaq, Braun & Sharkey 2025)"
     foreign_key_note = " (an SPD spec has no top-k, rank or attribution: causal importances select)"

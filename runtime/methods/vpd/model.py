@@ -30,7 +30,8 @@ import numpy as np
 from autograd.extend import defvjp, primitive
 
 from ...engine.masks import make_masks
-from ...engine.models import GELUS, Layer, Params, forward, layers_of, target_forward
+from ...engine.gelu import act
+from ...engine.models import Layer, Params, forward, layers_of, target_forward
 from .spec import VpdDecompose
 from .squash import lower_leaky, upper_leaky
 
@@ -64,7 +65,6 @@ class VpdModel:
     def __init__(self, arch, target: Params, dec: VpdDecompose):
         self.arch, self.target, self.dec = arch, target, dec
         self.ci_cfg = dec.causal_importance
-        self.activation = GELUS[self.ci_cfg.activation]
         self.sites: tuple[Layer, ...] = layers_of(arch)
         self.names = tuple(s.name for s in self.sites)
         self.C = {s.name: dec.components for s in self.sites}
@@ -122,7 +122,7 @@ class VpdModel:
             for j in range(n_layers):
                 h = anp.matmul(h, params[f"{name}.ci.w{j}"]) + anp.expand_dims(params[f"{name}.ci.b{j}"], 1)
                 if j < n_layers - 1:
-                    h = self.activation(h)
+                    h = act(h, self.ci_cfg.activation)
             out[name] = h
         return out
 

@@ -138,6 +138,7 @@ class VpdMethod(MethodSpec):
     name = "vpd"
     cls = VpdDecompose
     importance = "causal"
+    bars = (("mmcs", ">=", 0.99), ("ml2r", ">=", 0.97), ("identity_ci_error", "==", 0))  # SPD's, and notes §6
     title = "adversarial Parameter Decomposition, VPD (Bushnaq, Braun, Clive-Griffin et al. 2026)"
     doc = "vpd: adversarial parameter decomposition (Bushnaq, Braun, Clive-Griffin et al. 2026)"
     foreign_key_note = " (a VPD spec has no top-k, rank or attribution: causal importances select)"

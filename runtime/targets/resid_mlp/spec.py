@@ -89,6 +89,10 @@ class ResidMlpKind(KindSpec):
         return ((CiTruth("identity", tuple(n for n in names if n.endswith(".W_in"))),)
                 + tuple(CiTruth("dense", (n,), arch.d_mlp) for n in names if n.endswith(".W_out")))
 
+    def bars(self, arch: ResidMlpTarget) -> tuple[tuple[str, str, float], ...]:
+        """95 % of the features dedicated (the SPD paper's 100 of 100 for the 1-layer model, with slack)."""
+        return (("dedicated_features", ">=", 0.95 * arch.features),)
+
     def decompose_defaults(self, arch: ResidMlpTarget, method: str) -> dict:
         # APD: the reference's rank min(d_embed, d_mlp) and xavier gain 2 (notes §3.2)
         return {"rank": min(arch.d_embed, arch.d_mlp), **({"init_scale": 2.0} if method == "apd" else {})}

@@ -253,7 +253,7 @@ def _per_sample_reference(arch, target, params, x, u, dc):
             for l in layers:
                 hc = acts[l.name] @ params[f"{l.name}.V"][i]
                 w1, b1, w2, b2 = (params[f"{l.name}.ci.{k}"][i] for k in spd.CI_NAMES)
-                graw = np.array([np.sum(w2[c] * np.asarray(ci.gelu_exact(w1[c] * hc[c] + b1[c]))) + b2[c]
+                graw = np.array([np.sum(w2[c] * np.asarray(ci.activation_fn("gelu")(w1[c] * hc[c] + b1[c]))) + b2[c]
                                  for c in range(dc.components)])
                 out["importance_minimality"][i] += np.sum((sigma_upper_ref(graw, leak_up) + 1e-12)
                                                           ** L.importance_minimality_p) / B

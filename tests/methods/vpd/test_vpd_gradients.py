@@ -182,3 +182,24 @@ def test_no_delta_channel():
     assert np.allclose(m.masked_output(p, c.x, ones, None), c.tgt.y, rtol=0, atol=1e-13)
     f = lambda s: float(merged_recon(m, c, c.comps, s))
     assert_grads(f, c.sources, m.names, grad(lambda s: merged_recon(m, c, c.comps, s))(c.sources))
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fast_activation_primitive_against_its_autograd_definition(activation, dtype):
+    """engine/gelu.act (fast blocks, derivative kept from the forward pass, blocked over BLOCK
+    elements) against the autograd definition: values and gradients, float64 to 1e-12, float32 to
+    float32 rounding; a shape of more than one block."""
+    from runtime.engine import gelu as G
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (3, G.BLOCK // 2 + 7, 2)).astype(dtype)  # > BLOCK elements, a ragged last block
+    w = rng.normal(size=z.shape).astype(dtype)
+    ref = G.activation_fn(activation)
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    z64, w64 = z.astype(np.float64), w.astype(np.float64)  # the reference in float64 (its tanh VJP overflows in float32)
+    assert np.max(np.abs(G.act(z, activation) - ref(z64))) < tol
+    g_fast = grad(lambda u: anp.sum(G.act(u, activation) * w))(z)
+    g_ref = grad(lambda u: anp.sum(ref(u) * w64))(z64)
+    assert g_fast.dtype == dtype and np.max(np.abs(g_fast - g_ref)) < 10 * tol
+    assert not G._DERIVATIVES or all(k != id(z) for k in G._DERIVATIVES)  # the kept derivative was used up

@@ -1,4 +1,5 @@
-"""runtime.pipeline.compare: APD and SPD runs and sweeps in one table."""
+"""runtime.pipeline.compare: APD, SPD and VPD runs and sweeps in one table, each method against its
+own paper's bar, one row per target x method x setting."""
 import json
 
 from runtime.pipeline import compare
@@ -6,30 +7,56 @@ from runtime.spec import Decompose, Experiment, to_dict
 from runtime import TmsTarget
 
 
-def _run(d, method, seed, mmcs, ml2r, wall=60.0):
+def _run(d, method, seed, mmcs, ml2r, wall=60.0, name="experiment", steps=None, **metrics):
     d.mkdir(parents=True)
-    exp = Experiment(seed=seed, replicates=len(mmcs), target=TmsTarget(features=5, hidden=2),
-                     decompose=Decompose(method=method))
+    dec = Decompose(method=method) if steps is None else Decompose(method=method, steps=steps)
+    exp = Experiment(name=name, seed=seed, replicates=len(mmcs), target=TmsTarget(features=5, hidden=2), decompose=dec)
     (d / "spec.json").write_text(json.dumps(to_dict(exp)))
     (d / "summary.json").write_text(json.dumps({"status": "ok", "replicates": len(mmcs), "wall_time_s": wall,
-                                                "metrics": {"mmcs": mmcs, "ml2r": ml2r}}))
+                                                "metrics": {"mmcs": mmcs, "ml2r": ml2r, **metrics}}))
 
 
-def test_groups_by_target_and_method_and_counts_the_bars(tmp_path):
-    _run(tmp_path / "apd", "apd", 0, [0.998, 0.995, 0.98], [0.90, 0.89, 0.90])
+def _sweep(path, labels, values):
+    (path / "sweep.json").write_text(json.dumps({"points": [{"label": l, "values": v} for l, v in zip(labels, values)]}))
+
+
+def _rows(*paths):
+    runs = [r for p in paths for r in compare.runs_in(str(p))]
+    return {(k[1], k[2]): compare.row(k[0], k[1], v, k[2]) for k, v in compare.group(runs).items()}
+
+
+def test_each_method_against_its_own_bar(tmp_path):
+    # APD's bar: MMCS >= 0.99 and ML2R >= 0.89 (0.90 passes, 0.88 fails)
+    _run(tmp_path / "apd", "apd", 0, [0.998, 0.995, 0.98], [0.90, 0.88, 0.90])
+    # SPD's: MMCS >= 0.99, ML2R >= 0.97 and, where reported, identity_ci_error == 0
+    _run(tmp_path / "spd", "spd", 0, [1.0, 1.0, 1.0], [0.99, 0.95, 0.99], identity_ci_error=[0, 0, 2])
+    _run(tmp_path / "vpd", "vpd", 0, [1.0, 1.0], [0.98, 0.99], identity_ci_error=[0, 0], adv_recon=[0.02, 0.04],
+         clean_recon=[0.01, 0.01])
+    rows = _rows(tmp_path / "apd", tmp_path / "spd", tmp_path / "vpd")
+    apd, spd, vpd = rows[("apd", "experiment")], rows[("spd", "experiment")], rows[("vpd", "experiment")]
+    assert apd["success"] == 1 / 3 and apd["bar"] == "mmcs >= 0.99 and ml2r >= 0.89"
+    assert spd["success"] == 1 / 3 and spd["bar"] == "mmcs >= 0.99 and ml2r >= 0.97 and identity_ci_error == 0"
+    assert vpd["success"] == 1.0 and abs(vpd["adv_recon"] - 0.03) < 1e-12 and vpd["identity_ci_error"] == 0
+    text = compare.compare([str(tmp_path / d) for d in ("apd", "spd", "vpd")])
+    assert "| TMS 5-2 | APD | experiment | 1 (0) | 3 | 33% (1/3) | mmcs >= 0.99 and ml2r >= 0.89 |" in text
+    assert "| TMS 5-2 | VPD | experiment | 1 (0) | 2 | 100% (2/2) |" in text and "| 0.01 / 0.03 |" in text
+    assert "| TMS 5-2 | APD | experiment | 1 (0) | 3 | 33% (1/3) | mmcs >= 0.99 and ml2r >= 0.89 | 0.9910 | 0.893 | - |" \
+        in text  # APD reports no identity error here: '-'
+
+
+def test_seeds_pool_settings_do_not_and_a_run_counts_once(tmp_path):
     sweep = tmp_path / "sweep"
-    _run(sweep / "seed=0", "spd", 0, [1.0, 0.999], [0.99, 0.95], wall=120)
-    _run(sweep / "seed=1", "spd", 1, [1.0, 1.0], [0.99, 0.98], wall=180)
-    (sweep / "sweep.json").write_text(json.dumps({"points": [{"label": "seed=0"}, {"label": "seed=1"}]}))
-    rows = {r["method"]: r for r in (compare.row(k[0], k[1], v, k[2]) for k, v in
-                                     compare.group(compare.runs_in(str(tmp_path / "apd")) +
-                                                   compare.runs_in(str(sweep))).items())}
-    assert rows["apd"]["replicates"] == 3 and abs(rows["apd"]["mmcs_rate"] - 2 / 3) < 1e-12 and rows["apd"]["both_rate"] == 0
-    assert rows["spd"]["runs"] == 2 and rows["spd"]["seeds"] == [0, 1]
-    assert rows["spd"]["mmcs_rate"] == 1.0 and rows["spd"]["both_rate"] == 0.75 and rows["spd"]["wall_min"] == 2.5
-    text = compare.compare([str(tmp_path / "apd"), str(sweep)])
-    assert "| TMS 5-2 | APD (experiment) | 1 (0) | 3 | 67% | 0% |" in text
-    assert "| TMS 5-2 | SPD (experiment) | 2 (0, 1) | 4 | 100% | 75% |" in text
+    _run(sweep / "a", "spd", 0, [1.0, 0.999], [0.99, 0.95], wall=120, steps=100)
+    _run(sweep / "b", "spd", 1, [1.0, 1.0], [0.99, 0.98], wall=180, steps=100)
+    _run(sweep / "c", "spd", 0, [0.5], [0.5], steps=200)
+    _sweep(sweep, ["a", "b", "c"], [{"seed": 0, "decompose.steps": 100}, {"seed": 1, "decompose.steps": 100},
+                                    {"seed": 0, "decompose.steps": 200}])
+    rows = _rows(sweep, sweep / "a")  # the point met twice: once through the sweep, once by itself
+    assert set(rows) == {("spd", "experiment (decompose.steps=100)"), ("spd", "experiment (decompose.steps=200)")}
+    pooled = rows[("spd", "experiment (decompose.steps=100)")]
+    assert pooled["runs"] == 2 and pooled["seeds"] == [0, 1] and pooled["replicates"] == 4
+    assert pooled["success"] == 0.75 and pooled["wall_min"] == 2.5
+    assert rows[("spd", "experiment (decompose.steps=200)")]["success"] == 0.0
 
 
 def test_a_run_on_a_target_file_groups_with_trained_targets_of_its_architecture(tmp_path):
@@ -46,9 +73,10 @@ def test_a_run_on_a_target_file_groups_with_trained_targets_of_its_architecture(
     (loaded / "spec.json").write_text(json.dumps(to_dict(exp)))
     save_target(loaded / "target.npz", arch, {"W": np.zeros((5, 2)), "b": np.zeros(5)})
     runs = compare.runs_in(str(tmp_path / "trained")) + compare.runs_in(str(loaded))
-    assert list(compare.group(runs)) == [("TMS 5-2", "spd", "experiment")]
+    assert [k[:2] for k in compare.group(runs)] == [("TMS 5-2", "spd"), ("TMS 5-2", "spd")]  # a file target: its
+    # own setting (its path), but the same target label
     (loaded / "target.npz").unlink()  # no saved target: labelled by the file's folder instead
-    assert len(compare.group(runs)) == 2
+    assert {k[0] for k in compare.group(runs)} == {"TMS 5-2", f"target file {tmp_path.name}"}
 
 
 def test_apdspec_compare_prints_and_writes_the_table_and_names_a_path_without_runs(tmp_path, capsys):
@@ -58,7 +86,7 @@ def test_apdspec_compare_prints_and_writes_the_table_and_names_a_path_without_ru
     out = tmp_path / "table.md"
     assert apdspec(["compare", str(tmp_path / "apd"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| TMS 5-2 | APD (experiment) | 1 (0) | 2 | 50% | 0% |" in printed and out.read_text() == printed
+    assert "| TMS 5-2 | APD | experiment | 1 (0) | 2 | 50% (1/2) |" in printed and out.read_text() == printed
     (tmp_path / "empty").mkdir()
     assert apdspec(["compare", str(tmp_path / "apd"), str(tmp_path / "empty")]) == 2  # a user mistake
     err = capsys.readouterr().err
@@ -73,10 +101,10 @@ def test_other_configurations_and_selections_get_rows_of_their_own(tmp_path):
     summary = json.loads((tmp_path / "picked" / "summary.json").read_text())
     summary["restarts"] = {"restarts": 2, "chosen": [0, 1]}
     (tmp_path / "picked" / "summary.json").write_text(json.dumps(summary))
-    _run(tmp_path / "other", "spd", 1, [0.9], [1.0])
-    spec = json.loads((tmp_path / "other" / "spec.json").read_text())
-    (tmp_path / "other" / "spec.json").write_text(json.dumps(dict(spec, name="spd_variant")))
-    text = compare.compare([str(tmp_path / d) for d in ("one", "picked", "other")])
-    assert "| TMS 5-2 | SPD (experiment) | 1 (0) | 2 | 50% | 50% |" in text
-    assert "| TMS 5-2 | SPD (experiment, best of 2 inits) | 1 (0) | 2 | 100% | 100% |" in text
-    assert "| TMS 5-2 | SPD (spd_variant) | 1 (1) | 1 | 0% | 0% |" in text
+    _run(tmp_path / "other", "spd", 1, [0.9], [1.0], name="spd_variant")
+    _run(tmp_path / "longer", "spd", 2, [1.0], [1.0], steps=5000)  # same name, another setting
+    text = compare.compare([str(tmp_path / d) for d in ("one", "picked", "other", "longer")])
+    assert "| TMS 5-2 | SPD | experiment | 1 (0) | 2 | 50% (1/2) |" in text
+    assert "| TMS 5-2 | SPD | experiment, best of 2 inits | 1 (0) | 2 | 100% (2/2) |" in text
+    assert "| TMS 5-2 | SPD | spd_variant | 1 (1) | 1 | 0% (0/1) |" in text
+    assert "| TMS 5-2 | SPD | experiment [setting 2] | 1 (2) | 1 | 100% (1/1) |" in text
