@@ -79,9 +79,9 @@ def gated_run(functions=2, neurons=3, layers=2, I=1, seed=0, swap=False):
 
 
 def replace_report(result, **kw):
-    """The same run with a different report section (analyses are recomputed)."""
-    exp = dataclasses.replace(result.experiment, report=dataclasses.replace(result.experiment.report, **kw))
-    return wrap(exp, result.target, result.decomposition.comps, result.extras)
+    """The same run with a different report section (analyses are recomputed), any method."""
+    exp = check(dataclasses.replace(result.experiment, report=dataclasses.replace(result.experiment.report, **kw)))
+    return dataclasses.replace(result, experiment=exp, analysis=None)
 
 
 # ------------------------------------------------------------------------------------------
