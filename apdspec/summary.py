@@ -66,12 +66,12 @@ def summary_lines(exp: S.Experiment) -> list[str]:
         rows.append(("target", _file_line(exp) + kind.describe(arch)))
         if exp.train is not None:
             rows.append(("train", f"{exp.train.steps:,} steps, batch {exp.train.batch:,}, "
-                                  f"{exp.train.optimizer.name} lr {exp.train.optimizer.lr:g} {exp.train.schedule.kind}"))
+                                  f"{exp.train.optimizer.name} lr {exp.train.optimizer.lr:g} {_schedule(exp.train.schedule)}"))
         rows.append(("decomposed", ", ".join(f"{m.name} {m.d_in}x{m.d_out}{method.matrix_note(m)}"
                                              for m in kind.matrices(arch))))
     rows += method.summary_rows(exp)
     rows.append(("decompose", f"{d.steps:,} steps, batch B = {d.batch:,}, {d.optimizer.name} lr {d.optimizer.lr:g} "
-                              f"{d.schedule.kind}"
+                              f"{_schedule(d.schedule)}"
                               + (f"; {d.restarts} inits per replicate, the one with the {method.restart_criterion(d)} kept"
                                  if d.restarts > 1 else "")))
     rows += method.training_rows(exp)
@@ -97,3 +97,9 @@ def summary_lines(exp: S.Experiment) -> list[str]:
         rows.append(("sweep", f"{n:,} runs over {', '.join(a.path for a in exp.sweep.axes)}"))
     width = max(len(k) for k, _ in rows)
     return [f"  {k:<{width}}  {v}" for k, v in rows]
+
+
+def _schedule(s) -> str:
+    """"cosine", "half_cosine to 10%", "linear, 5% warmup"."""
+    text = s.kind + (f" to {s.final:.3g}x" if s.final else "")
+    return text + (f", {s.warmup:.3g} warmup" if s.warmup else "")

@@ -47,6 +47,7 @@ from autograd.extend import defvjp_argnums, primitive
 from ...engine.kernels import add_scaled, col_sq_norms, row_sq_norms
 from ...engine.models import layers_of, n_decomposed_weights
 from ...engine.registry import model_of
+from ...engine.rows import nonzero_rows
 from .components import SCHATTEN_EPS
 from .kinds import hooks
 from .spec import ApdMethod
@@ -262,13 +263,6 @@ def zero_rows_inert(arch) -> bool:
     """True if an all-zero input row has zero attributions and contributes exactly zero to every
     fused loss term whatever the mask (the kind's model says: models.Model.zero_input_inert)."""
     return model_of(arch).zero_input_inert(arch)
-
-
-def nonzero_rows(x: np.ndarray) -> np.ndarray:
-    """(I, B, n) -> (I, B) bool: rows with a nonzero entry (sum of |x| against ones: one GEMV
-    instead of a reduction over a short trailing axis; a sum of non-negative numbers is zero only
-    if they all are)."""
-    return np.matmul(np.abs(x), np.ones(x.shape[-1], dtype=x.dtype)) > 0
 
 
 def compact_rows(x: np.ndarray):

@@ -32,6 +32,7 @@ from ...engine.decompose import GRAD_CHECK_EVERY, Decomposition, MethodEngine, f
 from ...engine.kernels import FastAdam, default_blas_threads, tune_malloc
 from ...engine.models import Params, target_forward
 from ...engine.optim import lr_at
+from ...engine.rows import compact_index, nonzero_rows, row_weights
 from ...engine.registry import ENGINES
 from ...spec import METHODS, Experiment, Optimizer, Target
 from .ci import sigma_lower as ci_sigma_lower
@@ -40,24 +41,6 @@ from .model import (SpdLoss, SpdParams, draw_uniforms, faithfulness_value_and_gr
                     step_cost, zero_rows_inert)
 
 CI_ACTIVE = 0.1  # a subcomponent counts as causally important on a sample when g > CI_ACTIVE (logs, metrics)
-
-
-def nonzero_rows(x: np.ndarray) -> np.ndarray:
-    """(I, B) rows of x (I, B, n) with a nonzero entry."""
-    return np.matmul(np.abs(x), np.ones(x.shape[-1], dtype=x.dtype)) > 0
-
-
-def compact_index(x: np.ndarray) -> tuple[np.ndarray, int]:
-    """(idx (I, R), R): per replicate the indices of its rows with a nonzero input, in order, then
-    all-zero rows up to R = the largest count + 1, so every replicate keeps R rows and the last of
-    them is an all-zero row. R = B (nothing dropped) when that is not fewer than B rows."""
-    nz = nonzero_rows(x)
-    B = x.shape[1]
-    R = int(nz.sum(axis=1).max()) + 1
-    if R >= B:
-        return np.broadcast_to(np.arange(B), nz.shape), B
-    order = np.argsort(~nz, axis=1, kind="stable")
-    return np.ascontiguousarray(order[:, :R]), R
 
 
 class SpdProblem:
@@ -87,8 +70,7 @@ class SpdProblem:
             idx, R = compact_index(x)
             if R < B:
                 xs = np.take_along_axis(x, idx[..., None], axis=1)
-                weights = np.ones((x.shape[0], R), dtype=x.dtype)
-                weights[:, -1] += B - R  # the last kept row is all-zero: it stands for the B - R dropped
+                weights = row_weights(idx, B, x.dtype)  # the last kept row is all-zero: it stands for the B - R dropped
             else:
                 idx = None
         if callable(uniforms):

@@ -29,10 +29,10 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.extend import defvjp, primitive
 
-from ...engine.masks import make_masks
-from ...engine.gelu import act
 from ...engine.models import Layer, Params, forward, layers_of, target_forward
 from .spec import VpdDecompose
+from .ci_mlp import ci_mlp
+from .site import site_output
 from .squash import lower_leaky, upper_leaky
 
 VpdParams = dict  # "<site>.V" / ".U" / ".ci.*" -> array with a leading replicate axis
@@ -116,15 +116,9 @@ class VpdModel:
     def ci_preacts(self, params: VpdParams, pre: dict) -> dict:
         """CI preactivations z {site: (I, B, C)} from the clean site inputs `pre` {site: (I, B, d_in)}."""
         n_layers = len(self.ci_cfg.widths) + 1
-        out = {}
-        for name in self.names:
-            h = pre[name]
-            for j in range(n_layers):
-                h = anp.matmul(h, params[f"{name}.ci.w{j}"]) + anp.expand_dims(params[f"{name}.ci.b{j}"], 1)
-                if j < n_layers - 1:
-                    h = act(h, self.ci_cfg.activation)
-            out[name] = h
-        return out
+        return {name: ci_mlp(pre[name], self.ci_cfg.activation,
+                             *(params[f"{name}.ci.{f}{j}"] for j in range(n_layers) for f in ("w", "b")))
+                for name in self.names}
 
     def ci(self, params: VpdParams, pre: dict) -> tuple[dict, dict]:
         """(lower CI: feeds the masks, upper CI: feeds the sparsity penalty), {site: (I, B, C)} each."""
@@ -158,12 +152,21 @@ class VpdModel:
 
         return forward(self.arch, self.target, x, linear).y
 
+    def sourced_output(self, params: VpdParams, x: np.ndarray, ci_lower: dict, sources: dict,
+                       routes: dict | None = None):
+        """The model output with every site's masks built from its importances and `sources` {site:
+        (I, B, C + delta)} (engine/masks.py's rule), on the rows `routes` picks (None: every row):
+        `masked_output`'s values through the one-primitive site kernel (site.py)."""
+
+        def linear(name, a):
+            return site_output(a, params[f"{name}.V"], params[f"{name}.U"], self.W[name], ci_lower[name],
+                               sources[name], None if routes is None else routes[name], self.delta)
+
+        return forward(self.arch, self.target, x, linear).y
+
     def adversarial_output(self, params: VpdParams, x: np.ndarray, ci_lower: dict, sources: dict):
-        """Every site masked with `sources` {site: (I, B or 1, C+1)} on every row."""
-        masks, deltas = {}, {}
-        for name in self.names:
-            masks[name], deltas[name] = make_masks(ci_lower[name], sources[name], self.delta)
-        return self.masked_output(params, x, masks, deltas if self.delta else None)
+        """Every site masked with `sources` {site: (I, B, C+1)} on every row."""
+        return self.sourced_output(params, x, ci_lower, sources)
 
     def merged_output(self, params: VpdParams, x: np.ndarray, ci_lower: dict, persistent: dict | None,
                       draws: RowDraws):
@@ -171,13 +174,53 @@ class VpdModel:
         sources on every site; stochastic rows their fresh sources on the sites they route (every
         row, without an adversary: `persistent` None)."""
         adv = draws.adversarial
-        masks, deltas, routes = {}, {}, {}
+        sources, routes = {}, {}
         for name in self.names:
-            src = draws.stochastic[name] if persistent is None else \
+            sources[name] = draws.stochastic[name] if persistent is None else \
                 anp.where(adv[..., None], persistent[name], draws.stochastic[name])
-            masks[name], deltas[name] = make_masks(ci_lower[name], src, self.delta)
             routes[name] = adv | draws.routes[name]
-        return self.masked_output(params, x, masks, deltas if self.delta else None, routes)
+        return self.sourced_output(params, x, ci_lower, sources, routes)
+
+
+@dataclass
+class Rows:
+    """The rows a step works on when all-zero input rows are dropped (engine/rows.py): `idx` (I, R)
+    into the batch of `B` rows, `weights` (I, R) of each kept row in a mean over all B (the last, an
+    all-zero row, stands for the rows dropped), and the full batch's adversarial / stochastic row
+    counts (I,) (the denominators of recon_adversarial and recon_stochastic)."""
+
+    idx: np.ndarray
+    B: int
+    weights: np.ndarray
+    n_adversarial: np.ndarray
+    n_stochastic: np.ndarray
+
+
+@primitive
+def take_rows(a, idx):
+    """a (I, B, K) -> (I, R, K): the rows idx (I, R). Its backward writes the cotangent back into
+    zeros by assignment: rows repeat only among all-zero input rows, whose cotangent is exactly 0
+    (nothing about them depends on the sources), so assignment equals accumulation here."""
+    return np.take_along_axis(a, idx[..., None], axis=1)
+
+
+def _take_rows_vjp(ans, a, idx):
+    def vjp(g):
+        out = np.zeros(np.shape(a), dtype=np.result_type(g))
+        np.put_along_axis(out, idx[..., None], g, axis=1)
+        return out
+
+    return vjp
+
+
+defvjp(take_rows, _take_rows_vjp)
+
+
+def select_rows(draws: RowDraws, idx: np.ndarray) -> RowDraws:
+    """The draws of the kept rows."""
+    return RowDraws(np.take_along_axis(draws.adversarial, idx, axis=1),
+                    {k: np.take_along_axis(v, idx, axis=1) for k, v in draws.routes.items()},
+                    {k: np.take_along_axis(v, idx[..., None], axis=1) for k, v in draws.stochastic.items()})
 
 
 def draw_rows(model: VpdModel, rng: np.random.Generator, replicates: int, batch: int, adv_fraction: float,

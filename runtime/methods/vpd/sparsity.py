@@ -26,9 +26,14 @@ def smooth_l0(c, g: float, normalize_at_one: bool = False):
     return phi * (1.0 + g * g) if normalize_at_one else phi
 
 
-def frequencies(ci_upper, g: float, normalize_at_one: bool = False):
-    """f (I, C) of one site from its upper CI (I, B, C): the batch mean of phi_g."""
-    return anp.mean(smooth_l0(ci_upper, g, normalize_at_one), axis=1)
+def frequencies(ci_upper, g: float, normalize_at_one: bool = False, weights=None, batch: int | None = None):
+    """f (I, C) of one site from its upper CI (I, R, C): the batch mean of phi_g; with row `weights`
+    (I, R), the weighted sum over the R rows divided by `batch` (the rows a dropped all-zero row
+    stands for counted through its weight)."""
+    phi = smooth_l0(ci_upper, g, normalize_at_one)
+    if weights is None:
+        return anp.mean(phi, axis=1)
+    return anp.sum(phi * weights[..., None], axis=1) / batch
 
 
 def activity(freqs: dict):

@@ -6,16 +6,18 @@
     step t < steps:
       1. lr of the step (decompose.optimizer.lr x decompose.schedule), the sources' lr (with its
          warmup), g of the smooth L0, the coefficients (schedules: t / (steps - 1), spec/knots.py)
-      2. a batch x = sample(B); the clean target pass (reconstruction target, CI inputs)
+      2. a batch x = sample(B) and the rows' draws (stream "vpd_masks": adversarial rows, routing,
+         fresh sources, for all B rows); the rows with a nonzero input kept where an all-zero row is
+         inert (engine/rows.py: one all-zero row stands for the rest); the clean target pass
+         (reconstruction target, CI inputs)
       3. `adversary.ascents` ascents of the persistent sources on the all-rows adversarial
          reconstruction, components and CI detached (plain arrays)
-      4. the rows' draws (stream "vpd_masks"): adversarial rows, routing, fresh sources
-      5. loss = faithfulness + reconstruction (merged) + importance_minimality (activity) +
+      4. loss = faithfulness + reconstruction (merged) + importance_minimality (activity) +
          frequency, each times its coefficient, and its gradient w.r.t. V, U, the CI MLPs and the
          sources in one backward pass (pre-update components)
-      6. the sources' final ascent with that gradient (of the reconstruction alone: its coefficient
+      5. the sources' final ascent with that gradient (of the reconstruction alone: its coefficient
          scales only the parameters' side, `model.scale_grad`)
-      7. per replicate: clip the gradient norm of V, U (and, separately, of the CI MLPs); AdamW
+      6. per replicate: clip the gradient norm of V, U (and, separately, of the CI MLPs); AdamW
     step t = steps: the loss only (no update), for the last log entry, as APD and SPD.
 
 Per-term losses are per replicate (I,); the differentiated total sums replicates, so each
@@ -37,12 +39,13 @@ from ...engine.kernels import default_blas_threads, tune_malloc
 from ...engine.masks import output_mse
 from ...engine.models import Params, layers_of
 from ...engine.optim import Adam, lr_at
-from ...engine.registry import ENGINES
+from ...engine.registry import ENGINES, model_of
+from ...engine.rows import compact_index, row_weights
 from ...spec import METHODS, Experiment, Optimizer, Target
 from ...spec.knots import value_at, warmup_then_constant
 from . import sparsity
 from .adversary import PersistentSources
-from .model import RowDraws, VpdModel, VpdParams, draw_rows, row_errors, scale_grad
+from .model import RowDraws, Rows, VpdModel, VpdParams, draw_rows, row_errors, scale_grad, select_rows, take_rows
 
 CI_ACTIVE = 0.1  # a subcomponent counts as causally important on a row when its lower CI > CI_ACTIVE (logs)
 CLIP_EPS = 1e-6  # clip factor min(1, max_norm / (norm + CLIP_EPS)), torch's clip_grad_norm_ convention
@@ -78,39 +81,48 @@ class VpdProblem:
         coef["adv_fraction"] = 0.0 if adv is None else value_at(adv.fraction, step, self.steps)
         return coef
 
-    def terms(self, comps: VpdParams, sources: dict | None, x: np.ndarray, tgt, draws: RowDraws, coef: dict) -> tuple:
-        """(terms {name: (I,)}, row errors (I, B)) on batch x. The reconstruction's gradient w.r.t. V,
+    def terms(self, comps: VpdParams, sources: dict | None, x: np.ndarray, tgt, draws: RowDraws, coef: dict,
+              rows: Rows | None = None) -> tuple:
+        """(terms {name: (I,)}, row errors (I, R)) on batch x. The reconstruction's gradient w.r.t. V,
         U and the CI is scaled by its coefficient inside (`scale_grad`); the sources' gradient is the
-        reconstruction's own."""
+        reconstruction's own. With `rows`, x, tgt and draws are the kept rows of a batch of rows.B
+        and `sources` the full persistent ones (gathered here, so their gradient lands in place);
+        every term is the full batch's (a dropped row adds 0 reconstruction error under any mask)."""
         model, L = self.model, self.dec.loss
         ci_lower, ci_upper = model.ci(comps, tgt.pre)
         cr = coef["reconstruction"]
+        if rows is not None and sources is not None:
+            sources = {k: take_rows(v, rows.idx) for k, v in sources.items()}
         scaled = {k: scale_grad(v, cr) for k, v in comps.items() if k.endswith((".V", ".U"))}
         errors = row_errors(model.merged_output(scaled, x, {k: scale_grad(v, cr) for k, v in ci_lower.items()},
                                                 sources, draws), tgt.y)
-        freqs = {k: sparsity.frequencies(v, coef["g"], L.normalize_at_one) for k, v in ci_upper.items()}
+        w, B = (None, None) if rows is None else (rows.weights, rows.B)
+        freqs = {k: sparsity.frequencies(v, coef["g"], L.normalize_at_one, w, B) for k, v in ci_upper.items()}
         self._last = ({k: np.asarray(getval(v)) for k, v in ci_lower.items()}, np.any(x != 0, axis=-1))
-        return {"faithfulness": model.faithfulness(comps), "reconstruction": anp.mean(errors, axis=1),
+        recon = anp.mean(errors, axis=1) if rows is None else anp.sum(errors, axis=1) / rows.B
+        return {"faithfulness": model.faithfulness(comps), "reconstruction": recon,
                 "importance_minimality": sparsity.activity(freqs),
                 "frequency": sparsity.frequency_penalty(freqs, L.frequency_reference)}, errors
 
     def step_grads(self, comps: VpdParams, sources: dict | None, x: np.ndarray, tgt, draws: RowDraws, coef: dict,
-                   record: dict, need_grad: bool = True) -> tuple[dict, dict | None] | None:
+                   record: dict, need_grad: bool = True, rows: Rows | None = None) -> tuple[dict, dict | None] | None:
         """Fill `record` with the terms (I,) and their weighted total; return (gradients of the
         parameters, gradient of the reconstruction w.r.t. the sources or None), or None."""
+        adv = draws.adversarial
+        n_adv, n_sto = (adv.sum(axis=1), (~adv).sum(axis=1)) if rows is None else (rows.n_adversarial,
+                                                                                    rows.n_stochastic)
 
         def objective(both):
-            terms, errors = self.terms(both["comps"], both.get("sources"), x, tgt, draws, coef)
+            terms, errors = self.terms(both["comps"], both.get("sources"), x, tgt, draws, coef, rows)
             total, differentiated = 0.0, 0.0
             for name, value in terms.items():
                 total = total + coef[name] * value
                 differentiated = differentiated + (value if name == "reconstruction" else coef[name] * value)
                 record[name] = np.asarray(getval(value))
             record["total"] = np.asarray(getval(total))
-            adv = draws.adversarial
             e = np.asarray(getval(errors))
-            record["recon_adversarial"] = np.sum(e * adv, axis=1) / np.maximum(adv.sum(axis=1), 1)
-            record["recon_stochastic"] = np.sum(e * ~adv, axis=1) / np.maximum((~adv).sum(axis=1), 1)
+            record["recon_adversarial"] = np.sum(e * adv, axis=1) / np.maximum(n_adv, 1)
+            record["recon_stochastic"] = np.sum(e * ~adv, axis=1) / np.maximum(n_sto, 1)
             return anp.sum(differentiated)
 
         both = {"comps": comps} if sources is None else {"comps": comps, "sources": sources}
@@ -173,6 +185,7 @@ class VpdTrainer:
             self.adversary = PersistentSources(shapes, rngs["vpd_sources"], self.dtype, adv.beta1, adv.beta2, adv.eps)
             self.source_schedule = warmup_then_constant(adv.lr, adv.warmup)
         self.rng_masks = rngs["vpd_masks"]
+        self.compact = model_of(arch).zero_input_inert(arch)  # all-zero input rows dropped where exact
         self.step_index = 0
         self.m = None  # subcomponents are rank one: no inner rank
 
@@ -189,19 +202,24 @@ class VpdTrainer:
             opt.step(sub, {k: np.asarray(v, dtype=self.dtype) for k, v in g.items()}, fw.lr)
         return np.asarray(self.model.faithfulness(sub), dtype=np.float64)
 
-    def warmup_ascents(self, x: np.ndarray, tgt, lr: float, record: dict) -> None:
+    def warmup_ascents(self, x: np.ndarray, tgt, lr: float, record: dict, rows: Rows | None) -> None:
         """The sources' ascents on the adversarial reconstruction of every row, with V, U and the CI
-        as constants (notes §4)."""
+        as constants (notes §4). With `rows`, x and tgt are the kept rows: the loss is the full
+        batch's (its dropped rows add 0 under any sources), and the sources of dropped rows get a 0
+        gradient (their Adam state still steps, as without dropping)."""
         model, adv = self.model, self.adversary
         ascents = self.dec.adversary.ascents
         if not ascents:
             return
         ci_lower = {k: np.asarray(v) for k, v in model.ci(self.comps, tgt.pre)[0].items()}
         y_ref = np.asarray(tgt.y)
+        scale = 1.0 if rows is None else x.shape[1] / rows.B  # a mean over R kept rows -> over all B
         per_replicate = {}
 
         def objective(s):
-            loss = output_mse(model.adversarial_output(self.comps, x, ci_lower, s), y_ref)
+            if rows is not None:
+                s = {k: take_rows(v, rows.idx) for k, v in s.items()}
+            loss = output_mse(model.adversarial_output(self.comps, x, ci_lower, s), y_ref) * scale
             per_replicate["loss"] = getval(loss)
             return anp.sum(loss)
 
@@ -211,6 +229,17 @@ class VpdTrainer:
             adv.ascend(g, lr)
         # the attack's strength at the last ascent's start: free (its forward pass), not a pass of its own
         record["ppgd_recon"] = np.asarray(per_replicate["loss"])
+
+    def kept_rows(self, x: np.ndarray, draws: RowDraws) -> Rows | None:
+        """The rows of batch x a step works on, where the kind makes all-zero input rows inert
+        (engine/rows.py); None: every row (nothing to drop, or not exact for this kind)."""
+        if not self.compact:
+            return None
+        idx, R = compact_index(x)
+        if R >= x.shape[1]:
+            return None
+        adv = draws.adversarial
+        return Rows(idx, x.shape[1], row_weights(idx, x.shape[1], self.dtype), adv.sum(axis=1), (~adv).sum(axis=1))
 
     def step(self) -> tuple[float, dict]:
         dec = self.dec
@@ -222,17 +251,20 @@ class VpdTrainer:
         lr = lr_at(step, dec.steps, dec.optimizer.lr, dec.schedule) if not last else 0.0
         coef = self.problem.coefficients(step)
         x = self.sample(dec.batch)
+        draws = draw_rows(self.model, self.rng_masks, self.I, dec.batch, coef["adv_fraction"], self.dtype)
+        rows = self.kept_rows(x, draws)
+        adv_rows = draws.adversarial.mean(axis=1)
+        if rows is not None:
+            x, draws = np.take_along_axis(x, rows.idx[..., None], axis=1), select_rows(draws, rows.idx)
         tgt = self.model.clean(x)
         src_lr = 0.0
         if self.adversary is not None:
             src_lr = value_at(self.source_schedule, step, dec.steps)
             if not last:
-                self.warmup_ascents(x, tgt, src_lr, record)
-        draws = draw_rows(self.model, self.rng_masks, self.I, dec.batch, coef["adv_fraction"], self.dtype)
+                self.warmup_ascents(x, tgt, src_lr, record, rows)
         sources = None if self.adversary is None else self.adversary.sources
-        out = self.problem.step_grads(self.comps, sources, x, tgt, draws, coef, record, need_grad=not last)
-        record.update(adv_rows=draws.adversarial.mean(axis=1), g=np.full(self.I, coef["g"]),
-                      source_lr=np.full(self.I, src_lr))
+        out = self.problem.step_grads(self.comps, sources, x, tgt, draws, coef, record, need_grad=not last, rows=rows)
+        record.update(adv_rows=adv_rows, g=np.full(self.I, coef["g"]), source_lr=np.full(self.I, src_lr))
         first_non_finite(record, step)
         if out is not None:
             grads, src_grads = out

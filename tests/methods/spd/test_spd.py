@@ -15,7 +15,8 @@ from apd_cases import ARCHS, inputs
 from runtime.methods.spd import ci, model as spd
 from runtime.targets.resid_mlp.spd_kernels import Resid1View
 from runtime.engine.models import random_params, target_forward
-from runtime.methods.spd.train import SpdProblem, compact_index
+from runtime.engine.rows import compact_index
+from runtime.methods.spd.train import SpdProblem
 from runtime.spec import Decompose, Experiment
 from runtime import CausalImportance, SpdLosses as Losses, ResidMlpTarget, TmsTarget
 

@@ -203,3 +203,58 @@ def test_fast_activation_primitive_against_its_autograd_definition(activation, d
     g_ref = grad(lambda u: anp.sum(ref(u) * w64))(z64)
     assert g_fast.dtype == dtype and np.max(np.abs(g_fast - g_ref)) < 10 * tol
     assert not G._DERIVATIVES or all(k != id(z) for k in G._DERIVATIVES)  # the kept derivative was used up
+
+
+@pytest.mark.parametrize("delta", [True, False])
+@pytest.mark.parametrize("routed", [True, False])
+def test_site_kernel_against_its_autograd_definition(delta, routed):
+    """site.site_output (one primitive, hand-written VJP) against site_plain: values and the
+    gradients of every differentiable argument, float64."""
+    from runtime.methods.vpd.site import site_output, site_plain
+
+    rng = np.random.default_rng(1)
+    I, B, d_in, d_out, C = 2, 9, 4, 3, 5
+    a, V, U, W = (rng.normal(size=s) for s in ((I, B, d_in), (I, d_in, C), (I, C, d_out), (I, d_in, d_out)))
+    ci, src = rng.uniform(size=(I, B, C)), rng.uniform(size=(I, B, C + int(delta)))
+    route = rng.random((I, B)) < 0.6 if routed else None
+    w = rng.normal(size=(I, B, d_out))
+    args = [a, V, U, W, ci, src, route, delta]
+    assert np.allclose(site_output(*args), site_plain(*args), rtol=0, atol=1e-13)
+    for i in (0, 1, 2, 4, 5):
+        def loss(f, v, i=i):
+            return anp.sum(f(*args[:i], v, *args[i + 1:]) * w)
+        g_fast, g_ref = grad(lambda v: loss(site_output, v))(args[i]), grad(lambda v: loss(site_plain, v))(args[i])
+        assert g_fast.shape == args[i].shape and np.allclose(g_fast, g_ref, rtol=0, atol=1e-12), i
+
+
+@pytest.mark.parametrize("widths", [(6,), (5, 4)])
+def test_ci_mlp_kernel_against_its_autograd_definition(widths):
+    """ci_mlp.ci_mlp (one primitive, kept activations) against ci_mlp_plain: values and gradients of
+    every weight and bias (and the input), float64, one and two hidden layers."""
+    from runtime.methods.vpd.ci_mlp import ci_mlp, ci_mlp_plain
+
+    rng = np.random.default_rng(2)
+    I, B, d_in, C = 2, 11, 3, 4
+    dims = (d_in,) + widths + (C,)
+    wb = []
+    for fi, fo in zip(dims, dims[1:]):
+        wb += [rng.normal(size=(I, fi, fo)), rng.normal(size=(I, fo))]
+    a, w = rng.normal(size=(I, B, d_in)), rng.normal(size=(I, B, C))
+    assert np.allclose(ci_mlp(a, "gelu", *wb), ci_mlp_plain(a, "gelu", *wb), rtol=0, atol=1e-12)
+    args = [a] + wb
+    for i in range(len(args)):
+        def loss(f, v, i=i):
+            full = args[:i] + [v] + args[i + 1:]
+            return anp.sum(f(full[0], "gelu", *full[1:]) * w)
+        g_fast, g_ref = grad(lambda v: loss(ci_mlp, v))(args[i]), grad(lambda v: loss(ci_mlp_plain, v))(args[i])
+        assert np.allclose(g_fast, g_ref, rtol=0, atol=1e-10), i
+
+
+def test_upper_squash_primitive_against_its_definition():
+    from runtime.methods.vpd.squash import upper_leaky, upper_leaky_plain
+
+    z = np.random.default_rng(3).normal(0.5, 1.0, 200)
+    w = np.random.default_rng(4).normal(size=200)
+    assert np.array_equal(upper_leaky(z, 0.01), upper_leaky_plain(z, 0.01))
+    assert np.allclose(grad(lambda u: anp.sum(upper_leaky(u, 0.01) * w))(z),
+                       grad(lambda u: anp.sum(upper_leaky_plain(u, 0.01) * w))(z), rtol=0, atol=1e-15)
