@@ -19,7 +19,7 @@ from .fmt import render_file
 from .parser import parse_number
 from .schema import EXPERIMENT, TARGETS, TRAIN, Leaf, Obj
 from .state import lang_path
-from .values import Bool, Enum, Float, Groups, Int, Key, Kind, Names, Optional, Range, Str
+from .values import Bool, Enum, Float, Groups, Int, Key, Kind, Names, Optional, PerFeature, Range, Str
 
 W = A.NOWHERE
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -83,7 +83,21 @@ def value_node(kind: Kind, v: Any, percent: bool = False) -> A.Value:
         return A.ListValue(W, tuple(A.ListValue(W, tuple(_num(int(i)) for i in g)) for g in v))
     if isinstance(kind, Names):
         return _ident("all") if v is None else A.ListValue(W, tuple(_ident(n) for n in v))
+    if isinstance(kind, PerFeature):
+        return _per_feature(v)
     raise TypeError(f"no syntax for {kind!r}")
+
+
+def _per_feature(v: Any) -> A.Value:
+    """A per-feature value: a number, a list, or its decay form with every argument."""
+    if isinstance(v, (tuple, list)):
+        return A.ListValue(W, tuple(_num(float(x)) for x in v))
+    if isinstance(v, S.Profile):
+        form = PerFeature.FORMS[v.shape]
+        args = [A.Arg(W, None, None, _num(float(getattr(v, f)))) for f in form.positional]
+        args += [A.Arg(W, kw, W, _num(float(getattr(v, f)))) for kw, f in form.keywords.items()]
+        return A.Call(W, v.shape, W, tuple(args))
+    return _num(float(v))
 
 
 def _assign(path: str, value: A.Value) -> A.Assign:

@@ -15,6 +15,7 @@ from .experiment import (  # noqa: F401
     Target, Training, with_method,
 )
 from .fields import Form, setting  # noqa: F401
+from .per_feature import Profile  # noqa: F401
 from .registry import (  # noqa: F401
     DEFAULT_KIND, DEFAULT_METHOD, KINDS, METHODS, METRICS, PLOTS, KindSpec, Layer, MethodSpec, UnknownKind, applies,
     declare_metric, declare_plot, kind_spec, method_spec,
