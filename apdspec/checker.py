@@ -469,8 +469,11 @@ class FileEval:
         elif isinstance(node, A.Call):
             call = node
         else:
+            hint = _forms_hint(obj)
+            if isinstance(node, A.String) and obj.call_blocks:  # data = "x.npz"
+                hint = f"write {name} {obj.call_blocks[0]}({node.text})"
             self.diags.error(f"expected {_forms_hint(obj, short=True)} for '{name}', got {describe(node)}",
-                             node.span, _forms_hint(obj))
+                             node.span, hint)
             return
         form = obj.forms.get(call.name)
         if form is None:
@@ -669,6 +672,8 @@ def _forms_hint(obj: Obj, short: bool = False) -> str:
     names = [f"{n}(...)" if (f.positional or f.keywords) else n for n, f in obj.forms.items()]
     if obj.optional:
         names.append("none")
+    if short and len(names) == 1:
+        return names[0]
     return ("one of " if short else "one of: ") + ", ".join(names)
 
 

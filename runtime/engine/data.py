@@ -1,8 +1,11 @@
-"""Input batches and labels (notes §2, §1.2).
+"""Input batches and labels (notes §2, §1.2): generated sparse features or the rows of a data file.
 
 Batches are (I, B, n_in): one independent draw per replicate. Randomness comes only from the
 Generator passed in. Uniform values are drawn in float64 and then cast, so float32 and float64
-runs with the same seed see the same data up to rounding.
+runs with the same seed see the same data up to rounding. Per-feature probabilities and
+anti-correlated groups add draws only when a spec uses them: other data is drawn exactly as
+before they existed. A data file (spec/data_file.py) is loaded once per process, its bytes checked
+against the sha256 the spec records; its rows are drawn uniformly with replacement.
 """
 from __future__ import annotations
 

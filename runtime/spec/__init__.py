@@ -20,4 +20,6 @@ from .registry import (  # noqa: F401
     DEFAULT_KIND, DEFAULT_METHOD, KINDS, METHODS, METRICS, PLOTS, KindSpec, Layer, MethodSpec, UnknownKind, applies,
     declare_metric, declare_plot, kind_spec, method_spec,
 )
-from .serial import decompose_from_dict, from_dict, nested_class, target_from_dict, to_dict, to_json  # noqa: F401
+from .serial import (  # noqa: F401
+    decompose_from_dict, field_value, from_dict, nested_class, target_from_dict, to_dict, to_json,
+)
