@@ -286,7 +286,7 @@ class RunAnalysis:
         out: dict[str, dict] = {}
         for name, n in levels:
             data = self.exp.data if n is None else dataclasses.replace(self.exp.data, mode="exactly_n_active",
-                                                                      n_active=n, synced=())
+                                                                      n_active=n, synced=(), anticorrelated=())
             acc: dict[str, list] = {}
             for _ in range(n_batches):
                 x, lab = self.sample_labelled(rng, data, labels)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 
 import numpy as np
 
@@ -192,7 +193,8 @@ def load_data_file(data: Data) -> tuple[np.ndarray, np.ndarray | None]:
 
     from ..spec import data_file
 
-    key = (data.file, data.sha256, data.inputs, data.labels)
+    st = os.stat(data.file)  # a file rewritten in place is read again (and checked against the sha256)
+    key = (data.file, data.sha256, data.inputs, data.labels, st.st_size, st.st_mtime_ns)
     if key in _LOADED:
         return _LOADED[key]
     with open(data.file, "rb") as f:

@@ -2,8 +2,8 @@
 
 Holds the shared dataclasses (experiment.py) and their field metadata (fields.py), the registries
 the target kinds and methods fill (registry.py), defaults and validation (checks.py), the JSON round
-trip (serial.py), the target-file metadata format (target_file.py) and the papers' reference
-numbers (paper.py). Imports nothing else from runtime: every other subpackage may import it. The
+trip (serial.py), the target-file metadata format (target_file.py), data files (data_file.py),
+per-feature values (per_feature.py) and the papers' reference numbers (paper.py). Imports nothing else from runtime: every other subpackage may import it. The
 kinds' and methods' own dataclasses live in their slices (runtime/targets, runtime/methods) and are
 public from the `runtime` package.
 """

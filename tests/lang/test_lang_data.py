@@ -205,3 +205,8 @@ def test_the_shipped_correlated_spec_draws_its_groups_and_runs_tiny():
         assert abs(on[:, i].mean() - p) < 5 * np.sqrt(p * (1 - p) / n), i
     result = run(spec.experiment)
     assert np.isfinite(result.metrics["mmcs"][0]) and np.isfinite(result.metrics["faithfulness"][0])
+    from runtime.analysis.core import analysis_for
+
+    table = analysis_for(result).mse_by_sparsity()  # its exactly-n rows drop the groups
+    assert list(table) == ["training", "exactly 1", "exactly 2", "exactly 3", "exactly 4"]
+    assert all(np.isfinite(v[0]) for v in table["exactly 2"].values())
