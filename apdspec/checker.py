@@ -54,7 +54,16 @@ ALIASES = {
     "name": "the experiment is named in its header: experiment NAME { ... }",
     "target": "write target KIND { ... }, e.g. target tms { features = 5 }",
     "sweep": "write sweep { seed = seeds(5) }",
+    "correlated": "features that fire together are 'synced' groups: synced = [[0, 1], [2, 3]]",
+    "anti_correlated": "did you mean 'anticorrelated'?",
+    "feature_importance": "per-feature importances are 'importance' in the target's train block",
+    "data_file": 'write data file("path.npz"), or file = "path.npz" in the data block',
+    "path": 'write data file("path.npz"), or file = "path.npz" in the data block',
 }
+
+
+# Aliases whose hint beats a near name ('correlated' is nearest to 'anticorrelated', its opposite).
+_PREFERRED_ALIASES = ("correlated",)
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,9 @@ class FileEval:
     def unknown(self, what: str, name: str, span: A.Span, scope: Scope) -> None:
         names = _names(scope, self.state)
         near = did_you_mean(name, names)
-        if near:
+        if name.lower() in ALIASES and name.lower() in _PREFERRED_ALIASES:
+            hint = ALIASES[name.lower()]
+        elif near:
             hint = f"did you mean '{near}'?"
         elif scope.kind == "target" and name == "train":
             hint = f"{self.state.kind} targets are not trained"
@@ -205,6 +216,9 @@ class FileEval:
 
     def block(self, b: A.Block, scope: Scope) -> None:
         key = scope.lang + (b.name,)
+        node = _fields(scope, self.state).get(b.name) if scope.kind not in ("sweep", "zip") else None
+        if isinstance(node, Obj) and isinstance(b.label, A.Call) and node.call_blocks:
+            return self.call_block(b, scope, node)
         if b.body is None and b.name not in ("target", "experiment"):  # `topk batch(0.25)`: no "="
             call = b.label.name if isinstance(b.label, A.Call) else "..."
             self.diags.error(f"expected '=' after '{b.name}', found {call}(...)", b.label.span,
@@ -239,6 +253,19 @@ class FileEval:
             self.diags.error(f"'{b.name}' needs a body in braces", b.header_span, f"write {b.name} {{ ... }}")
             return
         self.body(b.body, inner)
+
+    def call_block(self, b: A.Block, scope: Scope, node: Obj) -> None:
+        """`data file("x.npz")`: the object given by a call, as `data = file("x.npz")` (like
+        `target file(...)`, the call names what the block is)."""
+        call = b.label
+        if b.body is not None:
+            self.diags.error(f"'{b.name} {call.name}(...)' takes its settings as arguments, not a body", b.header_span,
+                             f"write {b.name} {call.name}(...) with arguments, e.g. "
+                             f"{b.name} {call.name}(\"data.npz\", labels = none), or {b.name} {{ ... }}")
+            return
+        rt = node.rt or join_path(scope.rt, b.name)
+        self.state.blocks[rt] = b.header_span
+        self.set_object(node, rt, call, b.name, b.header_span)
 
     def body(self, items: tuple[A.Stmt, ...], scope: Scope) -> None:
         for s in items:
@@ -442,8 +469,11 @@ class FileEval:
         elif isinstance(node, A.Call):
             call = node
         else:
+            hint = _forms_hint(obj)
+            if isinstance(node, A.String) and obj.call_blocks:  # data = "x.npz"
+                hint = f"write {name} {obj.call_blocks[0]}({node.text})"
             self.diags.error(f"expected {_forms_hint(obj, short=True)} for '{name}', got {describe(node)}",
-                             node.span, _forms_hint(obj))
+                             node.span, hint)
             return
         form = obj.forms.get(call.name)
         if form is None:
@@ -642,6 +672,8 @@ def _forms_hint(obj: Obj, short: bool = False) -> str:
     names = [f"{n}(...)" if (f.positional or f.keywords) else n for n, f in obj.forms.items()]
     if obj.optional:
         names.append("none")
+    if short and len(names) == 1:
+        return names[0]
     return ("one of " if short else "one of: ") + ", ".join(names)
 
 

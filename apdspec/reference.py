@@ -12,7 +12,7 @@ import sys
 from .fmt import render_value
 from .schema import DATA, DECOMPOSE, EXPERIMENT, LOSSES, REPORT, TARGETS, TRAIN, Leaf, Obj
 from .unparse import _as_call, value_node
-from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, Range, Scheduled, Str
+from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, Path, PerFeature, Range, Scheduled, Str
 
 
 def _call_title(name: str, obj: Obj) -> str:
@@ -55,12 +55,16 @@ def type_name(kind: Kind) -> str:
         return f"list of {kind.noun} names / `all`"
     if isinstance(kind, Key):
         return "name"
+    if isinstance(kind, Path):
+        return "path (string)"
     if isinstance(kind, Str):
         return "string"
     if isinstance(kind, Ints):
         return "list of integers"
     if isinstance(kind, Scheduled):
         return type_name(kind.inner) + " or schedule: `linear(a, b)` / `cosine(a, b)` / `knots([t, v], ...)`"
+    if isinstance(kind, PerFeature):
+        return "number / list of numbers / `zipf(first, exponent = ...)` / `geometric(first, ratio = ...)`"
     raise TypeError(kind)
 
 
@@ -100,7 +104,7 @@ def table(schema: Obj) -> str:
 
     for name, node in schema.fields.items():
         if isinstance(node, Obj):
-            kind = _call_type(node) if node.forms else "block"
+            kind = ("block / " if node.call_blocks else "") + _call_type(node) if node.forms else "block"
             add([f"`{name}`", _cell(kind), _cell(_default(node, name)), "", _cell(node.doc), ""], node.methods)
             continue
         kind = type_name(node.kind)

@@ -21,7 +21,7 @@ from runtime import spec as S
 from runtime.spec.fields import Form  # noqa: F401  (re-exported: the language's call forms)
 from runtime.spec.knots import Knots
 
-from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, Range, Scheduled, Str
+from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, Path, PerFeature, Range, Scheduled, Str
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Obj:
     methods: tuple[str, ...] = ()  # the decomposition methods that read it; () = every method
     default: Any = None  # its default (for the method that owns it)
     variants: dict[str, type] = field(default_factory=dict)  # merged blocks: method -> its class
+    call_blocks: tuple[str, ...] = ()  # forms that may also be written `name form(...)` (data file("x.npz"))
 
 
 Node = Union[Leaf, Obj]
@@ -85,6 +86,8 @@ def _kind(hint: Any, meta: dict) -> Kind:
     if hint is float:
         return Float(meta.get("max"), meta.get("why", ""))
     if hint is str:
+        if meta.get("path"):
+            return Path()
         return Enum(*meta["choices"]) if meta.get("choices") else Str()
     origin = typing.get_origin(hint)
     if origin is tuple:
@@ -117,6 +120,9 @@ SPECIAL_FIELDS = {
 
 def _node(cls: type, f: dataclasses.Field, hint: Any, default: Any, methods: tuple[str, ...] = ()) -> Node:
     meta = dict(f.metadata)
+    if meta.get("per_feature"):  # a number, a list or a decay form: one value, not a block
+        return Leaf(PerFeature(meta["per_feature"]), meta.get("doc", ""), {}, meta.get("paper", ""),
+                    meta.get("valid", ""), methods, default)
     sub, optional = _dataclass_in(hint)
     if sub is not None:
         return obj(sub, meta.get("doc", ""), optional=optional, methods=methods, default=default)
@@ -138,7 +144,8 @@ def obj(cls: type, doc: str = "", *, optional: bool = False, methods: tuple[str,
         elif f.init and (cls, f.name) not in SPECIAL_FIELDS:
             fields[f.name] = _node(cls, f, hints[f.name], getattr(proto, f.name))
     fields.update(extra)  # blocks that are not fields of cls (a target's train)
-    return Obj(cls, fields, doc, dict(getattr(cls, "FORMS", {})), optional, rt, methods, default)
+    return Obj(cls, fields, doc, dict(getattr(cls, "FORMS", {})), optional, rt, methods, default,
+               call_blocks=tuple(getattr(cls, "CALL_BLOCKS", ())))
 
 
 def merged(variants: dict[str, type], doc: str, defaults: dict[str, Any], base: type, shared: set[str] | None = None,
@@ -207,7 +214,7 @@ def _decompose() -> Obj:
 
 DECOMPOSE = _decompose()
 LOSSES = DECOMPOSE.fields["loss"]
-DATA = obj(S.Data, "sparse input features (notes §2)")
+DATA = obj(S.Data, "the inputs: generated sparse features (notes §2), or a data file")
 REPORT = obj(S.Report, "metrics, plots and expectations")
 
 EXPERIMENT = obj(S.Experiment, "one experiment", default=S.Experiment(), extra={"decompose": DECOMPOSE})

@@ -33,6 +33,39 @@ def _file_line(exp: S.Experiment) -> str:
     return f"file {shown} ({'one target for every replicate' if r is None else f'{r} replicates'}): "
 
 
+def _data_line(exp: S.Experiment, kind: S.KindSpec, arch) -> str:
+    """What the inputs are: the data file and its arrays, or the generated features' settings."""
+    from runtime.spec import data_file, per_feature
+
+    d = exp.data
+    if d.file is not None:
+        rel = os.path.relpath(d.file)
+        shown = d.file if rel.startswith("..") else rel
+        try:
+            entries = data_file.read_entries(d.file)
+            n = entries[d.inputs].shape[0]
+            name = data_file.labels_name(d, entries)
+        except (OSError, ValueError, KeyError, IndexError):
+            return f"file {shown} (unreadable)"
+        labels = f"labels {name!r} {tuple(entries[name].shape)}" if name is not None else (
+            "no labels: train.labels' rule" if exp.train is not None else "no labels: the target's own outputs")
+        sha = f", sha256 {d.sha256[:12]}..." if d.sha256 else ""
+        return f"file {shown}: {n:,} rows drawn with replacement, inputs {d.inputs!r} {tuple(entries[d.inputs].shape)}, " \
+               f"{labels}{sha}"
+    parts = [f"{kind.feature_noun} active with p = {per_feature.describe(d.probability)}" if d.mode ==
+             "at_least_zero_active" else f"exactly {d.n_active} of {kind.features(arch)} {kind.feature_noun} active"]
+    if d.values is not None:
+        parts.append(f"values U[{d.values[0]:g}, {d.values[1]:g})")
+    for name in ("synced", "anticorrelated"):
+        groups = getattr(d, name)
+        if groups:
+            parts.append(f"{name} {[list(g) for g in groups]}")
+    if exp.train is not None and not (per_feature.is_uniform(exp.train.importance) and exp.train.importance == 1):
+        parts.append(f"importance {per_feature.describe(exp.train.importance)}"
+                     + (" (r^i)" if per_feature.is_uniform(exp.train.importance) else ""))
+    return ", ".join(parts)
+
+
 def _size(n: float, unit: str) -> str:
     for prefix in ("", "K", "M", "G", "T", "P"):
         if abs(n) < 1000:
@@ -67,6 +100,7 @@ def summary_lines(exp: S.Experiment) -> list[str]:
         if exp.train is not None:
             rows.append(("train", f"{exp.train.steps:,} steps, batch {exp.train.batch:,}, "
                                   f"{exp.train.optimizer.name} lr {exp.train.optimizer.lr:g} {_schedule(exp.train.schedule)}"))
+        rows.append(("data", _data_line(exp, kind, arch)))
         rows.append(("decomposed", ", ".join(f"{m.name} {m.d_in}x{m.d_out}{method.matrix_note(m)}"
                                              for m in kind.matrices(arch))))
     rows += method.summary_rows(exp)

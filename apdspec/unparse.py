@@ -20,7 +20,7 @@ from .fmt import render_file
 from .parser import parse_number
 from .schema import EXPERIMENT, TARGETS, TRAIN, Leaf, Obj
 from .state import lang_path
-from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, Range, Scheduled, Str
+from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, PerFeature, Range, Scheduled, Str
 
 W = A.NOWHERE
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -88,6 +88,8 @@ def value_node(kind: Kind, v: Any, percent: bool = False) -> A.Value:
         return A.ListValue(W, tuple(_num(int(i)) for i in v))
     if isinstance(kind, Scheduled):
         return _schedule(v) if isinstance(v, Knots) else value_node(kind.inner, v, percent)
+    if isinstance(kind, PerFeature):
+        return _per_feature(v)
     raise TypeError(f"no syntax for {kind!r}")
 
 
@@ -100,6 +102,18 @@ def _schedule(k: Knots) -> A.Call:
     for (t, v), rule in zip(rest, k.interp):
         items.append(A.ListValue(W, (_num(t), _num(v)) + (() if rule == "linear" else (_ident(rule),))))
     return A.Call(W, "knots", W, tuple(A.Arg(W, None, None, i) for i in items))
+
+
+def _per_feature(v: Any) -> A.Value:
+    """A per-feature value: a number, a list, or its decay form with every argument."""
+    if isinstance(v, (tuple, list)):
+        return A.ListValue(W, tuple(_num(float(x)) for x in v))
+    if isinstance(v, S.Profile):
+        form = PerFeature.FORMS[v.shape]
+        args = [A.Arg(W, None, None, _num(float(getattr(v, f)))) for f in form.positional]
+        args += [A.Arg(W, kw, W, _num(float(getattr(v, f)))) for kw, f in form.keywords.items()]
+        return A.Call(W, v.shape, W, tuple(args))
+    return _num(float(v))
 
 
 def _assign(path: str, value: A.Value) -> A.Assign:

@@ -7,8 +7,11 @@ Constants (`$name`, or a bare name in a numeric position) are substituted from `
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
+
+from runtime.spec.per_feature import Profile
 
 from . import ast as A
 from .errors import did_you_mean
@@ -211,6 +214,76 @@ class Str(Kind):
         if isinstance(node, A.String):
             return node.value
         raise Bad(node.span, f"expected a string in double quotes for '{{key}}', got {describe(node)}")
+
+
+class Path(Str):
+    """A file path in double quotes, relative to the directory of the file that writes it (the
+    current directory on the command line); stored absolute."""
+
+    what = "a path"
+
+    def coerce(self, node, env):
+        text = super().coerce(node, env)
+        if not text:
+            raise Bad(env.deref(node).span, "the path is empty")
+        where = env.deref(node).span.file
+        if not os.path.isabs(text):
+            here = os.path.dirname(os.path.abspath(where)) if where and not where.startswith("<") else os.getcwd()
+            text = os.path.normpath(os.path.join(here, text))
+        if os.path.exists(text) and not (os.path.isfile(text) or os.path.isdir(text)):
+            # a device or a pipe: reading it could block forever (a directory the runtime reports)
+            raise Bad(env.deref(node).span, f"{text} is not a regular file")
+        return text
+
+
+class PerFeature(Kind):
+    """One number per feature (runtime/spec/per_feature.py): a number, a list of numbers, or a
+    decay form zipf(first, exponent = e) / geometric(first, ratio = r)."""
+
+    FORMS = Profile.FORMS
+    what = "a number, a list of numbers, or " + " / ".join(f"{n}(...)" for n in Profile.FORMS)
+
+    def __init__(self, scalar: str = "constant"):
+        self.scalar = scalar  # what a number means: "constant" (every feature) or "power" (v^i)
+
+    def coerce(self, node, env):
+        target = env.deref(node)
+        if isinstance(target, A.ListValue):
+            if not target.items:
+                raise Bad(target.span, "a per-feature list needs one value per feature, got none")
+            return tuple(Float().coerce(v, env) for v in target.items)
+        if isinstance(target, A.Call) and target.name not in SWEEP_FUNCTIONS:
+            return self.profile(target, env)
+        return Float().coerce(node, env)
+
+    def profile(self, call: A.Call, env: Env) -> Profile:
+        form = self.FORMS.get(call.name)
+        if form is None:
+            from .errors import did_you_mean
+
+            near = did_you_mean(call.name, self.FORMS)
+            raise Bad(call.name_span, f"unknown per-feature form '{call.name}' for '{{key}}'",
+                      f"did you mean '{near}'?" if near else "write a number, a list [p0, p1, ...], "
+                      "zipf(first, exponent = 1) or geometric(first, ratio = 0.9)")
+        usage = f"write {call.name}({', '.join(list(form.positional) + [k + ' = ...' for k in form.keywords])})"
+        kwargs = dict(form.fixed)
+        positional = [a for a in call.args if a.name is None]
+        if len(positional) > len(form.positional):
+            raise Bad(positional[len(form.positional)].span, f"too many arguments to {call.name}()", usage)
+        if len(positional) < form.required:
+            raise Bad(call.span, f"{call.name}() needs {form.required} argument{'' if form.required == 1 else 's'}",
+                      usage)
+        for name, arg in zip(form.positional, positional):
+            kwargs[name] = Float().coerce(arg.value, env)
+        for arg in call.args:
+            if arg.name is None:
+                continue
+            if arg.name not in form.keywords:
+                raise Bad(arg.name_span, f"unknown argument '{arg.name}' to {call.name}()", usage)
+            if form.keywords[arg.name] in kwargs:
+                raise Bad(arg.span, f"argument '{arg.name}' given twice to {call.name}()")
+            kwargs[form.keywords[arg.name]] = Float().coerce(arg.value, env)
+        return Profile(**kwargs)
 
 
 class Optional(Kind):

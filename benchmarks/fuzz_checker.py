@@ -432,6 +432,11 @@ def _value_for(rng, kind) -> str:
         return rng.choice(["all", "[" + ", ".join(rng.sample(names, rng.randint(0, min(3, len(names))))) + "]", "[x]"])
     if isinstance(kind, V.Key):
         return rng.choice(["tms_5_2", "gated", "nope", '"tms_5_2"'])
+    if isinstance(kind, V.PerFeature):
+        return rng.choice(["0.05", "[0.1, 0.2]", "[0.1, 0.1, 0.1, 0.1, 0.1]", "zipf(0.1)", "geometric(1, ratio = 0.9)",
+                           "zipf(exponent = 2)", "geometric(0.5, ratio = -1)", "zipff(1)", "[]"])
+    if isinstance(kind, V.Path):
+        return rng.choice(['"x.npz"', '""', '"/dev/null"', "x"])
     if isinstance(kind, V.Str):
         return rng.choice(['"x"', '""', "x"])
     return "1"

@@ -24,10 +24,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..engine import seeding
-from ..engine.data import label_coefficients, labels_for, sample_inputs
+from ..engine.data import file_has_labels, label_coefficients, labels_for, sample_batch, sample_inputs
 from ..engine.models import n_inputs, target_forward
 from ..engine.registry import model_of
-from ..spec import Training, kind_spec, method_spec
+from ..spec import Training, kind_spec, method_spec, per_feature
 
 SPARSITY_LEVELS = (1, 2, 3, 4)  # "exactly n active" rows of the MSE-by-sparsity table (notes §7.2)
 
@@ -56,7 +56,7 @@ def saved_training(exp: Any) -> Training | None:
     if not d.get("labels"):
         return None
     return Training(labels=d["labels"], label_coeffs=d.get("label_coeffs", "ones"),
-                    label_seed=int(d.get("label_seed", 0)), importance=float(d.get("importance", 1.0)))
+                    label_seed=int(d.get("label_seed", 0)), importance=per_feature.from_json(d.get("importance", 1.0)))
 
 
 def mse_per_sample(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -164,6 +164,17 @@ class RunAnalysis:
     def sample(self, rng: np.random.Generator, data=None, batch: int | None = None) -> np.ndarray:
         return sample_inputs(self.arch, data or self.exp.data, self.I, batch or self.exp.decompose.batch, rng, self.dtype)
 
+    def sample_labelled(self, rng: np.random.Generator, data=None,
+                        labels: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(x, true labels) of a fresh batch: a data file's rows with its labels when it has them,
+        else `labels(x)` (default: `labels_fn`)."""
+        data = data or self.exp.data
+        if file_has_labels(data):
+            return sample_batch(self.arch, data, Training(), np.ones((self.I, 0)), self.I, self.exp.decompose.batch,
+                                rng, self.dtype)
+        x = self.sample(rng, data)
+        return x, (labels or self.labels_fn()[0])(x)
+
     def labels_fn(self) -> tuple[Callable[[np.ndarray], np.ndarray] | None, bool]:
         """(x -> true labels, assumed). A trained kind's labels come from the spec's training
         section, or for a target loaded from a file from the training record saved with it;
@@ -192,7 +203,7 @@ class RunAnalysis:
         from ..engine.train_target import evaluate_target
 
         _, assumed = self.labels_fn()
-        if assumed:
+        if assumed and not file_has_labels(self.exp.data):
             return None
         kw = {}
         if not kind_spec(self.arch.kind).trained:
@@ -236,8 +247,7 @@ class RunAnalysis:
             parts.setdefault(name, []).append(np.asarray(v))
 
         for _ in range(max(1, self.exp.report.eval_batches)):
-            x = self.sample(rng_data)
-            lab = labels(x) if full else None
+            x, lab = self.sample_labelled(rng_data, labels=labels) if full else (self.sample(rng_data), None)
             y_t, scrubbed = self._sampled_batch(x, lab, put, acc)
             put("active_input", active_inputs(self.arch, x))
             put("zero", np.mean(y_t * y_t, axis=-1))  # loss of a zero output: the output's mean square
@@ -270,16 +280,16 @@ class RunAnalysis:
         rng = self.rng("mse_by_sparsity")
         F = kind_spec(self.arch.kind).features(self.arch)
         levels: list[tuple[str, Any]] = [("training", None)]
-        levels += [(f"exactly {n}", n) for n in SPARSITY_LEVELS if n <= F]
+        if self.exp.data.file is None:  # generated exactly-n data says nothing of a data file's distribution
+            levels += [(f"exactly {n}", n) for n in SPARSITY_LEVELS if n <= F]
         out: dict[str, dict] = {}
         for name, n in levels:
             data = self.exp.data if n is None else dataclasses.replace(self.exp.data, mode="exactly_n_active",
-                                                                      n_active=n, synced=())
+                                                                      n_active=n, synced=(), anticorrelated=())
             acc: dict[str, list] = {}
             for _ in range(n_batches):
-                x = self.sample(rng, data)
+                x, lab = self.sample_labelled(rng, data, labels)
                 keep = active_inputs(self.arch, x)
-                lab = labels(x)
                 tgt, decomposed = self._decomposed_outputs(x, n)
                 models = {"target": np.asarray(tgt.y)}
                 mono = self.part.monosemantic(x, lab)

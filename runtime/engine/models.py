@@ -88,10 +88,10 @@ class Model:
         raise NotImplementedError
 
     def n_inputs(self, arch: Any) -> int:
-        return kind_spec(arch.kind).features(arch)
+        return kind_spec(arch.kind).inputs(arch)
 
     def n_outputs(self, arch: Any) -> int:
-        return kind_spec(arch.kind).features(arch)
+        return kind_spec(arch.kind).outputs(arch)
 
     def activation(self, arch: Any) -> tuple[Callable, Callable]:
         """(act, act') of the hidden nonlinearity."""

@@ -17,7 +17,7 @@ import numpy as np
 from autograd import grad_and_aux
 
 from .decompose import Interrupted, NonFiniteError
-from .data import feature_importance, label_coefficients, labels_for, sample_inputs
+from .data import feature_importance, file_has_labels, label_coefficients, sample_batch, sample_inputs
 from .models import n_outputs, target_forward, trainable_target_params
 from .optim import Adam, lr_at
 from .registry import model_of
@@ -91,8 +91,7 @@ def train_target(exp: Experiment, arch: Target, params: dict, rng_data: np.rando
         if signum:
             raise Interrupted(signum, step, phase="target")
         lr = lr_at(step, steps, train.optimizer.lr, train.schedule)
-        x = sample_inputs(arch, exp.data, I, train.batch, rng_data, dtype)
-        labels = labels_for(arch, train, x, coeffs)
+        x, labels = sample_batch(arch, exp.data, train, coeffs, I, train.batch, rng_data, dtype)
         grads, per = grad_fn(trainable, x, labels)
         bad = np.flatnonzero(~np.isfinite(np.asarray(per, dtype=np.float64)))
         if bad.size:  # a diverged target would make every later number meaningless
@@ -118,16 +117,20 @@ def evaluate_target(exp: Experiment, arch: Target, params: dict, rng: np.random.
 
     Trained kinds: the training loss against the labels (plain MSE when importance is 1); `train`
     defaults to exp.train. Hand-coded kinds: MSE of the network output against its true labels
-    (`Model.true_labels`, from `extras`)."""
+    (`Model.true_labels`, from `extras`). A data file's labels, when it has them, are the labels."""
     I = next(iter(params.values())).shape[0]
     dtype = params[next(iter(params))].dtype
     if not kind_spec(arch.kind).trained:
         model = model_of(arch)
         B = batch or exp.decompose.batch
         total = np.zeros(I)
+        from_file = file_has_labels(exp.data)
         for _ in range(batches):
-            x = sample_inputs(arch, exp.data, I, B, rng, dtype)
-            labels = model.true_labels(arch, extras or {}, x)
+            if from_file:
+                x, labels = sample_batch(arch, exp.data, Training(), np.ones((I, 0)), I, B, rng, dtype)
+            else:
+                x = sample_inputs(arch, exp.data, I, B, rng, dtype)
+                labels = model.true_labels(arch, extras or {}, x)
             if labels is None:
                 raise ValueError(f"evaluating a {arch.kind} target needs the extras it was built with")
             y = np.asarray(target_forward(arch, params, x).y, dtype=np.float64)
@@ -139,7 +142,6 @@ def evaluate_target(exp: Experiment, arch: Target, params: dict, rng: np.random.
     importance = feature_importance(n_outputs(arch), train.importance, dtype)
     total = np.zeros(I)
     for _ in range(batches):
-        x = sample_inputs(arch, exp.data, I, B, rng, dtype)
-        total += np.asarray(replicate_loss(arch, params, x, labels_for(arch, train, x, coeffs), importance),
-                            dtype=np.float64)
+        x, labels = sample_batch(arch, exp.data, train, coeffs, I, B, rng, dtype)
+        total += np.asarray(replicate_loss(arch, params, x, labels, importance), dtype=np.float64)
     return total / batches

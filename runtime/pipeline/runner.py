@@ -26,7 +26,7 @@ from ..engine.data import sample_inputs
 from ..engine.decompose import Checkpointing, Interrupted, NonFiniteError, decompose
 from ..engine.models import Params, init_target
 from ..engine.registry import engine_of, model_of
-from ..spec import Experiment, FileTarget, Target, check, from_dict, to_json
+from ..spec import Experiment, FileTarget, Target, check, data_file, from_dict, to_json
 from ..store.rundir import RUN_FORMAT, RunResult, file_record, locked, save_arrays, write_json, write_text
 
 
@@ -329,6 +329,8 @@ def _run_to_dir(exp: Experiment | dict, out_dir: str, spec_text: str | None, spe
         printer = ProgressLine()
     t0 = time.time()
     summary: dict[str, Any] = {"format": RUN_FORMAT, "experiment": exp.name, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0))}
+    if exp.data.file is not None:  # the exact data the run read: its sha256 is checked as it is loaded
+        summary["data_file"] = data_file.record(exp.data)
     if resume:
         summary["resumed_from"] = resumed_from or "the start (no checkpoint yet)"
     try:

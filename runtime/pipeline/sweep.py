@@ -45,7 +45,7 @@ from ..store import checkpoint
 from ..store.files import disk_full
 from ..store.rundir import file_record, lock_holder, locked, missing_arrays, write_json, write_text
 from ..analysis.expectations import describe
-from ..spec import (Decompose, Experiment, Issue, SpecValidationError, SweepAxis, check, from_dict, kind_spec,
+from ..spec import (Decompose, Experiment, Issue, SpecValidationError, SweepAxis, check, field_value, from_dict, kind_spec,
                     nested_class, resolve, to_dict, to_json, with_method)
 from ..spec.checks import architecture
 
@@ -93,6 +93,8 @@ def replace_path(obj: Any, path: str, value: Any) -> Any:
     if not rest:
         if isinstance(obj, Decompose) and name == "method":  # another method: its own class
             return with_method(obj, value)
+        if isinstance(value, dict):  # a value that is an object in JSON (a zipf(...) per-feature form)
+            value = field_value(type(obj), name, value)
         return dataclasses.replace(obj, **{name: _plain(value)})
     inner = getattr(obj, name)
     if inner is None:
@@ -110,7 +112,7 @@ def _follow_derived(exp: Experiment, swept: set[str]) -> Experiment:
 
     A resolved experiment (e.g. `apdspec.load(...).experiment`) has the train and decompose seeds
     filled in from `seed`, the decompose fields the kind derives (APD's rank) and the plots from
-    the target, and data ranges from the target's input range; sweeping `seed` alone would otherwise leave the seeds fixed and every point would
+    the target, data ranges from the target's input range and a data file's sha256 from the file; sweeping `seed` alone would otherwise leave the seeds fixed and every point would
     run the same thing. A derived field that still holds the value resolve() gives the base is
     reset to None so each point derives it again; one set to anything else stays as set. An
     unresolved experiment (`resolve(exp) != exp`) is taken as it is: its None fields are derived per
@@ -128,7 +130,7 @@ def _follow_derived(exp: Experiment, swept: set[str]) -> Experiment:
     bare = dataclasses.replace(
         exp, train=None if tr is None else dataclasses.replace(tr, seed=None),
         decompose=dataclasses.replace(dc, seed=None, **{k: None for k in kind_derived}),
-        report=dataclasses.replace(rp, plots=None), data=dataclasses.replace(data, values=None))
+        report=dataclasses.replace(rp, plots=None), data=dataclasses.replace(data, values=None, sha256=None))
     derived = resolve(bare)
 
     def follow(cond: bool, current: Any, default: Any) -> bool:
@@ -145,6 +147,8 @@ def _follow_derived(exp: Experiment, swept: set[str]) -> Experiment:
         rp = dataclasses.replace(rp, plots=None)
     if follow(target_swept, data.values, derived.data.values):
         data = dataclasses.replace(data, values=None)
+    if follow("data.file" in swept, data.sha256, derived.data.sha256):  # each point's file records its own
+        data = dataclasses.replace(data, sha256=None)
     return dataclasses.replace(exp, train=tr, decompose=dc, report=rp, data=data)
 
 

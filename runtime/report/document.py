@@ -244,6 +244,11 @@ def provenance_section(run_dir: str, summary: dict, exp: Experiment | None) -> S
     rows = []
     for rec in summary.get("spec_files", []) or []:
         rows.append(["spec file", f"`{rec.get('path')}`", f"sha256 `{rec.get('sha256')}`"])
+    data = summary.get("data_file")
+    if data:
+        shapes = f"inputs {tuple(data['inputs']['shape'])}" + (
+            f", labels {tuple(data['labels']['shape'])}" if data.get("labels") else ", no labels")
+        rows.append(["data file", f"`{data.get('path')}` ({shapes})", f"sha256 `{data.get('sha256')}`"])
     sj = _sha256(os.path.join(run_dir, "spec.json"))
     if sj:
         rows.append(["resolved spec", "`spec.json`", f"sha256 `{sj}`"])

@@ -10,6 +10,9 @@ import dataclasses
 import typing
 from typing import Any
 
+import numpy as np
+
+from . import data_file, per_feature
 from .issues import Issue, SpecValidationError  # noqa: F401  (public here too)
 from .experiment import DATA_MODES, ENDING, MAX_LAYERS, SCHEDULES, Experiment, FileTarget, Optimizer, Schedule, Target
 from .knots import Knots
@@ -43,6 +46,11 @@ def resolve(exp: Experiment) -> Experiment:
     data = exp.data
     if data.values is None:
         data = dataclasses.replace(data, values=kind.default_values(arch))
+    if data.file is not None and data.sha256 is None:
+        try:  # recorded, so that the run (spec.json, spec.apd) names exactly the data it read
+            data = dataclasses.replace(data, sha256=data_file.sha256_of(data.file))
+        except OSError:
+            pass  # validate() reports the unreadable file
     train = exp.train
     if not kind.trained or isinstance(exp.target, FileTarget):
         train = None
@@ -227,29 +235,90 @@ def _train_issues(exp: Experiment, kind: Any, issues: list[Issue]) -> None:
 
 def _data_issues(exp: Experiment, kind: Any, arch: Target, issues: list[Issue]) -> None:
     d = exp.data
+    if d.file is not None:
+        _file_data_issues(exp, kind, arch, issues)
+    else:
+        _generated_data_issues(exp, kind, arch, issues)
+    if exp.train is not None:
+        _per_feature_issues("train.importance", exp.train.importance, kind.outputs(arch), "outputs", issues)
+        imp = per_feature.values(exp.train.importance, kind.outputs(arch), "power") \
+            if not _wrong_length(exp.train.importance, kind.outputs(arch)) else np.zeros(0)
+        if np.any(imp < 0) or not np.all(np.isfinite(imp)):
+            issues.append(Issue("train.importance", f"importances must be finite and >= 0, got "
+                                f"{per_feature.describe(exp.train.importance)}"))
+    issues += kind.data_issues(exp, arch)
+
+
+def _wrong_length(value: Any, n: int) -> bool:
+    return isinstance(value, tuple) and len(value) != n
+
+
+def _per_feature_issues(path: str, value: Any, n: int, noun: str, issues: list[Issue]) -> None:
+    for message, hint, sized in per_feature.shape_issues(value, n, noun):
+        issues.append(Issue(path, message, hint, also=("target",) if sized else ()))
+
+
+def _generated_data_issues(exp: Experiment, kind: Any, arch: Target, issues: list[Issue]) -> None:
+    d = exp.data
     n_features = kind.features(arch)
-    if not 0 < d.probability <= 1:
-        issues.append(Issue("data.probability", f"a probability must be in (0, 1], got {d.probability}",
+    noun = kind.feature_noun
+    _per_feature_issues("data.probability", d.probability, n_features, noun, issues)
+    p = per_feature.values(d.probability, n_features) if not _wrong_length(d.probability, n_features) else None
+    if p is not None and not np.all((p > 0) & (p <= 1)):
+        bad = int(np.flatnonzero(~((p > 0) & (p <= 1)))[0])
+        which = "a probability" if per_feature.is_uniform(d.probability) else f"p_{bad} (feature {bad})"
+        issues.append(Issue("data.probability", f"{which} must be in (0, 1], got {p[bad]:g}",
                             "write e.g. probability = 0.05 or 5%"))
     range_issues("data.values", d.values, issues)
     in_choices("data.mode", d.mode, DATA_MODES, issues)
     if d.mode == "exactly_n_active" and not 1 <= d.n_active <= n_features:
         issues.append(Issue("data.n_active", f"n_active must be in [1, {n_features}] (the number of features), got {d.n_active}",
                             also=("target.features",)))
-    seen: set[int] = set()
-    for group in d.synced:
-        for f in group:
-            if not 0 <= f < n_features:
-                issues.append(Issue("data.synced", f"feature index {f} is out of range: the target has {n_features} features "
-                                    f"(indices 0..{n_features - 1})", also=("target.features",)))
-            elif f in seen:
-                issues.append(Issue("data.synced", f"feature {f} is in overlapping synced groups",
-                                    "each feature may be in at most one group"))
-            seen.add(f)
-    if d.synced and d.mode != "at_least_zero_active":
-        issues.append(Issue("data.synced", "synced groups apply to at_least_zero_active data only",
-                            "remove synced, or use mode = at_least_zero_active", ("data.mode",)))
-    issues += kind.data_issues(exp, arch)
+    if d.mode == "exactly_n_active" and not per_feature.is_uniform(d.probability):
+        issues.append(Issue("data.probability", "exactly_n_active picks its n features uniformly; per-feature "
+                            "probabilities apply to at_least_zero_active data", "write one probability, or "
+                            "mode = at_least_zero_active", ("data.mode",)))
+    seen: dict[int, str] = {}
+    for name in ("synced", "anticorrelated"):
+        groups = getattr(d, name)
+        for group in groups:
+            for f in group:
+                if not 0 <= f < n_features:
+                    issues.append(Issue(f"data.{name}", f"feature index {f} is out of range: the target has {n_features} "
+                                        f"{noun} (indices 0..{n_features - 1})", also=("target.features",)))
+                elif f in seen:
+                    where = "overlapping synced groups" if seen[f] == name == "synced" else \
+                        f"two groups ({seen[f]} and {name})" if seen[f] != name else f"overlapping {name} groups"
+                    issues.append(Issue(f"data.{name}", f"feature {f} is in {where}",
+                                        "each feature may be in at most one group", () if seen[f] == name else
+                                        (f"data.{seen[f]}",)))
+                seen.setdefault(f, name)
+        if groups and d.mode != "at_least_zero_active":
+            issues.append(Issue(f"data.{name}", f"{name} groups apply to at_least_zero_active data only",
+                                f"remove {name}, or use mode = at_least_zero_active", ("data.mode",)))
+    if p is not None:
+        for group in d.anticorrelated:
+            idx = [f for f in group if 0 <= f < n_features]
+            total = float(p[idx].sum())
+            if total > 1 + 1e-12:
+                issues.append(Issue("data.anticorrelated", f"the probabilities of anti-correlated group {list(group)} "
+                                    f"sum to {total:g}; at most one member fires, so they must sum to <= 1",
+                                    "lower data.probability, or split the group", ("data.probability",)))
+
+
+# generated-data settings a data file leaves unused: set to anything but their defaults, they are refused
+_GENERATED_ONLY = ("probability", "mode", "n_active", "synced", "anticorrelated")
+
+
+def _file_data_issues(exp: Experiment, kind: Any, arch: Target, issues: list[Issue]) -> None:
+    d = exp.data
+    for path, message, hint, also in data_file.file_issues(d, kind.inputs(arch), kind.outputs(arch)):
+        issues.append(Issue(path, message, hint, also))
+    fresh = type(d)()
+    for name in _GENERATED_ONLY:
+        if getattr(d, name) != getattr(fresh, name):
+            issues.append(Issue(f"data.{name}", f"'{name}' describes generated features; the inputs come from the "
+                                f"data file", f"remove {name} (or remove the data file to generate features)", ("data.file",)))
 
 
 def _applicability(name: str, table: str, kind: str, method: str, path: str, what: str, issues: list[Issue]) -> bool:

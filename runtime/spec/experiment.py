@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from .fields import Form, setting, simple_forms
+from .per_feature import PerFeature
 from .registry import DEFAULT_KIND, DEFAULT_METHOD, KINDS, method_spec
 
 MAX_LAYERS = 1000  # a sanity bound: validation and models build per-layer lists
@@ -112,7 +113,10 @@ class Training:
                                  valid="one the target kind accepts")
     label_coeffs: str = setting("ones", "label coefficients c_i: ones, or uniform in [1, 2)", choices=("ones", "uniform"))
     label_seed: int = setting(0, "seed of uniform label coefficients")
-    importance: float = setting(1.0, "feature i is weighted importance^i")
+    importance: PerFeature = setting(1.0, "weight I_i of output feature i in the training loss: a number r means "
+                                     "I_i = r^i (the TMS paper's 0.9^i), a list one weight per feature, or a decay "
+                                     "form zipf(...) / geometric(...)", paper="I_i (TMS)",
+                                     valid=">= 0 each; a list has one value per feature", per_feature="power")
     log_every: int = setting(500, "steps between log lines", valid="> 0")
 
 
@@ -121,11 +125,23 @@ DATA_MODES = ("at_least_zero_active", "exactly_n_active")
 
 @dataclass(frozen=True)
 class Data:
-    """Sparse features: each value ~ U(values) kept with probability `probability` (notes §2).
+    """The inputs: generated sparse features (notes §2), or the rows of a data file.
 
-    A kind with other inputs (the gated network's control bits) reads these fields its own way."""
+    Generated: feature i is active with probability p_i (`probability`), its value ~ U(values);
+    `synced` groups fire together, in `anticorrelated` groups at most one feature fires
+    (docs/language.md, "Data"). A kind with other inputs (the gated network's control bits) reads
+    these fields its own way. With `file`, every batch is drawn uniformly with replacement from the
+    file's rows instead, and the generated-data settings do not apply."""
 
-    probability: float = setting(0.05, "probability that a feature (a control bit) is active", valid="(0, 1]")
+    FORMS: ClassVar[dict[str, Form]] = {
+        "file": Form(positional=("file",), keywords={"inputs": "inputs", "labels": "labels", "sha256": "sha256"},
+                     required=1),
+    }
+    CALL_BLOCKS: ClassVar[tuple[str, ...]] = ("file",)  # `data file("x.npz")`, as `target file("x.npz")`
+
+    probability: PerFeature = setting(0.05, "probability p_i that feature i (a control bit) is active: a number (every "
+                                      "feature), a list (one per feature) or zipf(...) / geometric(...)",
+                                      valid="(0, 1] each; a list has one value per feature", per_feature="constant")
     values: tuple[float, float] | None = setting(None, "value range of active features; none = per target",
                                                  valid="low < high", style="uniform")
     mode: str = setting("at_least_zero_active", "how many features are active", choices=DATA_MODES,
@@ -133,8 +149,21 @@ class Data:
                                                         required=1)},
                         valid="the target kind's data modes")
     n_active: int = setting(1, "exactly_n_active: the number of active features", valid="[1, features]")
-    synced: tuple[tuple[int, ...], ...] = setting((), "groups of features that fire together",
+    synced: tuple[tuple[int, ...], ...] = setting((), "correlated groups: when any member would fire, every member "
+                                                 "fires (with fresh values)",
                                                  valid="disjoint indices in [0, features); at_least_zero_active only")
+    anticorrelated: tuple[tuple[int, ...], ...] = setting(
+        (), "anti-correlated groups: at most one member fires, feature i with probability p_i",
+        valid="disjoint indices in [0, features), not in synced groups; sum of p_i <= 1 per group; "
+              "at_least_zero_active only")
+    file: str | None = setting(None, "an .npz file whose rows are the inputs (and labels); none = generated "
+                               "features", path=True, valid="a readable .npz; inputs (N, inputs of the target)")
+    inputs: str = setting("inputs", "the data file's array of inputs, (N, inputs of the target)")
+    labels: str | None = setting("labels", "the data file's array of labels, (N, outputs of the target); when the "
+                                 "file has no array of this default name, or with none: the target kind's labels "
+                                 "(train.labels) or the target's own outputs")
+    sha256: str | None = setting(None, "sha256 of the data file; none = recorded when the spec is resolved (spec.json), "
+                                 "a given value is checked", valid="64 hexadecimal digits")
 
 
 @dataclass(frozen=True)
@@ -237,7 +266,7 @@ class Experiment:
     dtype: str = setting("float32", "floating-point precision", choices=("float32", "float64"))
     target: Target = field(default_factory=default_target)
     train: Training | None = Training()
-    data: Data = setting(Data(), "sparse input features (notes §2)")
+    data: Data = setting(Data(), "the inputs: generated sparse features (notes §2), or a data file")
     decompose: Decompose = setting(factory=lambda: Decompose(), doc="the decomposition (APD paper §2; SPD paper §2)")
     report: Report = setting(Report(), "metrics, plots and expectations")
     sweep: Sweep | None = None

@@ -68,6 +68,14 @@ class KindSpec:
         """Number of input features: data rows index them, one-hot probes turn them on one at a time."""
         return arch.features
 
+    def inputs(self, arch: Any) -> int:
+        """Width of the network's input x (a data file's inputs have this many columns)."""
+        return self.features(arch)
+
+    def outputs(self, arch: Any) -> int:
+        """Width of the network's output (a data file's labels have this many columns)."""
+        return self.features(arch)
+
     def matrices(self, arch: Any) -> tuple[Layer, ...]:
         """The decomposed uses of weight matrices, in forward order (a tied use counts again)."""
         raise NotImplementedError

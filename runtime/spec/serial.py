@@ -81,6 +81,11 @@ def _coerce(cls: type, name: str, v: Any) -> Any:
     return v
 
 
+def field_value(cls: type, name: str, v: Any) -> Any:
+    """The value field `name` of `cls` holds for its JSON form `v` (a dict becomes its dataclass)."""
+    return _coerce(cls, name, v)
+
+
 def from_dict(d: dict) -> Experiment:
     return _build(Experiment, d)
 

@@ -6,8 +6,9 @@ without them the generic path's counts are used.
 """
 from __future__ import annotations
 
+from ...engine.data import mean_active, nonzero_fraction
 from ...engine.models import layers_of, n_inputs, n_outputs, param_shapes
-from ...spec import METHODS, Experiment, resolve
+from ...spec import METHODS, Experiment, per_feature, resolve
 from .kinds import hooks
 
 
@@ -21,22 +22,26 @@ def active_pairs(exp: Experiment, arch) -> float:
         return float(min(int(dc.topk.value * B), B * C))
     if dc.topk.mode == "sample":
         return float(min(dc.topk.value, C) * B)
-    return float(min(B * C, exp.data.probability * n_inputs(arch) * B))
+    if exp.data.file is not None:
+        return float(B * C)  # unknown sparsity: every pair
+    if per_feature.is_uniform(exp.data.probability) and not (exp.data.synced or exp.data.anticorrelated):
+        return float(min(B * C, exp.data.probability * n_inputs(arch) * B))
+    return float(min(B * C, mean_active(exp.data, n_inputs(arch)) * B))
 
 
 def expected_rows(exp: Experiment, arch) -> float:
     """Rows a step works on: the runtime drops all-zero input rows where that is exact
     (`fused.zero_rows_inert`, batch/exact top-k), so with at_least_zero_active data only
-    B (1 - (1 - p)^F) rows are expected to remain."""
+    B (1 - (1 - p)^F) rows are expected to remain (per-feature p_i and groups: data.nonzero_fraction)."""
     from .fused import applies, zero_rows_inert
 
     dc = exp.decompose
     B = dc.batch
     if not (applies(arch, dc.loss, dc.topk) and zero_rows_inert(arch) and dc.topk.mode in ("batch", "exact")):
         return float(B)
-    if exp.data.mode != "at_least_zero_active":
+    if exp.data.mode != "at_least_zero_active" or exp.data.file is not None:
         return float(B)
-    return float(B * (1.0 - (1.0 - exp.data.probability) ** n_inputs(arch)))
+    return float(B * nonzero_fraction(exp.data, n_inputs(arch)))
 
 
 def step_flops(exp: Experiment, arch=None) -> dict:

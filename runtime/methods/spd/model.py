@@ -302,8 +302,11 @@ def expected_rows(exp, arch: Target) -> float:
     from ...engine.models import n_inputs
 
     B = exp.decompose.batch
-    if zero_rows_inert(arch) and exp.data.mode == "at_least_zero_active" and not exp.data.synced:
-        return B * (1.0 - (1.0 - exp.data.probability) ** n_inputs(arch))
+    from ...engine.data import nonzero_fraction
+
+    data = exp.data
+    if zero_rows_inert(arch) and data.mode == "at_least_zero_active" and not data.synced and data.file is None:
+        return B * nonzero_fraction(data, n_inputs(arch))
     return float(B)
 
 

@@ -174,22 +174,16 @@ class GatedModel(ResidualModel):
     def has_bias(self, arch: GatedTarget, l: int, which: str) -> bool:
         return which == "in"
 
-    def n_inputs(self, arch: GatedTarget) -> int:
-        return arch.functions + 1  # [x, control bits]
-
-    def n_outputs(self, arch: GatedTarget) -> int:
-        return 1
-
     def build(self, exp, dtype) -> tuple[Params, dict]:
         return build_for_experiment(exp, dtype)
 
     def sample(self, arch: GatedTarget, data, shape, rng, dtype) -> np.ndarray:
-        """Column 0 is x ~ U[lo,hi), then Bernoulli(p) control bits."""
-        from ...engine.data import _uniform, value_range
+        """Column 0 is x ~ U[lo,hi), then Bernoulli(p_i) control bits (data.probability, per bit)."""
+        from ...engine.data import _uniform, feature_probabilities, value_range
 
         lo, hi = value_range(arch, data)
         x = _uniform(rng, lo, hi, shape + (1,), dtype)
-        bits = (rng.random(shape + (arch.functions,)) < data.probability).astype(dtype)
+        bits = (rng.random(shape + (arch.functions,)) < feature_probabilities(data, arch.functions)).astype(dtype)
         return np.concatenate([x, bits], axis=-1)
 
     def active(self, arch: GatedTarget, x: np.ndarray) -> np.ndarray:

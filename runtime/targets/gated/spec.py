@@ -130,6 +130,12 @@ class GatedKind(KindSpec):
     def features(self, arch: GatedTarget) -> int:
         return arch.functions
 
+    def inputs(self, arch: GatedTarget) -> int:
+        return arch.functions + 1  # [x, control bits]
+
+    def outputs(self, arch: GatedTarget) -> int:
+        return 1
+
     def matrices(self, arch: GatedTarget):
         return residual_matrices(*dims_of(arch))
 
@@ -168,6 +174,9 @@ class GatedKind(KindSpec):
         issues = []
         if exp.data.synced:
             issues.append(Issue("data.synced", "synced groups apply to sparse-feature data, not to gated control bits"))
+        if exp.data.anticorrelated:
+            issues.append(Issue("data.anticorrelated", "anti-correlated groups apply to sparse-feature data, not to "
+                                "gated control bits"))
         if exp.data.mode != "at_least_zero_active":
             issues.append(Issue("data.mode", "gated targets draw independent control bits; only at_least_zero_active applies"))
         return issues
