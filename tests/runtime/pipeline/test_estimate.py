@@ -33,7 +33,8 @@ def test_contention_is_wall_over_cpu_time():
 
     _, _, busy = E._time_steps(lambda: sum(range(20000)), budget_s=0.05)  # computing: wall ~ CPU
     _, _, idle = E._time_steps(lambda: time.sleep(0.01), budget_s=0.05)  # waiting: wall >> CPU
-    assert busy < 3 and idle > 5
+    # (no absolute bound on `busy`: on a loaded machine a computing process also waits for a core)
+    assert idle > 5 and idle > 2 * busy
 
 
 def test_estimate_extrapolates_the_timed_steps_to_the_spec():
