@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from ...report.plots import _norm_order, register_plot
-from ...report.plots_common import color, figure, grid_shape, hide_unused, save, suptitle
+from ...report.plots_common import MIN_FONT, color, figure, grid_shape, hide_unused, save, suptitle
 
 
 def plot_polygons(W: np.ndarray, P: np.ndarray, path: str, title: str = "") -> str:
@@ -17,8 +17,8 @@ def plot_polygons(W: np.ndarray, P: np.ndarray, path: str, title: str = "") -> s
     panels = [("target W", W), ("sum of components", P.sum(axis=0))]
     panels += [(f"component {c}", P[c]) for c in range(P.shape[0])]
     lim = 1.15 * max(float(np.abs(W).max()), float(np.abs(P.sum(axis=0)).max()), 1e-9)
-    rows, cols = grid_shape(len(panels), 7)
-    fig, axes = figure(rows, cols, (2.5 * cols + 0.5, 2.6 * rows + 0.7))
+    rows, cols = grid_shape(len(panels), 5)
+    fig, axes = figure(rows, cols, (2.0 * cols + 0.4, 2.1 * rows + 0.7))
     order = np.argsort(np.arctan2(W[:, 1], W[:, 0]))
     ring = W[np.r_[order, order[:1]]]
     for ax, (label, M) in zip(axes.ravel(), panels):
@@ -33,11 +33,11 @@ def plot_polygons(W: np.ndarray, P: np.ndarray, path: str, title: str = "") -> s
         ax.axhline(0, color="0.9", lw=0.5)
         ax.axvline(0, color="0.9", lw=0.5)
         ax.set_title(label, fontsize=9)
-        ax.tick_params(labelsize=6)
-    axes[0, 0].set_xlabel("hidden 0")
-    axes[0, 0].set_ylabel("hidden 1")
+        ax.tick_params(labelsize=MIN_FONT)
+    axes[0, 0].set_xlabel("hidden 0", fontsize=8)
+    axes[0, 0].set_ylabel("hidden 1", fontsize=8)
     if W.shape[0] <= 10:
-        axes[0, 0].legend(fontsize=6, loc="best")
+        axes[0, 0].legend(fontsize=MIN_FONT, loc="best")
     hide_unused(axes, len(panels))
     suptitle(fig, title or "Feature directions W[f] in the 2-D hidden space")
     return save(fig, path)

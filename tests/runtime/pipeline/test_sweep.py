@@ -16,7 +16,7 @@ from runtime.spec import Decompose, Expectation, Experiment, Optimizer, Report, 
 from runtime import ApdLosses as Losses, TmsTarget, TopK
 
 from paths import ROOT  # noqa: E402  (the repository)
-QUICK = os.path.join(ROOT, "specs", "quickstart.apd")
+QUICK = os.path.join(ROOT, "tests", "specs", "quick.apd")  # a smoke run: its problems do not fail it
 SAFE = re.compile(r"^[A-Za-z0-9._+=,-]+$")
 TINY = ["target.train.steps=20", "decompose.steps=10", "decompose.log_every=5", "report.plots=[]"]
 
