@@ -673,8 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apdspec",
         description="Check, format and run .apd specs of Attribution-based Parameter Decomposition experiments.",
-        epilog="exit codes: 0 ok; 1 run or report failed / disk full / files to reformat / runtime missing; 2 spec or "
-               "usage errors; 3 internal error",
+        epilog="exit codes: 0 ok; 1 run or report failed, expectations failed or problems found / disk full / files to "
+               "reformat / runtime missing; 2 spec or usage errors; 3 internal error",
     )
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="BLAS/OpenMP threads (sets OPENBLAS/OMP/MKL_NUM_THREADS; default 1)")
@@ -684,7 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     def overrides(sp):
         sp.add_argument("-s", "--set", action="append", default=[], metavar="PATH=VALUE",
                         help="override a field after the file is read, e.g. -s decompose.steps=200 "
-                             "(a grid(...)/seeds(n)/range(...)/logspace(...) value adds a sweep axis); repeatable")
+                             "(a grid(...)/seeds(n)/range(...)/logspace(...) value adds a sweep axis; "
+                             "-s 'report.expect = none' drops the spec's expectations); repeatable")
 
     c = sub.add_parser("check", help="check specs and print a resolved summary",
                        description="Check each spec (syntax, keys, types, ranges, cross-field rules, every sweep point) and "
@@ -709,12 +710,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="check a spec and run it (every point of a sweep)",
                        description="Check the spec, then train the target and the decomposition with the runtime, "
-                                   "writing a run directory. A spec with a sweep runs every point into "
-                                   "DIR/<point label>/ and writes DIR/sweep.json and DIR/sweep.md; run it again with "
-                                   "the same --out to resume (finished points are reused). Exit 0 if every run "
-                                   "finished with every expectation met, 1 otherwise (a full disk included: "
-                                   "'no space left on DIR' and the resume command), 2 on spec errors and an --out "
-                                   "that is a file or cannot be written.")
+                                   "writing a run directory. It prints the output directory first, then the spec and "
+                                   "an estimated time; at the end the metrics, each expectation and each problem the "
+                                   "run's diagnostics found. A spec with a sweep runs every point into "
+                                   "DIR/<point label>/ and writes DIR/sweep.json, DIR/sweep.md and DIR/sweep.html; run "
+                                   "it again with the same --out to resume (finished points are reused). Exit 0 if every "
+                                   "run finished with every expectation met and no problem found by its diagnostics "
+                                   "(a smoke run, report.smoke, only lists its problems), 1 otherwise (a full disk "
+                                   "included: 'no space left on DIR' and the resume command), 2 on spec errors and an "
+                                   "--out that is a file or cannot be written.")
     r.add_argument("spec", metavar="SPEC", nargs="?")
     r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
     r.add_argument("--resume", metavar="DIR",
@@ -726,7 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "stop at the next step with one and exit 130 / 143")
     r.add_argument("--force", action="store_true",
                    help="run even if --out already holds a run (it is replaced); without it that is refused")
-    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--quiet", action="store_true",
+                   help="no progress output, and of the start banner only the output directory (no estimate)")
     where = r.add_mutually_exclusive_group()
     where.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                        help="run N sweep points at a time, each in its own process with one BLAS thread "
@@ -762,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "batches, keep the lowest per replicate and write --out as a run directory with "
                                     "metrics and report. The runs must decompose the same target arrays with the "
                                     "same settings apart from decompose.seed; a sweep directory stands for its "
-                                    "points. Exit 0 ok, 1 expectations failed, "
+                                    "points. Exit 0 ok, 1 expectations failed or problems found by the diagnostics, "
                                     "2 runs that cannot be compared or an --out that cannot be written.")
     pk.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished runs (or sweeps over decompose.seed)")
     pk.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory to write")

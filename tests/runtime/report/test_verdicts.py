@@ -120,3 +120,18 @@ def test_an_interrupted_run_lists_its_expectations_as_not_evaluated():
     none = expectations_section([], check(tms_experiment()), "interrupted")
     assert none.blocks[0].text == "The spec states no expectations."
     assert Report().smoke is False
+
+
+def test_an_interrupted_run_s_report_says_its_expectations_were_not_evaluated(tmp_path):
+    from run_cases import tms_experiment
+    from runtime.report import render
+    from runtime.spec import to_json
+
+    exp = check(tms_experiment(replicates=2, expect=(Expectation("mmcs", ">=", 0.99, "all", 2, ""),)))
+    (tmp_path / "spec.json").write_text(to_json(exp))
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "interrupted", "signal": 15, "phase": "decompose",
+                                                       "next_step": 7, "resume": f"apdspec run --resume {tmp_path}"}))
+    render(str(tmp_path))
+    text = (tmp_path / "report.md").read_text()
+    assert "1 expectation, not evaluated: the run was interrupted before its metrics were computed." in text
+    assert "| not evaluated | `expect mmcs >= 0.99 for 2 replicates` |" in text
