@@ -20,7 +20,7 @@ def plot_causal_importance(tables: list[tuple[str, np.ndarray]], path: str, row_
     (`orders`; default: each input's most important subcomponent in turn, as the paper permutes)."""
     clipped = [(label, np.clip(np.asarray(t, dtype=float), 0.0, 1.0)) for label, t in tables]
     return plot_attributions(clipped, path, row_label, title or "Causal importances on one-hot inputs", orders,
-                             value_label="causal importance g (clipped to [0, 1])", cmap_name="Reds", limits=(0.0, 1.0),
+                             value_label="causal importance g", cmap_name="Reds", limits=(0.0, 1.0),
                              max_columns=MAX_COLUMNS, column_label="subcomponent (in feature order)")
 
 
@@ -50,9 +50,8 @@ def build_causal_importance(an: Any, path: str) -> str:
             matched = an.part.feature_components(name)
             tables.append((f"{name}, replicate {i}" if an.I > 1 else name, t))
             orders.append(feature_order(an, i, name) if matched is not None else row_order(t))
-    return plot_causal_importance(tables, path, row_label,
-                                  f"{an.exp.name}: {what} (SPD paper Figs. 8, 12, 13)" + (f"; {note}" if note else ""),
-                                  orders)
+    title = f"{an.exp.name}: {what} (clipped to [0, 1]; SPD paper Figs. 8, 12, 13)" + (f"; {note}" if note else "")
+    return plot_causal_importance(tables, path, row_label, title, orders)
 
 
 register_plot("causal_importance", build_causal_importance, method="spd")
