@@ -41,11 +41,16 @@ def _between_statements(state: Any, probe_conf: Any, at: Token) -> bool:
     return True
 
 
-def _copied(values: list) -> list:
-    """A copy of the parser's value stack that later parsing cannot change: Lark reduces a
-    left-recursive repetition (`_item*`) by extending the children list of the tree already on the
-    stack, in place, so each tree on it gets its own list (their subtrees are finished)."""
-    return [Tree(v.data, list(v.children), v._meta) if isinstance(v, Tree) else v for v in values]
+def _saved(values: list) -> list:
+    """The parser's value stack as it is now, to come back to: Lark reduces a left-recursive
+    repetition (`_item*`) by appending to the children list of the tree already on the stack, in
+    place, so each tree's number of children is kept with it (their subtrees are finished)."""
+    return [(v, len(v.children)) if isinstance(v, Tree) else (v, None) for v in values]
+
+
+def _restored(saved: list) -> list:
+    """A value stack equal to the one `_saved` saw, in new lists (parsing on appends to those)."""
+    return [Tree(v.data, v.children[:n], v._meta) if n is not None else v for v, n in saved]
 
 
 def _next_line_start(text: str, pos: int) -> int | None:
@@ -88,6 +93,14 @@ def parse_recovering(lark: Lark, text: str, start: str,
     probe_conf = copy.copy(state.parse_conf)
     probe_conf.callbacks = {}
     saved: list[tuple[int, list, list]] = []  # (offset, state stack, value stack) between statements
+    known: dict[tuple, bool] = {}  # state stack -> between statements (the probe's answer depends on it alone)
+
+    def between(tok: Token) -> bool:
+        key = tuple(state.state_stack)
+        if key not in known:
+            known[key] = _between_statements(state, probe_conf, tok)
+        return known[key]
+
     errors: list = []
     resumed_at: int | None = None  # offset the lexer resumed at after the last error, until a token parses
     last: Token | None = None
@@ -95,8 +108,8 @@ def parse_recovering(lark: Lark, text: str, start: str,
         try:
             for tok in lexer_thread.lex(state):
                 if _first_on_line(text, tok.start_pos) and (not saved or saved[-1][0] < tok.start_pos) \
-                        and _between_statements(state, probe_conf, tok):
-                    saved.append((tok.start_pos, list(state.state_stack), _copied(state.value_stack)))
+                        and between(tok):
+                    saved.append((tok.start_pos, list(state.state_stack), _saved(state.value_stack)))
                 state.feed_token(tok)
                 last = tok
                 if resumed_at is not None and tok.start_pos > resumed_at:
@@ -108,8 +121,8 @@ def parse_recovering(lark: Lark, text: str, start: str,
                 e.interactive_parser = InteractiveParser(ip.parser, state, lexer_thread)
             at_end = isinstance(e, UnexpectedToken) and e.token.type == "$END"
             pos = _error_offset(e, text)
-            between = isinstance(e, UnexpectedToken) and _between_statements(state, probe_conf, e.token)
-            if _reported(e, pos, resumed_at, errors, between):
+            at_rest = isinstance(e, UnexpectedToken) and _between_statements(state, probe_conf, e.token)
+            if _reported(e, pos, resumed_at, errors, at_rest):
                 errors.append(to_diagnostic(e))
             back = [s for s in saved if s[0] <= pos]
             if at_end or len(errors) >= MAX_SYNTAX_ERRORS or not back:  # not back: no statement began before it
@@ -119,7 +132,7 @@ def parse_recovering(lark: Lark, text: str, start: str,
             here = _first_on_line(text, pos) and offset < pos and resumed_at != pos
             resume = pos if here else _next_line_start(text, pos)
             del saved[len(back):]
-            state.state_stack[:], state.value_stack[:] = list(states), _copied(values)
+            state.state_stack[:], state.value_stack[:] = list(states), _restored(values)
             if resume is None:  # the broken statement was the last: end the text there
                 try:
                     return state.feed_token(Token("$END", "", len(text), 1, 1), True), errors
