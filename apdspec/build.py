@@ -85,7 +85,7 @@ def check_experiment(state: State, exp: S.Experiment, diags: Collector, display:
                 notes.append(Note(f"'{lang_path(other)}' is set here", other_span))
             elif other_span is None:
                 notes.append(Note(f"'{lang_path(other)}' has its default value"))
-        diags.error(f"{_issue_path(issue)}: {issue.message}", span, issue.hint, tuple(notes),
+        diags.error(f"{_issue_path(issue)}: {issue.message}", span, _hint(issue), tuple(notes),
                     file=display if span is None else "")  # no experiment header: the file at least
     return resolved
 
@@ -131,6 +131,15 @@ def check_methods(state: State, exp: S.Experiment, diags: Collector) -> set[str]
                     f"remove it, or set decompose.method = {owners[0]}" + S.method_spec(method).foreign_key_note, notes)
         reported.add(rt)
     return reported
+
+
+def _hint(issue: S.Issue) -> str:
+    """The issue's hint; for an expectation, also how to drop the spec's expectations (those of a
+    used file included) from the command line."""
+    if not issue.path.startswith("report.expect["):
+        return issue.hint
+    drop = "drop the spec's expectations with -s 'report.expect = none'"
+    return f"{issue.hint}; or {drop}" if issue.hint else drop
 
 
 def _issue_path(issue: S.Issue) -> str:
@@ -226,8 +235,8 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
         first, issue = same[0], same[0].issue
         notes = []
         if axis is not None:
-            hint = issue.hint or (f"every sweep point must be a valid experiment: change or remove this value "
-                                  f"of '{lang_path(axis)}'")
+            hint = _hint(issue) or (f"every sweep point must be a valid experiment: change or remove this value "
+                                    f"of '{lang_path(axis)}'")
             others = causes[1:] if culprit is None else []
             for other in (issue.path, *issue.also):
                 swept = _swept(first, other)
@@ -244,7 +253,7 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
                     notes.append(Note(f"{name} has its default value"))
             notes += [_value_note(state, first, a) for a in others]
         else:
-            hint = issue.hint or "every sweep point must be a valid experiment; the sweep values of this point are noted"
+            hint = _hint(issue) or "every sweep point must be a valid experiment; the sweep values of this point are noted"
             notes += [_value_note(state, first, a) for a in first.values]
         if len(same) > 1:
             names = "; ".join(point_name(p.values) for p in same[1:1 + MAX_NAMED])

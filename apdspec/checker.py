@@ -425,6 +425,8 @@ class FileEval:
         """`key = value` where `name` (at `span`) is the last segment of `key` (at `key_span`)."""
         fields = _fields(scope, self.state)
         node = fields.get(name)
+        if node is None and scope.obj is REPORT and name == "expect":
+            return self.drop_expectations(value)
         if node is None:
             if scope.kind == "experiment" and name == "target":
                 return self.target_assign(value, span)
@@ -536,6 +538,16 @@ class FileEval:
             self.state.set(rt, v, span)
 
     # -- report.expect
+    def drop_expectations(self, value: A.Value) -> None:
+        """`report.expect = none` (or `[]`), e.g. `-s 'report.expect = none'`: no expectations, those of
+        a used file included (in a file, `expect none` says the same)."""
+        if (isinstance(value, A.Ident) and value.name == "none") or (isinstance(value, A.ListValue) and not value.items):
+            self.state.expects.clear()
+            return
+        self.diags.error("report.expect takes only 'none' here (it drops every expectation)", value.span,
+                         "write -s 'report.expect = none'; add an expectation in the report block: "
+                         "expect mmcs >= 0.99")
+
     def expect(self, e: A.Expect | A.ExpectBare) -> None:
         if isinstance(e, A.ExpectBare):
             if e.name == "none":

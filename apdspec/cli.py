@@ -1,9 +1,9 @@
 """The `apdspec` command line (also `python -m apdspec`).
 
-Exit codes: 0 success; 1 a run (or a sweep point) failed or did not meet its expectations, a
-sweep point's report failed to render, the disk is full, or `fmt --check` found files to reformat; 2 spec
-errors (and command-line usage errors, e.g. an --out that is a file); 3 an internal error (a bug: rerun with
---debug for the traceback).
+Exit codes: 0 success; 1 a run (or a sweep point) failed, did not meet its expectations or has a
+problem its diagnostics found, a sweep point's report failed to render, the disk is full, or `fmt
+--check` found files to reformat; 2 spec errors (and command-line usage errors, e.g. an --out that is
+a file); 3 an internal error (a bug: rerun with --debug for the traceback).
 """
 from __future__ import annotations
 
@@ -70,24 +70,36 @@ def cmd_check(args) -> int:
 def _estimate_line(spec, debug: bool) -> str:
     """The estimated wall time of `apdspec run` on a checked spec (every sweep point; --jobs as the
     default, one point per core), from a calibration that times a few real steps."""
-    from runtime.pipeline.estimate import duration, estimate
-
     try:
         if spec.experiment.sweep is None:
-            return estimate(spec.experiment).describe()
+            return _estimate_text(spec.experiment, None, debug)
         from runtime.pipeline.sweep import points
 
         from .build import build
 
         pts = points(build(spec.state, spec.experiment.name))
-        first = estimate(pts[0].experiment)
+        return _estimate_text(None, pts, debug, min(len(pts), os.cpu_count() or 1))
+    except Exception as e:  # informative only: never fail a valid spec on it
+        if debug:
+            traceback.print_exc()
+        return f"(no estimate: {type(e).__name__}: {e})"
+
+
+def _estimate_text(exp, pts, debug: bool, jobs: int = 1, budget_s: float = 1.5) -> str:
+    """The estimated wall time of one run (`exp`) or of the sweep points `pts` run `jobs` at a time,
+    from timing a few real steps for about `budget_s` seconds (the first point's, for a sweep)."""
+    from runtime.pipeline.estimate import duration, estimate
+
+    try:
+        if pts is None:
+            return estimate(exp, budget_s=budget_s).describe()
+        first = estimate(pts[0].experiment, budget_s=budget_s)
         per = []
         for p in pts:  # the first point's step times, each point's own step counts
             e = p.experiment
             trains = first.target_step_ms is not None and e.train is not None
             per.append((first.target_step_ms * e.train.steps if trains else 0.0) / 1e3
                        + first.step_ms * e.decompose.steps / 1e3 + first.parts["finish"])
-        jobs = min(len(pts), os.cpu_count() or 1)
         total = sum(per) / jobs  # points run `jobs` at a time
         return (f"~{duration(total)} for {len(pts)} points ({jobs} at a time; a point ~{duration(min(per))}"
                 + (f" to ~{duration(max(per))}" if max(per) > 1.05 * min(per) else "")
@@ -96,6 +108,27 @@ def _estimate_line(spec, debug: bool) -> str:
         if debug:
             traceback.print_exc()
         return f"(no estimate: {type(e).__name__}: {e})"
+
+
+BANNER_BUDGET_S = 0.5  # seconds `apdspec run` spends timing steps for its start banner's estimate
+
+
+def _banner(out: str, rows: list[tuple[str, str]]) -> None:
+    """The start of `apdspec run`: the output directory first, then what runs and how long it should take."""
+    print(f"{'output':<9} {out}", flush=True)
+    for key, text in rows:
+        print(f"{key:<9} {text}", flush=True)
+
+
+def _what_runs(exp) -> str:
+    """One line on an experiment: its name, target, method and replicates."""
+    from runtime.spec import method_spec
+    from runtime.spec.checks import target_kind
+
+    dc = exp.decompose
+    restarts = f" x {dc.restarts} inits" if getattr(dc, "restarts", 1) > 1 else ""
+    return (f"experiment {exp.name}: {target_kind(exp)} target, {dc.method} ({method_spec(dc.method).components_text(dc)}, "
+            f"{dc.steps:,} steps), {exp.replicates} replicate{'s' if exp.replicates != 1 else ''}{restarts}")
 
 
 def cmd_fmt(args) -> int:
@@ -173,6 +206,15 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, s
     from runtime.store.rundir import RunDirBusy
 
     from runtime.pipeline.runner import run_to_dir
+    if resume:
+        _banner(out, [("resume", "from its newest checkpoint (the progress line shows the time left)")])
+    elif args.quiet:
+        _banner(out, [])
+    else:
+        smoke = [("smoke", "a smoke run: it checks that everything runs, its numbers are not a result")] \
+            if exp.report.smoke else []
+        _banner(out, [("spec", f"{args.spec} ({_what_runs(exp)})"), *smoke,
+                      ("estimate", _estimate_text(exp, None, args.debug, budget_s=BANNER_BUDGET_S))])
     try:
         summary = run_to_dir(exp, out, spec_text=spec_text, spec_files=list(spec_files), progress=not args.quiet,
                              resume=resume, checkpoint_every=args.checkpoint_every, spec_original=spec_original)
@@ -204,10 +246,10 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, s
         _err(f"apdspec run: {name}: stopped before step {e.step} {saved}; resume with: "
              f"apdspec run --resume {out}")
         return 128 + e.signum
-    status = summary.get("status") if isinstance(summary, dict) else None
     _print_run_summary(summary)
-    print(f"{out}: {status}")
-    return EXIT_OK if status == "ok" else EXIT_FAILED
+    verdict, code = _verdict(summary if isinstance(summary, dict) else {})
+    print(f"{out}: {verdict}")
+    return code
 
 
 def cmd_run(args) -> int:
@@ -313,12 +355,17 @@ def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, sp
         parts += [f"{m} {rec['metrics'][m]:.4g}" for m in key if rec["metrics"].get(m) is not None]
         if rec["expectations"]:
             parts.append(f"expectations {sum(e['passed'] for e in rec['expectations'])}/{len(rec['expectations'])}")
+        if rec.get("problems"):
+            parts.append(f"{len(rec['problems'])} problem{'s' if len(rec['problems']) != 1 else ''}")
         if rec.get("wall_time_s") is not None:
             parts.append(f"({rec['wall_time_s']:.1f} s)")
         print("  ".join(parts), flush=True)
 
-    print(f"sweep: {len(pts)} points into {out}" + (f" on {args.scheduler}" if args.scheduler else
-                                                       f", {jobs} at a time" if jobs > 1 else ""), flush=True)
+    where = f" on {args.scheduler}" if args.scheduler else f", {jobs} at a time" if jobs > 1 else ""
+    rows = [("sweep", f"{len(pts)} points{where} ({_what_runs(pts[0].experiment)} at the first point)")]
+    if not args.quiet and not args.resume:
+        rows.append(("estimate", _estimate_text(None, pts, args.debug, min(jobs, len(pts)), BANNER_BUDGET_S)))
+    _banner(out, rows)
     try:
         sweep = run_sweep(raw, out, jobs=jobs, scheduler=args.scheduler, progress=not args.quiet and jobs == 1,
                           spec_text=spec_text, spec_files=spec_files, on_point=line,
@@ -344,9 +391,19 @@ def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, sp
         return EXIT_FAILED
     for e in sweep["expectations"]:
         print(f"  {e['text']}: passed at {e['passed_points']} of {e['points']} points")
-    print(f"  table: {os.path.join(out, 'sweep.md')}")
-    print(f"{out}: {sweep['status']}")
-    return EXIT_OK if sweep["status"] == "ok" else EXIT_FAILED
+    flagged = [r["label"] for r in sweep["points"] if r.get("problems") and not r.get("smoke")]
+    if flagged:
+        print(f"  problems found by the diagnostics at {len(flagged)} of {len(sweep['points'])} points: "
+              + ", ".join(flagged[:10]) + (", ..." if len(flagged) > 10 else "") + " (each point's report lists them)")
+    for name in ("sweep.md", "sweep.html"):
+        if os.path.exists(os.path.join(out, name)):
+            print(f"  {'table' if name == 'sweep.md' else 'page'}: {os.path.join(out, name)}")
+    status = sweep["status"]
+    if status == "ok" and flagged:
+        print(f"{out}: problems (at {len(flagged)} of {len(sweep['points'])} points; every expectation met)")
+        return EXIT_FAILED
+    print(f"{out}: {status}")
+    return EXIT_OK if status == "ok" else EXIT_FAILED
 
 
 def _print_run_summary(summary: dict) -> None:
@@ -361,6 +418,8 @@ def _print_run_summary(summary: dict) -> None:
             print(f"  {name:<{width}} {mean:.4g}{per}")
     for e in summary.get("expectations", []):
         print(f"  {'PASS' if e['passed'] else 'FAIL'}  {e['text']}  (observed {e['observed']}; needed {e['needed']})")
+    for text in problems(summary):
+        print(f"  PROBLEM  {text}")
     for path in summary.get("report", []):
         if path.endswith((".md", ".html")):
             print(f"  report: {path}")
@@ -368,18 +427,60 @@ def _print_run_summary(summary: dict) -> None:
         print(f"  report failed: {summary['report_error']}")
 
 
+def problems(summary: dict) -> list[str]:
+    """The problems a finished run's diagnostics found (summary.json's "diagnostics")."""
+    return [d.get("text", "") for d in summary.get("diagnostics") or () if d.get("severity") == "problem"]
+
+
+def _verdict(summary: dict) -> tuple[str, int]:
+    """(the last line's verdict, exit code) of a run: "ok" (0) only if it finished, met its
+    expectations and its diagnostics found no problem (a smoke run's problems are only listed);
+    else what failed (1)."""
+    status = summary.get("status") or "error"
+    found = problems(summary)
+    said = f"{len(found)} problem{'s' if len(found) != 1 else ''} found by the diagnostics (listed above and in the report)"
+    if status == "ok" and summary.get("smoke"):
+        return f"ok: a smoke run, not a result ({said if found else 'no problem found by the diagnostics'})", EXIT_OK
+    if status == "ok":
+        return ("ok", EXIT_OK) if not found else (f"problems ({said}; expectations met)", EXIT_FAILED)
+    if status == "expectations_failed":
+        exps = summary.get("expectations") or []
+        failed = f"{sum(not e.get('passed') for e in exps)} of {len(exps)} expectations failed"
+        return f"expectations_failed ({failed}" + (f"; {said})" if found else ")"), EXIT_FAILED
+    return status, EXIT_FAILED
+
+
 def cmd_report(args) -> int:
     if os.path.exists(os.path.join(args.run_dir, "sweep.json")):
         return _report_sweep(args)
-    if not os.path.isdir(args.run_dir) or not any(
+    if os.path.isdir(args.run_dir) and not any(
             os.path.exists(os.path.join(args.run_dir, f)) for f in ("summary.json", "spec.json")):
-        _err(f"apdspec report: '{args.run_dir}' is not a run directory (no summary.json, spec.json or sweep.json); "
-             "give a directory written by `apdspec run`")
+        return _report_index(args)
+    if not os.path.isdir(args.run_dir):
+        _err(f"apdspec report: '{args.run_dir}' is not a directory; give a run or sweep directory written by "
+             "`apdspec run`, or a directory holding some")
         return EXIT_SPEC
     if args.points:
         _err("apdspec report: note: --points applies to sweep directories; this is a single run")
     from runtime.report import render
     for path in render(args.run_dir):
+        print(path)
+    return EXIT_OK
+
+
+def _report_index(args) -> int:
+    """A directory of runs (and sweeps): index.md and index.html, one row per run (report/pages.py)."""
+    from runtime.report.pages import index_page
+
+    try:
+        paths = index_page(args.run_dir)
+    except ValueError as e:
+        _err(f"apdspec report: {e}; give a run or sweep directory written by `apdspec run`, or a directory "
+             "holding some")
+        return EXIT_SPEC
+    if args.points:
+        _err("apdspec report: note: --points applies to sweep directories; this is a directory of runs")
+    for path in paths:
         print(path)
     return EXIT_OK
 
@@ -408,8 +509,9 @@ def cmd_pick(args) -> int:
     if judged:
         print(judged)
     _print_run_summary(summary)
-    print(f"{args.out}: {summary['status']}")
-    return EXIT_OK if summary["status"] == "ok" else EXIT_FAILED
+    verdict, code = _verdict(summary)
+    print(f"{args.out}: {verdict}")
+    return code
 
 
 def cmd_compare(args) -> int:
@@ -571,8 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apdspec",
         description="Check, format and run .apd specs of Attribution-based Parameter Decomposition experiments.",
-        epilog="exit codes: 0 ok; 1 run or report failed / disk full / files to reformat / runtime missing; 2 spec or "
-               "usage errors; 3 internal error",
+        epilog="exit codes: 0 ok; 1 run or report failed, expectations failed or problems found / disk full / files to "
+               "reformat / runtime missing; 2 spec or usage errors; 3 internal error",
     )
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="BLAS/OpenMP threads (sets OPENBLAS/OMP/MKL_NUM_THREADS; default 1)")
@@ -582,7 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     def overrides(sp):
         sp.add_argument("-s", "--set", action="append", default=[], metavar="PATH=VALUE",
                         help="override a field after the file is read, e.g. -s decompose.steps=200 "
-                             "(a grid(...)/seeds(n)/range(...)/logspace(...) value adds a sweep axis); repeatable")
+                             "(a grid(...)/seeds(n)/range(...)/logspace(...) value adds a sweep axis; "
+                             "-s 'report.expect = none' drops the spec's expectations); repeatable")
 
     c = sub.add_parser("check", help="check specs and print a resolved summary",
                        description="Check each spec (syntax, keys, types, ranges, cross-field rules, every sweep point) and "
@@ -607,12 +710,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="check a spec and run it (every point of a sweep)",
                        description="Check the spec, then train the target and the decomposition with the runtime, "
-                                   "writing a run directory. A spec with a sweep runs every point into "
-                                   "DIR/<point label>/ and writes DIR/sweep.json and DIR/sweep.md; run it again with "
-                                   "the same --out to resume (finished points are reused). Exit 0 if every run "
-                                   "finished with every expectation met, 1 otherwise (a full disk included: "
-                                   "'no space left on DIR' and the resume command), 2 on spec errors and an --out "
-                                   "that is a file or cannot be written.")
+                                   "writing a run directory. It prints the output directory first, then the spec and "
+                                   "an estimated time; at the end the metrics, each expectation and each problem the "
+                                   "run's diagnostics found. A spec with a sweep runs every point into "
+                                   "DIR/<point label>/ and writes DIR/sweep.json, DIR/sweep.md and DIR/sweep.html; run "
+                                   "it again with the same --out to resume (finished points are reused). Exit 0 if every "
+                                   "run finished with every expectation met and no problem found by its diagnostics "
+                                   "(a smoke run, report.smoke, only lists its problems), 1 otherwise (a full disk "
+                                   "included: 'no space left on DIR' and the resume command), 2 on spec errors and an "
+                                   "--out that is a file or cannot be written.")
     r.add_argument("spec", metavar="SPEC", nargs="?")
     r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
     r.add_argument("--resume", metavar="DIR",
@@ -624,7 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "stop at the next step with one and exit 130 / 143")
     r.add_argument("--force", action="store_true",
                    help="run even if --out already holds a run (it is replaced); without it that is refused")
-    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--quiet", action="store_true",
+                   help="no progress output, and of the start banner only the output directory (no estimate)")
     where = r.add_mutually_exclusive_group()
     where.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                        help="run N sweep points at a time, each in its own process with one BLAS thread "
@@ -638,12 +745,16 @@ def build_parser() -> argparse.ArgumentParser:
     overrides(r)
     r.set_defaults(func=cmd_run)
 
-    rep = sub.add_parser("report", help="re-render the report of a run (or sweep) directory",
-                         description="Render the report (tables and plots) of a finished run directory from its saved "
-                                     "outputs and print the paths written. For a sweep directory (one with "
-                                     "sweep.json) re-render sweep.md, and with --points also the report of every "
-                                     "finished point. Exit 0 on success, 1 if a point's report failed, 2 if DIR is "
-                                     "not a run or sweep directory.")
+    rep = sub.add_parser("report", help="re-render the report of a run or sweep, or index a directory of runs",
+                         description="Render the report (report.md and report.html: tables and plots) of a finished "
+                                     "run directory from its saved outputs and print the paths written. For a sweep "
+                                     "directory (one with sweep.json) re-render sweep.md and sweep.html (every "
+                                     "metric against every axis), and with --points also the report of every "
+                                     "finished point. For any other directory, write DIR/index.md and DIR/index.html: "
+                                     "one row per run found below it (method, target, the settings that differ, "
+                                     "status, expectations and problems, time; linked to its report) and their loss "
+                                     "curves overlaid. The HTML pages are static, images embedded. Exit 0 on "
+                                     "success, 1 if a point's report failed, 2 if DIR holds no run.")
     rep.add_argument("run_dir", metavar="DIR")
     rep.add_argument("--points", action="store_true",
                      help="sweep directory: also re-render each finished point's plots and report (slower: "
@@ -656,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "batches, keep the lowest per replicate and write --out as a run directory with "
                                     "metrics and report. The runs must decompose the same target arrays with the "
                                     "same settings apart from decompose.seed; a sweep directory stands for its "
-                                    "points. Exit 0 ok, 1 expectations failed, "
+                                    "points. Exit 0 ok, 1 expectations failed or problems found by the diagnostics, "
                                     "2 runs that cannot be compared or an --out that cannot be written.")
     pk.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished runs (or sweeps over decompose.seed)")
     pk.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory to write")

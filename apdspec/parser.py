@@ -1,7 +1,8 @@
 """Text -> syntax tree (`apdspec.ast`), with friendly syntax errors.
 
-The grammar (apd.lark) is parsed with Lark's LALR parser and contextual lexer; a post-parse
-Transformer builds the position-carrying AST. Number literals and string escapes are checked here,
+The grammar (apd.lark) is parsed with Lark's LALR parser and contextual lexer, driven token by
+token (recovery.py) so that every syntax error in a file is reported, not only the first; a
+post-parse Transformer builds the position-carrying AST. Number literals and string escapes are checked here,
 so a malformed literal becomes a located diagnostic instead of a silent truncation.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from . import ast as A
 from .errors import Collector, Diagnostic
 from .limits import MAX_LINE, MAX_TOKENS, MAX_TREE_DEPTH, brackets, check_text
+from .recovery import parse_recovering
 
 _local = threading.local()  # comment sink and token count of the parse in progress (lexer callbacks are per parser)
 
@@ -289,10 +291,13 @@ def _parse(text: str, file: str, diags: Collector, start: str, comments: list, m
         return None
     _local.comments, _local.tokens, _local.budget = comments, 0, max_tokens
     try:
-        tree = parser().parse(text, start=start)
-    except UnexpectedInput as e:
-        diags.diagnostics.append(syntax_error(e, text, file, override=start == "override"))
-        return None
+        tree, errors = parse_recovering(parser(), text, start,
+                                        lambda e: syntax_error(e, text, file, override=start == "override"))
+        if errors:
+            diags.diagnostics.extend(errors)
+            if tree is not None and _too_deep(tree) is None:  # literal errors in what did parse
+                _transform(tree, file, diags)
+            return None
     except _TooManyTokens as e:
         what = "the spec" if max_tokens == MAX_TOKENS else "the spec and the files it uses"
         diags.error(f"{what} have more than {MAX_TOKENS} tokens" if max_tokens != MAX_TOKENS else
@@ -464,6 +469,10 @@ def _label_error(e: UnexpectedToken, file: str):
             and label.type in ("NAME", "STRING")):
         return None
     found = "the end of the file" if e.token.type == "$END" else _describe(e.token)
+    if e.token.type in ("EQUAL", "DOT") and label.line > head.line:  # `decompose` then `steps = 5` below it
+        return Diagnostic(f"expected '=' or '{{' after '{head}', found a new statement on the next line",
+                          A.Span(file, head.end_line, head.end_column, head.end_line, head.end_column + 1),
+                          hint=f"write {head} = VALUE, or {head} {{ ... }} to open a block")
     if str(head) in _LABELLED:
         span = A.Span(file, label.end_line, label.end_column, label.end_line, label.end_column + 1)
         return Diagnostic(f"expected '{{' after '{head} {label}', found {found}", span,

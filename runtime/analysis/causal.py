@@ -198,16 +198,16 @@ def causal_checks(add, metrics: dict, history: list[dict], mmcs: float | None, m
     `method` names the method, `coefficient` its sparsity coefficient, in the texts."""
     if mmcs is not None and mmcs < MMCS_LOW:
         add("problem", f"Subcomponent directions do not match every column of W: MMCS = {_fmt(mmcs)} (< {MMCS_LOW}; SPD "
-            "paper 1.000). A feature is spread over several subcomponents or shares one with another feature.")
+            "paper 1.000). A feature is spread over several subcomponents or shares one with another feature.", metric="mmcs")
     if ml2r is not None and ml2r < ML2R_LOW:
         add("problem" if ml2r < 0.8 else "note",
             f"ML2R = {_fmt(ml2r)} (< {ML2R_LOW}; SPD paper 0.993 for TMS 5-2, 1.010 for 40-10). {method} has no term that "
             "shrinks subcomponents, so a low ML2R means a feature's column is split over several subcomponents (the best "
             "match holds part of it): the importance-minimality loss has not concentrated them yet (train longer) or is "
-            f"too weak (raise {coefficient}).")
+            f"too weak (raise {coefficient}).", metric="ml2r")
     elif ml2r is not None and ml2r > ML2R_HIGH:
         add("problem", f"ML2R = {_fmt(ml2r)} (> {ML2R_HIGH}): matched subcomponents are longer than the target's "
-            "columns, so others must cancel them.")
+            "columns, so others must cancel them.", metric="ml2r")
     err = _mean(metrics, "ci_error")
     if err is not None and err > CI_ERROR_HIGH:
         where = ""
@@ -223,7 +223,8 @@ def causal_checks(add, metrics: dict, history: list[dict], mmcs: float | None, m
                               "subcomponents serve every feature together (a basis of the matrix's small side, not "
                               "one subcomponent per feature); MMCS and ML2R look at W only.")
         add("problem", f"The causal importances on one-hot inputs are far from the ground truth: ci_error = {_fmt(err)} "
-            "per feature (the causal_importance plot shows which subcomponents are important for each feature)." + where)
+            "per feature (the causal_importance plot shows which subcomponents are important for each feature)." + where,
+            metric="ci_error")
     last = history[-1] if history else {}
     l0 = last.get("ci_l0")
     if isinstance(l0, float) and l0 < 0.5:

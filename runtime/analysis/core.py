@@ -112,6 +112,13 @@ class KindAnalysis:
         the kind's: (x (I, N, n_in), reduce (N, C) -> (rows, C), row label, what the table shows)."""
         return None
 
+    def feature_components(self, name: str | None = None) -> np.ndarray | None:
+        """(I, F) the component that this kind's metrics match to each feature: of decomposed
+        matrix `name` for per-matrix subcomponents (causal-importance methods), of the whole model
+        for components that span every matrix (`name` is then ignored). None: no matching (for
+        this matrix). Plots put components in this order (runtime/report/plots.py `feature_order`)."""
+        return None
+
     def wide_panels(self, replicate: int) -> list[tuple[str, np.ndarray]] | None:
         """The components plot's stacks when the matrices are too wide to show (None: show them)."""
         return None

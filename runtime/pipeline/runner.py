@@ -376,9 +376,11 @@ def _close_quietly(f: Any) -> None:
 
 def write_finished(result: RunResult, out_dir: str, summary: dict, report: bool = True) -> dict:
     """The end of a finished run (also of pipeline/pick.py's): arrays, summary.json (`summary`
-    plus the result's status, metrics and records), the report, then the checkpoints removed. A
-    report that fails is recorded as `report_error`, unless it failed for lack of disk space: that
-    OSError is raised (the caller marks the run "error"; the checkpoints are still there)."""
+    plus the result's status, metrics and records), the report, the diagnostics the report lists
+    (summary.json's "diagnostics": severity and text; a "problem" fails the run's exit code), then
+    the checkpoints removed. A report that fails is recorded as `report_error`, unless it failed
+    for lack of disk space: that OSError is raised (the caller marks the run "error"; the
+    checkpoints are still there)."""
     from ..store import checkpoint as ckpt
     from ..store.files import disk_full
 
@@ -391,6 +393,8 @@ def write_finished(result: RunResult, out_dir: str, summary: dict, report: bool 
     )
     if result.selection is not None:
         summary["restarts"] = result.selection
+    if result.experiment.report.smoke:
+        summary["smoke"] = True  # its problems do not fail it (apdspec run's verdict)
     summary.update(engine_of(result.experiment.decompose.method).summary_extra(result.experiment, result.decomposition))
     write_json(os.path.join(out_dir, "summary.json"), summary)
     if report:
@@ -406,8 +410,21 @@ def write_finished(result: RunResult, out_dir: str, summary: dict, report: bool 
         full = _disk_full_plot(result)
         if full is not None:  # a plot that failed for lack of space: the report is not whole
             raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({full})")
+    summary["diagnostics"] = _diagnostics(out_dir, summary, result)
+    write_json(os.path.join(out_dir, "summary.json"), summary)
     ckpt.remove_all(out_dir)  # the run is complete: its arrays, summary and report are saved
     return summary
+
+
+def _diagnostics(out_dir: str, summary: dict, result: RunResult) -> list[dict]:
+    """The run's diagnostics as summary.json records them (after the report: its plots' errors count)."""
+    from ..report.document import diagnostics_of
+
+    try:
+        found = diagnostics_of(out_dir, summary, result)
+    except Exception as e:  # the diagnostics are a reading of the run: a bug in one must not lose the run
+        found = [("problem", f"the diagnostics could not be computed: {type(e).__name__}: {e}")]
+    return [{"severity": sev, "text": text} for sev, text in found]
 
 
 def _disk_full_plot(result: RunResult) -> str | None:

@@ -325,7 +325,9 @@ def _record(point: SweepPoint, summary: dict, resumed: bool) -> dict:
            "metrics": {k: (float(np.mean(v)) if v else None) for k, v in per.items()},
            "metrics_per_replicate": per,
            "expectations": [{"text": e.get("text"), "passed": bool(e.get("passed"))}
-                            for e in summary.get("expectations", [])]}
+                            for e in summary.get("expectations", [])],
+           "problems": [d.get("text", "") for d in summary.get("diagnostics") or () if d.get("severity") == "problem"],
+           "smoke": bool(summary.get("smoke"))}
     if rec["status"] == "error":
         rec["error"] = summary.get("error", "unknown error")
     return rec
@@ -729,6 +731,8 @@ def _run_points(exp: Experiment, pts: list[SweepPoint], out_dir: str, jobs: int,
     sweep["status"] = "ok" if statuses == {"ok"} else "error" if "error" in statuses else "expectations_failed"
     sweep["wall_time_s"] = time.time() - t0
     _write(out_dir, sweep, pts[0].experiment)
+    if write_page(out_dir, sweep):
+        write_markdown(out_dir, sweep)  # now with the page's figure
     return sweep
 
 
@@ -772,7 +776,7 @@ def load_sweep(out_dir: str) -> dict:
 
 def render(out_dir: str, point_reports: bool = False,
            on_error: Callable[[str, Exception], None] | None = None) -> list[str]:
-    """Re-render sweep.md from the saved sweep.json; returns the paths written.
+    """Re-render sweep.md and sweep.html from the saved sweep.json; returns the paths written.
 
     With `point_reports`, first re-render the plots and report of every finished point (status ok or
     expectations_failed) with `runtime.report.render`, so sweep.md links them. A point whose report
@@ -792,8 +796,26 @@ def render(out_dir: str, point_reports: bool = False,
                 if on_error is None:
                     raise
                 on_error(rec["label"], e)
+    page = write_page(out_dir, sweep)
     written.append(write_markdown(out_dir, sweep))
-    return written
+    return written + page
+
+
+def write_page(out_dir: str, sweep: dict) -> list[str]:
+    """sweep.html and its figure (report/pages.py: every metric against every axis); the paths
+    written. A page that fails to draw is noted in sweep.json's `page_error`, never fails the sweep."""
+    from ..report.pages import sweep_page
+
+    try:
+        written = sweep_page(out_dir, sweep)
+        sweep.pop("page_error", None)
+        return written
+    except Exception as e:  # the table and the points are what matter
+        if disk_full(e):
+            raise
+        sweep["page_error"] = f"{type(e).__name__}: {e}"
+        write_json(os.path.join(out_dir, "sweep.json"), sweep)
+        return []
 
 
 def _cell(v: Any) -> str:
@@ -829,10 +851,16 @@ def markdown(sweep: dict, out_dir: str | None = None) -> str:
         if out_dir is not None and os.path.exists(os.path.join(out_dir, name, "report.md")):
             name = f"[{name}]({name}/report.md)"
         status = r["status"] + (" (reused)" if r.get("resumed") else "")
+        if r.get("problems"):
+            status += f", {len(r['problems'])} problem{'s' if len(r['problems']) != 1 else ''}"
         cells = [name] + [_cell(r["values"].get(p)) for p in paths] + [status]
         cells += [_cell(r.get("metrics", {}).get(m)) for m in metrics]
         cells.append("" if r.get("wall_time_s") is None else f"{r['wall_time_s']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+    if out_dir is not None and os.path.exists(os.path.join(out_dir, "plots", "sweep.png")):
+        lines += ["", "Every metric against every axis (mean +- std over replicates and seeds; "
+                      "[sweep.html](sweep.html) has the figure and this table with links to the reports):", "",
+                  "![every metric against every axis](plots/sweep.png)"]
     lines += ["", "Metrics are means over replicates; sweep.json and each point's summary.json hold the "
                   "per-replicate values."]
     if sweep["expectations"]:

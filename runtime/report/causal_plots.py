@@ -7,55 +7,51 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.causal import ONEHOT_VALUE, permutation_order
-from .plots import register_plot
-from .plots_common import figure, integer_ticks, save, suptitle
+from ..analysis.causal import ONEHOT_VALUE
+from .plots import feature_order, plot_attributions, register_plot, row_order, shown_replicates
 
-MAX_COLUMNS = 120  # subcomponents shown per table (the first in the paper's order)
+MAX_COLUMNS = 120  # subcomponents shown per table (the first in feature order)
 
 
 def plot_causal_importance(tables: list[tuple[str, np.ndarray]], path: str, row_label: str = "input feature (one-hot)",
-                           title: str = "") -> str:
+                           title: str = "", orders: list[tuple[np.ndarray, list]] | None = None) -> str:
     """SPD paper Figs. 8, 12, 13: causal importance (clipped to [0, 1]) of every subcomponent
-    (columns) on each input (rows), one panel per matrix; columns permuted as the paper does (each
-    feature's most important subcomponent in turn, `analysis.permutation_order`)."""
-    n = len(tables)
-    widths = [min(t.shape[1], MAX_COLUMNS) for _, t in tables]
-    fig, axes = figure(n, 1, (max(6.0, 0.09 * max(widths) + 3.0), sum(max(2.2, 0.09 * t.shape[0] + 1.3) for _, t in tables)))
-    im = None
-    for ax, (label, t), w in zip(axes[:, 0], tables, widths):
-        t = np.clip(np.asarray(t, dtype=float), 0.0, 1.0)
-        order = permutation_order(t)[:w]
-        im = ax.imshow(t[:, order], cmap="Reds", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-        ax.set_title(label + ("" if w == t.shape[1] else f" (the first {w} of {t.shape[1]} subcomponents)"), fontsize=9)
-        ax.set_ylabel(row_label, fontsize=8)
-        ax.set_xlabel("subcomponent (permuted: each feature's most important first)", fontsize=8)
-        integer_ticks(ax)
-        if t.shape[0] * w <= 160:
-            for (r, c), v in np.ndenumerate(t[:, order]):
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v > 0.5 else "black")
-    fig.colorbar(im, ax=axes[:, 0].tolist(), shrink=0.8, label="causal importance g (clipped to [0, 1])")
-    suptitle(fig, title or "Causal importances on one-hot inputs")
-    return save(fig, path)
+    (columns) on each input (rows), one panel per matrix and replicate; columns in feature order
+    (`orders`; default: each input's most important subcomponent in turn, as the paper permutes)."""
+    clipped = [(label, np.clip(np.asarray(t, dtype=float), 0.0, 1.0)) for label, t in tables]
+    return plot_attributions(clipped, path, row_label, title or "Causal importances on one-hot inputs", orders,
+                             value_label="causal importance g", cmap_name="Reds", limits=(0.0, 1.0),
+                             max_columns=MAX_COLUMNS, column_label="subcomponent (in feature order)")
 
 
 # ------------------------------------------------------------------------------------------
-# From a run (replicate 0)
+# From a run
 
 
 def build_causal_importance(an: Any, path: str) -> str:
     """Causal importances on the kind's probe inputs (KindAnalysis.probes: one-hot inputs at
-    x_f = ONEHOT_VALUE by default), one table per matrix (replicate 0)."""
+    x_f = ONEHOT_VALUE by default), one table per matrix and replicate, columns in feature order:
+    the subcomponent the kind's metrics match to each feature first (`feature_order`), else each
+    input's most important one in turn."""
     probes = an.part.probes(ONEHOT_VALUE)
     if probes is None:
         g = an.onehot_ci()
-        tables = [(name, g[name][0]) for name in an.names]
-        return plot_causal_importance(tables, path, f"input feature (x_f = {ONEHOT_VALUE:g})",
-                                      f"{an.exp.name}: causal importances on one-hot inputs (replicate 0; SPD paper Figs. 8, 12, 13)")
-    x, reduce, row_label, what = probes
-    g = an.causal_importances(x)[2]
-    tables = [(name, reduce(g[name][0])) for name in an.names]
-    return plot_causal_importance(tables, path, row_label, f"{an.exp.name}: {what} (replicate 0)")
+        row_label, what = f"input feature (x_f = {ONEHOT_VALUE:g})", "causal importances on one-hot inputs"
+        table = lambda name, i: g[name][i]  # noqa: E731
+    else:
+        x, reduce, row_label, what = probes
+        g = an.causal_importances(x)[2]
+        table = lambda name, i: reduce(g[name][i])  # noqa: E731
+    reps, note = shown_replicates(an, len(an.names))
+    tables, orders = [], []
+    for name in an.names:
+        for i in reps:
+            t = np.asarray(table(name, i), dtype=float)
+            matched = an.part.feature_components(name)
+            tables.append((f"{name}, replicate {i}" if an.I > 1 else name, t))
+            orders.append(feature_order(an, i, name) if matched is not None else row_order(t))
+    title = f"{an.exp.name}: {what} (clipped to [0, 1]; SPD paper Figs. 8, 12, 13)" + (f"; {note}" if note else "")
+    return plot_causal_importance(tables, path, row_label, title, orders)
 
 
 register_plot("causal_importance", build_causal_importance)

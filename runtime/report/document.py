@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.diagnostics import METHOD_DIAGNOSTICS, diagnose, weight_scale
-from ..analysis.expectations import choice_against_expectations
+from ..analysis.expectations import choice_against_expectations, describe
 from ..spec.paper import PaperResult, lookup
 from ..spec import METRICS, PLOTS, Experiment, from_dict, method_spec
 from ..store.rundir import write_text
@@ -173,8 +173,18 @@ def metrics_section(metrics: dict, paper: PaperResult | None) -> Section:
     return sec
 
 
-def expectations_section(expectations: list[dict]) -> Section:
+def expectations_section(expectations: list[dict], exp: Experiment | None = None, status: str = "") -> Section:
+    """The expectations' verdicts; those of a run that did not finish (interrupted, failed) are
+    listed as not evaluated."""
     sec = Section("Expectations")
+    stated = list(exp.report.expect) if exp is not None else []
+    if not expectations and stated:
+        why = {"interrupted": "the run was interrupted before its metrics were computed",
+               "error": "the run failed before its metrics were computed"}.get(status, "summary.json holds no verdict on them")
+        sec.blocks.append(_p(f"{len(stated)} expectation{'s' if len(stated) != 1 else ''}, not evaluated: {why}."))
+        sec.blocks.append(Block("table", header=["result", "clause"],
+                                items=[["not evaluated", f"`{e.text or describe(e)}`"] for e in stated]))
+        return sec
     if not expectations:
         sec.blocks.append(_p("The spec states no expectations."))
         return sec
@@ -313,6 +323,42 @@ def spec_section(run_dir: str) -> Section:
     return Section("Spec", blocks or [_p("No spec file in the run directory.")])
 
 
+def run_diagnostics(summary: dict, result: Any, exp: Experiment | None, history: list[dict], metrics: dict,
+                    expectations: list[dict], status: str) -> list[tuple[str, str]]:
+    """The diagnostics (severity, text) of a run (analysis.diagnostics.diagnose), with what they need
+    from its analysis when `result` is there (the analysis' and plots' errors among them)."""
+    if exp is None:
+        return []
+    errors: dict = {}
+    ws = op = prepared = an = None
+    if result is not None:
+        from ..analysis.core import analysis_for
+
+        an = analysis_for(result)
+        errors = dict(an.errors)
+        try:
+            ws = weight_scale(result.arch, result.target)
+            s = an.sampled()
+            op = float(np.mean(s["zero"])) if "zero" in s else None
+        except Exception as e:  # diagnostics degrade, the report still renders
+            errors["output scale"] = f"{type(e).__name__}: {e}"
+    own = METHOD_DIAGNOSTICS.get(exp.decompose.method)
+    if an is not None and own is not None:
+        try:
+            prepared = own.prepare(an, metrics)
+        except Exception as e:  # diagnostics degrade, the report still renders
+            errors[own.label] = f"{type(e).__name__}: {e}"
+    arch = result.arch if result is not None else exp.target
+    return diagnose(exp, arch, metrics, history, status=status, error=summary.get("error"), expectations=expectations,
+                    weight_scale=ws, output_power=op, errors=errors, prepared=prepared)
+
+
+def diagnostics_of(run_dir: str, summary: dict, result: Any) -> list[tuple[str, str]]:
+    """The diagnostics of the finished run `result` written to `run_dir` (what its report lists)."""
+    return run_diagnostics(summary, result, result.experiment, _history(run_dir, result), result.metrics or {},
+                           result.expectations or [], summary.get("status") or result.status)
+
+
 def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | None, plot_paths: dict,
                    plot_errors: dict, load_error: str | None) -> tuple[str, list[Section]]:
     """(title, sections) of the report."""
@@ -322,14 +368,21 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
     expectations = (result.expectations if result is not None and result.expectations else summary.get("expectations")) or []
     paper = lookup(exp.report.paper) if exp is not None else None
     history = _history(run_dir, result)
+    diags = run_diagnostics(summary, result, exp, history, metrics, expectations, status)
+    problems = sum(sev == "problem" for sev, _ in diags)
 
     head = Section("")
     line = f"**Status: {status}**"
+    if problems:
+        line += f" · **{problems} problem{'s' if problems != 1 else ''} found** (Diagnostics below)"
     if exp is not None:
         kind = result.arch.kind if result is not None else getattr(exp.target, "kind", "?")
         line += f" · target `{kind}` · {exp.replicates} replicate(s) · " \
                 f"{method_spec(exp.decompose.method).components_text(exp.decompose)} · {exp.decompose.steps} steps"
     head.blocks.append(_p(line))
+    if exp is not None and exp.report.smoke:
+        head.blocks.append(_p("**A smoke run**: it checks that everything runs end to end; its numbers are not a result "
+                              "(the problems below do not fail it)."))
     if paper is not None:
         head.blocks.append(_p(f"Reproduces: {paper.title} ({paper.source})."))
     if summary.get("error"):
@@ -344,31 +397,6 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
     elif load_error:
         head.blocks.append(_p(f"The run's arrays could not be loaded, so this report has no figures: `{load_error}`"))
 
-    # diagnostics
-    errors = {}
-    ws = op = None
-    if result is not None:
-        from ..analysis.core import analysis_for
-
-        an = analysis_for(result)
-        errors = dict(an.errors)
-        try:
-            ws = weight_scale(result.arch, result.target)
-            s = an.sampled()
-            op = float(np.mean(s["zero"])) if "zero" in s else None
-        except Exception as e:  # diagnostics degrade, the report still renders
-            errors["output scale"] = f"{type(e).__name__}: {e}"
-    prepared = None
-    own = METHOD_DIAGNOSTICS.get(exp.decompose.method) if exp is not None else None
-    if result is not None and own is not None:
-        try:
-            prepared = own.prepare(an, metrics)
-        except Exception as e:  # diagnostics degrade, the report still renders
-            errors[own.label] = f"{type(e).__name__}: {e}"
-    arch = result.arch if result is not None else (exp.target if exp is not None else None)
-    diags = diagnose(exp, arch, metrics, history, status=status, error=summary.get("error"),
-                     expectations=expectations, weight_scale=ws, output_power=op, errors=errors,
-                     prepared=prepared) if exp else []
     dsec = Section("Diagnostics")
     if diags:
         dsec.blocks.append(Block("list", items=[f"**{sev}**: {text}" for sev, text in diags]))
@@ -376,7 +404,7 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
         dsec.blocks.append(_p("No known failure mode detected (dead or shared components, shrinkage, unconverged "
                               "faithfulness, poor reconstruction, unspecialised components)."))
 
-    sections = [head, expectations_section(expectations), metrics_section(metrics, paper), dsec]
+    sections = [head, expectations_section(expectations, exp, status), metrics_section(metrics, paper), dsec]
     picked = picked_section(summary.get("restarts") or {})
     if picked is not None:
         sections.append(picked)
@@ -453,12 +481,13 @@ figcaption { color: #555; font-size: 0.9em; }
 
 
 def _inline(text: str) -> str:
-    """Escape, then the two markdown inline forms the document uses: `code` and **bold**."""
+    """Escape, then the markdown inline forms the document uses: `code`, **bold** and [text](link)."""
     import re
 
     s = html.escape(str(text))
     s = re.sub(r"`([^`]*)`", r"<code>\1</code>", s)
     s = re.sub(r"\*\*([^*]*)\*\*", r"<strong>\1</strong>", s)
+    s = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', s)  # [text](relative link)
     s = s.replace("<strong>PASS</strong>", '<span class="pass">PASS</span>')
     return s.replace("<strong>FAIL</strong>", '<span class="fail">FAIL</span>')
 

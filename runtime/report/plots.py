@@ -14,8 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .plots_common import (  # noqa: F401  (mosaic, plot_components: public here too)
-    MAX_COMPONENTS_SHOWN, color, figure, grid_shape, hide_unused, integer_ticks, mosaic, plot_components, positive, save,
-    suptitle,
+    MAX_COMPONENTS_SHOWN, MAX_PANELS, MIN_FONT, PAGE_WIDTH, color, feature_first, figure, grid_shape, hide_unused,
+    integer_ticks, mosaic, plot_components, positive, save, suptitle,
 )
 from ..spec import METHODS, PLOTS, applies
 from ..spec.registry import kinds_of
@@ -33,12 +33,14 @@ def loss_terms() -> tuple[str, ...]:
 
 def plot_losses(history: list[dict], path: str, target_history: list[dict] | None = None, title: str = "") -> str:
     """Training curves (log y) of every logged loss term, mean over replicates (thick) and each
-    replicate (thin); plus the target's training loss, the mean number of active components per
-    sample and the number of components used in each logged batch (where components die)."""
+    replicate (thin); plus the target's training loss, k/B (components selected per sample of the
+    training batch, all-zero samples included; not the `mean_active` metric) and the number of
+    components used in each logged batch (where components die)."""
     panels: list[tuple[str, list, str, bool]] = [(k, history, k, True) for k in loss_terms()
                                                  if any(k in e for e in history)]
-    if any("mean_active" in e for e in history):
-        panels.append(("mean_active", history, "active components / sample", False))
+    k_key = next((k for k in ("k_per_sample", "mean_active") if any(k in e for e in history)), None)
+    if k_key is not None:  # logs written before k_per_sample was named carry it as mean_active
+        panels.append((k_key, history, "k/B: components selected per sample (training batch)", False))
     if any("used_components" in e for e in history):
         panels.append(("used_components", history, "components used in the batch", False))
     if any("ci_l0" in e for e in history):
@@ -48,7 +50,7 @@ def plot_losses(history: list[dict], path: str, target_history: list[dict] | Non
     if not panels:
         panels = [("total", [], "no history logged", True)]
     rows, cols = grid_shape(len(panels), 3)
-    fig, axes = figure(rows, cols, (4.2 * cols, 3.0 * rows + 0.5))
+    fig, axes = figure(rows, cols, (3.4 * cols + 0.3, 2.8 * rows + 0.6))
     for ax, (key, hist, label, log) in zip(axes.ravel(), panels):
         entries = [e for e in hist if key in e]
         steps = np.array([e["step"] for e in entries], dtype=float)
@@ -64,9 +66,10 @@ def plot_losses(history: list[dict], path: str, target_history: list[dict] | Non
             ax.set_yscale("log")
         if key == "used_components":
             integer_ticks(ax)  # a count
-        ax.set_title(label)
-        ax.set_xlabel("step")
-        ax.set_ylabel("value" + (" (log)" if log else ""))
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("value" + (" (log)" if log else ""), fontsize=8)
+        ax.tick_params(which="both", labelsize=MIN_FONT)
         ax.grid(alpha=0.3)
     axes.ravel()[0].legend(fontsize=8)
     hide_unused(axes, len(panels))
@@ -74,23 +77,54 @@ def plot_losses(history: list[dict], path: str, target_history: list[dict] | Non
     return save(fig, path)
 
 
+def row_order(t: np.ndarray) -> tuple[np.ndarray, list[int | None]]:
+    """Column order of a table (rows, C) when no matching is given: each row's largest column in
+    turn (a row whose largest is taken adds nothing), then the rest, largest column sum first."""
+    t = np.nan_to_num(np.asarray(t, dtype=float))
+    return feature_first(np.argmax(t, axis=1) if t.size else None, t.sum(axis=0))
+
+
 def plot_attributions(tables: list[tuple[str, np.ndarray]], path: str, row_label: str = "input feature (one-hot)",
-                      title: str = "") -> str:
-    """Attribution of every component (columns) on each one-hot input (rows), one panel per
-    replicate; small tables are annotated with their values."""
-    n = min(len(tables), MAX_REPLICATES_SHOWN)
-    fig, axes = figure(1, n, (max(5.0, 0.35 * tables[0][1].shape[1] + 2.5) * n, max(3.0, 0.25 * tables[0][1].shape[0] + 1.5)))
-    for ax, (label, t) in zip(axes.ravel(), tables[:n]):
-        im = ax.imshow(t, cmap="viridis", aspect="auto", interpolation="nearest")
+                      title: str = "", orders: list[tuple[np.ndarray, list]] | None = None,
+                      value_label: str = "attribution", cmap_name: str = "viridis", limits: tuple | None = None,
+                      max_columns: int | None = None, column_label: str = "component (in feature order)") -> str:
+    """Attribution of every component (columns) on each input (rows), one panel per replicate
+    (small multiples, one colour scale), the columns in feature order: `orders` per table (order,
+    matched feature per column; default `row_order`), so a correct decomposition is a diagonal.
+    Columns are labelled with the component index; small tables carry their values. Also draws
+    other per-input tables of components (SPD's causal importances): `limits` fixes the colour
+    scale, `max_columns` shows only the first columns of each order."""
+    from matplotlib.ticker import MaxNLocator
+
+    orders = orders or [row_order(t) for _, t in tables]
+    if max_columns is not None:
+        orders = [(np.asarray(o)[:max_columns], list(f)[:max_columns]) for o, f in orders]
+    rows_n, C = tables[0][1].shape[0], len(orders[0][0])
+    panel_w = float(np.clip(0.16 * C + 1.4, 2.4, PAGE_WIDTH - 1.0))
+    cols = max(1, min(len(tables), int((PAGE_WIDTH - 0.9) // panel_w)))
+    grid_rows = (len(tables) + cols - 1) // cols
+    panel_h = float(np.clip(0.16 * rows_n + 1.3, 2.2, 6.0))
+    fig, axes = figure(grid_rows, cols, (min(PAGE_WIDTH, cols * panel_w + 0.9), grid_rows * panel_h + 0.7))
+    finite = [np.asarray(t, dtype=float)[np.isfinite(t)] for _, t in tables]
+    lo, hi = limits or (min((float(v.min()) for v in finite if v.size), default=0.0),
+                        max((float(v.max()) for v in finite if v.size), default=1.0))
+    im = None
+    for ax, (label, t), (order, feats) in zip(axes.ravel(), tables, orders):
+        t = np.asarray(t, dtype=float)[:, order]
+        im = ax.imshow(t, cmap=cmap_name, vmin=lo, vmax=hi, aspect="auto", interpolation="nearest")
         ax.set_title(label, fontsize=9)
-        ax.set_xlabel("component")
-        ax.set_ylabel(row_label)
-        integer_ticks(ax)
+        ax.set_xlabel(column_label, fontsize=8)
+        ax.set_ylabel(row_label, fontsize=8)
+        ax.set_xticks(np.arange(t.shape[1]), [str(int(c)) for c in order], fontsize=MIN_FONT,
+                      rotation=90 if t.shape[1] > 12 else 0)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(axis="y", labelsize=MIN_FONT)
         if t.size <= 120:
             for (r, c), v in np.ndenumerate(t):
-                ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=6,
-                        color="white" if v < 0.5 * np.nanmax(t) else "black")
-        fig.colorbar(im, ax=ax, shrink=0.8, label="attribution")
+                ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=MIN_FONT,
+                        color="white" if v < lo + 0.5 * (hi - lo) else "black")
+    hide_unused(axes, len(tables))
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=value_label)
     suptitle(fig, title or "Attributions on one-hot inputs")
     return save(fig, path)
 
@@ -127,22 +161,34 @@ def plot_mse_by_sparsity(table: dict[str, dict[str, np.ndarray]], path: str, tit
 # From a run
 
 
-# ------------------------------------------------------------------------------------------
-# From a run
-
-
 def _build_losses(an: Any, path: str) -> str:
     r = an.result
     return plot_losses(r.decomposition.history, path, r.target_history, f"{an.exp.name}: training curves")
 
 
-def _weights_by_norm(mats: list[tuple[str, np.ndarray]]) -> np.ndarray:
-    norms = sum(np.sqrt(np.sum(a.reshape(a.shape[0], -1) ** 2, axis=1)) for _, a in mats)
-    return np.argsort(-norms, kind="stable")
+def _norms(P: np.ndarray) -> np.ndarray:
+    """(C,) Frobenius norm of every component of a stack (C, ...)."""
+    return np.sqrt(np.sum(np.asarray(P, dtype=np.float64).reshape(P.shape[0], -1) ** 2, axis=1))
 
 
 def _norm_order(P: np.ndarray) -> np.ndarray:
-    return np.argsort(-np.sqrt(np.sum(P.reshape(P.shape[0], -1) ** 2, axis=1)), kind="stable")
+    return np.argsort(-_norms(P), kind="stable")
+
+
+def feature_order(an: Any, replicate: int, name: str | None = None,
+                  mats: list[tuple[str, np.ndarray]] | None = None) -> tuple[np.ndarray, list[int | None]]:
+    """(components of `replicate` in feature order, the feature matched to each or None): the
+    component the kind's metrics match to feature 0 first, then feature 1's, ... (the kind's
+    `feature_components`), then the unmatched ones, largest first. `name`: one decomposed matrix's
+    subcomponents (causal-importance methods); else components spanning every matrix, sized by
+    their norm over `mats` (default: every matrix)."""
+    matched = an.part.feature_components(name)
+    if name is not None:
+        key = _norms(an.matrix_weights(name)[replicate])
+    else:
+        stacks = mats if mats is not None else [(n, an.matrix_weights(n)[replicate]) for n in an.matrix_names()]
+        key = sum(_norms(P) for _, P in stacks)
+    return feature_first(None if matched is None else matched[replicate], key)
 
 
 def component_matrices(an: Any, replicate: int = 0) -> list[tuple[str, np.ndarray]]:
@@ -155,15 +201,36 @@ def component_matrices(an: Any, replicate: int = 0) -> list[tuple[str, np.ndarra
     return [an.part.panel(name, an.matrix_weights(name)[replicate]) for name in an.matrix_names()]
 
 
+def shown_replicates(an: Any, per_replicate: int) -> tuple[range, str]:
+    """(the replicates a figure shows, a note if not all): every one, unless their panels
+    (`per_replicate` each) would pass MAX_PANELS."""
+    n = max(1, min(an.I, MAX_PANELS // max(per_replicate, 1)))
+    return range(n), ("" if n == an.I else f"the first {n} of {an.I} replicates")
+
+
 def _build_components(an: Any, path: str) -> str:
-    """Components spanning every matrix (attribution methods) are ordered by their total norm;
-    per-matrix subcomponents (causal-importance methods) each matrix by its own, largest first
-    (the SPD paper's Figs. 1-3)."""
-    mats = component_matrices(an)
-    if an.importance == "causal":
-        return plot_components(mats, path, f"{an.exp.name}: subcomponents of every matrix (replicate 0)",
-                               orders=[_norm_order(P) for _, P in mats], what="subcomponents")
-    return plot_components(mats, path, f"{an.exp.name}: component weights (replicate 0)", _weights_by_norm(mats))
+    """Every replicate's components in feature order (the matching the kind's metrics use), one
+    panel per replicate and matrix. Components spanning every matrix (attribution methods) share
+    one order; per-matrix subcomponents (causal-importance methods) each matrix its own."""
+    causal = an.importance == "causal"
+    names = an.matrix_names()
+    first = component_matrices(an, 0)
+    reps, note = shown_replicates(an, len(first))
+    panels = []
+    for i in reps:
+        mats = first if i == 0 else component_matrices(an, i)
+        one = None if causal else feature_order(an, i, mats=mats)
+        for k, (label, P) in enumerate(mats):
+            if causal:
+                order, feats = feature_order(an, i, names[k]) if len(mats) == len(names) else \
+                    feature_first(None, _norms(P))
+            else:
+                order, feats = one
+            panels.append((f"replicate {i}: {label}" if an.I > 1 else label, P, order, feats))
+    what = "subcomponents" if causal else "components"
+    return plot_components(panels, path, f"{an.exp.name}: {what} in feature order (c = {what[:-1]}, "
+                                         f"f = the feature it is matched to; then the rest, largest first)",
+                           what=what, note=note)
 
 
 def _build_mse_by_sparsity(an: Any, path: str) -> str:

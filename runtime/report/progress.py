@@ -35,6 +35,7 @@ class ProgressLine:
         self.last = self.t0 if not self.rewrite else 0.0  # plain lines: the first after `line_interval`
         self.width = 0
         self.label = ""
+        self.first: int | None = None  # the phase's first step reported (a resumed run starts late)
 
     def begin(self, label: str) -> None:
         """Start a new phase (e.g. "target"): its lines are prefixed with `label`, its rate and ETA
@@ -45,15 +46,20 @@ class ProgressLine:
         self.label = label
         self.t0 = self.clock()
         self.last = self.t0 if not self.rewrite else 0.0
+        self.first = None
 
     def __call__(self, step: int, steps: int, entry: dict) -> None:
+        """Step `step` of `steps` is done. The rate counts the steps done since the phase began (the
+        first call follows its first step): a resumed run's rate starts from its resumed step."""
         if not self.enabled:
             return
+        if self.first is None:
+            self.first = step
         now = self.clock()
         if now - self.last < self.interval and step < steps:
             return
         self.last = now
-        rate = step / max(now - self.t0, 1e-9)
+        rate = (step - self.first + 1) / max(now - self.t0, 1e-9)
         eta = (steps - step) / rate if rate > 0 else 0.0
         losses = " ".join(f"{k}={v:.3g}" for k, v in entry.items()
                           if k not in ("step", "lr") and isinstance(v, float))

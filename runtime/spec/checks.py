@@ -337,6 +337,26 @@ def _applicability(name: str, table: str, kind: str, method: str, path: str, wha
     return True
 
 
+def unreachable(e: Any, exp: Experiment, arch: Target) -> str | None:
+    """Why expectation `e` cannot hold in `exp` (its metric's declared bounds rule its value out),
+    or None."""
+    metric = METRICS.get(e.metric)
+    if metric is None or metric.bounds is None:
+        return None
+    try:
+        lo, hi, why = metric.bounds(exp, arch)
+    except (AttributeError, TypeError, ValueError):  # an architecture the bounds do not know
+        return None
+    v = e.value
+    never = {">=": hi is not None and v > hi, ">": hi is not None and v >= hi,
+             "<=": lo is not None and v < lo, "<": lo is not None and v <= lo,
+             "==": (hi is not None and v > hi) or (lo is not None and v < lo)}.get(e.op, False)
+    if not never:
+        return None
+    lows, highs = (f"{lo:g}" if lo is not None else "-inf"), (f"{hi:g}" if hi is not None else "inf")
+    return f"'{e.metric} {e.op} {v:g}' cannot hold: {e.metric} lies in [{lows}, {highs}] here ({why})"
+
+
 def _report_issues(exp: Experiment, arch: Target, issues: list[Issue]) -> None:
     rp = exp.report
     kind, method = arch.kind, exp.decompose.method
@@ -350,12 +370,19 @@ def _report_issues(exp: Experiment, arch: Target, issues: list[Issue]) -> None:
                 issues.append(Issue("report.plots", why[0], also=why[1]))
     for i, e in enumerate(rp.expect):
         path = f"report.expect[{i}]"
-        _applicability(e.metric, "metrics", kind, method, path, "metric", issues)
+        applies_here = _applicability(e.metric, "metrics", kind, method, path, "metric", issues)
         in_choices(path, e.op, (">=", "<=", ">", "<", "=="), issues)
         in_choices(path, e.reduce, ("all", "mean", "min", "max", "median"), issues)
-        if e.at_least is not None and not 1 <= e.at_least <= exp.replicates:
-            issues.append(Issue(path, f"'for {e.at_least} replicates' needs 1 <= n <= replicates ({exp.replicates})",
+        if e.at_least is not None and e.at_least > exp.replicates:
+            issues.append(Issue(path, f"'for at least {e.at_least} replicates' cannot hold with replicates = "
+                                      f"{exp.replicates}",
+                                f"run at least {e.at_least} replicates, or lower the count in the expectation",
                                 also=("replicates",)))
+        elif e.at_least is not None and e.at_least < 1:
+            issues.append(Issue(path, f"'for at least {e.at_least} replicates' needs a count of at least 1"))
+        reason = unreachable(e, exp, arch) if applies_here else None
+        if reason is not None:
+            issues.append(Issue(path, reason, "change the bound: as written the expectation fails on every run"))
     positive("report.eval_batches", rp.eval_batches, issues)
     positive("report.adversary.steps", rp.adversary.steps, issues, strict=False)
     positive("report.adversary.step_size", rp.adversary.step_size, issues)

@@ -242,6 +242,9 @@ class Report:
                                        "step_size = 0.1, batches = 1)")
     paper: str | None = setting(None, "key of the paper's reference results the report compares with; none = no "
                                 "comparison", key="paper")
+    smoke: bool = setting(False, "a smoke run: it checks that everything runs end to end, its numbers are not a "
+                                 "result; the terminal and the report say so, and the problems its diagnostics find are "
+                                 "listed without failing it (its expectations, if any, still do)")
 
 
 @dataclass(frozen=True)

@@ -194,15 +194,21 @@ def loss_class(decompose_cls: type) -> type:
     raise TypeError(f"{decompose_cls.__name__} has no loss field")
 
 
+Bounds = Callable[[Any, Any], "tuple[float | None, float | None, str]"]
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A metric the runtime can report: where it applies (None: every kind / method)."""
+    """A metric the runtime can report: where it applies (None: every kind / method), and
+    `bounds(exp, arch)` -> (lowest, highest, why): the values it can take in that experiment (None:
+    unbounded), so that the checker can refuse an expectation that cannot hold."""
 
     name: str
     doc: str
     kinds: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
     importance: str | None = None  # only methods with this MethodSpec.importance (None: any)
+    bounds: Bounds | None = None
 
 
 @dataclass(frozen=True)
@@ -244,17 +250,33 @@ def method_spec(method: str) -> MethodSpec:
 
 
 def declare_metric(name: str, doc: str, kinds: tuple[str, ...] | None = None,
-                   methods: tuple[str, ...] | None = None, importance: str | None = None) -> None:
+                   methods: tuple[str, ...] | None = None, importance: str | None = None,
+                   bounds: Bounds | None = None) -> None:
     """Declare a metric; a second declaration of the same name adds its methods (a loss term several
     methods share) or its kinds (a ground-truth metric several kinds define) to the first."""
     old = METRICS.get(name)
     if old is not None and old.methods is not None and methods is not None:
         methods = old.methods + tuple(m for m in methods if m not in old.methods)
-        doc, kinds = old.doc, old.kinds
+        doc, kinds, bounds = old.doc, old.kinds, bounds or old.bounds
     elif old is not None and old.kinds is not None and kinds is not None:
         kinds = old.kinds + tuple(k for k in kinds if k not in old.kinds)
-        doc = old.doc
-    METRICS[name] = Metric(name, doc, kinds, methods, importance)
+        doc, bounds = old.doc, bounds or old.bounds
+    METRICS[name] = Metric(name, doc, kinds, methods, importance, bounds)
+
+
+def count_of(what: str, n: Callable[[Any, Any], int]) -> Bounds:
+    """Bounds of a metric that counts `what` (e.g. "features"), of which the experiment has n(exp, arch)."""
+    return lambda exp, arch: (0.0, float(n(exp, arch)), f"it counts {what}, of which there are {n(exp, arch)}")
+
+
+def cosine(exp: Any, arch: Any) -> tuple[float, float, str]:
+    """Bounds of a (mean) cosine similarity."""
+    return -1.0, 1.0, "it is a cosine similarity"
+
+
+def non_negative(exp: Any, arch: Any) -> tuple[float, None, str]:
+    """Bounds of a loss, a norm ratio or a count without a known limit."""
+    return 0.0, None, "it is never negative"
 
 
 def declare_plot(name: str, doc: str, kinds: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
@@ -325,7 +347,7 @@ def public_classes() -> dict[str, type]:
 
 # What every kind and method reports (the slices declare their own beside their definitions).
 declare_metric("total", "final total loss")
-declare_metric("target_loss", "target model MSE against the true labels")
+declare_metric("target_loss", "target model MSE against the true labels", bounds=non_negative)
 declare_plot("losses", "training curves of every loss term")
 declare_plot("components", "component weight matrices")
 declare_plot("mse_by_sparsity", "MSE by number of active features")

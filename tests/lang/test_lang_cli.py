@@ -11,7 +11,7 @@ from apdspec.cli import main
 
 from paths import ROOT  # noqa: E402  (the repository)
 TMS = os.path.join(ROOT, "specs", "tms_5_2.apd")
-QUICK = os.path.join(ROOT, "specs", "quickstart.apd")
+QUICK = os.path.join(ROOT, "tests", "specs", "quick.apd")  # a smoke run: its problems do not fail it
 
 
 def test_check_prints_a_resolved_summary(capsys):
@@ -125,13 +125,15 @@ def test_run_prints_metrics_and_verdicts(monkeypatch, capsys):
                "expectations": [{"text": "expect mmcs >= 0.99", "passed": False, "observed": 1, "needed": "2 of 2 replicates"}],
                "report": ["o/report.md"]}
     _fake_module(monkeypatch, "runtime.pipeline.runner", run_to_dir=lambda *a, **k: summary)
-    assert main(["run", QUICK, "--out", "o"]) == 1
+    assert main(["run", QUICK, "--out", "o", "--quiet"]) == 1
     captured = capsys.readouterr()
     assert "mmcs" in captured.out and "0.9845  [0.999, 0.97]" in captured.out
-    lines = captured.out.splitlines()  # values line up after the longest metric name
+    lines = captured.out.splitlines()[1:]  # after the output directory; values line up after the longest metric name
     assert lines[0].index("0.9845") == lines[1].index(" 2") + 1 == len("  canonical_anti_scrubbed_loss ")
     assert "FAIL  expect mmcs >= 0.99  (observed 1; needed 2 of 2 replicates)" in captured.out
     assert "report: o/report.md" in captured.out
+    assert captured.out.splitlines()[0] == "output    o"
+    assert captured.out.splitlines()[-1] == "o: expectations_failed (1 of 1 expectations failed)"
 
 
 def test_run_exit_code_follows_status(monkeypatch):
@@ -157,13 +159,14 @@ def test_bench_and_report(tmp_path, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out) == {"ms_per_step": 1.5, "steps": 3}
     assert main(["bench", QUICK]) == 0
     assert seen["steps"] == 20 and "ms_per_step  1.5" in capsys.readouterr().out
+    assert main(["report", str(tmp_path)]) == 2  # no run directory, and none below it to index
+    assert "no run directories under" in capsys.readouterr().err
     _fake_module(monkeypatch, "runtime.report", render=lambda run_dir: [os.path.join(run_dir, "report.md")])
-    assert main(["report", str(tmp_path)]) == 2  # not a run directory: no summary.json / spec.json
-    assert "is not a run directory" in capsys.readouterr().err
     (tmp_path / "summary.json").write_text("{}")
     assert main(["report", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == os.path.join(str(tmp_path), "report.md")
     assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
 
 
 def test_explain(capsys):

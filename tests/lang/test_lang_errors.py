@@ -126,7 +126,7 @@ CASES = [
      "sweep point decompose.steps=-10: decompose.steps: must be > 0, got -10", "this value of 'decompose.steps'"),
     ("swept replicates below an expectation", OPEN + "  report { expect mmcs >= 0.9 for at least 3 replicates }\n"
      "  sweep { replicates = grid(3, 1) }\n}\n", 13, 32,
-     "sweep point replicates=1: expect: 'for 3 replicates' needs 1 <= n <= replicates (1)", ""),
+     "sweep point replicates=1: expect: 'for at least 3 replicates' cannot hold with replicates = 1", ""),
     # cross-field and range checks from runtime.spec.validate, mapped to the span that set the field
     ("probability out of range", edit("  decompose {", "  data { probability = 1.5 }\n  decompose {"), 6, 24,
      "data.probability: a probability must be in (0, 1]", "5%"),
@@ -148,7 +148,7 @@ CASES = [
     ("exponential without half-life", edit("    steps = 100", "    schedule = exponential\n    steps = 100"), 9, 16,
      "decompose.schedule.halflife: an exponential schedule needs a half-life", "halflife = 1000"),
     ("more replicates than exist", OPEN + "  report { expect mmcs >= 0.9 for at least 3 replicates }\n}\n", 12, 12,
-     "expect: 'for 3 replicates' needs 1 <= n <= replicates (1)", ""),
+     "expect: 'for at least 3 replicates' cannot hold with replicates = 1", ""),
     ("default field: points at the block header", "experiment t {\n  target tms { features = 5 }\n"
      "  decompose { topk = none }\n}\n", 3, 3, "decompose.loss.minimality: the minimality (top-k reconstruction) loss",
      ""),
@@ -282,3 +282,122 @@ def test_a_swept_field_s_value_outside_the_sweep_is_not_checked():
     # the same for a top-k that only the base batch makes invalid
     text = edit("batch(0.25)", "batch(0.001)").rstrip()[:-1] + "  sweep { decompose.batch = grid(1000, 2000) }\n}\n"
     apdspec.loads(text, "t.apd")
+
+
+# ------------------------------------------------------------------------------------------
+# several syntax errors in one file: each reported, none invented
+
+
+def _where(text: str) -> list[tuple[int, int, str]]:
+    err = _diags(text)
+    return [(d.span.line, d.span.column, d.message) for d in err.diagnostics]
+
+
+def test_every_syntax_error_of_a_file_is_reported_with_its_position():
+    text = edit("features = 5", "features 5").replace("steps = 100", "steps = 100 )").replace(
+        "batch = 64", "batch = @")
+    assert _where(text) == [(3, 14, "expected '=' after 'features', found number '5'"),
+                            (9, 17, "expected '}' or a name, found ')'"),
+                            (10, 13, "unexpected character '@'")]
+
+
+def test_a_broken_statement_does_not_hide_a_literal_error_after_it():
+    text = edit("features = 5", "features 5").replace("steps = 100", "steps = 1__00")
+    assert [(line, col) for line, col, _ in _where(text)] == [(3, 14), (9, 13)]
+    assert "malformed number '1__00'" in _where(text)[1][2]
+
+
+def test_a_name_then_a_statement_on_the_next_line_is_one_error():
+    # `seed zero` fails only at the next line's first token: that line still parses
+    text = edit("  target tms {", "  seed zero\n  target tms {").replace("steps = 100", "steps 100")
+    assert _where(text) == [(2, 8, "expected '=' after 'seed', found name 'zero'"),
+                            (10, 11, "expected '=' after 'steps', found number '100'")]
+
+
+def test_a_block_without_its_brace_is_one_error_not_a_cascade():
+    # the block's '}' then closes `experiment`, and the experiment's own '}' finds none open
+    text = edit("  decompose {", "  decompose")
+    assert _where(text) == [(6, 12, "expected '=' or '{' after 'decompose', found a new statement on the next line")]
+
+
+def test_an_unclosed_bracket_is_reported_where_the_next_statement_starts():
+    text = edit("topk = batch(0.25)", "topk = batch(0.25").replace("batch = 64", "batch 64")
+    assert [(line, col) for line, col, _ in _where(text)] == [(9, 5), (10, 11)]
+
+
+@pytest.mark.parametrize("spec", ["quickstart.apd", "tms_5_2.apd", "spd_tms_5_2.apd", "resid_mlp_1l.apd", "gated.apd"])
+def test_two_broken_assignments_in_a_shipped_spec_are_exactly_two_errors(spec):
+    """Dropping the '=' of any two assignments far apart gives those two errors, at those places."""
+    import re
+
+    from paths import ROOT
+
+    with open(f"{ROOT}/specs/{spec}") as f:
+        lines = f.read().split("\n")
+    assigns = [i for i, line in enumerate(lines) if re.match(r"\s+\w+ = [\w\d\"]", line) and "{" not in line
+               and "(" not in line and "[" not in line]
+    for a, b in [(assigns[0], assigns[-1]), (assigns[1], assigns[len(assigns) // 2])]:
+        broken = list(lines)
+        for i in (a, b):
+            broken[i] = broken[i].replace(" = ", " ", 1)
+        got = _where("\n".join(broken))
+        assert [line for line, _, _ in got] == [a + 1, b + 1], got
+
+
+# ------------------------------------------------------------------------------------------
+# expectations that cannot hold, and dropping them from the command line
+
+RESID = """experiment r {
+  target resid_mlp { features = 10  d_embed = 100  d_mlp = 10 }
+  decompose { components = 10  topk = batch(1)  steps = 10  batch = 8 }
+  report { expect dedicated_features >= 9  expect mmcs_fake_free_metric >= 1 }
+}
+""".replace("  expect mmcs_fake_free_metric >= 1", "")
+
+
+@pytest.mark.parametrize("clause,why", [
+    ("dedicated_features >= 90", "dedicated_features lies in [0, 10] here (it counts features, of which there are 10)"),
+    ("dedicated_features > 10", "lies in [0, 10]"),
+    ("scrub_ratio < 0", "lies in [0, inf] here (it is never negative)"),
+    ("mono_components == 11", "lies in [0, 10]"),
+])
+def test_an_expectation_outside_its_metric_s_range_is_an_error(clause, why):
+    err = _diags(RESID.replace("dedicated_features >= 9", clause))
+    (d,) = err.diagnostics
+    assert (d.span.line, d.span.column) == (4, 12)
+    assert d.message == f"expect: '{clause}' cannot hold: {why}" or why in d.message
+    assert "cannot hold" in d.message and "report.expect = none" in d.hint
+
+
+def test_expectations_at_their_metric_s_bounds_are_accepted():
+    for clause in ("dedicated_features >= 10", "dedicated_features <= 0", "scrub_ratio >= 0", "mono_components == 10"):
+        apdspec.loads(RESID.replace("dedicated_features >= 9", clause), "r.apd")
+    tms = edit("  decompose {", "  report { expect mmcs >= 1  expect ml2r >= 5  expect matched_rows >= 5 }\n  decompose {")
+    apdspec.loads(tms, "t.apd")
+    (d,) = _diags(tms.replace("mmcs >= 1", "mmcs > 1")).diagnostics
+    assert "it is a cosine similarity" in d.message
+
+
+def test_too_few_replicates_for_an_inherited_expectation_says_what_to_change(tmp_path):
+    base = tmp_path / "base.apd"
+    base.write_text(OPEN + "  replicates = 5\n  report { expect mmcs >= 0.99 for at least 4 replicates }\n}\n")
+    child = tmp_path / "child.apd"
+    child.write_text('use "base.apd"\nexperiment c { replicates = 2 }\n')
+    with pytest.raises(SpecError) as info:
+        apdspec.load(child)
+    (d,) = info.value.diagnostics
+    assert d.span.file.endswith("base.apd") and (d.span.line, d.span.column) == (13, 12)
+    assert d.message == "expect: 'for at least 4 replicates' cannot hold with replicates = 2"
+    assert d.hint == ("run at least 4 replicates, or lower the count in the expectation; or drop the spec's "
+                      "expectations with -s 'report.expect = none'")
+    assert [n.message for n in d.notes] == ["'replicates' is set here"] and d.notes[0].span.file.endswith("child.apd")
+    # what the hint says works: the count, or dropping them
+    assert apdspec.load(child, ["replicates=4"]).experiment.replicates == 4
+    assert apdspec.load(child, ["report.expect = none"]).experiment.report.expect == ()
+    assert apdspec.load(child, ["report.expect=[]"]).experiment.report.expect == ()
+
+
+def test_report_expect_takes_only_none():
+    err = _diags(BASE, ["report.expect = 3"])
+    (d,) = err.diagnostics
+    assert (d.span.file, d.span.column) == ("<override 1>", 17) and "takes only 'none'" in d.message

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...report.plots import plot_attributions, register_plot
+from ...report.plots import feature_order, plot_attributions, register_plot, shown_replicates
 
 
 def build_attributions(an: Any, path: str) -> str:
+    """Every replicate's attributions on one-hot inputs, components in feature order (the
+    matching the kind's metrics use: the diagonal is each feature's own component)."""
     A = an.identity_attributions()
-    return plot_attributions([(f"replicate {i}", A[i]) for i in range(an.I)], path,
-                             title=f"{an.exp.name}: attributions on one-hot inputs")
+    reps, note = shown_replicates(an, 1)
+    return plot_attributions([(f"replicate {i}", A[i]) for i in reps], path,
+                             title=f"{an.exp.name}: attributions on one-hot inputs" + (f" ({note})" if note else ""),
+                             orders=[feature_order(an, i) for i in reps])
 
 
 register_plot("attributions", build_attributions, method="apd")

@@ -12,7 +12,7 @@ import numpy as np
 
 from ...spec import Decompose, Form, Issue, METHODS, MethodSpec, declare_metric, declare_plot, setting
 from ...spec.checks import in_choices, positive
-from ...spec.registry import declare_terms
+from ...spec.registry import count_of, declare_terms, non_negative
 
 
 @dataclass(frozen=True)
@@ -248,8 +248,11 @@ def _revive_issues(dc: ApdDecompose, issues: list) -> None:
 METHODS["apd"] = ApdMethod()
 
 declare_terms(METHODS["apd"])
-declare_metric("topk_mse", "MSE of the top-k APD output against the target output (eval batches)", methods=("apd",))
-declare_metric("mean_active", "mean number of active components per sample with a nonzero input", methods=("apd",))
+_COMPONENTS = count_of("components", lambda exp, arch: exp.decompose.components)
+declare_metric("topk_mse", "MSE of the top-k APD output against the target output (eval batches)", methods=("apd",),
+               bounds=non_negative)
+declare_metric("mean_active", "mean number of active components per sample with a nonzero input", methods=("apd",),
+               bounds=_COMPONENTS)
 declare_metric("dead_components", "components never selected by top-k (with a positive attribution) on eval batches",
-               methods=("apd",))
+               methods=("apd",), bounds=_COMPONENTS)
 declare_plot("attributions", "attributions on one-hot inputs per component", methods=("apd",))

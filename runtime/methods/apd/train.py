@@ -145,7 +145,7 @@ class LossProblem:
             masked = apd.apd_forward(arch, self.target, comps, x, mask=mask.astype(x.dtype), m=m)
             if L.minimality is not None:
                 terms["minimality"] = apd.mse_loss(masked.y, tgt.y)
-            record["mean_active"] = mask.sum(axis=2).mean(axis=1)
+            record["k_per_sample"] = mask.sum(axis=2).mean(axis=1)  # k / B (the mean_active metric counts nonzero inputs only)
             self.last_mask = (mask, x)
         if L.act_recon is not None:
             terms["act_recon"] = apd.act_recon_loss(arch, masked if masked is not None else full, tgt)
@@ -217,7 +217,7 @@ class LossProblem:
         fl.sq_hints = self.sq_norm_hints
         factors = [comps[n] for n in fl.factor_names]
         vals = fl.forward(factors)
-        record["mean_active"] = mask.sum(axis=(1, 2)) / fl.B
+        record["k_per_sample"] = mask.sum(axis=(1, 2)) / fl.B
         self.last_mask = (mask, x)
         total = 0.0
         coeffs = []

@@ -25,6 +25,16 @@ class DeepLinearAnalysis(KindAnalysis):
                 best[i, l], cos[i, l], ratio[i, l] = feature_match(P[i], an.target[f"layers.{l}.W"][i])
         return {"best": best, "cos": cos, "ratio": ratio}
 
+    def feature_components(self, name: str | None = None) -> np.ndarray | None:
+        """The layer match: the first layer's for components spanning the layers, else the named layer's."""
+        best = self.match()["best"]
+        if self.an.importance != "causal":
+            return best[:, 0]
+        for l in range(self.an.arch.layers):
+            if name == f"layers.{l}.W":
+                return best[:, l]
+        return None
+
     def recovered(self) -> np.ndarray:
         """(I,) dimensions matched in every layer; where components span layers (attribution
         methods), by the same component in every layer."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ...spec import CiTruth, Issue, KINDS, KindSpec, Layer, MAX_LAYERS, Target, declare_metric, setting
 from ...spec.registry import declare_ci_truth_metrics
 from ...spec.checks import positive
+from ...spec.registry import cosine, count_of, non_negative
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,11 @@ KINDS["deep_linear"] = DeepLinearKind()
 
 _D = ("deep_linear",)
 declare_metric("layer_mmcs", "mean over layers of MMCS: for each layer and input dimension f, the best cosine between "
-                             "a component's row f and the layer's row f", kinds=_D)
-declare_metric("layer_ml2r", "mean over layers of ML2R: the norm ratio of those best-matching rows", kinds=_D)
+                             "a component's row f and the layer's row f", kinds=_D, bounds=cosine)
+declare_metric("layer_ml2r", "mean over layers of ML2R: the norm ratio of those best-matching rows", kinds=_D,
+               bounds=non_negative)
 declare_metric("recovered_features", "input dimensions matched (cosine >= 0.99) in every layer, by one component "
                                      "across the layers where components span layers (APD), else by one per layer",
-               kinds=_D)
+               kinds=_D, bounds=count_of("input dimensions", lambda exp, arch: arch.features))
 
 declare_ci_truth_metrics("deep_linear", dense=False)

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from ...report.plots import plot_attributions, register_plot
+from ...report.plots import plot_attributions, register_plot, shown_replicates
 from ...report.plots_common import figure, grid_shape, hide_unused, save, suptitle
 from ..resid_mlp.model import residual_dims
 from .analysis import edge_functions, neuron_functions
@@ -107,9 +107,11 @@ def build_attributions(an: Any, path: str) -> str:
     """APD's attributions plot of a gated network: each component's mean share of the attribution
     per function (control bit on, x over its range)."""
     g = an.part.gated()
-    tables = [(f"replicate {i}", g["share"][i]) for i in range(an.I)]
+    reps, note = shown_replicates(an, 1)
+    tables = [(f"replicate {i}", g["share"][i]) for i in reps]
     return plot_attributions(tables, path, "function\n(control bit on, x over its range)",
-                             f"{an.exp.name}: mean share of the attribution per component")
+                             f"{an.exp.name}: mean share of the attribution per component" + (f" ({note})" if note else ""),
+                             value_label="share of the attribution")
 
 
 def build_gated_network(an: Any, path: str) -> str:

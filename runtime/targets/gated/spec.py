@@ -14,6 +14,7 @@ from ...spec import Issue, KINDS, KindSpec, MAX_LAYERS, Target, declare_metric, 
 from ...spec.checks import positive, range_issues
 from ...spec.import_rules import ImportRules, dims, layer_count, require
 from ...spec.networks import residual_matrices, residual_shapes
+from ...spec.registry import count_of, non_negative
 from ...spec.target_file import EXTRA_PREFIX
 
 
@@ -191,8 +192,9 @@ class GatedKind(KindSpec):
 
 KINDS["gated"] = GatedKind()
 
-declare_metric("separated_functions", "functions carried by their own component", kinds=("gated",))
+declare_metric("separated_functions", "functions carried by their own component", kinds=("gated",),
+               bounds=count_of("functions", lambda exp, arch: arch.functions))
 declare_metric("function_mse", "MSE of APD top-k (SPD: the CI-masked model) vs target on one-hot control bits",
-               kinds=("gated",))
+               kinds=("gated",), bounds=non_negative)
 declare_plot("gated_functions", "Fig. 12: target vs APD top-k (SPD: the CI-masked model) per function", kinds=("gated",))
 declare_plot("gated_network", "Fig. 13: component weights of the gated network", kinds=("gated",), methods=("apd",))

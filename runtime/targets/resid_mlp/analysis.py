@@ -381,6 +381,13 @@ class ResidAnalysis(KindAnalysis):
                     for i in range(an.I)]
         return [categories(c) for c in self.contributions()["components"]]
 
+    def feature_components(self, name: str | None = None) -> np.ndarray | None:
+        """The scrubbing test's feature map (`feature_map`); for causal-importance methods, of the
+        first layer's W_in subcomponents only."""
+        if self.an.importance == "causal" and name != self._w_in_names()[0]:
+            return None
+        return self.feature_map()
+
     def feature_map(self) -> np.ndarray:
         """(I, F) the component of each feature: the method's (`an.feature_map`), or for
         causal-importance methods the first-layer W_in subcomponent with the highest one-hot causal

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ...report.plots import register_plot
-from ...report.plots_common import cmap, color, figure, integer_ticks, positive, save, suptitle, symmetric_limit
+from ...report.plots_common import MIN_FONT, cmap, color, figure, integer_ticks, positive, save, suptitle, symmetric_limit
 from .analysis import CATEGORY_CUTOFF, log_bins
 from .model import residual_dims
 
@@ -151,7 +151,7 @@ def plot_per_feature_loss(target: np.ndarray, top1: np.ndarray, topk: np.ndarray
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     step = max(1, F // 25)
-    axes[-1, 0].set_xticks(x[::step], [str(int(f)) for f in order[::step]], fontsize=6)
+    axes[-1, 0].set_xticks(x[::step], [str(int(f)) for f in order[::step]], fontsize=MIN_FONT)
     axes[-1, 0].set_xlabel("input feature (sorted by the target's loss)")
     suptitle(fig, title or "Per-feature loss on single-feature samples")
     return save(fig, path)
@@ -166,7 +166,7 @@ def plot_active_components(top1_mse: np.ndarray, n_active: np.ndarray, path: str
     ax.scatter(positive(top1_mse[ok]), n_active[ok], s=14, alpha=0.8)
     for f in np.flatnonzero(ok):
         if len(top1_mse) <= 30:
-            ax.annotate(str(f), (top1_mse[f], n_active[f]), xytext=(3, 3), textcoords="offset points", fontsize=6)
+            ax.annotate(str(f), (top1_mse[f], n_active[f]), xytext=(3, 3), textcoords="offset points", fontsize=MIN_FONT)
     if np.isfinite(positive(top1_mse[ok])).any():
         ax.set_xscale("log")
     ax.set_xlabel("MSE of APD top-1 vs target output")

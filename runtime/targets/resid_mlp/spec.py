@@ -14,6 +14,7 @@ from ...spec.registry import declare_ci_truth_metrics
 from ...spec.checks import in_choices, positive
 from ...spec.import_rules import ImportRules, dims, layer_count, require
 from ...spec.networks import residual_matrices, residual_shapes
+from ...spec.registry import count_of, non_negative
 
 
 @dataclass(frozen=True)
@@ -128,25 +129,29 @@ class ResidMlpKind(KindSpec):
 KINDS["resid_mlp"] = ResidMlpKind()
 
 _R = ("resid_mlp",)
-for _name, _doc, _methods in (
-    ("dedicated_features", "features with a component that represents only them", None),
-    ("mono_components", "components representing exactly one feature", None),
-    ("duo_components", "components representing exactly two features", None),
-    ("poly_components", "components representing more than two features", None),
-    ("scrubbed_loss", "mean MSE with the active features' components forced on", None),
-    ("anti_scrubbed_loss", "mean MSE with the active features' components forced off", None),
-    ("random_loss", "mean MSE with random half of the components on", None),
-    ("scrub_ratio", "anti_scrubbed_loss / scrubbed_loss", None),
-    ("canonical_scrubbed_loss", "scrubbed loss of the target's one-feature-per-component decomposition (1 layer)", None),
+_FEATURES = count_of("features", lambda exp, arch: arch.features)
+# APD's components span the layers; SPD's are per matrix, its categories count every layer's W_in
+_COMPONENTS = count_of("components (at most C per layer)", lambda exp, arch: exp.decompose.components * arch.layers)
+for _name, _doc, _methods, _bounds in (
+    ("dedicated_features", "features with a component that represents only them", None, _FEATURES),
+    ("mono_components", "components representing exactly one feature", None, _COMPONENTS),
+    ("duo_components", "components representing exactly two features", None, _COMPONENTS),
+    ("poly_components", "components representing more than two features", None, _COMPONENTS),
+    ("scrubbed_loss", "mean MSE with the active features' components forced on", None, non_negative),
+    ("anti_scrubbed_loss", "mean MSE with the active features' components forced off", None, non_negative),
+    ("random_loss", "mean MSE with random half of the components on", None, non_negative),
+    ("scrub_ratio", "anti_scrubbed_loss / scrubbed_loss", None, non_negative),
+    ("canonical_scrubbed_loss", "scrubbed loss of the target's one-feature-per-component decomposition (1 layer)", None,
+     non_negative),
     ("canonical_anti_scrubbed_loss", "anti-scrubbed loss of the target's one-feature-per-component decomposition "
-                                     "(1 layer)", None),
+                                     "(1 layer)", None, non_negative),
     ("canonical_scrub_ratio", "canonical_anti_scrubbed_loss / canonical_scrubbed_loss: the yardstick for scrub_ratio",
-     None),
-    ("per_feature_loss_top1", "mean per-feature MSE with per-sample top-1", ("apd",)),
-    ("per_feature_loss_topk", "mean per-feature MSE with batch top-k", ("apd",)),
-    ("active_per_feature", "mean number of active components per single feature", ("apd",)),
+     None, non_negative),
+    ("per_feature_loss_top1", "mean per-feature MSE with per-sample top-1", ("apd",), non_negative),
+    ("per_feature_loss_topk", "mean per-feature MSE with batch top-k", ("apd",), non_negative),
+    ("active_per_feature", "mean number of active components per single feature", ("apd",), non_negative),
 ):
-    declare_metric(_name, _doc, kinds=_R, methods=_methods)
+    declare_metric(_name, _doc, kinds=_R, methods=_methods, bounds=_bounds)
 
 for _name, _doc, _methods in (
     ("neuron_contributions", "Figs. 6, 10: neuron contributions, target vs component", None),

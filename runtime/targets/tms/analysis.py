@@ -85,6 +85,17 @@ class TmsAnalysis(KindAnalysis):
             out[i] = 0.5 * (ci_error(g["W"][i], best_w[i]) + ci_error(g["W.T"][i], column_match(P[i], W.T)))
         return out
 
+    def feature_components(self, name: str | None = None) -> np.ndarray | None:
+        """MMCS's match on W (components spanning both uses, or W's own subcomponents); for W^T's
+        subcomponents, ci_error's column match."""
+        an = self.an
+        if an.importance != "causal" or name == "W":
+            return self.match()["best"]
+        if name != "W.T":
+            return None
+        P = an.matrix_weights("W.T")
+        return np.stack([column_match(P[i], np.asarray(an.target["W"][i], dtype=np.float64).T) for i in range(an.I)])
+
     def panel(self, name: str, P: np.ndarray) -> tuple[str, np.ndarray]:
         return f"{name}: rows = features ({P.shape[1]}), columns = hidden ({P.shape[2]})", P
 

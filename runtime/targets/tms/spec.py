@@ -13,6 +13,7 @@ from ...spec import CiTruth, Issue, KINDS, KindSpec, Layer, MAX_LAYERS, Target, 
 from ...spec.registry import declare_ci_truth_metrics
 from ...spec.checks import positive
 from ...spec.import_rules import ImportRules, dims, layer_count, require
+from ...spec.registry import cosine, count_of, non_negative
 
 
 @dataclass(frozen=True)
@@ -97,10 +98,13 @@ class TmsKind(KindSpec):
 
 KINDS["tms"] = TmsKind()
 
-declare_metric("mmcs", "mean max cosine similarity between component rows and target rows (paper eq. 3)", kinds=("tms",))
-declare_metric("ml2r", "mean L2 ratio of the best-matching component rows (paper eq. 4)", kinds=("tms",))
+declare_metric("mmcs", "mean max cosine similarity between component rows and target rows (paper eq. 3)", kinds=("tms",),
+               bounds=cosine)
+declare_metric("ml2r", "mean L2 ratio of the best-matching component rows (paper eq. 4)", kinds=("tms",),
+               bounds=non_negative)
 declare_metric("matched_rows", "target rows whose best-matching component row has cosine >= 0.99 (MMCS counted; "
-                               "the other rows are split or shared)", kinds=("tms",))
+                               "the other rows are split or shared)", kinds=("tms",),
+               bounds=count_of("target rows (features)", lambda exp, arch: arch.features))
 
 declare_metric("ci_error", "per feature, sum over subcomponents of |g - ground truth| on its one-hot input (x_f = "
                            "0.75; truth 1 for the feature's best-matching subcomponent, 0 elsewhere), mean over features "

@@ -13,7 +13,7 @@ import apdspec
 from apdspec import SpecError
 
 from paths import ROOT  # noqa: E402  (the repository)
-QUICK = os.path.join(ROOT, "specs", "spd_quickstart.apd")
+QUICK = os.path.join(ROOT, "specs", "spd_smoke.apd")
 
 SPD = """experiment s {
   target tms {

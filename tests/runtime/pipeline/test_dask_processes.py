@@ -112,7 +112,8 @@ def test_a_sweep_on_dask_processes_is_byte_identical_to_jobs_1(tmp_path, cluster
     code, stdout, err = finish(cli(["run", QUICK, "--out", str(out), "--quiet", "--scheduler", c.address, *SWEEP]),
                                timeout=180)
     assert code == 0, err
-    assert f"sweep: 2 points into {out} on {c.address}" in stdout
+    assert stdout.splitlines()[0] == f"output    {out}"
+    assert stdout.splitlines()[1].startswith(f"sweep     2 points on {c.address} (experiment quickstart: tms target")
     _assert_same_sweep(reference, out)
 
 

@@ -16,7 +16,7 @@ from runtime import TmsTarget
 from runtime.store.files import save_target
 
 from paths import ROOT  # noqa: E402  (the repository)
-QUICK = os.path.join(ROOT, "specs", "quickstart.apd")
+QUICK = os.path.join(ROOT, "tests", "specs", "quick.apd")  # the old quickstart: 1000 steps, one replicate
 
 
 def test_time_steps_warms_up_then_times_within_the_budget():

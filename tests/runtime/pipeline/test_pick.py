@@ -115,9 +115,11 @@ def test_apdspec_pick(tmp_path, capsys):
     from apdspec.cli import main as apdspec
 
     dirs = _runs(tmp_path, tiny(restarts_=1, replicates=2), seeds=(1, 2))
-    assert apdspec(["pick", *dirs, "--out", str(tmp_path / "best")]) == 0
+    # the picked runs are short: their diagnostics find problems, and the verdict says so (exit 1)
+    assert apdspec(["pick", *dirs, "--out", str(tmp_path / "best")]) == 1
     out = capsys.readouterr().out
     assert "kept run per replicate" in out and "mmcs" in out and (tmp_path / "best" / "report.md").exists()
+    assert "  PROBLEM  " in out and out.splitlines()[-1].startswith(f"{tmp_path / 'best'}: problems (")
     assert apdspec(["pick", dirs[0], dirs[0], "--out", str(tmp_path / "b2")]) == 2  # a user mistake: no traceback
     err = capsys.readouterr().err
     assert "apdspec pick:" in err and "same init twice" in err and "Traceback" not in err

@@ -19,7 +19,7 @@ from runtime import Knots, LayerwiseCausalImportance, VpdLosses
 from runtime import SpdLosses, Attribution, FaithfulnessWarmup, GatedTarget, ApdLosses as Losses, ResidMlpTarget, Revive, TmsTarget, TopK
 
 from paths import ROOT  # noqa: E402  (the repository)
-QUICK = os.path.join(ROOT, "specs", "quickstart.apd")
+QUICK = os.path.join(ROOT, "tests", "specs", "quick.apd")  # a smoke run: its problems do not fail it
 NO_REPORT = Report(metrics=(), plots=())
 
 

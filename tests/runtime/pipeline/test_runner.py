@@ -72,7 +72,7 @@ def test_run_directory_layout_and_reload(tmp_path):
 
 
 def test_failed_expectation_sets_status(tmp_path):
-    exp = tms_experiment(steps=10, expect=(Expectation("mmcs", ">=", 1.5),))
+    exp = tms_experiment(steps=10, expect=(Expectation("mmcs", ">=", 1.0),))
     summary = runner.run_to_dir(exp, str(tmp_path / "run"))
     assert summary["status"] == "expectations_failed"
     assert summary["expectations"][0]["passed"] is False

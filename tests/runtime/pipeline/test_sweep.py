@@ -16,7 +16,7 @@ from runtime.spec import Decompose, Expectation, Experiment, Optimizer, Report, 
 from runtime import ApdLosses as Losses, TmsTarget, TopK
 
 from paths import ROOT  # noqa: E402  (the repository)
-QUICK = os.path.join(ROOT, "specs", "quickstart.apd")
+QUICK = os.path.join(ROOT, "tests", "specs", "quick.apd")  # a smoke run: its problems do not fail it
 SAFE = re.compile(r"^[A-Za-z0-9._+=,-]+$")
 TINY = ["target.train.steps=20", "decompose.steps=10", "decompose.log_every=5", "report.plots=[]"]
 
@@ -120,7 +120,7 @@ def test_replace_path_brings_back_a_none_object():
 def test_run_sweep_writes_tables_matching_each_point(tmp_path):
     out = str(tmp_path / "s")
     exp = tiny(replicates=2, expect=(Expectation("faithfulness", "<=", 10.0, text="expect faithfulness <= 10"),
-                                     Expectation("mmcs", ">=", 2.0, text="expect mmcs >= 2")))
+                                     Expectation("mmcs", ">=", 1.0, text="expect mmcs >= 1")))
     seen = []
     result = sweep.run_sweep(exp, out, report=False, spec_text="# the spec\n", on_point=seen.append)
     with open(os.path.join(out, "sweep.json")) as f:
@@ -141,12 +141,15 @@ def test_run_sweep_writes_tables_matching_each_point(tmp_path):
     per = [r["metrics_per_replicate"]["mmcs"] for r in data["points"]]
     assert per[0] != per[1]  # the seeds really differ
     assert [(e["text"], e["passed_points"], e["points"]) for e in data["expectations"]] == [
-        ("expect faithfulness <= 10", 2, 2), ("expect mmcs >= 2", 0, 2)]
+        ("expect faithfulness <= 10", 2, 2), ("expect mmcs >= 1", 0, 2)]
     md = open(os.path.join(out, "sweep.md")).read()
     assert "| point | seed | status | faithfulness | mmcs | ml2r | wall time (s) |" in md  # expected metrics first
     f0, m0 = data["points"][0]["metrics"]["faithfulness"], data["points"][0]["metrics"]["mmcs"]
-    assert f"| seed=0 | 0 | expectations_failed | {f0:.4g} | {m0:.4g} |" in md
-    assert "| expect mmcs >= 2 | 0 of 2 |" in md and "| expect faithfulness <= 10 | 2 of 2 |" in md
+    n0 = len(data["points"][0]["problems"])  # the problems its diagnostics found, beside the status
+    assert n0 > 0 and data["points"][0]["problems"] == [d["text"] for d in summary_of(out, "seed=0")["diagnostics"]
+                                                        if d["severity"] == "problem"]
+    assert f"| seed=0 | 0 | expectations_failed, {n0} problem{'s' if n0 > 1 else ''} | {f0:.4g} | {m0:.4g} |" in md
+    assert "| expect mmcs >= 1 | 0 of 2 |" in md and "| expect faithfulness <= 10 | 2 of 2 |" in md
 
 
 def test_a_failing_point_is_an_error_and_the_others_run(tmp_path, monkeypatch):
@@ -231,13 +234,14 @@ def test_cli_runs_a_sweep_and_resumes(tmp_path, capsys):
     args = ["run", spec, "--out", out, "--quiet", "--jobs", "1", "-s", "seed=seeds(2)", *sum((["-s", s] for s in TINY), [])]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "sweep: 2 points into " + out in text
+    assert text.splitlines()[0] == f"output    {out}" and text.splitlines()[1].startswith("sweep     2 points (")
     assert re.search(r"^\[1/2\] seed=0  ok  faithfulness [0-9.e-]+  mmcs [0-9.]+ .*expectations 1/1", text, re.M)
     assert re.search(r"^\[2/2\] seed=1  ok ", text, re.M)
     assert "  faithfulness <= 10: passed at 2 of 2 points" in text
     assert f"table: {os.path.join(out, 'sweep.md')}" in text and f"{out}: ok" in text
-    assert sorted(os.listdir(out)) == ["seed=0", "seed=1", "spec.apd", "spec.json", "spec.original.apd", "sweep.json",
-                                       "sweep.md"]
+    assert sorted(os.listdir(out)) == ["plots", "seed=0", "seed=1", "spec.apd", "spec.json", "spec.original.apd",
+                                       "sweep.html", "sweep.json", "sweep.md"]
+    assert f"page: {os.path.join(out, 'sweep.html')}" in text
     assert "seed = [0, 1]" in open(os.path.join(out, "spec.apd")).read()
     assert open(os.path.join(out, "spec.original.apd")).read() == open(spec).read()  # as written, no overrides
     assert main(args) == 0
@@ -254,7 +258,7 @@ def test_cli_runs_a_sweep_and_resumes(tmp_path, capsys):
 
 def test_cli_exit_codes(tmp_path, monkeypatch, capsys):
     tiny_args = [*sum((["-s", s] for s in TINY), []), "--quiet"]
-    failing = _spec(tmp_path, "expect mmcs >= 2")
+    failing = _spec(tmp_path, "expect mmcs >= 1")
     assert main(["run", failing, "--out", str(tmp_path / "a"), "-s", "seed=seeds(2)", *tiny_args]) == 1
     assert f"{tmp_path / 'a'}: expectations_failed" in capsys.readouterr().out
     # a point that cannot be checked: exit 2 before anything runs, the error at the sweep value
@@ -310,13 +314,14 @@ def test_cli_check_and_run_report_invalid_points_at_the_sweep_value(tmp_path, ca
 def test_report_rerenders_sweep_md_and_with_points_each_report(tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "s")
     axes = (SweepAxis("data.values", ((0.0, 1.0), (0.0, 2.0))),)  # tuple values: lists once read back
-    sweep.run_sweep(tiny(axes, expect=(Expectation("mmcs", ">=", 2.0, text="mmcs >= 2"),)), out)
+    sweep.run_sweep(tiny(axes, expect=(Expectation("mmcs", ">=", 1.0, text="mmcs >= 1"),)), out)
     md_path = os.path.join(out, "sweep.md")
     written = open(md_path).read()
     assert "[data.values=0.0_1.0](data.values=0.0_1.0/report.md) | [0, 1] |" in written
     os.remove(md_path)
     assert main(["report", out]) == 0
-    assert capsys.readouterr().out == md_path + "\n"  # only sweep.md by default
+    page = [os.path.join(out, "plots", "sweep.png"), os.path.join(out, "sweep.html")]
+    assert capsys.readouterr().out.splitlines() == [md_path, *page]  # sweep.md and the page by default
     assert open(md_path).read() == written
     # --points: every finished point's report too (here one was lost), then sweep.md
     report = os.path.join(out, "data.values=0.0_2.0", "report.md")
@@ -324,7 +329,7 @@ def test_report_rerenders_sweep_md_and_with_points_each_report(tmp_path, capsys,
     os.remove(md_path)
     assert main(["report", out, "--points"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert report in printed and printed[-1] == md_path and os.path.exists(report)
+    assert report in printed and printed[-3:] == [md_path, *page] and os.path.exists(report)
     assert open(md_path).read() == written
     # a point whose report fails: named, the others and sweep.md still rendered, exit 1
     from runtime.report import document as report_module
@@ -335,7 +340,7 @@ def test_report_rerenders_sweep_md_and_with_points_each_report(tmp_path, capsys,
     assert main(["report", out, "--points"]) == 1
     captured = capsys.readouterr()
     assert "point data.values=0.0_1.0: the report failed: ZeroDivisionError" in captured.err
-    assert report in captured.out and captured.out.splitlines()[-1] == md_path
+    assert report in captured.out and captured.out.splitlines()[-3:] == [md_path, *page]
 
 
 def test_report_refuses_a_foreign_sweep_json(tmp_path, capsys):
@@ -359,7 +364,7 @@ def test_cli_runs_one_sweep_point_per_core_by_default(tmp_path, monkeypatch, cap
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     tiny_args = [*sum((["-s", s] for s in TINY), []), "--quiet"]
     assert main(["run", QUICK, "--out", str(tmp_path / "a"), "-s", "seed=seeds(3)", *tiny_args]) == 0
-    assert "3 points into" in capsys.readouterr().out and seen == [2]  # min(points, cores)
+    assert "sweep     3 points, 2 at a time (" in capsys.readouterr().out and seen == [2]  # min(points, cores)
     assert main(["run", QUICK, "--out", str(tmp_path / "b"), "-s", "seed=seeds(3)", "--jobs", "3", *tiny_args]) == 0
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert main(["run", QUICK, "--out", str(tmp_path / "c"), "-s", "seed=seeds(2)", *tiny_args]) == 0

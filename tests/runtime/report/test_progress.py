@@ -22,13 +22,26 @@ def test_off_a_terminal_a_plain_line_every_interval_and_at_the_end(monkeypatch):
     out, clock = io.StringIO(), Clock()
     p = ProgressLine(out, clock=clock, line_interval=10.0)
     for step in range(101):
-        clock.t = step * 0.5  # 2 steps/s: 50 s in all
+        clock.t = (step + 1) * 0.5  # 2 steps/s: step s is done after s + 1 steps (the loop starts at 0)
         p(step, 100, {"step": step, "lr": 1e-3, "total": 1.0 / (step + 1)})
     p.close()
     lines = out.getvalue().splitlines()
-    assert "\r" not in out.getvalue() and len(lines) == 5  # at 10, 20, 30, 40 s and the last step (50 s)
-    assert lines[0].startswith("step 20/100  2.0 steps/s  ETA 00:40  total=0.0476")
+    assert "\r" not in out.getvalue() and len(lines) == 6  # at 10, 20, 30, 40, 50 s and the last step
+    assert lines[0].startswith("step 19/100  2.0 steps/s  ETA 00:40  total=0.05")
     assert lines[-1].startswith("step 100/100")
+
+
+def test_a_resumed_run_s_rate_counts_from_its_resumed_step(monkeypatch):
+    monkeypatch.delenv("APDSPEC_PROGRESS", raising=False)
+    out, clock = io.StringIO(), Clock()
+    clock.t = 100.0  # the process has been up a while (loading the checkpoint)
+    p = ProgressLine(out, clock=clock, line_interval=10.0)
+    p.begin("")
+    for step in range(500, 1001):  # resumed at step 500 of 1000, 10 steps/s
+        clock.t = 100.0 + (step - 499) * 0.1
+        p(step, 1000, {"total": 1.0})
+    first = out.getvalue().splitlines()[0]
+    assert first.startswith("step 599/1000  10.0 steps/s  ETA 00:40"), first
 
 
 def test_on_a_terminal_one_line_is_rewritten(monkeypatch):

@@ -103,7 +103,7 @@ def test_report_with_missing_metrics(run_dir, tmp_path):
     text = read(os.path.join(copy, "report.md"))
     assert "| `mmcs` |" in text
     assert "| `ml2r` |" in text and "not computed" in text  # the paper's value is still listed
-    assert "The spec states no expectations." in text
+    assert "2 expectations, not evaluated: summary.json holds no verdict on them." in text  # the spec states them
 
 
 def test_report_without_loadable_arrays(run_dir, tmp_path):

@@ -9,7 +9,7 @@ from apdspec.cli import main
 from runtime.store.rundir import LOCK, RunDirBusy, locked
 
 from paths import ROOT  # noqa: E402  (the repository)
-QUICK = os.path.join(ROOT, "specs", "quickstart.apd")
+QUICK = os.path.join(ROOT, "tests", "specs", "quick.apd")  # a smoke run: its problems do not fail it
 TINY = ["-s", "decompose.steps=5", "-s", "target.train.steps=5", "--quiet"]
 
 
