@@ -2,7 +2,8 @@
 
 Batches are (I, B, n_in): one independent draw per replicate. Randomness comes only from the
 Generator passed in. Uniform values are drawn in float64 and then cast, so float32 and float64
-runs with the same seed see the same data up to rounding.
+runs with the same seed see the same data up to rounding; they are drawn and cast a piece at a time
+(engine/draws.py), so a batch exists only in the run's dtype.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 
 import numpy as np
 
+from . import draws
 from ..spec import Data, Target, Training, kind_spec
 from .registry import model_of
 
@@ -23,13 +25,24 @@ def value_range(arch: Target, data: Data) -> tuple[float, float]:
 
 
 def _uniform(rng: np.random.Generator, lo: float, hi: float, shape, dtype) -> np.ndarray:
-    u = rng.random(shape)
-    if (lo, hi) != (0.0, 1.0):  # lo + (hi - lo) * u, in place (on [0, 1) it is u itself, exactly)
-        u *= hi - lo
-        u += lo
-    v = u.astype(dtype)
+    def values(start: int, n: int) -> np.ndarray:
+        u = rng.random(n)
+        if (lo, hi) != (0.0, 1.0):  # lo + (hi - lo) * u, in place (on [0, 1) it is u itself, exactly)
+            u *= hi - lo
+            u += lo
+        return u
+
+    v = draws.filled(shape, dtype, values)
     # Casting to float32 can round a value up onto `hi`; keep the interval half-open.
     return np.minimum(v, np.nextafter(np.asarray(hi, dtype), np.asarray(lo, dtype)), out=v)
+
+
+def _keep(x: np.ndarray, probability: float, rng: np.random.Generator) -> None:
+    """Zero each entry of x (in place) unless a uniform draw is below `probability`."""
+    flat = x.reshape(-1)
+    for s in range(0, flat.size, draws.CHUNK):
+        n = min(draws.CHUNK, flat.size - s)
+        flat[s:s + n] *= rng.random(n) < probability  # (a value times False: a zero of its sign, as before)
 
 
 def check_synced(groups, n_features: int) -> None:
@@ -54,6 +67,18 @@ def _sync(x: np.ndarray, groups, lo: float, hi: float, rng: np.random.Generator)
     return x
 
 
+def _distinct(rng: np.random.Generator, shape: tuple[int, int], F: int, n: int) -> np.ndarray:
+    """(shape + (n,)) n distinct features per sample, uniformly: the first n of a random order,
+    drawn for a block of samples at a time."""
+    chosen = np.empty(shape + (n,), dtype=np.intp)
+    flat = chosen.reshape(-1, n)
+    step = max(1, draws.CHUNK // F)
+    for s in range(0, flat.shape[0], step):
+        k = min(step, flat.shape[0] - s)
+        flat[s:s + k] = np.argsort(rng.random((k, F)), axis=-1)[:, :n]
+    return chosen
+
+
 def sparse_features(F: int, data: Data, values: tuple[float, float], shape: tuple[int, int], rng, dtype) -> np.ndarray:
     """(shape + (F,)) sparse features: `at_least_zero_active` U[lo,hi) values kept with probability
     p, all-zero samples allowed; `exactly_n_active` n distinct features per sample; synced groups
@@ -61,7 +86,7 @@ def sparse_features(F: int, data: Data, values: tuple[float, float], shape: tupl
     lo, hi = values
     if data.mode == "at_least_zero_active":
         x = _uniform(rng, lo, hi, shape + (F,), dtype)
-        x *= rng.random(shape + (F,)) < data.probability  # (a value times False: a zero of its sign, as before)
+        _keep(x, data.probability, rng)
         if data.synced:
             check_synced(data.synced, F)
             x = _sync(x, data.synced, lo, hi, rng)
@@ -73,11 +98,20 @@ def sparse_features(F: int, data: Data, values: tuple[float, float], shape: tupl
         if data.synced:
             # The reference only syncs at_least_zero_active batches; syncing would break "exactly n".
             raise ValueError("synced groups apply to at_least_zero_active data, not exactly_n_active")
-        chosen = np.argsort(rng.random(shape + (F,)), axis=-1)[..., :n]  # n distinct, uniform
+        chosen = _distinct(rng, shape, F, n)
         x = np.zeros(shape + (F,), dtype=dtype)
         np.put_along_axis(x, chosen, _uniform(rng, lo, hi, shape + (n,), dtype), axis=-1)
         return x
     raise ValueError(f"unknown data mode {data.mode!r}")
+
+
+def nonzero_fraction(arch: Target, data: Data) -> float:
+    """The expected fraction of samples with an active input under at_least_zero_active data
+    without synced groups, 1 - (1 - p)^n_in; 1 otherwise (an upper bound: what the methods'
+    costs use for the rows left after all-zero rows are dropped)."""
+    if data.mode == "at_least_zero_active" and not data.synced:
+        return 1.0 - (1.0 - data.probability) ** model_of(arch).n_inputs(arch)
+    return 1.0
 
 
 def sample_inputs(arch: Target, data: Data, replicates: int, batch: int, rng: np.random.Generator,

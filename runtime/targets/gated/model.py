@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...engine import draws
 from ...engine.models import Params
 from ...engine.registry import MODELS
 from ...engine.seeding import stream
@@ -189,7 +190,7 @@ class GatedModel(ResidualModel):
 
         lo, hi = value_range(arch, data)
         x = _uniform(rng, lo, hi, shape + (1,), dtype)
-        bits = (rng.random(shape + (arch.functions,)) < data.probability).astype(dtype)
+        bits = draws.filled(shape + (arch.functions,), dtype, lambda s, n: rng.random(n) < data.probability)
         return np.concatenate([x, bits], axis=-1)
 
     def active(self, arch: GatedTarget, x: np.ndarray) -> np.ndarray:
