@@ -34,9 +34,13 @@ def suptitle(fig: Any, text: str, fontsize: float = 12.0) -> None:
 
 
 def save(fig: Any, path: str) -> str:
-    """Write a PNG and return its path."""
+    """Write a PNG atomically (store/files.atomic_write: an exclusive temporary file beside it, then
+    a rename; never through a link at `path`) and return its path."""
+    from ..store.files import atomic_write
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=DPI, format="png")
     return path
 
 
