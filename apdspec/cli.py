@@ -42,9 +42,8 @@ def _debug_internal(e: SpecError, debug: bool) -> None:
 
 def cmd_check(args) -> int:
     from .loader import load
-    from .summary import summary_lines
-
     from .resources import budget_for, check_fits
+    from .summary import summary_lines
 
     status = EXIT_OK
     budget = budget_for(args.max_memory)
@@ -186,14 +185,16 @@ def _refused_resume(args, exp_dict, where: str) -> bool:
     if budget is None:
         return False
     try:
-        exps = [p.experiment for p in points(from_dict(exp_dict))]
+        raw = from_dict(exp_dict)
+        pts = points(raw)
     except (ValueError, TypeError, KeyError, AttributeError, SpecValidationError):
         return False  # the resume itself says what is wrong with spec.json
-    for exp in exps:
-        r = check_memory(exp, budget)
+    for p in pts:
+        r = check_memory(p.experiment, budget)
         if r is not None:
-            i = refusal_issue(r, point=len(exps) > 1)
-            _err(f"{where}: error: {lang_path(i.path)}: {i.message}\nhint: {i.hint}")
+            i = refusal_issue(r, point=raw.sweep is not None)
+            point = f"sweep point {p.label}: " if raw.sweep is not None else ""
+            _err(f"{where}: error: {point}{lang_path(i.path)}: {i.message}\nhint: {i.hint}")
             return True
     return False
 
@@ -672,19 +673,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apdspec",
         description="Check, format and run .apd specs of Attribution-based Parameter Decomposition experiments.",
-        epilog="exit codes: 0 ok; 1 run or report failed / disk full / files to reformat / runtime missing; 2 spec or "
-               "usage errors; 3 internal error",
+        epilog="exit codes: 0 ok; 1 run or report failed / disk full / out of memory / files to reformat / runtime "
+               "missing; 2 spec or usage errors (a spec that does not fit in memory included); 3 internal error",
     )
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="BLAS/OpenMP threads (sets OPENBLAS/OMP/MKL_NUM_THREADS; default 1)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks of internal errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def max_memory(sp):
+    def max_memory(sp, scheduler: bool = False):
         sp.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
                         help="refuse a spec (every sweep point) whose estimated peak memory exceeds SIZE, e.g. 4G, "
                              "512M (K/M/G/T: powers of 1024); default: 90%% of the memory this machine has "
-                             "available (with --scheduler: no limit unless given)")
+                             "available" + (" (with --scheduler: no limit unless given)" if scheduler else ""))
 
     def overrides(sp):
         sp.add_argument("-s", "--set", action="append", default=[], metavar="PATH=VALUE",
@@ -694,9 +695,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check specs and print a resolved summary",
                        description="Check each spec (syntax, keys, types, ranges, cross-field rules, every sweep point) and "
                                    "print the resolved target, decomposed matrices, C, m, top-k, parameter count, "
-                                   "memory and FLOP estimates, and the estimated wall time of `apdspec run` (from "
-                                   "timing a few real steps, ~1-2 s per spec). Exit 0 if every spec is valid, 2 "
-                                   "otherwise.")
+                                   "the estimated peak memory (every phase: target training, decomposition, evaluation, "
+                                   "report), FLOPs, and the estimated wall time of `apdspec run` (from timing a few "
+                                   "real steps, ~1-2 s per spec, on a slice of at most 512 MiB). A spec (any sweep "
+                                   "point) whose estimated peak memory exceeds --max-memory, or 90% of what this "
+                                   "machine has available, is an error naming the fields that drive it and what "
+                                   "fits. Exit 0 if every spec is valid, 2 otherwise.")
     c.add_argument("files", nargs="+", metavar="FILE")
     c.add_argument("--no-estimate", action="store_true",
                    help="skip the wall-time estimate (a ~1-2 s calibration per spec that times real steps, "
@@ -720,8 +724,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "DIR/<point label>/ and writes DIR/sweep.json and DIR/sweep.md; run it again with "
                                    "the same --out to resume (finished points are reused). Exit 0 if every run "
                                    "finished with every expectation met, 1 otherwise (a full disk included: "
-                                   "'no space left on DIR' and the resume command), 2 on spec errors and an --out "
-                                   "that is a file or cannot be written.")
+                                   "'no space left on DIR' and the resume command; memory that ran out anyway: one "
+                                   "'out of memory' line), 2 on spec errors and an --out "
+                                   "that is a file or cannot be written, or a spec that does not fit in memory "
+                                   "(refused before anything runs: see check, --max-memory).")
     r.add_argument("spec", metavar="SPEC", nargs="?")
     r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
     r.add_argument("--resume", metavar="DIR",
@@ -739,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run N sweep points at a time, each in its own process with one BLAS thread "
                             "(default: one per core, at most the number of points); a worker process that dies is "
                             "replaced and its point resumes from its last checkpoint")
-    max_memory(r)
+    max_memory(r, scheduler=True)
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="run the sweep points on a dask.distributed scheduler, e.g. tcp://127.0.0.1:8786 "
                             "(needs pip install 'apdspec[distributed]' and workers that share DIR's filesystem; "
