@@ -215,11 +215,18 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
     for pi in issues:
         where.setdefault((pi.issue.path, pi.issue.message), set()).add(pi.index)
     everywhere = {(i.path, i.message) for i in base} & {k for k, idx in where.items() if len(idx) == n_points}
+    report_points(state, exp, diags, [pi for pi in issues if (pi.issue.path, pi.issue.message) not in everywhere],
+                  display)
+    return [i for i in base if (i.path, i.message) in everywhere]
+
+
+def report_points(state: State, exp: S.Experiment, diags: Collector, issues: list, display: str = "") -> None:
+    """Report issues of sweep points (`runtime.pipeline.sweep.PointIssue`s of `exp`'s sweep), each
+    at the sweep value that produced it, the same issue at the same place once (`check_points`)."""
     sizes = {a.path: len(a.values) for a in exp.sweep.axes} if exp.sweep else {}
     by_issue: dict[tuple, list] = {}
     for pi in issues:
-        if (pi.issue.path, pi.issue.message) not in everywhere:
-            by_issue.setdefault((pi.issue.path, pi.issue.message, pi.issue.hint, _culprit(pi)), []).append(pi)
+        by_issue.setdefault((pi.issue.path, pi.issue.message, pi.issue.hint, _culprit(pi)), []).append(pi)
     grouped: dict[tuple, tuple] = {}  # (issue, span) -> (axis, culprit, causes, points)
     for key, same in by_issue.items():
         culprit = key[-1]
@@ -262,7 +269,6 @@ def check_points(state: State, exp: S.Experiment, diags: Collector, base: list[S
                               f"{names}{more}"))
         diags.error(f"sweep point {point_name(first.values)}: {_issue_path(issue)}: {issue.message}", span, hint,
                     tuple(notes), file=display if span is None else "")
-    return [i for i in base if (i.path, i.message) in everywhere]
 
 
 def _file_architecture(path: str) -> Any:

@@ -1,8 +1,9 @@
 """The `apdspec` command line (also `python -m apdspec`).
 
 Exit codes: 0 success; 1 a run (or a sweep point) failed, did not meet its expectations or has a
-problem its diagnostics found, a sweep point's report failed to render, the disk is full, or `fmt
---check` found files to reformat; 2 spec errors (and command-line usage errors, e.g. an --out that is
+problem its diagnostics found, a sweep point's report failed to render, the disk is full, memory ran
+out, or `fmt --check` found files to reformat; 2 spec errors (a spec whose estimated peak memory
+exceeds the machine's or --max-memory included) and command-line usage errors (e.g. an --out that is
 a file); 3 an internal error (a bug: rerun with --debug for the traceback).
 """
 from __future__ import annotations
@@ -41,12 +42,15 @@ def _debug_internal(e: SpecError, debug: bool) -> None:
 
 def cmd_check(args) -> int:
     from .loader import load
+    from .resources import budget_for, check_fits
     from .summary import summary_lines
 
     status = EXIT_OK
+    budget = budget_for(args.max_memory)
     for path in args.files:
         try:
             spec = load(path, args.set)
+            check_fits(spec, budget, path)
         except SpecError as e:
             _debug_internal(e, args.debug)
             _err(e.render())
@@ -179,6 +183,8 @@ def _resume(args) -> int:
         return EXIT_FAILED
     if _unusable_out("run", d, "--resume"):
         return EXIT_SPEC
+    if _refused_resume(args, exp, os.path.join(d, "spec.json")):
+        return EXIT_SPEC
     # a sweep directory: its spec.json has the sweep (sweep.json is written only as points finish,
     # so a sweep stopped during its first points has none yet)
     is_sweep = isinstance(exp, dict) and bool(exp.get("sweep"))
@@ -198,11 +204,57 @@ def _resume(args) -> int:
     return _run_one(args, exp, d, None, (), resume=True)
 
 
+def _refused_resume(args, exp_dict, where: str) -> bool:
+    """Whether the run (every point of the sweep) in spec.json `exp_dict` does not fit in memory,
+    after saying why (no spans to point at: the message names spec.json)."""
+    from runtime.pipeline.resources import check_memory
+    from runtime.pipeline.sweep import points
+    from runtime.spec import SpecValidationError, from_dict
+
+    from .resources import refusal_issue
+    from .state import lang_path
+
+    budget = _run_budget(args)
+    if budget is None:
+        return False
+    try:
+        raw = from_dict(exp_dict)
+        pts = points(raw)
+    except (ValueError, TypeError, KeyError, AttributeError, SpecValidationError):
+        return False  # the resume itself says what is wrong with spec.json
+    for p in pts:
+        r = check_memory(p.experiment, budget)
+        if r is not None:
+            i = refusal_issue(r, point=raw.sweep is not None)
+            point = f"sweep point {p.label}: " if raw.sweep is not None else ""
+            _err(f"{where}: error: {point}{lang_path(i.path)}: {i.message}\nhint: {i.hint}")
+            return True
+    return False
+
+
+def _run_budget(args):
+    """The memory budget of a run: --max-memory, else what this machine has available; with
+    --scheduler only --max-memory (the points run on the workers' machines)."""
+    from .resources import budget_for
+
+    if args.scheduler and args.max_memory is None:
+        return None
+    return budget_for(args.max_memory)
+
+
+def _out_of_memory(command: str, e: MemoryError, out: str | None) -> int:
+    """A MemoryError the estimate did not foresee: one line, exit 1 (a run is marked "error")."""
+    what = str(e) or "an allocation failed"
+    _err(f"apdspec {command}: out of memory: {what}" + (f"; the run in {out} is marked error" if out else "")
+         + "; lower the sizes `apdspec check` names in its memory line, or free memory")
+    return EXIT_FAILED
+
+
 def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, spec_original=None) -> int:
     import signal as _signal
 
     from runtime.engine.decompose import Interrupted
-    from runtime.store.files import disk_full
+    from runtime.store.files import LinkedDirectory, disk_full
     from runtime.store.rundir import RunDirBusy
 
     from runtime.pipeline.runner import run_to_dir
@@ -221,6 +273,8 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, s
     except RunDirBusy as e:
         _err(f"apdspec run: {e}")
         return EXIT_FAILED
+    except MemoryError as e:  # summary.json already says "error" with the reason
+        return _out_of_memory("run", e, out)
     except FloatingPointError as e:  # NonFiniteError: name what diverged, and what was kept
         from runtime.store import checkpoint
 
@@ -234,6 +288,9 @@ def _run_one(args, exp, out: str, spec_text, spec_files, resume: bool = False, s
         if not resume:
             raise
         _err(f"apdspec run: cannot resume: {e}")
+        return EXIT_FAILED
+    except LinkedDirectory as e:  # planted while the run lasted (before, --out is refused as a usage error)
+        _err(f"apdspec run: {e}; the run in {out} is marked error")
         return EXIT_FAILED
     except OSError as e:
         if not disk_full(e):
@@ -263,7 +320,10 @@ def cmd_run(args) -> int:
     if not args.spec:
         _err("apdspec run: give a SPEC to run, or --resume DIR")
         return EXIT_SPEC
+    from .resources import check_fits
+
     spec = load(args.spec, args.set)
+    check_fits(spec, _run_budget(args), args.spec)  # before anything runs or is written
     exp = spec.experiment
     out = args.out or os.path.join("runs", exp.name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     if _unusable_out("run", out):
@@ -342,6 +402,10 @@ def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, sp
     # one point per core by default: each worker runs one BLAS thread (runtime/pipeline/sweep.py); a
     # second BLAS thread speeds a step up far less than 2x (benchmarks/RESULTS.md), a second process ~2x
     jobs = args.jobs or min(len(pts), os.cpu_count() or 1)
+    if jobs > 1 and not args.scheduler:
+        jobs = _jobs_that_fit(args, pts, jobs)
+        if jobs is None:
+            return EXIT_SPEC
     key = metric_columns(pts[0].experiment)[:4]
     width = len(str(len(pts)))
     finished = [0]
@@ -404,6 +468,30 @@ def _run_sweep(args, raw, out: str, spec_text: str | None, spec_files: tuple, sp
         return EXIT_FAILED
     print(f"{out}: {status}")
     return EXIT_OK if status == "ok" else EXIT_FAILED
+
+
+def _jobs_that_fit(args, pts, jobs: int) -> int | None:
+    """`jobs`, or fewer when that many of the largest points at once would not fit in memory
+    (each point was checked alone already): a default --jobs is lowered with a note, an explicit one
+    refused (None, after saying why)."""
+    from runtime.pipeline.resources import estimate_memory, size_text
+
+    budget = _run_budget(args)
+    if budget is None:
+        return jobs
+    peaks = sorted((estimate_memory(p.experiment).peak for p in pts), reverse=True)
+    fit = 1
+    while fit < jobs and sum(peaks[:fit + 1]) <= budget.bytes:
+        fit += 1
+    if fit == jobs:
+        return jobs
+    at_once = f"{jobs} points at a time need up to ~{size_text(sum(peaks[:jobs]))}, more than the " \
+              f"{size_text(budget.bytes)} {budget.source}"
+    if args.jobs:
+        _err(f"apdspec run: --jobs {jobs}: {at_once}; use --jobs {fit}")
+        return None
+    _err(f"apdspec run: note: {at_once}: running {fit} at a time")
+    return fit
 
 
 def _print_run_summary(summary: dict) -> None:
@@ -650,6 +738,20 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _size(text: str) -> int:
+    """Bytes of --max-memory: 4G, 4GiB, 512M, 1.5T or 1000000 (K, M, G, T: powers of 1024; a
+    trailing B or iB is optional). Parsed without NumPy: --threads must act before it loads."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4G, 512M or 1.5T, got {text!r}")
+    n = float(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper())
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    return int(n)
+
+
 def _with_names_epilog(parser: argparse.ArgumentParser, format_help):
     """`format_help` of import-target with the accepted source names as its epilog."""
     def with_epilog() -> str:
@@ -673,13 +775,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="apdspec",
         description="Check, format and run .apd specs of Attribution-based Parameter Decomposition experiments.",
-        epilog="exit codes: 0 ok; 1 run or report failed, expectations failed or problems found / disk full / files to "
-               "reformat / runtime missing; 2 spec or usage errors; 3 internal error",
+        epilog="exit codes: 0 ok; 1 run or report failed, expectations failed or problems found / disk full / out of "
+               "memory / files to reformat / runtime missing; 2 spec or usage errors (a spec that does not fit in "
+               "memory included); 3 internal error",
     )
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="BLAS/OpenMP threads (sets OPENBLAS/OMP/MKL_NUM_THREADS; default 1)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks of internal errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def max_memory(sp, scheduler: bool = False):
+        sp.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+                        help="refuse a spec (every sweep point) whose estimated peak memory exceeds SIZE, e.g. 4G, "
+                             "512M (K/M/G/T: powers of 1024); default: 90%% of the memory this machine has "
+                             "available" + (" (with --scheduler: no limit unless given)" if scheduler else ""))
 
     def overrides(sp):
         sp.add_argument("-s", "--set", action="append", default=[], metavar="PATH=VALUE",
@@ -690,12 +799,17 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check specs and print a resolved summary",
                        description="Check each spec (syntax, keys, types, ranges, cross-field rules, every sweep point) and "
                                    "print the resolved target, decomposed matrices, C, m, top-k, parameter count, "
-                                   "memory and FLOP estimates, and the estimated wall time of `apdspec run` (from "
-                                   "timing a few real steps, ~1-2 s per spec). Exit 0 if every spec is valid, 2 "
-                                   "otherwise.")
+                                   "the estimated peak memory (every phase: target training, decomposition, evaluation, "
+                                   "report), FLOPs, and the estimated wall time of `apdspec run` (from timing a few "
+                                   "real steps, ~1-2 s per spec, on a slice of at most 512 MiB). A spec (any sweep "
+                                   "point) whose estimated peak memory exceeds --max-memory, or 90% of what this "
+                                   "machine has available, is an error naming the fields that drive it and what "
+                                   "fits. Exit 0 if every spec is valid, 2 otherwise.")
     c.add_argument("files", nargs="+", metavar="FILE")
     c.add_argument("--no-estimate", action="store_true",
-                   help="skip the wall-time estimate (a ~1-2 s calibration per spec that times real steps)")
+                   help="skip the wall-time estimate (a ~1-2 s calibration per spec that times real steps, "
+                        "on a slice of the spec when the spec is large)")
+    max_memory(c)
     overrides(c)
     c.set_defaults(func=cmd_check)
 
@@ -717,8 +831,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "it again with the same --out to resume (finished points are reused). Exit 0 if every "
                                    "run finished with every expectation met and no problem found by its diagnostics "
                                    "(a smoke run, report.smoke, only lists its problems), 1 otherwise (a full disk "
-                                   "included: 'no space left on DIR' and the resume command), 2 on spec errors and an "
-                                   "--out that is a file or cannot be written.")
+                                   "included: 'no space left on DIR' and the resume command; memory that ran out "
+                                   "anyway: one 'out of memory' line), 2 on spec errors and an --out that is a file or "
+                                   "cannot be written, or a spec that does not fit in memory (refused before anything "
+                                   "runs: see check, --max-memory).")
     r.add_argument("spec", metavar="SPEC", nargs="?")
     r.add_argument("-o", "--out", metavar="DIR", help="run (or sweep) directory (default runs/<experiment>/<UTC timestamp>)")
     r.add_argument("--resume", metavar="DIR",
@@ -737,6 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run N sweep points at a time, each in its own process with one BLAS thread "
                             "(default: one per core, at most the number of points); a worker process that dies is "
                             "replaced and its point resumes from its last checkpoint")
+    max_memory(r, scheduler=True)
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="run the sweep points on a dask.distributed scheduler, e.g. tcp://127.0.0.1:8786 "
                             "(needs pip install 'apdspec[distributed]' and workers that share DIR's filesystem; "
@@ -859,11 +976,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("apdspec: interrupted")
         return 130
+    except MemoryError as e:
+        return _out_of_memory(args.command, e, None)
     except BrokenPipeError:
         return EXIT_OK
     except OSError as e:
-        from runtime.store.files import disk_full
+        from runtime.store.files import LinkedDirectory, disk_full
 
+        if isinstance(e, LinkedDirectory):  # e.g. `apdspec report DIR` with DIR/plots a link
+            _err(f"apdspec {args.command}: {e}")
+            return EXIT_FAILED
         if not disk_full(e):
             return _internal(e, args.debug)
         return _no_space(args.command, os.path.dirname(os.path.abspath(e.filename)) if e.filename else "the device",

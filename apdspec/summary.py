@@ -1,8 +1,10 @@
 """The resolved summary `apdspec check` prints: architecture, decomposed matrices, sizes and costs.
 
 The target's line is its kind's (`KindSpec.describe`), the decomposition's rows its method's
-(`MethodSpec.summary_rows`), and the sizes and costs the method engine's estimate of one step
-(`MethodEngine.step_cost`: trainable parameters, memory, FLOPs, all replicates and restarts).
+(`MethodSpec.summary_rows`), the sizes and costs the method engine's estimate of one step
+(`MethodEngine.step_cost`: trainable parameters, FLOPs, all replicates and restarts), and the
+memory the run's estimated peak (runtime/pipeline/resources.py: every phase, evaluation and report
+included).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 
 from runtime import spec as S
 from runtime.engine.registry import engine_of
+from runtime.pipeline.resources import estimate_memory
 
 
 def architecture(exp: S.Experiment):
@@ -74,14 +77,6 @@ def _size(n: float, unit: str) -> str:
     return f"{n:.3g} E{unit}"
 
 
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.3g} {unit}"
-        n /= 1024
-    return f"{n:,.3g} TiB"
-
-
 def summary_lines(exp: S.Experiment) -> list[str]:
     """Indented `key  value` lines describing a resolved experiment."""
     d = exp.decompose
@@ -114,7 +109,7 @@ def summary_lines(exp: S.Experiment) -> list[str]:
         per = c["params"] // (exp.replicates * d.restarts)
         rows.append(("parameters", f"{per:,} trainable {d.method.upper()} parameters per replicate ({c['params']:,} in all"
                                    + (f", {d.restarts} restarts each)" if d.restarts > 1 else ")")))
-        rows.append(("memory", f"~{_bytes(c['memory_bytes'])} (parameters, 2 Adam buffers, activations)"))
+        rows.append(("memory", estimate_memory(exp, arch).describe()))
         rows.append(("compute", f"~{_size(c['flops'], 'FLOP')} per step, "
                                 f"~{_size(c['flops'] * d.steps, 'FLOP')} for {d.steps:,} steps"))
     if exp.report.expect:

@@ -3,11 +3,14 @@ that reproduce it, their outcome and time.
 
     python benchmarks/faults.py            # ~70 s on 2 cores; exit 0 if every test passed
 
-The tests themselves are in tests/runtime/store/test_reliability_files.py, tests/runtime/pipeline/test_reliability_sweep.py and
+The tests themselves are in tests/runtime/store/test_reliability_files.py, tests/runtime/pipeline/test_reliability_sweep.py,
+tests/runtime/pipeline/test_reliability_resources.py, tests/runtime/engine/test_draws.py and
 tests/runtime/pipeline/test_dask_processes.py (real `dask scheduler` / `dask worker` processes on 127.0.0.1: needs
 `pip install -e '.[distributed]'`). The full-disk test on a real 1 MB tmpfs needs root (mount); it is
 skipped, and shown as skipped, otherwise. Each test was checked to fail on the code before the fix,
-except the two marked "coverage" (they pin down behaviour that already worked).
+except the two marked "coverage" (they pin down behaviour that already worked); of the resource tests
+(memory, plots, linked directories) every one fails on the code before, most at once (no
+--max-memory option), the linked-directory, plot and MemoryError ones by what they check.
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = "tests/runtime/store/test_reliability_files.py"
 SWEEPS = "tests/runtime/pipeline/test_reliability_sweep.py"
 DASK = "tests/runtime/pipeline/test_dask_processes.py"
+RESOURCES = "tests/runtime/pipeline/test_reliability_resources.py"
+DRAWS = "tests/runtime/engine/test_draws.py"
+CHECK = "test_check_refuses_the_issues_examples_at_once_naming_the_field_and_what_fits"
 
 FINDINGS = [
     ("a run follows symlinks planted at spec.json.tmp, summary.json.tmp, metrics.jsonl.tmp",
@@ -56,6 +62,33 @@ FINDINGS = [
      [(DASK, "test_a_sweep_on_dask_processes_is_byte_identical_to_jobs_1")]),
     ("coverage: a dask worker killed mid-point resumes it from its checkpoint",
      [(DASK, "test_a_dask_worker_killed_mid_point_resumes_it_from_its_checkpoint")]),
+    ("check says ok to ~1.11 TiB (d_embed 10000, components 100000), run dies after target training",
+     [(RESOURCES, f"{CHECK}[decompose.components]"), (RESOURCES, "test_run_refuses_before_anything_runs_or_is_written"),
+      (RESOURCES, "test_what_fits_does_fit"), (RESOURCES, "test_the_machines_memory_is_the_default_limit"),
+      (RESOURCES, "test_max_memory_takes_sizes_and_refuses_nonsense"), (RESOURCES, "test_resume_checks_the_saved_spec")]),
+    ("-s target.features=10_000_000, decompose.batch=100_000_000, replicates=1_000_000 do the same",
+     [(RESOURCES, f"{CHECK}[target.features]"), (RESOURCES, f"{CHECK}[decompose.batch]"),
+      (RESOURCES, f"{CHECK}[replicates]"),
+      (RESOURCES, "test_every_sweep_point_is_checked_and_the_culprit_value_located"),
+      (RESOURCES, "test_jobs_that_would_not_fit_together_are_lowered_or_refused")]),
+    ("report.eval_batches = 10_000_000: ok, then minutes in the report",
+     [(RESOURCES, f"{CHECK}[report.eval_batches]")]),
+    ("components drawn in float64 for float32 runs (2x the peak)",
+     [(DRAWS, "test_a_float32_init_never_holds_a_float64_copy")]),
+    ("check's calibration allocates the whole model (3.4 GiB spec: 28.7 s, 4.35 GB RSS)",
+     [(RESOURCES, "test_check_of_a_large_spec_calibrates_on_a_bounded_slice")]),
+    ("a MemoryError: internal error, exit 3",
+     [(RESOURCES, "test_a_memory_error_that_still_happens_is_one_line_exit_1_and_status_error"),
+      (RESOURCES, "test_a_real_memory_error_is_one_line_exit_1_and_status_error")]),
+    ("plots written non-atomically",
+     [(RESOURCES, "test_plots_never_write_through_a_link_planted_at_their_name")]),
+    ("a run directory's subdirectories that are symbolic links are followed",
+     [(RESOURCES, f"test_out_with_a_linked_directory_is_refused_before_anything_runs[{s}]")
+      for s in ("plots", "checkpoints", "replicates", "replicates/1")]
+     + [(RESOURCES, f"test_a_link_planted_while_the_run_lasts_is_refused_and_the_run_marked_error[{s}]")
+        for s in ("plots", "checkpoints", "replicates")]
+     + [(RESOURCES, "test_report_refuses_a_linked_plots_directory"),
+        (RESOURCES, "test_a_sweep_point_directory_that_is_a_link_is_that_points_error")]),
 ]
 
 
@@ -65,7 +98,7 @@ def main() -> int:
         report = os.path.join(tmp, "junit.xml")
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=ROOT)
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
-                        FILES, SWEEPS, DASK], cwd=ROOT, env=env)
+                        FILES, SWEEPS, RESOURCES, DRAWS, DASK], cwd=ROOT, env=env)
         outcome = {}
         for case in ET.parse(report).getroot().iter("testcase"):
             state = "passed"

@@ -202,7 +202,9 @@ class RunAnalysis:
     def onehot_inputs(self, value: float = 1.0) -> np.ndarray:
         """(I, F, F) identity batch: sample f has only feature f on (at `value`)."""
         F = kind_spec(self.arch.kind).features(self.arch)
-        return np.ascontiguousarray(np.broadcast_to(np.eye(F) * value, (self.I, F, F)), dtype=self.dtype)
+        x = np.zeros((self.I, F, F), dtype=self.dtype)  # in the run's dtype: no float64 (F, F) first
+        x[:, np.arange(F), np.arange(F)] = value
+        return x
 
     @_cached
     def target_loss(self) -> np.ndarray | None:
@@ -350,6 +352,50 @@ class RunAnalysis:
     def response_feature(self) -> int:
         """The feature of Figs. 7 / 14 (42 in the paper)."""
         return min(42, kind_spec(self.arch.kind).features(self.arch) - 1)
+
+
+    # -- memory (engine/memory.py) ----------------------------------------------------------
+
+    SAMPLE_BYTES = 128  # kept per sample and replicate by the sampled pass and mse_by_sparsity (measured <= 64)
+    # an evaluation sample holds this share of what a training step holds per sample (the method
+    # engine's `sample_floats`; no gradient pass), in float64 (measured, benchmarks/memory.py)
+    EVAL_SHARE = 0.5
+    # an evaluation batch (the sampled pass, a tenth more for mse_by_sparsity) takes this many
+    # decomposition steps' time (`apdspec check`'s estimate; measured: APD 0.44-0.48)
+    EVAL_STEPS = 0.5
+
+    @classmethod
+    def memory_parts(cls, exp: Any, arch: Any) -> list:
+        """The analyses' parts of a run's memory, in evaluation and report (each analysis is computed
+        once, by whichever asks first, and kept): the per-sample records of the sampled pass
+        (report.eval_batches x decompose.batch samples), one evaluation batch through the method's
+        passes in float64 (EVAL_SHARE of the method engine's `sample_floats`), the one-hot probes
+        (features x features inputs, through the same passes), and the dense weights of every
+        component (`matrix_weights`), and the evaluation adversary's gradient pass over one batch
+        (all of a training step's `sample_floats`, in float64)."""
+        from ..engine.memory import Part, itemsize
+        from ..engine.registry import engine_of
+
+        I, B, F = exp.replicates, exp.decompose.batch, kind_spec(arch.kind).features(arch)
+        phases = ("evaluation", "report")
+        floats = cls.EVAL_SHARE * engine_of(exp.decompose.method).sample_floats(exp, arch)
+        return [Part("per-sample records of the sampled evaluation (report.eval_batches x decompose.batch)",
+                     cls.SAMPLE_BYTES * I * max(1, exp.report.eval_batches) * B, phases),
+                Part("one evaluation batch, in float64", 8 * I * B * floats, phases),
+                Part("the one-hot probes (features x features) through the method's passes",
+                     I * F * (F * itemsize(exp) + 8 * floats), phases),
+                Part("dense weights of every component, in float64", dense_weight_bytes(exp, arch), phases),
+                # report.adversary's attack (adv_recon, ...) takes gradients through one batch's passes
+                Part("the evaluation adversary's gradient pass over one batch, in float64",
+                     8 * I * B * engine_of(exp.decompose.method).sample_floats(exp, arch), phases)]
+
+
+def dense_weight_bytes(exp: Any, arch: Any) -> float:
+    """Bytes of every component's dense weights in float64, (I, C, d_in, d_out) per decomposed
+    matrix (RunAnalysis.matrix_weights): what analyses and plots of the components hold."""
+    from ..engine.models import layers_of
+
+    return 8.0 * exp.replicates * exp.decompose.components * sum(l.d_in * l.d_out for l in layers_of(arch))
 
 
 # The analysis class of each decomposition method: the method's analysis module registers it.

@@ -2,7 +2,8 @@
 
 Batches are (I, B, n_in): one independent draw per replicate. Randomness comes only from the
 Generator passed in. Uniform values are drawn in float64 and then cast, so float32 and float64
-runs with the same seed see the same data up to rounding. Per-feature probabilities and
+runs with the same seed see the same data up to rounding; they are drawn and cast a piece at a time
+(engine/draws.py), so a batch exists only in the run's dtype. Per-feature probabilities and
 anti-correlated groups add draws only when a spec uses them: other data is drawn exactly as
 before they existed. A data file (spec/data_file.py) is loaded once per process, its bytes checked
 against the sha256 the spec records; its rows are drawn uniformly with replacement.
@@ -15,6 +16,7 @@ import os
 
 import numpy as np
 
+from . import draws
 from ..spec import Data, Target, Training, kind_spec, per_feature
 from .registry import model_of
 
@@ -28,13 +30,31 @@ def value_range(arch: Target, data: Data) -> tuple[float, float]:
 
 
 def _uniform(rng: np.random.Generator, lo: float, hi: float, shape, dtype) -> np.ndarray:
-    u = rng.random(shape)
-    if (lo, hi) != (0.0, 1.0):  # lo + (hi - lo) * u, in place (on [0, 1) it is u itself, exactly)
-        u *= hi - lo
-        u += lo
-    v = u.astype(dtype)
+    def values(start: int, n: int) -> np.ndarray:
+        u = rng.random(n)
+        if (lo, hi) != (0.0, 1.0):  # lo + (hi - lo) * u, in place (on [0, 1) it is u itself, exactly)
+            u *= hi - lo
+            u += lo
+        return u
+
+    v = draws.filled(shape, dtype, values)
     # Casting to float32 can round a value up onto `hi`; keep the interval half-open.
     return np.minimum(v, np.nextafter(np.asarray(hi, dtype), np.asarray(lo, dtype)), out=v)
+
+
+def below(rng: np.random.Generator, p, start: int, n: int) -> np.ndarray:
+    """n uniform draws compared with the probabilities of flat entries [start, start + n) of an
+    array whose last axis is the features: `p` a number, or one per feature (an (F,) array)."""
+    u = rng.random(n)
+    return u < (p if np.ndim(p) == 0 else p[np.arange(start, start + n) % p.shape[0]])
+
+
+def _keep(x: np.ndarray, p, rng: np.random.Generator) -> None:
+    """Zero each entry of x (in place) unless a uniform draw is below its feature's probability."""
+    flat = x.reshape(-1)
+    for s in range(0, flat.size, draws.CHUNK):
+        n = min(draws.CHUNK, flat.size - s)
+        flat[s:s + n] *= below(rng, p, s, n)  # (a value times False: a zero of its sign, as before)
 
 
 def check_synced(groups, n_features: int) -> None:
@@ -76,6 +96,18 @@ def _one_of(rng: np.random.Generator, p: np.ndarray, shape: tuple[int, ...]) -> 
     return (u >= lower) & (u < upper)
 
 
+def _distinct(rng: np.random.Generator, shape: tuple[int, int], F: int, n: int) -> np.ndarray:
+    """(shape + (n,)) n distinct features per sample, uniformly: the first n of a random order,
+    drawn for a block of samples at a time."""
+    chosen = np.empty(shape + (n,), dtype=np.intp)
+    flat = chosen.reshape(-1, n)
+    step = max(1, draws.CHUNK // F)
+    for s in range(0, flat.shape[0], step):
+        k = min(step, flat.shape[0] - s)
+        flat[s:s + k] = np.argsort(rng.random((k, F)), axis=-1)[:, :n]
+    return chosen
+
+
 def sparse_features(F: int, data: Data, values: tuple[float, float], shape: tuple[int, int], rng, dtype) -> np.ndarray:
     """(shape + (F,)) sparse features.
 
@@ -90,14 +122,17 @@ def sparse_features(F: int, data: Data, values: tuple[float, float], shape: tupl
     if data.mode == "at_least_zero_active":
         p = feature_probabilities(data, F)
         x = _uniform(rng, lo, hi, shape + (F,), dtype)
-        fire = rng.random(shape + (F,)) < p
+        grouped = [f for g in data.anticorrelated for f in g]
+        kept = x[..., grouped].copy() if grouped else None  # a group's values before _keep zeroes them
+        _keep(x, p, rng)
         if data.anticorrelated:
             check_groups(data, F)
             p_all = per_feature.values(data.probability, F)
+            at = 0
             for group in data.anticorrelated:
                 idx = list(group)
-                fire[..., idx] = _one_of(rng, p_all[idx], shape)
-        x *= fire  # (a value times False: a zero of its sign, as before)
+                x[..., idx] = kept[..., at:at + len(idx)] * _one_of(rng, p_all[idx], shape)
+                at += len(idx)
         if data.synced:
             check_synced(data.synced, F)
             x = _sync(x, data.synced, lo, hi, rng)
@@ -109,7 +144,7 @@ def sparse_features(F: int, data: Data, values: tuple[float, float], shape: tupl
         if data.synced or data.anticorrelated:
             # The reference only syncs at_least_zero_active batches; syncing would break "exactly n".
             raise ValueError("synced and anticorrelated groups apply to at_least_zero_active data, not exactly_n_active")
-        chosen = np.argsort(rng.random(shape + (F,)), axis=-1)[..., :n]  # n distinct, uniform
+        chosen = _distinct(rng, shape, F, n)
         x = np.zeros(shape + (F,), dtype=dtype)
         np.put_along_axis(x, chosen, _uniform(rng, lo, hi, shape + (n,), dtype), axis=-1)
         return x

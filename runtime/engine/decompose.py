@@ -68,8 +68,18 @@ class MethodEngine:
 
     def step_cost(self, exp: Experiment, arch: Target) -> dict:
         """Sizes and a rough FLOP count of one step, all replicates and restarts (`apdspec check`):
-        "flops" (per step), "params" (trainable), "memory_bytes" (parameters, 2 Adam buffers,
-        activations)."""
+        "flops" (per step), "params" (trainable)."""
+        raise NotImplementedError
+
+    def memory_parts(self, exp: Experiment, arch: Target) -> list:
+        """The decomposition's parts of a run's memory (engine/memory.py): its parameters (through
+        evaluation and report) and, while it trains, their gradients and Adam moments and one
+        step's batch (`sample_floats`), for every replicate and restart."""
+        raise NotImplementedError
+
+    def sample_floats(self, exp: Experiment, arch: Target) -> float:
+        """Floats one step holds at once per sample and replicate (the batch, activations,
+        attributions or causal importances, masks): what a step's memory grows by per sample."""
         raise NotImplementedError
 
     def step_flops(self, exp: Experiment, arch: Target) -> dict:

@@ -19,6 +19,7 @@ import autograd.numpy as anp
 import numpy as np
 
 from ..spec import Layer, Target, kind_spec  # noqa: F401  (Layer: public here too)
+from . import memory
 from .gelu import gelu  # noqa: F401  (the targets' GELU: the exact erf form, torch's default)
 from .registry import model_of
 
@@ -131,9 +132,43 @@ class Model:
         nothing to any decomposition loss term whatever the mask (then it can be dropped)."""
         return False
 
+    def forward_floats(self, arch: Any) -> int:
+        """Floats per sample that one forward pass computes (the memory estimate, engine/memory.py):
+        by default its input and output and every decomposed layer's input and output; a kind whose
+        pass computes wide intermediates that are not decomposed says more."""
+        return self.n_inputs(arch) + self.n_outputs(arch) + sum(l.d_in + l.d_out for l in layers_of(arch))
+
+    def memory_parts(self, exp: Any, arch: Any) -> list:
+        """The target's parts of a run's memory (engine/memory.py): its parameters, in every phase,
+        and, when the run trains it, target training: the working copy of the parameters, their
+        gradients and Adam moments, and a batch through the forward and backward pass."""
+        from ..spec import FileTarget
+
+        w, I = memory.itemsize(exp), exp.replicates
+        every, trainable = target_floats(arch)
+        parts = [memory.Part("target parameters", w * I * every, memory.ALL)]
+        if exp.train is None or isinstance(exp.target, FileTarget) or not kind_spec(arch.kind).trained:
+            return parts
+        B = exp.train.batch
+        batch = I * B * (self.n_inputs(arch) + self.n_outputs(arch))  # inputs and labels
+        return parts + [
+            memory.Part("a working copy of the target, gradients and 2 Adam moments",
+                        w * I * (every + 3 * trainable), ("target training",)),
+            memory.Part("a training batch through forward and backward",
+                        w * (batch + memory.TAPE * I * B * self.forward_floats(arch)), ("target training",)),
+        ]
+
 
 # ------------------------------------------------------------------------------------------
 # The calls the layers make
+
+
+def target_floats(arch: Target) -> tuple[int, int]:
+    """(all, trainable) floats of one replicate of the target's parameters (the kind's shapes)."""
+    req, opt = kind_spec(arch.kind).param_shapes(arch)
+    sizes = {name: int(np.prod(shape, dtype=np.float64)) for name, shape in {**req, **opt}.items()}
+    trained = set(trainable_target_params(arch)) if kind_spec(arch.kind).trained else set()
+    return sum(sizes.values()), sum(v for k, v in sizes.items() if k in trained)
 
 
 def layers_of(arch: Target) -> tuple[Layer, ...]:

@@ -19,10 +19,19 @@ batch while the APD model's output is still far off), which a calibration of a f
 extrapolate to the whole run. A trained target changes which components are active, and so the
 work per step, only a little once the decomposition is under way.
 
+A large spec is timed on a slice: the calibration allocates at most CALIBRATION_BYTES (the memory
+estimate of its target training and decomposition, runtime/pipeline/resources.py). The field that
+drives that estimate most, other than the target's own sizes, is halved until the slice fits
+(replicates, restarts, batches, components, rank); the decomposition's time is scaled back by its
+method's FLOPs per step (`MethodEngine.step_cost`), target training's by replicates x batch (its work
+is linear in both). A 3.4 GiB residual MLP (C = 2700) is timed on C = 337 in ~2 s and ~600 MB
+instead of 17 s and 4.4 GB (benchmarks/memory.py).
+
 Not timed: computing the metrics, drawing the plots and the report, and starting the process. They
 take an allowance per target kind (`finish_seconds`, measured with `apdspec run` on the paper specs
 on an otherwise idle 2-core AMD EPYC VM), a few seconds to half a minute: small against any full
-run. On a busy machine everything takes longer; the timed steps show it directly, and the
+run. Evaluation beyond the default 20 batches (`report.eval_batches`) adds the time of
+`RunAnalysis.EVAL_STEPS` decomposition steps per batch (the method's analysis says how many). On a busy machine everything takes longer; the timed steps show it directly, and the
 allowance is scaled by how much longer the calibration's steps took in wall time than in CPU time
 (`contention`: 1 on an idle core, ~3 when three processes share it).
 """
@@ -33,8 +42,11 @@ import statistics
 import time
 
 from ..spec import Experiment, FileTarget, check, kind_spec
+from .resources import size_text
 
 MAX_STEPS = 20  # timed steps at most, per phase
+CALIBRATION_BYTES = 512 * 2 ** 20  # the most the timed steps may allocate (estimated, with the process)
+DEFAULT_EVAL_BATCHES = 20  # what `finish_seconds` was measured with (report.eval_batches' default)
 
 
 def finish_seconds(arch) -> float:
@@ -53,6 +65,7 @@ class Estimate:
     timed_steps: int  # decomposition steps timed
     calibration_s: float  # wall time spent calibrating
     contention: float = 1.0  # wall / CPU time of the timed steps (>= 1): how busy the machine is
+    sliced: tuple = ()  # (path, value) of the fields the timed slice changed; () when the spec itself was timed
 
     def describe(self) -> str:
         """One line, e.g. '~4.6 min: target ~35 s (2,000 steps x 17 ms), decomposition ~4 min
@@ -64,7 +77,9 @@ class Estimate:
         parts.append(f"decomposition ~{duration(self.parts['decompose'])} ({self.steps:,} steps x "
                      f"{_ms(self.step_ms)})")
         parts.append(f"metrics and report ~{duration(self.parts['finish'])}")
-        return f"~{duration(self.total_s)}: " + ", ".join(parts)
+        sliced = ("; timed on a slice with " + ", ".join(f"{p} = {v:,}" for p, v in self.sliced)
+                  + " and scaled up") if self.sliced else ""
+        return f"~{duration(self.total_s)}: " + ", ".join(parts) + sliced
 
 
 def duration(s: float) -> str:
@@ -110,10 +125,56 @@ def _target_step(exp: Experiment):
     return lambda: train_target(one, t, params, rng)
 
 
+class TooLargeToTime(ValueError):
+    """Not even a slice of the spec fits the calibration's memory (its target alone is too large)."""
+
+
+TIMED_PHASES = ("target training", "decomposition")
+
+
+def calibration_slice(exp: Experiment) -> tuple[Experiment, tuple]:
+    """(`exp`, ()) if its target training and decomposition fit CALIBRATION_BYTES, else a checked
+    copy that does, and the (path, value) of each field it changed: the field (not of the target)
+    whose halving lowers the estimate most, halved until the slice fits. Raises TooLargeToTime."""
+    from .resources import estimate_memory, int_fields
+    from .sweep import replace_path
+    from ..spec import SpecValidationError, architecture
+
+    arch = architecture(exp)
+    need = lambda e: estimate_memory(e, arch).peak_of(TIMED_PHASES)  # noqa: E731
+    current, changed = exp, {}
+    while (now := need(current)) > CALIBRATION_BYTES:
+        best = None
+        for path, v in int_fields(current):
+            if path.startswith("target."):  # the target's sizes: its training time could not be scaled back
+                continue
+            try:
+                smaller = check(replace_path(current, path, v // 2))
+            except (SpecValidationError, ValueError):
+                continue
+            gain = now - need(smaller)
+            if gain > 0 and (best is None or gain > best[0]):
+                best = (gain, path, smaller)
+        if best is None:
+            raise TooLargeToTime(f"even a slice of this spec needs ~{size_text(now)} for its steps, more than the "
+                                 f"{size_text(CALIBRATION_BYTES)} the calibration may use")
+        _, path, current = best
+        changed[path] = _value(current, path)
+    return current, tuple(changed.items())
+
+
+def _value(obj, path: str):
+    for name in path.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
 def estimate(exp: Experiment, budget_s: float = 1.5) -> Estimate:
     """Wall time of `apdspec run` on `exp` (one run; a sweep point), from timing real steps for
-    about `budget_s` seconds (a third on target training when the spec trains its target)."""
+    about `budget_s` seconds (a third on target training when the spec trains its target), on a
+    slice of `exp` when its steps would allocate more than CALIBRATION_BYTES."""
     from .bench import step_runner
+    from ..engine.registry import engine_of
 
     t0 = time.perf_counter()
     exp = check(exp)
@@ -124,16 +185,27 @@ def estimate(exp: Experiment, budget_s: float = 1.5) -> Estimate:
 
         exp = check(dataclasses.replace(exp, target=target_from_dict(read_target_meta(exp.target.path)["target"]),
                                         train=None))
-    target_step = _target_step(exp)
+    timed_exp, sliced = calibration_slice(exp)
+    target_step = _target_step(timed_exp)
     target_ms, target_s = None, 0.0
     if target_step is not None:
         sec, _, _ = _time_steps(target_step, budget_s / 3)
-        target_ms, target_s = sec * 1e3, sec * exp.train.steps
-    runner, arch, _, _ = step_runner(exp, min_steps=MAX_STEPS + 3)
+        work = lambda e: e.replicates * e.train.batch  # noqa: E731  (target training is linear in both)
+        target_ms = sec * 1e3 * work(exp) / work(timed_exp)
+        target_s = target_ms / 1e3 * exp.train.steps
+    runner, arch, _, _ = step_runner(timed_exp, min_steps=MAX_STEPS + 3)
     sec, timed, contention = _time_steps(runner.step, max(budget_s - (time.perf_counter() - t0), budget_s / 3))
+    del runner  # the slice's arrays: before the next spec's calibration
     contention = min(max(contention, 1.0), 8.0)  # < 1 with several BLAS threads: no slow-down
-    decompose_s = sec * steps
-    finish_s = finish_seconds(arch) * contention
-    parts = {"target": target_s, "decompose": decompose_s, "finish": finish_s}
+    if sliced:
+        engine = engine_of(exp.decompose.method)
+        sec *= engine.step_cost(exp, arch)["flops"] / engine.step_cost(timed_exp, arch)["flops"]
+    from ..analysis.core import ANALYSES
+
+    per_batch = ANALYSES[exp.decompose.method].EVAL_STEPS * sec
+    extra_eval = max(exp.report.eval_batches - DEFAULT_EVAL_BATCHES, 0) * per_batch
+    finish_s = finish_seconds(arch) * contention + extra_eval
+    parts = {"target": target_s, "decompose": sec * steps, "finish": finish_s}
     return Estimate(sum(parts.values()), parts, sec * 1e3, target_ms, steps,
-                    exp.train.steps if target_step is not None else 0, timed, time.perf_counter() - t0, contention)
+                    exp.train.steps if target_step is not None else 0, timed, time.perf_counter() - t0, contention,
+                    sliced)

@@ -382,7 +382,7 @@ def write_finished(result: RunResult, out_dir: str, summary: dict, report: bool 
     for lack of disk space: that OSError is raised (the caller marks the run "error"; the
     checkpoints are still there)."""
     from ..store import checkpoint as ckpt
-    from ..store.files import disk_full
+    from ..store.files import LinkedDirectory, disk_full
 
     save_arrays(result, out_dir)
     summary.update(
@@ -403,7 +403,7 @@ def write_finished(result: RunResult, out_dir: str, summary: dict, report: bool 
         try:
             summary["report"] = render(out_dir, result=result)
         except Exception as e:  # the arrays are saved; a report failure must not lose them
-            if disk_full(e):
+            if disk_full(e) or isinstance(e, LinkedDirectory):  # the run is not whole: marked error
                 raise
             summary["report_error"] = f"{type(e).__name__}: {e}"
             write_json(os.path.join(out_dir, "summary.json"), summary)

@@ -42,7 +42,7 @@ import numpy as np
 from . import runner
 from ..engine.decompose import Interrupted
 from ..store import checkpoint
-from ..store.files import disk_full
+from ..store.files import LinkedDirectory, disk_full, refuse_link
 from ..store.rundir import file_record, lock_holder, locked, missing_arrays, write_json, write_text
 from ..analysis.expectations import describe
 from ..spec import (Decompose, Experiment, Issue, SpecValidationError, SweepAxis, check, field_value, from_dict, kind_spec,
@@ -66,6 +66,7 @@ class SweepPoint:
     values: dict  # runtime path -> value
     label: str  # filesystem-safe, unique within the sweep: the point's directory name
     experiment: Experiment  # checked (resolved), with sweep=None
+    positions: dict = dataclasses.field(default_factory=dict, compare=False)  # path -> index of its value in its axis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +211,7 @@ def expand(exp: Experiment) -> tuple[list[SweepPoint], list[PointIssue]]:
             e = base
             for path, v in vals.items():
                 e = replace_path(e, path, v)
-            out.append(SweepPoint(i, vals, label, check(e)))
+            out.append(SweepPoint(i, vals, label, check(e), pos))
         except SpecValidationError as err:
             issues += [PointIssue(i, label, vals, pos, x) for x in err.issues]
         except ValueError as err:  # a path that names no field: the same for every point
@@ -717,6 +718,11 @@ def _run_points(exp: Experiment, pts: list[SweepPoint], out_dir: str, jobs: int,
     todo = []
     for p in pts:
         d = os.path.join(out_dir, p.label)
+        try:
+            refuse_link(d)  # a point writes only inside the sweep directory
+        except LinkedDirectory as e:
+            done(p, {"status": "error", "error": f"{type(e).__name__}: {e}"}, False)
+            continue
         previous, why_not = _finished_summary(p, d)
         if previous is not None:
             done(p, previous, True)

@@ -538,9 +538,10 @@ def render(run_dir: str, result: Any = None) -> list[str]:
     exp = _experiment(run_dir, result)
     plot_paths, plot_errors = {}, {}
     if result is not None:
+        from ..store.files import own_subdir
         from .plots import make_plots
 
-        plot_paths, plot_errors = make_plots(result, os.path.join(run_dir, "plots"))
+        plot_paths, plot_errors = make_plots(result, own_subdir(run_dir, "plots"))  # never a link out of run_dir
     title, sections = build_document(run_dir, summary, result, exp, plot_paths, plot_errors, load_error)
     md_path, html_path = os.path.join(run_dir, "report.md"), os.path.join(run_dir, "report.html")
     write_text(md_path, to_markdown(title, sections, run_dir))

@@ -261,6 +261,21 @@ register_plot("components", _build_components)
 register_plot("mse_by_sparsity", _build_mse_by_sparsity)
 
 
+FIGURE_BYTES = 100 * 2 ** 20  # a figure and its rendering (matplotlib), measured <= 80 MiB
+DENSE_COPIES = 2.5  # copies of the dense component weights the component plots make (measured ~2.2)
+
+
+def memory_parts(exp: Any, arch: Any) -> list:
+    """The plots' parts of a run's memory (engine/memory.py): a figure, and the copies of the
+    dense component weights that the component plots sort, scale and draw."""
+    from ..analysis.core import dense_weight_bytes
+    from ..engine.memory import Part
+
+    return [Part("a figure (matplotlib)", FIGURE_BYTES, ("report",)),
+            Part("the component plots' copies of the dense weights", DENSE_COPIES * dense_weight_bytes(exp, arch),
+                 ("report",))]
+
+
 def make_plots(result: Any, out_dir: str, names: list[str] | tuple[str, ...] | None = None) -> tuple[dict, dict]:
     """Draw the requested plots (default: `exp.report.plots`) into out_dir/NAME.png.
 

@@ -40,12 +40,17 @@ SAVE_HOOKS: list = []  # callables (fig, path) run on every figure before it is 
 
 
 def save(fig: Any, path: str) -> str:
-    """Write a PNG and return its path, after thinning tick labels that would overlap."""
+    """Write a PNG atomically (store/files.atomic_write: an exclusive temporary file beside it, then
+    a rename; never through a link at `path`), after thinning tick labels that would overlap, and
+    return its path."""
+    from ..store.files import atomic_write
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     declutter_ticks(fig)
     for hook in SAVE_HOOKS:
         hook(fig, path)
-    fig.savefig(path, dpi=DPI, format="png")
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=DPI, format="png")
     return path
 
 

@@ -7,6 +7,7 @@ registry.MethodSpec); this module only walks the experiment and calls them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any
 
@@ -241,9 +242,15 @@ def _data_issues(exp: Experiment, kind: Any, arch: Target, issues: list[Issue]) 
         _generated_data_issues(exp, kind, arch, issues)
     if exp.train is not None:
         _per_feature_issues("train.importance", exp.train.importance, kind.outputs(arch), "outputs", issues)
-        imp = per_feature.values(exp.train.importance, kind.outputs(arch), "power") \
-            if not _wrong_length(exp.train.importance, kind.outputs(arch)) else np.zeros(0)
-        if np.any(imp < 0) or not np.all(np.isfinite(imp)):
+        n_out = kind.outputs(arch)
+        if per_feature.is_uniform(exp.train.importance):  # c^i for i < n_out, judged without the array
+            c = float(exp.train.importance)
+            bad = not math.isfinite(c) or c < 0 or (c > 1 and (n_out - 1) * math.log(c) >= math.log(np.finfo(float).max))
+        else:
+            imp = per_feature.values(exp.train.importance, n_out, "power") \
+                if not _wrong_length(exp.train.importance, n_out) else np.zeros(0)
+            bad = bool(np.any(imp < 0) or not np.all(np.isfinite(imp)))
+        if bad:
             issues.append(Issue("train.importance", f"importances must be finite and >= 0, got "
                                 f"{per_feature.describe(exp.train.importance)}"))
     issues += kind.data_issues(exp, arch)
@@ -263,10 +270,13 @@ def _generated_data_issues(exp: Experiment, kind: Any, arch: Target, issues: lis
     n_features = kind.features(arch)
     noun = kind.feature_noun
     _per_feature_issues("data.probability", d.probability, n_features, noun, issues)
-    p = per_feature.values(d.probability, n_features) if not _wrong_length(d.probability, n_features) else None
+    # one number stands for every feature: checked once (a (features,) copy of it can be ~100 MB)
+    uniform = per_feature.is_uniform(d.probability)
+    p = np.array([float(d.probability)]) if uniform else \
+        per_feature.values(d.probability, n_features) if not _wrong_length(d.probability, n_features) else None
     if p is not None and not np.all((p > 0) & (p <= 1)):
         bad = int(np.flatnonzero(~((p > 0) & (p <= 1)))[0])
-        which = "a probability" if per_feature.is_uniform(d.probability) else f"p_{bad} (feature {bad})"
+        which = "a probability" if uniform else f"p_{bad} (feature {bad})"
         issues.append(Issue("data.probability", f"{which} must be in (0, 1], got {p[bad]:g}",
                             "write e.g. probability = 0.05 or 5%"))
     range_issues("data.values", d.values, issues)
@@ -299,7 +309,7 @@ def _generated_data_issues(exp: Experiment, kind: Any, arch: Target, issues: lis
     if p is not None:
         for group in d.anticorrelated:
             idx = [f for f in group if 0 <= f < n_features]
-            total = float(p[idx].sum())
+            total = float(p[0]) * len(idx) if uniform else float(p[idx].sum())
             if total > 1 + 1e-12:
                 issues.append(Issue("data.anticorrelated", f"the probabilities of anti-correlated group {list(group)} "
                                     f"sum to {total:g}; at most one member fires, so they must sum to <= 1",

@@ -22,7 +22,7 @@ import os
 import re
 import numpy as np
 
-from .files import load_npz, load_target, save_npz, save_target
+from .files import load_npz, load_target, own_subdir, save_npz, save_target
 
 STATE_KEY = "__state__"
 DIR = "checkpoints"
@@ -31,8 +31,7 @@ TARGET = "target.npz"
 
 def save(run_dir: str, arrays: dict[str, np.ndarray], state: dict, keep: int = 2) -> str:
     """Write RUN_DIR/checkpoints/step-<state['step']>.npz atomically; remove all but the newest `keep`."""
-    d = os.path.join(run_dir, DIR)
-    os.makedirs(d, exist_ok=True)
+    d = own_subdir(run_dir, DIR)
     path = os.path.join(d, f"step-{state['step']:09d}.npz")
     save_npz(path, {**arrays, STATE_KEY: np.array(json.dumps(state))})
     for old in sorted(all_checkpoints(run_dir))[:-keep]:
@@ -61,8 +60,7 @@ def load(path: str) -> tuple[dict[str, np.ndarray], dict]:
 
 def save_built_target(run_dir: str, arch, params: dict, extras: dict, history: list, log_lines: int) -> str:
     """RUN_DIR/checkpoints/target.npz: the target as built, its training log and the log length."""
-    d = os.path.join(run_dir, DIR)
-    os.makedirs(d, exist_ok=True)
+    d = own_subdir(run_dir, DIR)
     return save_target(os.path.join(d, TARGET), arch, params, extras,
                        meta={"history": history, "log_lines": log_lines})
 

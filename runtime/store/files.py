@@ -45,6 +45,49 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         raise
 
 
+class LinkedDirectory(OSError):
+    """A directory a run writes into (plots/, checkpoints/, replicates/r/, a sweep's point
+    directory) is a symbolic link: writing through it could change files outside the run directory."""
+
+    def __str__(self) -> str:  # the message alone, without "[Errno 40] ...: 'path'"
+        return str(self.strerror)
+
+
+def own_subdir(parent: str | os.PathLike, *names: str) -> str:
+    """parent/names..., each level created where missing and refused (LinkedDirectory) where it is
+    a symbolic link, so a run writes nothing outside its directory through a link planted in it.
+    `parent` itself (the directory the user named, e.g. --out) may be a link."""
+    path = os.fspath(parent)
+    for name in names:
+        path = os.path.join(path, name)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path)
+        refuse_link(path)
+        if not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, f"{path} is not a directory", path)
+    return path
+
+
+def refuse_link(path: str | os.PathLike) -> None:
+    """Raise LinkedDirectory if `path` is a symbolic link."""
+    if os.path.islink(path):
+        raise LinkedDirectory(errno.ELOOP, f"{os.fspath(path)} is a symbolic link (to {os.readlink(path)}); a run "
+                                           "writes only inside its directory: remove the link", os.fspath(path))
+
+
+def linked_subdirs(run_dir: str | os.PathLike) -> list[str]:
+    """The symbolic links to directories directly in `run_dir` or in its replicates/ folder: where
+    a run (or a sweep, whose points are its subdirectories) would write through a link."""
+    out = []
+    for d in (os.fspath(run_dir), os.path.join(os.fspath(run_dir), "replicates")):
+        if os.path.isdir(d) and not (d != os.fspath(run_dir) and os.path.islink(d)):
+            with os.scandir(d) as it:
+                out += [e.path for e in it if e.is_symlink() and os.path.isdir(e.path)]
+        elif os.path.islink(d):
+            out.append(d)
+    return sorted(out)
+
+
 def disk_full(e: BaseException) -> bool:
     """Whether `e` is a write that failed for lack of space (a full disk or an exhausted quota)."""
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)

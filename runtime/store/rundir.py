@@ -57,10 +57,11 @@ def save_arrays(result: RunResult, out_dir: str) -> list[str]:
     """target.npz and decomposition.npz per replicate (replicate 0 at the top level)."""
     from .files import save_npz, save_target
 
+    from .files import own_subdir
+
     written = []
     for r in range(result.experiment.replicates):
-        d = _replicate_dir(out_dir, r)
-        os.makedirs(d, exist_ok=True)
+        d = out_dir if r == 0 else own_subdir(out_dir, "replicates", str(r))
         params = {k: v[r] for k, v in result.target.items()}
         extras = {k: v[r] for k, v in result.extras.items()}
         written.append(save_target(os.path.join(d, "target.npz"), result.arch, params, extras,
@@ -95,9 +96,10 @@ def write_json(path: str, obj: Any) -> None:
 
 def out_dir_problem(out_dir: str) -> str | None:
     """Why `out_dir` cannot be a run (or sweep) directory, or None: it names something that is not a
-    directory, it cannot be created, or no file can be created in it. Creates the directory (as a
-    run would), and a file in it that it removes again."""
-    from .files import atomic_write
+    directory, it cannot be created, a directory in it (or in its replicates/) is a symbolic link,
+    or no file can be created in it. Creates the directory (as a run would), and a file in it that
+    it removes again."""
+    from .files import atomic_write, linked_subdirs
 
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         what = "a broken symbolic link" if not os.path.exists(out_dir) else "a file, not a directory"
@@ -106,6 +108,10 @@ def out_dir_problem(out_dir: str) -> str | None:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         return f"cannot create it: {e.strerror or e}"
+    links = linked_subdirs(out_dir)
+    if links:  # a run writes only inside its directory
+        return (f"{os.path.relpath(links[0], out_dir)} in it is a symbolic link to a directory "
+                f"({os.readlink(links[0])}); remove the link")
     try:
         with atomic_write(os.path.join(out_dir, ".write-test"), "w") as f:
             f.write("")

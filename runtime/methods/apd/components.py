@@ -20,6 +20,7 @@ from typing import Callable
 import autograd.numpy as anp
 import numpy as np
 
+from ...engine import draws
 from ...engine.models import (Layer, Params, Trace, decomposed_params, forward, layers_of,  # noqa: F401
                               n_decomposed_weights, param_shapes)
 from ...spec import Target
@@ -34,22 +35,24 @@ def init_components(arch: Target, C: int, m: int, replicates: int, init_scale: f
     """PyTorch-equivalent init (notes §3.2), with fans computed for one replicate.
 
     xavier_normal_ with gain init_scale on (1, C, d_in, m) and (1, C, m, d_out), or, where the kind
-    says so (the gated network), kaiming_uniform_ (fan_in) x init_scale on (C, d_in, m) and (C, m, d_out)."""
+    says so (the gated network), kaiming_uniform_ (fan_in) x init_scale on (C, d_in, m) and (C, m, d_out).
+    Drawn in float64 and cast to `dtype` piece by piece (engine/draws.py): the values of a float64
+    draw, without a float64 copy of the components."""
     comps: Comps = {}
     kaiming = hooks(arch).init == "kaiming_uniform"
     for name, (d_in, d_out) in param_shapes(arch).items():
         if kaiming:
             bound_a = init_scale * math.sqrt(6.0 / (d_in * m))
             bound_b = init_scale * math.sqrt(6.0 / (m * d_out))
-            A = rng.uniform(-bound_a, bound_a, (replicates, C, d_in, m))
-            B = rng.uniform(-bound_b, bound_b, (replicates, C, m, d_out))
+            A = draws.uniform(rng, -bound_a, bound_a, (replicates, C, d_in, m), dtype)
+            B = draws.uniform(rng, -bound_b, bound_b, (replicates, C, m, d_out), dtype)
         else:
             std_a = init_scale * math.sqrt(2.0 / (C * d_in * m + d_in * m))
             std_b = init_scale * math.sqrt(2.0 / (C * m * d_out + m * d_out))
-            A = rng.normal(0.0, std_a, (replicates, C, d_in, m))
-            B = rng.normal(0.0, std_b, (replicates, C, m, d_out))
+            A = draws.normal(rng, 0.0, std_a, (replicates, C, d_in, m), dtype)
+            B = draws.normal(rng, 0.0, std_b, (replicates, C, m, d_out), dtype)
         comps.update(from_components(name, A, B))
-    return {k: v.astype(dtype) for k, v in comps.items()}
+    return comps
 
 
 def from_components(name: str, A: np.ndarray, B: np.ndarray) -> Comps:

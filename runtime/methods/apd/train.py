@@ -391,6 +391,12 @@ class ApdDecomposition(Decomposition):
 
 Trainer.result_cls = ApdDecomposition
 
+# floats a step holds per float of a sample's activations (ApdEngine.sample_floats), measured with
+# benchmarks/memory.py: up to ~2.2 on the fused kernels (the gated network with APD-model attributions),
+# ~5 on autograd's path (TMS 5-2 with Lp sparsity)
+ACTIVATIONS = 2.5
+AUTOGRAD_ACTIVATIONS = 6.0
+
 
 class ApdEngine(MethodEngine):
     trainer = Trainer
@@ -399,7 +405,6 @@ class ApdEngine(MethodEngine):
     def step_cost(self, exp: Experiment, arch: Target) -> dict:
         """Per optimiser step, all replicates (every restart trains):
           trainable parameters  sum over decomposed parameters of C*m*(d_in + d_out)
-          memory                (parameters + 2 Adam buffers) + activations B*C*m + B*d_out per layer
           FLOPs                 3 x APD forward (2*B*C*m*(d_in + d_out) per layer: forward + backward)
                                 + dense sum for faithfulness (2*C*d_in*m*d_out per parameter)"""
         from ...engine.models import layers_of, param_shapes
@@ -409,11 +414,44 @@ class ApdEngine(MethodEngine):
         layers = layers_of(arch)
         shapes = param_shapes(arch)
         params = I * sum(C * m * (a + b) for a, b in shapes.values())
-        width = np.dtype(exp.dtype).itemsize
-        acts = I * sum(B * C * m + B * layer.d_out for layer in layers)
         flops = I * (sum(3 * 2 * B * C * m * (layer.d_in + layer.d_out) for layer in layers)
                      + sum(2 * C * a * m * b for a, b in shapes.values()))
-        return {"params": params, "memory_bytes": width * (3 * params + acts), "flops": flops}
+        return {"params": params, "flops": flops}
+
+    def memory_parts(self, exp: Experiment, arch: Target) -> list:
+        """The components A, B (C*m*(d_in + d_out) per decomposed parameter and replicate); while
+        training, every restart's, with a gradient and 2 Adam moments each, and one step's batch."""
+        from ...engine.memory import AFTER_TRAINING, Part, itemsize
+        from ...engine.models import n_inputs
+
+        d = exp.decompose
+        w, I, R = itemsize(exp), exp.replicates, d.restarts
+        per = self.step_cost(exp, arch)["params"] / (I * R)
+        # every row: a step that drops the all-zero rows falls back to the full batch when the
+        # top-k mask of the rest is ambiguous (Trainer.step_grads)
+        rows = d.batch
+        parts = [Part("APD components", w * I * per, AFTER_TRAINING),
+                 Part("gradients and 2 Adam moments of the components", 3 * w * I * R * per, ("decomposition",)),
+                 Part("one step's batch: inputs, activations, attributions, masks",
+                      w * I * R * (d.batch * n_inputs(arch) + rows * self.sample_floats(exp, arch)),
+                      ("decomposition",))]
+        if R > 1:
+            parts.append(Part("the components of the other restarts", w * I * (R - 1) * per, ("decomposition",)))
+        return parts
+
+    def sample_floats(self, exp: Experiment, arch: Target) -> float:
+        """ACTIVATIONS (AUTOGRAD_ACTIVATIONS where the fused kernels do not apply) x (every
+        layer's bottleneck C*m, input and output; attributions and mask C; the output tangents of
+        every component, C*d_L, that gradient attributions take; the model's input and output).
+        The factors cover the kernels' temporaries, or autograd's tape, and the gradient pass
+        (measured, benchmarks/memory.py)."""
+        from ...engine.models import layers_of, n_inputs, n_outputs
+
+        d = exp.decompose
+        C, m, d_L = d.components, d.rank, n_outputs(arch)
+        per = sum(C * m + layer.d_in + layer.d_out for layer in layers_of(arch))
+        factor = ACTIVATIONS if fused_kernels.applies(arch, d.loss, d.topk) else AUTOGRAD_ACTIVATIONS
+        return factor * (per + C * (2 + d_L) + n_inputs(arch) + d_L)
 
 
     def step_flops(self, exp: Experiment, arch: Target) -> dict:

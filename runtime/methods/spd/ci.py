@@ -41,6 +41,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.extend import defvjp, defvjp_argnums, primitive
 
+from ...engine import draws
 from ...engine.gelu import ACTIVATIONS, activation_fn, block_fn, gelu_block_exact, gelu_block_fast, gelu_tanh, \
     gelu_tanh_block  # noqa: F401  (the activations, public here too)
 
@@ -237,7 +238,7 @@ def init_ci(C: int, K: int, replicates: int, rng: np.random.Generator, dtype=np.
     as the authors' code at the time (a fact, not its code): W_in ~ N(0, 2) (Kaiming for a ReLU-like
     unit with fan-in 1), W_out ~ N(0, 1/K) (fan-in K), zero biases. So gamma(0) = 0: every
     subcomponent starts at causal importance 0 on a zero input."""
-    return {"w_in": rng.normal(0.0, math.sqrt(2.0), (replicates, C, K)).astype(dtype),
+    return {"w_in": draws.normal(rng, 0.0, math.sqrt(2.0), (replicates, C, K), dtype),
             "b_in": np.zeros((replicates, C, K), dtype=dtype),
-            "w_out": rng.normal(0.0, 1.0 / math.sqrt(K), (replicates, C, K)).astype(dtype),
+            "w_out": draws.normal(rng, 0.0, 1.0 / math.sqrt(K), (replicates, C, K), dtype),
             "b_out": np.zeros((replicates, C), dtype=dtype)}

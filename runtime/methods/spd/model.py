@@ -39,6 +39,7 @@ import math
 import autograd.numpy as anp
 import numpy as np
 
+from ...engine import draws
 from ...engine.models import Layer, Params, forward, layers_of, n_decomposed_weights
 from ...engine.registry import model_of
 from ...spec import Target
@@ -70,12 +71,13 @@ def init_spd(arch: Target, C: int, K: int, replicates: int, init_scale: float, r
     activation h_c = a . V_c has the variance of a layer output. The fans never involve the number
     of replicates I."""
     params: SpdParams = {}
-    for layer in spd_layers(arch):
-        params[f"{layer.name}.V"] = rng.normal(0.0, init_scale / math.sqrt(layer.d_out), (replicates, layer.d_in, C))
-        params[f"{layer.name}.U"] = rng.normal(0.0, 1.0 / math.sqrt(C), (replicates, C, layer.d_out))
-        for k, v in ci_mod.init_ci(C, K, replicates, rng, np.float64).items():
+    for layer in spd_layers(arch):  # float64 draws cast piece by piece (engine/draws.py)
+        params[f"{layer.name}.V"] = draws.normal(rng, 0.0, init_scale / math.sqrt(layer.d_out),
+                                                 (replicates, layer.d_in, C), dtype)
+        params[f"{layer.name}.U"] = draws.normal(rng, 0.0, 1.0 / math.sqrt(C), (replicates, C, layer.d_out), dtype)
+        for k, v in ci_mod.init_ci(C, K, replicates, rng, dtype).items():
             params[f"{layer.name}.ci.{k}"] = v
-    return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
+    return params
 
 
 def ci_params(params: SpdParams, name: str) -> tuple:
@@ -299,11 +301,10 @@ CI_FLOPS_PER_UNIT = 30  # the MLP's two affine maps, GELU and derivative (~24 uf
 def expected_rows(exp, arch: Target) -> float:
     """Rows a step works on: all-zero input rows are dropped where exact (`zero_rows_inert`), so with
     at_least_zero_active data B (1 - (1 - p)^F) rows are expected to remain."""
+    from ...engine.data import nonzero_fraction
     from ...engine.models import n_inputs
 
     B = exp.decompose.batch
-    from ...engine.data import nonzero_fraction
-
     data = exp.data
     if zero_rows_inert(arch) and data.mode == "at_least_zero_active" and not data.synced and data.file is None:
         return B * nonzero_fraction(data, n_inputs(arch))

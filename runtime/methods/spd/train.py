@@ -224,6 +224,8 @@ class SpdDecomposition(Decomposition):
 
 SpdTrainer.result_cls = SpdDecomposition
 
+ACTIVATIONS = 1.5  # floats a step holds per float counted by SpdEngine.sample_floats (benchmarks/memory.py)
+
 
 class SpdEngine(MethodEngine):
     trainer = SpdTrainer
@@ -233,16 +235,39 @@ class SpdEngine(MethodEngine):
         """model.step_cost (per replicate and step, with the expected rows R after all-zero input
         rows are dropped) for all replicates and restarts: trainable parameters C (d_in + d_out) +
         C (3 K + 1) per matrix; the causal-importance MLPs' R C K hidden units (~30 FLOPs each,
-        elementwise: what dominates TMS 40-10); the S (1 + L) masked passes; faithfulness. Memory:
-        parameters, 2 Adam buffers, and the MLPs' stored G and P (2 R C K per matrix)."""
-        d = exp.decompose
-        I = exp.replicates * d.restarts
+        elementwise: what dominates TMS 40-10); the S (1 + L) masked passes; faithfulness."""
+        I = exp.replicates * exp.decompose.restarts
         c = step_cost(exp, arch)
-        width = np.dtype(exp.dtype).itemsize
-        # the MLPs' stored G and P, and ~8 (R, C) arrays per matrix (h, gamma, g, masks, noise, ...)
-        acts = 2 * c["ci_units"] + 8 * c["rows"] * d.components * len(spd_layers(arch))
-        return {**c, "params": int(I * c["params"]), "memory_bytes": int(width * I * (3 * c["params"] + acts)),
-                "flops": int(I * c["total"])}
+        return {**c, "params": int(I * c["params"]), "flops": int(I * c["total"])}
+
+    def memory_parts(self, exp: Experiment, arch: Target) -> list:
+        """The subcomponents and causal-importance MLPs; while training, every restart's, with a
+        gradient and 2 Adam moments each, and one step's batch: the inputs, and per remaining row
+        (all-zero rows are dropped where exact, model.expected_rows) `sample_floats`."""
+        from ...engine.memory import AFTER_TRAINING, Part, itemsize
+        from ...engine.models import n_inputs
+
+        d = exp.decompose
+        w, I, R = itemsize(exp), exp.replicates, d.restarts
+        c = step_cost(exp, arch)
+        parts = [Part("SPD subcomponents and causal-importance MLPs", w * I * c["params"], AFTER_TRAINING),
+                 Part("gradients and 2 Adam moments of them", 3 * w * I * R * c["params"], ("decomposition",)),
+                 Part("one step's batch: inputs, causal importances, mask noise, masked passes",
+                      w * I * R * (d.batch * n_inputs(arch) + c["rows"] * self.sample_floats(exp, arch)),
+                      ("decomposition",))]
+        if R > 1:
+            parts.append(Part("the parameters of the other restarts", w * I * (R - 1) * c["params"], ("decomposition",)))
+        return parts
+
+    def sample_floats(self, exp: Experiment, arch: Target) -> float:
+        """ACTIVATIONS x per row: the MLPs' stored G and P (2 C K per matrix), ~8 (row, C) arrays per
+        matrix (h, gamma, g, masks, ...), the mask noise (S C per matrix) and the S (1 + L) masked
+        forward passes."""
+        from ...engine.registry import model_of
+
+        d = exp.decompose
+        L, C, K, S = len(spd_layers(arch)), d.components, d.causal_importance.hidden, d.mask_samples
+        return ACTIVATIONS * (L * C * (2 * K + 8 + S) + S * (1 + L) * model_of(arch).forward_floats(arch))
 
 
     def step_flops(self, exp: Experiment, arch: Target) -> dict:

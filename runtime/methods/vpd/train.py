@@ -372,6 +372,32 @@ class VpdEngine(MethodEngine):
         return {**c, "params": int(I * c["params"]), "flops": int(I * c["total"]),
                 "memory_bytes": int(width * I * (3 * c["params"] + 3 * c["sources"] + c["acts"]))}
 
+    def memory_parts(self, exp: Experiment, arch: Target) -> list:
+        """The subcomponents and CI MLPs; while training, every restart's, with a gradient and 2 AdamW
+        moments each, the persistent sources with their 2 moments, and one step's batch: the inputs
+        and per sample `sample_floats` (all samples: an upper bound where all-zero rows are dropped)."""
+        from ...engine.memory import AFTER_TRAINING, Part, itemsize
+        from ...engine.models import n_inputs
+
+        d = exp.decompose
+        w, I, R = itemsize(exp), exp.replicates, d.restarts
+        c = step_cost(exp, arch)
+        parts = [Part("VPD subcomponents and causal-importance MLPs", w * I * c["params"], AFTER_TRAINING),
+                 Part("gradients and 2 AdamW moments of them", 3 * w * I * R * c["params"], ("decomposition",)),
+                 Part("one step's batch: inputs, causal importances, masks, masked passes",
+                      w * I * R * d.batch * (n_inputs(arch) + self.sample_floats(exp, arch)), ("decomposition",))]
+        if c["sources"]:
+            parts.append(Part("persistent adversary sources and 2 Adam moments", 3 * w * I * R * c["sources"],
+                              ("decomposition",)))
+        if R > 1:
+            parts.append(Part("the parameters of the other restarts", w * I * (R - 1) * c["params"], ("decomposition",)))
+        return parts
+
+    def sample_floats(self, exp: Experiment, arch: Target) -> float:
+        """The activations autograd keeps per sample: ~6 (C,) arrays per site, the CI MLPs' hidden
+        units 3 times, each site's input and output twice (step_cost's "acts" over the batch)."""
+        return step_cost(exp, arch)["acts"] / exp.decompose.batch
+
     def step_flops(self, exp: Experiment, arch: Target) -> dict:
         c = step_cost(exp, arch)
         terms = ("target_pass", "causal_importance", "masked_passes", "faithfulness", "total")

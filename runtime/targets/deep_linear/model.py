@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...engine import draws
 from ...engine.models import Model, Params
 from ...engine.registry import MODELS
 from .spec import DeepLinearTarget
@@ -22,11 +23,15 @@ class DeepLinearModel(Model):
         d, I = arch.features, replicates
         p: Params = {}
         for l in range(arch.layers):
-            W = np.broadcast_to(np.eye(d), (I, d, d)).copy()
-            if arch.init_noise > 0:
-                W += rng.normal(0.0, arch.init_noise, (I, d, d))
-            p[f"layers.{l}.W"] = W
-        return {k: v.astype(dtype) for k, v in p.items()}
+            if arch.init_noise > 0:  # 1 + noise in float64, cast piece by piece (engine/draws.py)
+                def eye_plus_noise(s: int, n: int) -> np.ndarray:
+                    k = np.arange(s, s + n) % (d * d)
+                    return (k // d == k % d) + rng.normal(0.0, arch.init_noise, n)
+
+                p[f"layers.{l}.W"] = draws.filled((I, d, d), dtype, eye_plus_noise)
+            else:
+                p[f"layers.{l}.W"] = np.broadcast_to(np.eye(d, dtype=dtype), (I, d, d)).copy()
+        return p
 
     def trainable(self, arch: DeepLinearTarget) -> tuple[str, ...]:
         return tuple(f"layers.{l}.W" for l in range(arch.layers))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...engine import draws
 from ...engine.models import Params
 from ...engine.registry import MODELS
 from ...engine.seeding import stream
@@ -179,11 +180,12 @@ class GatedModel(ResidualModel):
 
     def sample(self, arch: GatedTarget, data, shape, rng, dtype) -> np.ndarray:
         """Column 0 is x ~ U[lo,hi), then Bernoulli(p_i) control bits (data.probability, per bit)."""
-        from ...engine.data import _uniform, feature_probabilities, value_range
+        from ...engine.data import _uniform, below, feature_probabilities, value_range
 
         lo, hi = value_range(arch, data)
         x = _uniform(rng, lo, hi, shape + (1,), dtype)
-        bits = (rng.random(shape + (arch.functions,)) < feature_probabilities(data, arch.functions)).astype(dtype)
+        p = feature_probabilities(data, arch.functions)
+        bits = draws.filled(shape + (arch.functions,), dtype, lambda s, n: below(rng, p, s, n))
         return np.concatenate([x, bits], axis=-1)
 
     def active(self, arch: GatedTarget, x: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ...engine import draws
 from ...engine.data import gelu_plain
 from ...engine.models import ACTIVATIONS, Model, Params
 from ...engine.registry import MODELS, model_of
@@ -102,21 +103,25 @@ class ResidMlpModel(ResidualModel):
         I, F, D, d_mlp = replicates, arch.features, arch.d_embed, arch.d_mlp
         p: Params = {}
         if arch.embedding == "identity":
-            W_E = np.broadcast_to(np.eye(F, D), (I, F, D)).copy()
-        else:
-            W_E = rng.standard_normal((I, F, D))
-            W_E /= np.linalg.norm(W_E, axis=-1, keepdims=True)
+            W_E = np.broadcast_to(np.eye(F, D, dtype=dtype), (I, F, D)).copy()
+        else:  # unit rows of a float64 draw, block by block (engine/draws.py)
+            def unit_rows(k: int) -> np.ndarray:
+                w = rng.standard_normal((k, D))
+                w /= np.linalg.norm(w, axis=-1, keepdims=True)
+                return w
+
+            W_E = draws.rows((I, F, D), dtype, unit_rows)
         p["W_E"] = W_E
         p["W_U"] = np.swapaxes(W_E, -1, -2).copy()
         bound = math.sqrt(6.0 / (D * d_mlp)) * arch.init_scale  # kaiming_uniform_ on (1, d_in, d_out)
         for l in range(arch.layers):
-            p[f"layers.{l}.W_in"] = rng.uniform(-bound, bound, (I, D, d_mlp))
-            p[f"layers.{l}.W_out"] = rng.uniform(-bound, bound, (I, d_mlp, D))
+            p[f"layers.{l}.W_in"] = draws.uniform(rng, -bound, bound, (I, D, d_mlp), dtype)
+            p[f"layers.{l}.W_out"] = draws.uniform(rng, -bound, bound, (I, d_mlp, D), dtype)
             if arch.in_bias:
-                p[f"layers.{l}.b_in"] = np.zeros((I, d_mlp))
+                p[f"layers.{l}.b_in"] = np.zeros((I, d_mlp), dtype=dtype)
             if arch.out_bias:
-                p[f"layers.{l}.b_out"] = np.zeros((I, D))
-        return {k: v.astype(dtype) for k, v in p.items()}
+                p[f"layers.{l}.b_out"] = np.zeros((I, D), dtype=dtype)
+        return p
 
     def labels(self, arch: ResidMlpTarget, train, x: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
         """`act_plus_resid` act(c x) + x; `abs` |c x|; act as the target's activation (notes §1.2)."""

@@ -9,6 +9,7 @@ import math
 import autograd.numpy as anp
 import numpy as np
 
+from ...engine import draws
 from ...engine.models import Model, Params, relu, target_forward
 from ...engine.registry import MODELS
 from .spec import TmsTarget
@@ -31,12 +32,12 @@ class TmsModel(Model):
         """xavier-normal W (fan rule on (1, F, H)) and hidden layers, zero bias (notes §1.1)."""
         I, F, H = replicates, arch.features, arch.hidden
         std = math.sqrt(2.0 / (F * H + H))  # xavier_normal_ on (1, F, H): fan_in F*H, fan_out 1*H
-        p: Params = {"W": rng.normal(0.0, std, (I, F, H))}
+        p: Params = {"W": draws.normal(rng, 0.0, std, (I, F, H), dtype)}
         for k in range(arch.hidden_layers):
             std_h = math.sqrt(2.0 / (H * H + H))
-            p[f"hidden.{k}"] = rng.normal(0.0, std_h, (I, H, H))
-        p["b"] = np.zeros((I, F))
-        return {k: v.astype(dtype) for k, v in p.items()}
+            p[f"hidden.{k}"] = draws.normal(rng, 0.0, std_h, (I, H, H), dtype)
+        p["b"] = np.zeros((I, F), dtype=dtype)
+        return p
 
     def trainable(self, arch: TmsTarget) -> tuple[str, ...]:
         names = ["W"] + [f"hidden.{k}" for k in range(arch.hidden_layers)]
