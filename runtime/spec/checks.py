@@ -11,7 +11,7 @@ from typing import Any
 
 from .issues import Issue, SpecValidationError  # noqa: F401  (public here too)
 from .experiment import DATA_MODES, MAX_LAYERS, SCHEDULES, Experiment, FileTarget, Optimizer, Schedule, Target
-from .registry import METRICS, PLOTS, UnknownKind, applies, kind_spec, kinds_of, method_spec
+from .registry import METRICS, PLOTS, UnknownKind, applies, kind_spec, kinds_of, method_spec, unmet
 from .serial import target_from_dict
 from .target_file import read_target_meta, target_replicates
 
@@ -38,6 +38,8 @@ def resolve(exp: Experiment) -> Experiment:
         method = method_spec(exp.decompose.method)
     except (OSError, KeyError, ValueError, TypeError):
         return exp  # validate() reports the unreadable file or the unknown kind / method
+    if not isinstance(exp.target, FileTarget):
+        exp, arch, kind = _equivalent(exp, arch, kind)
     data = exp.data
     if data.values is None:
         data = dataclasses.replace(data, values=kind.default_values(arch))
@@ -56,12 +58,26 @@ def resolve(exp: Experiment) -> Experiment:
     dec = method.resolve(dec, arch, kind)
     report = exp.report
     if report.metrics is None:
-        report = dataclasses.replace(report, metrics=tuple(k for k in METRICS if applies(k, arch.kind, dec.method)))
+        report = dataclasses.replace(report, metrics=tuple(k for k in METRICS if applies(k, arch.kind, dec.method)
+                                                           and unmet(k, arch) is None))
     if report.plots is None:
         report = dataclasses.replace(report, plots=tuple(
             k for k, p in PLOTS.items()
             if applies(k, arch.kind, dec.method, "plots") and (p.requires is None or p.requires(arch) is None)))
     return dataclasses.replace(exp, data=data, train=train, decompose=dec, report=report)
+
+
+def _equivalent(exp: Experiment, arch: Target, kind: Any) -> tuple[Experiment, Target, Any]:
+    """The experiment with its target swapped for an equivalent one of a faster kind (a network
+    in the layer vocabulary that is a TMS runs as the tms kind), when that kind accepts its labels."""
+    other = kind.equivalent(arch)
+    if other is None:
+        return exp, arch, kind
+    other_kind = kind_spec(other.kind)
+    labels = exp.train.labels if exp.train is not None else None
+    if labels is not None and labels not in other_kind.labels:
+        return exp, arch, kind
+    return dataclasses.replace(exp, target=other), other, other_kind
 
 
 def in_choices(path: str, value: Any, choices: tuple[str, ...], issues: list[Issue]) -> None:
@@ -237,11 +253,18 @@ def _applicability(name: str, table: str, kind: str, method: str, path: str, wha
     return True
 
 
+def _requirement(name: str, arch: Target, path: str, issues: list[Issue]) -> None:
+    why = unmet(name, arch)
+    if why is not None:
+        issues.append(Issue(path, f"metric {name!r}: {why[0]}", also=why[1]))
+
+
 def _report_issues(exp: Experiment, arch: Target, issues: list[Issue]) -> None:
     rp = exp.report
     kind, method = arch.kind, exp.decompose.method
     for name in rp.metrics or ():
-        _applicability(name, "metrics", kind, method, "report.metrics", "metric", issues)
+        if _applicability(name, "metrics", kind, method, "report.metrics", "metric", issues):
+            _requirement(name, arch, "report.metrics", issues)
     for name in rp.plots or ():
         if _applicability(name, "plots", kind, method, "report.plots", "plot", issues):
             plot = PLOTS[name]
@@ -250,7 +273,8 @@ def _report_issues(exp: Experiment, arch: Target, issues: list[Issue]) -> None:
                 issues.append(Issue("report.plots", why[0], also=why[1]))
     for i, e in enumerate(rp.expect):
         path = f"report.expect[{i}]"
-        _applicability(e.metric, "metrics", kind, method, path, "metric", issues)
+        if _applicability(e.metric, "metrics", kind, method, path, "metric", issues):
+            _requirement(e.metric, arch, path, issues)
         in_choices(path, e.op, (">=", "<=", ">", "<", "=="), issues)
         in_choices(path, e.reduce, ("all", "mean", "min", "max", "median"), issues)
         if e.at_least is not None and not 1 <= e.at_least <= exp.replicates:

@@ -99,6 +99,20 @@ class KindSpec:
         """Rough seconds for metrics, plots, report and process start (`apdspec check`'s estimate)."""
         return 3.0
 
+    def equivalent(self, arch: Any) -> Any:
+        """An equivalent target of another kind that runs this architecture faster (a network
+        written in the layer vocabulary that is a TMS), or None; resolve() swaps it in."""
+        return None
+
+    def dense_matrices(self, arch: Any) -> tuple[str, ...]:
+        """Decomposed matrices that are one mechanism by design (a frozen identity): the generic
+        dense_share / dense_error metrics measure them."""
+        return ()
+
+    def truth_note(self, arch: Any) -> str | None:
+        """What the report says of the target's ground truth (None: its metrics say it)."""
+        return None
+
     def describe(self, arch: Any) -> str:
         """One line for `apdspec check`."""
         fields = ", ".join(f"{f.name} = {getattr(arch, f.name)}" for f in dataclasses.fields(arch) if f.init)
@@ -160,12 +174,14 @@ def loss_class(decompose_cls: type) -> type:
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric the runtime can report: where it applies (None: every kind / method)."""
+    """A metric the runtime can report: where it applies (None: every kind / method). `requires(arch)`
+    says why it cannot be computed for that architecture, as Plot.requires does, or None."""
 
     name: str
     doc: str
     kinds: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
+    requires: Callable[[Any], tuple[str, tuple[str, ...]] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -206,14 +222,21 @@ def method_spec(method: str) -> MethodSpec:
 
 
 def declare_metric(name: str, doc: str, kinds: tuple[str, ...] | None = None,
-                   methods: tuple[str, ...] | None = None) -> None:
+                   methods: tuple[str, ...] | None = None,
+                   requires: Callable[[Any], tuple[str, tuple[str, ...]] | None] | None = None) -> None:
     """Declare a metric; a second declaration of the same name (a loss term several methods
     share) adds its methods to the first."""
     old = METRICS.get(name)
     if old is not None and old.methods is not None and methods is not None:
         methods = old.methods + tuple(m for m in methods if m not in old.methods)
-        doc, kinds = old.doc, old.kinds
-    METRICS[name] = Metric(name, doc, kinds, methods)
+        doc, kinds, requires = old.doc, old.kinds, old.requires
+    METRICS[name] = Metric(name, doc, kinds, methods, requires)
+
+
+def unmet(name: str, arch: Any, table: str = "metrics") -> tuple[str, tuple[str, ...]] | None:
+    """Why metric (plot) `name` cannot be computed for architecture `arch`, or None."""
+    entry = (METRICS if table == "metrics" else PLOTS).get(name)
+    return entry.requires(arch) if entry is not None and entry.requires is not None else None
 
 
 def declare_plot(name: str, doc: str, kinds: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
@@ -271,3 +294,16 @@ declare_metric("target_loss", "target model MSE against the true labels")
 declare_plot("losses", "training curves of every loss term")
 declare_plot("components", "component weight matrices")
 declare_plot("mse_by_sparsity", "MSE by number of active features")
+
+
+def _has_dense(arch: Any):
+    if not kind_spec(arch.kind).dense_matrices(arch):
+        return "the target has no matrix that is one mechanism by design (a frozen identity)", ("target",)
+    return None
+
+
+declare_metric("dense_share", "per matrix that is one mechanism by design (a frozen identity), the share of its "
+                              "components' squared norm in the fewest components that can hold it (rank / component "
+                              "rank): 1 when it is one mechanism; mean over those matrices", requires=_has_dense)
+declare_metric("dense_error", "||sum of those fewest components - W||_F / ||W||_F per such matrix, mean: 0 when they "
+                              "are the whole matrix", requires=_has_dense)
