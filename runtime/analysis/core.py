@@ -176,7 +176,7 @@ class RunAnalysis:
             known = model.true_labels(arch, self.extras, np.zeros((self.I, 0, n_inputs(arch)))) is not None
             return ((lambda x: model.true_labels(arch, self.extras, x)), False) if known else (None, True)
         train = self.exp.train or saved_training(self.exp)
-        assumed = train is None and kind.labels[0] != "identity"
+        assumed = train is None and kind.labels != ("identity",)  # a kind with other labels: unknown
         if train is None:
             train = Training(labels=kind.labels[0])
         coeffs = label_coefficients(arch, train, self.I)

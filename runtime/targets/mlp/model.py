@@ -100,6 +100,10 @@ class MlpModel(Model):
     def labels(self, arch: MlpTarget, train, x: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
         """identity y = x; abs y = |c x|; act_plus_resid y = x + act(c x), act the first activation."""
         kind = train.labels or "identity"
+        n_out = self.n_outputs(arch)
+        if n_out != arch.features:
+            raise ValueError(f"the network writes {n_out} outputs for {arch.features} inputs: {kind} labels (one per "
+                             "input) do not apply, and a state dict does not say what it was trained on")
         if kind == "identity":
             return x.copy()
         cx = x * np.asarray(coeffs, dtype=x.dtype)[:, None, :]

@@ -200,6 +200,15 @@ class MlpKind(KindSpec):
         issues += _truth_issues(arch, w, hits)
         return issues
 
+    def data_issues(self, exp: Any, arch: MlpTarget) -> list[Issue]:
+        w = walk(arch.features, arch.network)
+        if exp.train is None or w.problems or w.n_out == arch.features:
+            return []
+        return [Issue("target.network", f"the network writes {w.n_out} outputs for {arch.features} inputs; trained "
+                      f"here on {exp.train.labels or 'identity'} labels it needs one output per input",
+                      "end the network with a layer of out = features (or leave the last layer's out unset), or load "
+                      "a trained one: target file(...) after apdspec import-target", ("train.labels",))]
+
     def equivalent(self, arch: MlpTarget) -> Target | None:
         if self.issues(arch):
             return None

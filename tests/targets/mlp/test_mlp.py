@@ -100,6 +100,8 @@ def test_fmt_writes_one_layer_per_line_and_keeps_their_comments():
      "matches no linear layer", "the linear layers: fc1, fc2"),
     ("network = [linear(fc1, 4), linear(fc2)]\n  truth { dense = [fc3] }", 4, 20, "target.truth.dense[0]: no linear "
      "layer is named 'fc3'", "did you mean 'fc"),
+    ("network = [linear(a, 4), relu, linear(b, 3)]", 3, 13, "target.network: the network writes 3 outputs for 6 "
+     "inputs; trained here on identity labels it needs one output per input", "leave the last layer's out unset"),
     ("network = [linear(fc1, 4), relu, linear(fc2)]\n  truth { input_features = [fc2] }", 4, 29,
      "target.truth.input_features[0]: 'fc2' does not read the network's input", ""),
 ])
@@ -396,3 +398,39 @@ def test_walk_reports_every_layers_shapes():
     assert not w.problems and w.n_out == 3
     assert [(u.name, u.d_in, u.d_out, u.residual) for u in w.linears] == [
         ("E", 3, 4, False), ("up", 4, 5, True), ("down", 5, 4, True), ("mid", 4, 4, False), ("out", 4, 3, False)]
+
+
+def test_check_and_explain_say_a_network_runs_as_the_kind_it_is():
+    from apdspec.explain import explain
+    from apdspec.summary import summary_lines
+
+    spec = apdspec.loads(TMS_ID, filename="net.apd")
+    assert explain(spec, "target.hidden_layers") == [
+        "target.hidden_layers = 1  (the target mlp network of net.apd:2:8, which is a tms target)"]
+    rows = "\n".join(summary_lines(spec.experiment, written_as=spec.state.kind))
+    assert "written as target mlp, it is a TMS 5-2 + ID: it runs as target tms" in rows
+    assert "the frozen hidden identity is one dense mechanism" in rows
+    plain = "\n".join(summary_lines(apdspec.loads("target mlp { features = 4 }").experiment, written_as="mlp"))
+    assert "No ground truth was given" in plain and "written as" not in plain
+
+
+def test_an_imported_network_has_no_known_labels(tmp_path):
+    """A state dict does not say what its network was trained on: target_loss is not computed."""
+    from runtime.methods.apd.train import ApdDecomposition
+    from runtime.store.files import save_target
+    from runtime.store.rundir import RunResult
+
+    net = MlpTarget(features=3, network=(Linear("a", 2, bias=False), Activation("relu"), Linear("b", bias=False)))
+    rng = np.random.default_rng(0)
+    target = models.random_params(net, 1, rng)
+    save_target(tmp_path / "T.npz", net, {k: v[0] for k, v in target.items()})
+    exp = Experiment(target=runtime.FileTarget(str(tmp_path / "T.npz")), replicates=1, dtype="float64",
+                     decompose=runtime.Decompose(components=2, rank=2, batch=16),
+                     report=runtime.Report(metrics=("target_loss", "faithfulness"), plots=(), eval_batches=1))
+    exp = check(exp)
+    comps = apd.init_components(net, 2, 2, 1, 1.0, rng, np.float64)
+    dec = ApdDecomposition(net, 2, 2, comps, [{"step": 0, "lr": 0.0, "total": 1.0, "faithfulness": 1.0}])
+    result = RunResult(exp, net, target, {}, dec, [], {}, [], {}, {})
+    from runtime.analysis.core import analysis_for
+
+    assert analysis_for(result).labels_fn()[1] is True and analysis_for(result).target_loss() is None
