@@ -357,6 +357,10 @@ def locate(state: State, rt_path: str, exact: bool = False) -> A.Span | None:
     if m:
         i = int(m.group(1))
         return state.expects[i][1] if i < len(state.expects) else state.header
+    while "[" in rt_path:  # inside a list value (a layer of a network, an argument of one)
+        if rt_path in state.parts:
+            return state.parts[rt_path]
+        rt_path = rt_path[: max(rt_path.rfind("["), rt_path.rfind("."))]
     span = provenance(state, rt_path)
     if span is not None or exact:
         return span

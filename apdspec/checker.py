@@ -20,7 +20,7 @@ from .schema import EXPERIMENT, REDUCTIONS, REPORT, TARGETS, Form, Leaf, Obj
 from .state import NONE, RESET, Setting, State, TargetKind, join_path, lang_path
 from .sweeps import generated
 from .unparse import format_number
-from .values import SWEEP_FUNCTIONS, Bad, Float, Int, Str, describe
+from .values import SWEEP_FUNCTIONS, Bad, Float, Int, Str, describe, value_parts
 
 # ------------------------------------------------------------------------------------------
 # Scopes
@@ -316,7 +316,7 @@ class FileEval:
             if label.name not in TARGETS or label.name == "file":
                 near = did_you_mean(label.name, [k for k in TARGETS if k != "file"])
                 self.diags.error(f"unknown target kind '{label.name}'", label.span,
-                                 f"did you mean '{near}'?" if near else "one of: tms, resid_mlp, gated, file(\"path\")")
+                                 f"did you mean '{near}'?" if near else f"one of: {_kinds_text()}")
                 return
             if self.mark("target:kind", label.span, "target"):
                 if self.state.kind != label.name:
@@ -327,7 +327,7 @@ class FileEval:
             self.file_target(label)
         else:
             self.diags.error("expected a target kind", label.span,
-                             'one of: tms, resid_mlp, gated, file("path/target.npz")')
+                             f"one of: {_kinds_text()}")
             return
         self.state.blocks["target"] = b.header_span
         if b.body is not None:
@@ -453,6 +453,7 @@ class FileEval:
             return self.bad(e, name)
         if self.mark(rt, key_span, key):
             self.state.set(rt, v, value.span)
+            self.state.parts.update(value_parts(node.kind, value, self.state.env, rt))
 
     def set_object(self, obj: Obj, rt: str, value: A.Value, key: str, key_span: A.Span) -> None:
         try:
@@ -657,6 +658,10 @@ class FileEval:
                 self.diags.error(f"zipped axes need the same number of values: '{lang_path(a.path)}' has "
                                  f"{len(a.values)}, '{lang_path(a0.path)}' has {len(a0.values)}", s,
                                  notes=(Note("the first axis of this zip", s0),))
+
+
+def _kinds_text() -> str:
+    return ", ".join([k for k in TARGETS if k != "file"] + ['file("path/target.npz")'])
 
 
 def _refs(node: A.Value):

@@ -60,7 +60,7 @@ def cmd_check(args) -> int:
             continue
         print(f"{path}: ok")
         try:
-            lines = summary_lines(spec.experiment)
+            lines = summary_lines(spec.experiment, written_as=spec.state.kind)
         except Exception as e:  # the summary is informative only; never fail a valid spec on it
             if args.debug:
                 traceback.print_exc()
@@ -672,6 +672,13 @@ def _suggested_spec(arch) -> str:
     return kind_spec(arch.kind).suggested_spec(arch) or "SPEC.apd"
 
 
+def _declared_target(spec):
+    """The target as the spec writes it (before resolve() may swap a network for an equivalent kind)."""
+    from .build import build
+
+    return build(spec.state, spec.experiment.name).target
+
+
 def cmd_import_target(args) -> int:
     from runtime.spec import to_dict
     from runtime.store.importer import TargetImportError, import_file
@@ -681,6 +688,20 @@ def cmd_import_target(args) -> int:
         _err(f"apdspec import-target: --kind {args.kind!r} is not a kind that imports; one of: {', '.join(importable())}")
         return EXIT_SPEC
 
+    arch = None
+    if args.spec is not None:
+        from .loader import load
+
+        spec = load(args.spec, [])  # a SpecError is reported like any other (exit 2)
+        arch = _declared_target(spec)
+        if arch.kind != args.kind:
+            _err(f"apdspec import-target: --spec {args.spec}: its target is written as target {arch.kind}, not "
+                 f"--kind {args.kind}")
+            return EXIT_SPEC
+        if args.activation or args.output_activation:
+            _err("apdspec import-target: --spec declares the network (its activations too): drop --activation and "
+                 "--output-activation")
+            return EXIT_SPEC
     input_range = None
     if args.input_range is not None:
         try:
@@ -691,7 +712,8 @@ def cmd_import_target(args) -> int:
         input_range = (lo, hi)
     try:
         imp = import_file(args.src, args.kind, args.out, layout=args.layout, ignore=tuple(args.ignore),
-                          activation=args.activation, input_range=input_range)
+                          activation=args.activation, input_range=input_range,
+                          output_activation=args.output_activation, arch=arch)
     except (TargetImportError, FileNotFoundError, ValueError) as e:
         _err(f"apdspec import-target: {args.src}: {e}")
         return EXIT_SPEC
@@ -699,10 +721,15 @@ def cmd_import_target(args) -> int:
         _err(f"apdspec import-target: cannot write {args.out}: {e.strerror or e}")
         return EXIT_FAILED
     fields = ", ".join(f"{k} {str(v).lower() if isinstance(v, bool) else v}" for k, v in to_dict(imp.arch).items()
-                       if k != "kind")
+                       if k != "kind" and not isinstance(v, (list, dict)))
+    if any(isinstance(v, (list, dict)) for v in to_dict(imp.arch).values()):  # a network: its kind's own line
+        from runtime.spec import kind_spec
+
+        fields = kind_spec(imp.arch.kind).describe(imp.arch)
     reps = f"{imp.replicates} replicates" if imp.replicates else "no replicate axis (shared by every replicate)"
     how = "x @ W as stored" if imp.layout == "rows" else "nn.Linear (d_out, d_in): transposed"
-    print(f"{args.out}: {imp.arch.kind} target ({fields}); {reps}; matrices {how}")
+    what = fields if fields.startswith(imp.arch.kind + ":") else f"{imp.arch.kind} target ({fields})"
+    print(f"{args.out}: {what}; {reps}; matrices {how}")
     width = max((len(d) for _, d, _ in imp.renames), default=0)
     for src, dst, note in imp.renames:
         if dst:
@@ -711,7 +738,7 @@ def cmd_import_target(args) -> int:
         else:
             print(f"  {'':<{width}}     {src}: {note}")
     r = f" -s replicates={imp.replicates}" if imp.replicates else ""
-    print(f"decompose it: apdspec run {_suggested_spec(imp.arch)} -s 'target = file(\"{args.out}\")'{r}")
+    print(f"decompose it: apdspec run {args.spec or _suggested_spec(imp.arch)} -s 'target = file(\"{args.out}\")'{r}")
     return EXIT_OK
 
 
@@ -922,7 +949,8 @@ def build_parser() -> argparse.ArgumentParser:
         "import-target", help="convert a trained target from another implementation into an apdspec target file",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Read SRC (an .npz of a state dict, e.g. np.savez(SRC, **{k: v.numpy() for k, v in "
-                    "model.state_dict().items()})), rename its entries to apdspec's names, orient its matrices "
+                    "model.state_dict().items()}), or a .pt / .pth of one when torch is installed), rename its "
+                    "entries to apdspec's names, orient its matrices "
                     "(apdspec: x @ W, (d_in, d_out)), read the architecture off the shapes, check them, and write "
                     "the target file OUT. A leading instance axis becomes the replicate axis. Decompose OUT with "
                     "apdspec run SPEC -s 'target = file(\"OUT\")' (and -s replicates=R for R instances). "
@@ -940,8 +968,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "matrices that fit both need the flag)")
     imp.add_argument("--ignore", action="append", default=[], metavar="NAME",
                      help="skip SRC entries matching this glob (e.g. buffers); repeatable")
-    imp.add_argument("--activation", choices=["relu", "gelu"], default=None,
-                     help="resid_mlp: the hidden nonlinearity (default relu; not stored in a state dict)")
+    imp.add_argument("--activation", default=None, metavar="ACT",
+                     help="the nonlinearity a state dict does not store: mlp: between its layers (relu, gelu or "
+                          "identity; a comma list gives one per gap), required with two or more layers; resid_mlp: "
+                          "the hidden one (relu or gelu; default relu)")
+    imp.add_argument("--spec", default=None, metavar="SPEC",
+                     help="mlp: take the network (its layers' names and activations, decomposed layers, ground "
+                          "truth) from SPEC's target mlp { ... } and check the state dict's shapes against it, "
+                          "instead of reading the layers off the state dict with --activation")
+    imp.add_argument("--output-activation", default=None, metavar="ACT",
+                     help="mlp: an activation after the last layer (relu, gelu, identity; default none)")
     imp.add_argument("--input-range", metavar="LO,HI",
                      help="gated: the input range of x (default: read off the network's knots)")
     imp.set_defaults(func=cmd_import_target)

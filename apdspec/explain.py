@@ -79,6 +79,8 @@ def _explain(spec: LoadedSpec, key: str | None) -> list[str]:
             raise SpecError([Diagnostic(f"no field '{key}' in this spec", None, file=file,
                                         hint=unknown_key_hint(key, [lang_path(r) for r, _ in rows]))], spec.sources)
         rows = wanted
+    written = spec.state.kind  # a network that resolve() ran as another kind: its fields come from the network
+    net = spec.state.values.get("target") if written not in (None, "file", kind) else None
     out = []
     for rt, v in rows:
         leaf = leaf_at(rt, kind)
@@ -87,7 +89,10 @@ def _explain(spec: LoadedSpec, key: str | None) -> list[str]:
         else:  # an optional object that is off (decompose.topk, decompose.revive): the language's none
             text = "none" if v is None else repr(v)
         span = spec.where(rt)
-        if span is not None:
+        if net is not None and rt.startswith("target."):
+            origin = (f"the target {written} network of {net.span.file}:{net.span.line}:{net.span.column}, which is "
+                      f"a {kind} target")
+        elif span is not None:
             origin = f"{span.file}:{span.line}:{span.column}"
         elif v != _default(rt, exp):
             origin = "default, resolved for this target"

@@ -91,6 +91,14 @@ class _Attach:
     leading: dict[int, list[A.Comment]] = field(default_factory=dict)
     before_close: dict[int, list[A.Comment]] = field(default_factory=dict)
     at_end: list[A.Comment] = field(default_factory=list)
+    # comments inside a list written over several lines (a network's layers): by item
+    item_trailing: dict[int, list[A.Comment]] = field(default_factory=dict)
+    item_leading: dict[int, list[A.Comment]] = field(default_factory=dict)
+
+    def in_list(self, s: A.Stmt) -> bool:
+        """Whether a list statement carries comments between its items."""
+        return isinstance(s, A.Assign) and isinstance(s.value, A.ListValue) and any(
+            id(v) in self.item_trailing or id(v) in self.item_leading for v in s.value.items)
 
 
 def _pos(span: A.Span) -> tuple[int, int]:
@@ -114,7 +122,11 @@ def _attach(items: tuple[A.Stmt, ...], comments: tuple[A.Comment, ...]) -> _Atta
                 ends.append((_end(s.close_span), at.trailing, s))
             else:
                 ends.append((_end(s.span), at.trailing, s))
+                if isinstance(s, A.Assign) and isinstance(s.value, A.ListValue):
+                    lists.append(s.value)
+                    ends.extend((_end(v.span), at.item_trailing, v) for v in s.value.items)
 
+    lists: list[A.ListValue] = []
     collect(items)
     for c in comments:
         p = _pos(c.span)
@@ -122,6 +134,14 @@ def _attach(items: tuple[A.Stmt, ...], comments: tuple[A.Comment, ...]) -> _Atta
         if same_line:
             _, table, s = max(same_line, key=lambda e: e[0])
             table.setdefault(id(s), []).append(c)
+            continue
+        inside = next((v for v in lists if _pos(v.span) < p < _end(v.span) and v.items), None)
+        if inside is not None:  # on its own line inside a list: before the next item (or after the last)
+            nxt = next((v for v in inside.items if _end(v.span) > p), None)
+            if nxt is not None:
+                at.item_leading.setdefault(id(nxt), []).append(c)
+            else:
+                at.item_trailing.setdefault(id(inside.items[-1]), []).append(c)
             continue
         body, block = items, None
         while True:  # descend into the innermost block whose braces contain the comment
@@ -192,16 +212,27 @@ class _Printer:
             self.emit(depth, head + " {" + _trail(opened))
             self.body(s.body, depth + 1, s)
             self.emit(depth, "}" + _trail(closed))
-        elif isinstance(s, A.Assign) and isinstance(s.value, A.ListValue) and len(INDENT * depth + head) > WRAP:
-            # a long list (a big sweep axis) over several lines: the parser limits line length
+        elif isinstance(s, A.Assign) and isinstance(s.value, A.ListValue) and (
+                len(INDENT * depth + head) > WRAP or self.at.in_list(s)):
+            # a long list (a big sweep axis, a network) over several lines: the parser limits line
+            # length; a list of calls (a network's layers) or one with comments, one item per line
             self.emit(depth, ".".join(s.path) + " = [")
             line = ""
-            for item in (render_value(v) + "," for v in s.value.items):
-                if line and len(INDENT * (depth + 1) + line + " " + item) > WRAP:
+            one_each = self.at.in_list(s) or any(isinstance(v, A.Call) for v in s.value.items)
+            for v in s.value.items:
+                item = render_value(v) + ","
+                lead, trail = self.at.item_leading.get(id(v), []), self.at.item_trailing.get(id(v), [])
+                if line and (one_each or lead or len(INDENT * (depth + 1) + line + " " + item) > WRAP):
                     self.emit(depth + 1, line)
                     line = ""
+                for c in lead:
+                    self.emit(depth + 1, c.text.rstrip())
                 line = f"{line} {item}" if line else item
-            self.emit(depth + 1, line)
+                if trail:
+                    self.emit(depth + 1, line + _trail(trail))
+                    line = ""
+            if line:
+                self.emit(depth + 1, line)
             self.emit(depth, "]" + _trail(self.at.trailing.get(id(s), [])))
         else:
             self.emit(depth, head + _trail(self.at.trailing.get(id(s), [])))

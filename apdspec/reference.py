@@ -7,12 +7,13 @@ cannot drift from the code.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from .fmt import render_value
 from .schema import DATA, DECOMPOSE, EXPERIMENT, LOSSES, REPORT, TARGETS, TRAIN, Leaf, Obj
 from .unparse import _as_call, value_node
-from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, Path, PerFeature, Range, Scheduled, Str
+from .values import Bool, Enum, Float, Groups, Int, Ints, Items, Key, Kind, Names, Optional, Path, PerFeature, Range, Scheduled, Str
 
 
 def _call_title(name: str, obj: Obj) -> str:
@@ -24,7 +25,7 @@ def _tables() -> list[tuple[str, str, Obj | None]]:
     """(marker, language path shown in the title, schema) of every table; "targets" holds one table
     per target kind (so a new kind appears when the document is regenerated)."""
     out: list[tuple[str, str, Obj | None]] = [("experiment", "experiment NAME { ... }", EXPERIMENT),
-                                              ("targets", "", None),
+                                              ("targets", "", None), ("layers", "", None),
                                               ("train", "target KIND { train { ... } }", TRAIN),
                                               ("data", "data { ... }", DATA), ("decompose", "decompose { ... }", DECOMPOSE),
                                               ("loss", "decompose { loss { ... } }", LOSSES)]
@@ -52,7 +53,9 @@ def type_name(kind: Kind) -> str:
     if isinstance(kind, Groups):
         return "list of index lists"
     if isinstance(kind, Names):
-        return f"list of {kind.noun} names / `all`"
+        return f"list of {kind.noun} names" + (" / `all`" if kind.all_ok else "")
+    if isinstance(kind, Items):
+        return f"list of {kind.noun}s: " + ", ".join(f"`{n}`" for n in kind.forms)
     if isinstance(kind, Key):
         return "name"
     if isinstance(kind, Path):
@@ -117,10 +120,39 @@ def table(schema: Obj) -> str:
     return "\n".join(rows)
 
 
+def _item_tables() -> str:
+    """One table per layer call of the network vocabulary (runtime/spec/layers.py)."""
+    from runtime.spec.layers import ITEMS
+
+    from .schema import obj
+
+    out = []
+    for cls in ITEMS:
+        for name, form in cls.FORMS.items():
+            if form.fixed and not (form.positional or form.keywords):
+                continue  # the bare activations: listed with their class below
+            args = list(form.positional) + [f"{k} = ..." for k in form.keywords if k not in form.positional]
+            node = obj(cls, (cls.__doc__ or "").strip())
+            fields = {k: v for k, v in node.fields.items() if k not in form.fixed}
+            out.append(f"**`{name}({', '.join(args)})`**: {node.doc}\n\n"
+                       + table(dataclasses.replace(node, fields=fields)))
+        bare = [n for n, f in cls.FORMS.items() if f.fixed and not (f.positional or f.keywords)]
+        if bare:
+            out.append(f"**{' / '.join(f'`{n}`' for n in bare)}**: {(cls.__doc__ or '').strip()}")
+    return "\n\n".join(out)
+
+
 def tables() -> dict[str, str]:
     out = {marker: f"**`{title}`**\n\n" + table(schema) for marker, title, schema in TABLES if schema is not None}
-    out["targets"] = "\n\n".join(f"**`target {kind} {{ ... }}`**: {node.doc}\n\n" + table(node)
-                                   for kind, node in TARGETS.items() if kind != "file")
+    out["layers"] = _item_tables()
+    parts = []
+    for kind, node in TARGETS.items():
+        if kind == "file":
+            continue
+        parts.append(f"**`target {kind} {{ ... }}`**: {node.doc}\n\n" + table(node))
+        parts += [f"**`target {kind} {{ {name} {{ ... }} }}`**: {sub.doc}\n\n" + table(sub)
+                  for name, sub in node.fields.items() if isinstance(sub, Obj) and sub.rt is None]
+    out["targets"] = "\n\n".join(parts)
     return out
 
 

@@ -21,7 +21,7 @@ from runtime import spec as S
 from runtime.spec.fields import Form  # noqa: F401  (re-exported: the language's call forms)
 from runtime.spec.knots import Knots
 
-from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, Path, PerFeature, Range, Scheduled, Str
+from .values import Bool, Enum, Float, Groups, Int, Ints, Items, Key, Kind, Names, Optional, Path, PerFeature, Range, Scheduled, Str
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,11 @@ def _dataclass_in(hint: Any) -> tuple[type | None, bool]:
 
 def _kind(hint: Any, meta: dict) -> Kind:
     """The language value kind of a field's type and metadata."""
-    if meta.get("names"):  # `all` (None) or a list of names
-        registry = {"metric": lambda: S.METRICS, "plot": lambda: S.PLOTS}[meta["names"]]
-        return Names(registry, meta["names"])
+    if meta.get("items"):  # a list of calls, each building one of these classes (a network's layers)
+        return items_kind(meta["items"])
+    if meta.get("names"):  # `all` (None, where the field is optional) or a list of names
+        registry = {"metric": lambda: S.METRICS, "plot": lambda: S.PLOTS, "layer": lambda: None}[meta["names"]]
+        return Names(registry, meta["names"], all_ok=type(None) in typing.get_args(hint))
     args = typing.get_args(hint)
     if type(None) in args:
         rest = tuple(a for a in args if a is not type(None))
@@ -79,6 +81,8 @@ def _kind(hint: Any, meta: dict) -> Kind:
         return Scheduled(Float(meta.get("max"), meta.get("why", "")))
     if meta.get("key") == "paper":
         return Key(_paper_keys, "paper experiment")
+    if meta.get("key") == "layer":
+        return Key(noun="layer")
     if hint is bool:
         return Bool()
     if hint is int:
@@ -98,6 +102,18 @@ def _kind(hint: Any, meta: dict) -> Kind:
             return Ints()
         return Range(meta.get("style", "list"))
     raise TypeError(f"no language value kind for {hint!r}")
+
+
+def items_kind(classes: tuple[type, ...]) -> Items:
+    """The Items kind of a list whose items are calls of `classes` (their FORMS), each argument
+    typed by its field."""
+    forms = {}
+    for cls in classes:
+        hints = _hints(cls)
+        kinds = {f.name: _kind(hints[f.name], dict(f.metadata)) for f in dataclasses.fields(cls) if f.init}
+        for name, form in cls.FORMS.items():
+            forms[name] = (cls, form, kinds)
+    return Items(forms, "layer", "linear(fc1, 8), relu, linear(fc2)")
 
 
 def _paper_keys():

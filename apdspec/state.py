@@ -50,11 +50,12 @@ class State:
     header: A.Span | None = None
     broken: bool = False  # a file could not be read or parsed: skip whole-spec checks
     target_failed: bool = False  # a target block was reported already: no "missing target" too
+    parts: dict[str, A.Span] = field(default_factory=dict)  # "target.network[2].tied" -> span inside a value
 
     def copy(self) -> "State":
         return State(dict(self.values), dict(self.blocks), list(self.expects), dict(self.axes),
                      dict(self.axis_values), self.groups, Env(dict(self.env.consts)), self.name, self.header,
-                     self.broken, self.target_failed)
+                     self.broken, self.target_failed, dict(self.parts))
 
     @property
     def kind(self) -> str | None:
@@ -64,6 +65,8 @@ class State:
     def set(self, path: str, value: Any, span: A.Span) -> None:
         for k in [k for k in self.values if k.startswith(path + ".")]:
             del self.values[k]
+        for k in [k for k in self.parts if k.startswith(path + "[") or k.startswith(path + ".")]:
+            del self.parts[k]
         for p in prefixes(path)[1:]:  # setting a field of a none object brings the object back
             s = self.values.get(p)
             if s is not None and s.value is NONE:

@@ -77,8 +77,17 @@ def _size(n: float, unit: str) -> str:
     return f"{n:.3g} E{unit}"
 
 
-def summary_lines(exp: S.Experiment) -> list[str]:
-    """Indented `key  value` lines describing a resolved experiment."""
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:,.3g} TiB"
+
+
+def summary_lines(exp: S.Experiment, written_as: str | None = None) -> list[str]:
+    """Indented `key  value` lines describing a resolved experiment; `written_as`: the target kind
+    the spec names (a network that resolve() found to be an existing kind says so)."""
     d = exp.decompose
     method = S.method_spec(d.method)
     try:
@@ -92,6 +101,12 @@ def summary_lines(exp: S.Experiment) -> list[str]:
         rows.append(("target", f"file {exp.target.path} (architecture read at run time)"))
     else:
         rows.append(("target", _file_line(exp) + kind.describe(arch)))
+        if written_as not in (None, "file", arch.kind):
+            rows.append(("network", f"written as target {written_as}, it is a {kind.label(arch)}: it runs as target "
+                                    f"{arch.kind} (that kind's init, training and fast kernels)"))
+        note = kind.truth_note(arch)
+        if note:
+            rows.append(("truth", note))
         if exp.train is not None:
             rows.append(("train", f"{exp.train.steps:,} steps, batch {exp.train.batch:,}, "
                                   f"{exp.train.optimizer.name} lr {exp.train.optimizer.lr:g} {_schedule(exp.train.schedule)}"))

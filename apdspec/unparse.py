@@ -20,7 +20,7 @@ from .fmt import render_file
 from .parser import parse_number
 from .schema import EXPERIMENT, TARGETS, TRAIN, Leaf, Obj
 from .state import lang_path
-from .values import Bool, Enum, Float, Groups, Int, Ints, Key, Kind, Names, Optional, PerFeature, Range, Scheduled, Str
+from .values import Bool, Enum, Float, Groups, Int, Ints, Items, Key, Kind, Names, Optional, PerFeature, Range, Scheduled, Str
 
 W = A.NOWHERE
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -74,7 +74,7 @@ def value_node(kind: Kind, v: Any, percent: bool = False) -> A.Value:
     if isinstance(kind, Str):
         return _string(v)
     if isinstance(kind, Key):
-        return _ident(v) if _NAME.fullmatch(v) and v not in _RESERVED_VALUES else _string(v)
+        return _name(v)
     if isinstance(kind, Range):
         lo, hi = (_num(float(x)) for x in v)
         if kind.style == "uniform":
@@ -83,13 +83,15 @@ def value_node(kind: Kind, v: Any, percent: bool = False) -> A.Value:
     if isinstance(kind, Groups):
         return A.ListValue(W, tuple(A.ListValue(W, tuple(_num(int(i)) for i in g)) for g in v))
     if isinstance(kind, Names):
-        return _ident("all") if v is None else A.ListValue(W, tuple(_ident(n) for n in v))
+        return _ident("all") if v is None else A.ListValue(W, tuple(_name(n) for n in v))
     if isinstance(kind, Ints):
         return A.ListValue(W, tuple(_num(int(i)) for i in v))
     if isinstance(kind, Scheduled):
         return _schedule(v) if isinstance(v, Knots) else value_node(kind.inner, v, percent)
     if isinstance(kind, PerFeature):
         return _per_feature(v)
+    if isinstance(kind, Items):
+        return A.ListValue(W, tuple(_item(kind, item) for item in v))
     raise TypeError(f"no syntax for {kind!r}")
 
 
@@ -114,6 +116,30 @@ def _per_feature(v: Any) -> A.Value:
         args += [A.Arg(W, kw, W, _num(float(getattr(v, f)))) for kw, f in form.keywords.items()]
         return A.Call(W, v.shape, W, tuple(args))
     return _num(float(v))
+
+
+def _name(v: str) -> A.Value:
+    """A name as a bare word where it is one, else as a string ("layers.0.W_in", "fc*")."""
+    return _ident(v) if _NAME.fullmatch(v) and v not in _RESERVED_VALUES else _string(v)
+
+
+def _item(kind: Items, item: Any) -> A.Value:
+    """One item of an Items list as its call: the form whose fixed fields it has, positional
+    arguments up to the last one that is not at its default (the required ones always), then the
+    keywords that differ from the defaults."""
+    for name, (cls, form, kinds) in kind.forms.items():
+        if type(item) is not cls or any(getattr(item, f) != v for f, v in form.fixed.items()):
+            continue
+        fresh = cls()
+        pos = list(form.positional)
+        while len(pos) > form.required and getattr(item, pos[-1]) == getattr(fresh, pos[-1]):
+            pos.pop()
+        args = [A.Arg(W, None, None, value_node(kinds[f], getattr(item, f))) for f in pos]
+        for kw, f in form.keywords.items():
+            if f not in pos and getattr(item, f) != getattr(fresh, f):
+                args.append(A.Arg(W, kw, W, value_node(kinds[f], getattr(item, f))))
+        return A.Call(W, name, W, tuple(args)) if args else _ident(name)
+    raise TypeError(f"no call writes {item!r}")
 
 
 def _assign(path: str, value: A.Value) -> A.Assign:

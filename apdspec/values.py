@@ -187,7 +187,9 @@ class Bool(Kind):
         node = env.deref(node)
         if isinstance(node, A.Ident) and node.name in ("true", "false"):
             return node.name == "true"
-        raise Bad(node.span, f"expected true or false for '{{key}}', got {describe(node)}")
+        near = did_you_mean(node.name, ("true", "false")) if isinstance(node, A.Ident) else None
+        raise Bad(node.span, f"expected true or false for '{{key}}', got {describe(node)}",
+                  f"did you mean '{near}'?" if near else "")
 
 
 class Enum(Kind):
@@ -342,20 +344,27 @@ class Groups(Kind):
 
 
 class Names(Kind):
-    """A list of names from a registry (metrics, plots); `all` means every applicable one (None)."""
+    """A list of names from a registry (metrics, plots); `all` means every applicable one (None).
+    Without a registry (`registry` returns None) the names are free: bare names or strings (the
+    layers of a network, checked by the runtime against it), and `all` only where `all_ok`."""
 
-    def __init__(self, registry: Callable[[], Iterable[str]], noun: str):
+    def __init__(self, registry: Callable[[], Iterable[str] | None], noun: str, all_ok: bool = True):
         self.registry = registry
         self.noun = noun
-        self.what = f"a list of {noun}s, or all"
+        self.all_ok = all_ok
+        self.what = f"a list of {noun}s" + (", or all" if all_ok else "")
 
     def coerce(self, node, env):
         node = env.deref(node)
-        if isinstance(node, A.Ident) and node.name == "all":
+        if isinstance(node, A.Ident) and node.name == "all" and self.all_ok:
             return None
         if not isinstance(node, A.ListValue):
-            raise Bad(node.span, f"expected a list of {self.noun}s such as [a, b], or all, for '{{key}}', got {describe(node)}")
-        known = tuple(self.registry())
+            alt = ", or all," if self.all_ok else ""
+            raise Bad(node.span, f"expected a list of {self.noun}s such as [a, b]{alt} for '{{key}}', got {describe(node)}")
+        known = self.registry()
+        if known is None:
+            return tuple(Key().coerce(item, env) for item in node.items)
+        known = tuple(known)
         out = []
         for item in node.items:
             item = env.deref(item)
@@ -394,6 +403,125 @@ class Key(Kind):
             raise Bad(node.span, f"unknown {self.noun} '{value}'",
                       f"did you mean '{near}'?" if near else "known: " + ", ".join(known) + ", or none")
         return value
+
+
+class Items(Kind):
+    """A list of calls, each building one of several dataclasses by its call forms (the layers of a
+    network: [linear(fc1, 8), relu, linear(fc2)]); a bare name is a call without arguments.
+    `forms`: call name -> (class, Form, field name -> Kind of that field)."""
+
+    def __init__(self, forms: dict[str, tuple[type, Any, dict[str, Kind]]], noun: str = "item", example: str = ""):
+        self.forms = forms
+        self.noun = noun
+        self.example = example
+        self.what = f"a list of {noun}s"
+
+    def _call(self, item: A.Value, env: Env) -> A.Call:
+        item = env.deref(item)
+        if isinstance(item, A.Ident):
+            item = A.Call(item.span, item.name, item.span, ())
+        if not isinstance(item, A.Call):
+            raise Bad(item.span, f"expected a {self.noun} such as {self.example}, got {describe(item)}")
+        if item.name not in self.forms:
+            near = did_you_mean(item.name, self.forms)
+            raise Bad(item.name_span, f"unknown {self.noun} '{item.name}'",
+                      f"did you mean '{near}'?" if near else "one of: " + self.names())
+        return item
+
+    def names(self) -> str:
+        return ", ".join(f"{n}(...)" if (f.positional or f.keywords) else n for n, (_, f, _) in self.forms.items())
+
+    def coerce(self, node, env):
+        node = env.deref(node)
+        if not isinstance(node, A.ListValue):
+            raise Bad(node.span, f"expected a list of {self.noun}s such as [{self.example}] for '{{key}}', "
+                                 f"got {describe(node)}")
+        return tuple(self.build(self._call(item, env), env) for item in node.items)
+
+    def build(self, call: A.Call, env: Env) -> Any:
+        cls, form, kinds = self.forms[call.name]
+        values = dict(form.fixed)
+        given: set[str] = set()
+        n_pos = 0
+        for arg in call.args:
+            if arg.name is None:
+                if n_pos >= len(form.positional):
+                    n = len(form.positional)
+                    raise Bad(arg.span, f"too many arguments to {call.name}(): it takes {n} positional argument"
+                                        f"{'' if n == 1 else 's'}", self.usage(call.name))
+                fname = form.positional[n_pos]
+                n_pos += 1
+            else:
+                if arg.name not in form.keywords:
+                    near = did_you_mean(arg.name, form.keywords)
+                    raise Bad(arg.name_span, f"unknown argument '{arg.name}' to {call.name}()",
+                              f"did you mean '{near}'?" if near else self.usage(call.name))
+                fname = form.keywords[arg.name]
+            if fname in given:
+                raise Bad(arg.span, f"argument '{arg.name or fname}' given twice to {call.name}()")
+            given.add(fname)
+            try:
+                values[fname] = kinds[fname].coerce(arg.value, env)
+            except Bad as e:
+                if e.span is None:
+                    raise
+                raise Bad(e.span, e.message.replace("{key}", fname), e.hint) from None
+        if n_pos < form.required:
+            raise Bad(call.span, f"{call.name}() needs {form.required} argument{'' if form.required == 1 else 's'}",
+                      self.usage(call.name))
+        return cls(**values)
+
+    def usage(self, name: str) -> str:
+        _, form, _ = self.forms[name]
+        parts = list(form.positional) + [f"{k} = ..." for k in form.keywords if k not in form.positional]
+        return f"write {name}({', '.join(parts)})"
+
+    def parts(self, node: A.Value, env: Env, prefix: str) -> dict[str, A.Span]:
+        """Runtime sub-path -> span: `prefix[i]` of every item and `prefix[i].field` of every
+        argument (recursively into nested lists), so that a problem the runtime finds with one
+        layer points at it."""
+        out: dict[str, A.Span] = {}
+        node = env.deref(node)
+        if not isinstance(node, A.ListValue):
+            return out
+        for i, item in enumerate(node.items):
+            try:
+                call = self._call(item, env)
+            except Bad:
+                continue
+            where = f"{prefix}[{i}]"
+            out[where] = call.span
+            _, form, kinds = self.forms[call.name]
+            n_pos = 0
+            for arg in call.args:
+                if arg.name is None:
+                    if n_pos >= len(form.positional):
+                        continue
+                    fname, n_pos = form.positional[n_pos], n_pos + 1
+                else:
+                    fname = form.keywords.get(arg.name)
+                    if fname is None:
+                        continue
+                out[f"{where}.{fname}"] = arg.value.span
+                inner = kinds.get(fname)
+                if isinstance(inner, Items):
+                    out.update(inner.parts(arg.value, env, f"{where}.{fname}"))
+        return out
+
+
+def value_parts(kind: Kind, node: A.Value, env: Env, prefix: str) -> dict[str, A.Span]:
+    """The spans of a list value's items (and of a layer's arguments) by runtime sub-path."""
+    if isinstance(kind, Optional):
+        kind = kind.inner
+    if isinstance(kind, Items):
+        return kind.parts(node, env, prefix)
+    try:
+        node = env.deref(node)
+    except Bad:
+        return {}
+    if isinstance(node, A.ListValue) and isinstance(kind, (Names, Groups)):
+        return {f"{prefix}[{i}]": item.span for i, item in enumerate(node.items)}
+    return {}
 
 
 class Ints(Kind):

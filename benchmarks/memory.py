@@ -37,7 +37,7 @@ CASES = [
     ("specs/resid_mlp_2l.apd", TRAINED),
     ("specs/gated.apd", []),
     ("specs/deep_linear.apd", TRAINED),
-    ("specs/spd_quickstart.apd", TRAINED),
+    ("specs/spd_smoke.apd", TRAINED),
     ("specs/spd_tms_40_10_laptop.apd", TRAINED),
     ("specs/spd_resid_mlp_1l.apd", TRAINED),
     ("specs/spd_tms_5_2_robust.apd", TRAINED),

@@ -193,7 +193,7 @@ class RunAnalysis:
             known = model.true_labels(arch, self.extras, np.zeros((self.I, 0, n_inputs(arch)))) is not None
             return ((lambda x: model.true_labels(arch, self.extras, x)), False) if known else (None, True)
         train = self.exp.train or saved_training(self.exp)
-        assumed = train is None and kind.labels[0] != "identity"
+        assumed = train is None and kind.labels != ("identity",)  # a kind with other labels: unknown
         if train is None:
             train = Training(labels=kind.labels[0])
         coeffs = label_coefficients(arch, train, self.I)
@@ -372,7 +372,7 @@ class RunAnalysis:
         passes in float64 (EVAL_SHARE of the method engine's `sample_floats`), the one-hot probes
         (features x features inputs, through the same passes), and the dense weights of every
         component (`matrix_weights`), and the evaluation adversary's gradient pass over one batch
-        (all of a training step's `sample_floats`, in float64)."""
+        (twice an evaluation batch: the pass and its gradient)."""
         from ..engine.memory import Part, itemsize
         from ..engine.registry import engine_of
 
@@ -387,7 +387,7 @@ class RunAnalysis:
                 Part("dense weights of every component, in float64", dense_weight_bytes(exp, arch), phases),
                 # report.adversary's attack (adv_recon, ...) takes gradients through one batch's passes
                 Part("the evaluation adversary's gradient pass over one batch, in float64",
-                     8 * I * B * engine_of(exp.decompose.method).sample_floats(exp, arch), phases)]
+                     2 * 8 * I * B * floats, phases)]
 
 
 def dense_weight_bytes(exp: Any, arch: Any) -> float:

@@ -22,7 +22,15 @@ from ..spec import METHODS, METRICS, applies
 # the slices register theirs (runtime/targets/<kind>/analysis.py, runtime/methods/<method>/analysis.py)
 COMPUTED: dict[str, Callable[[Any], Any]] = {
     "target_loss": lambda an: an.target_loss(),
+    "dense_share": lambda an: _dense(an)["share"],
+    "dense_error": lambda an: _dense(an)["error"],
 }
+
+
+def _dense(an: Any) -> dict:
+    from .dense import measures
+
+    return measures(an)
 
 
 def loss_metrics() -> set[str]:

@@ -25,7 +25,7 @@ import numpy as np
 from ..analysis.diagnostics import METHOD_DIAGNOSTICS, diagnose, weight_scale
 from ..analysis.expectations import choice_against_expectations, describe
 from ..spec.paper import PaperResult, lookup
-from ..spec import METRICS, PLOTS, Experiment, from_dict, method_spec
+from ..spec import METRICS, PLOTS, Experiment, architecture, from_dict, kind_spec, method_spec
 from ..store.rundir import write_text
 
 # ------------------------------------------------------------------------------------------
@@ -359,6 +359,15 @@ def diagnostics_of(run_dir: str, summary: dict, result: Any) -> list[tuple[str, 
                            result.expectations or [], summary.get("status") or result.status)
 
 
+def _truth_note(result: Any, exp: Experiment | None) -> str | None:
+    """What the target's kind says of its ground truth (e.g. that a network states none)."""
+    try:
+        arch = result.arch if result is not None else architecture(exp) if exp is not None else None
+        return kind_spec(arch.kind).truth_note(arch) if arch is not None else None
+    except Exception:  # an unreadable target file: the report says so elsewhere
+        return None
+
+
 def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | None, plot_paths: dict,
                    plot_errors: dict, load_error: str | None) -> tuple[str, list[Section]]:
     """(title, sections) of the report."""
@@ -383,6 +392,9 @@ def build_document(run_dir: str, summary: dict, result: Any, exp: Experiment | N
     if exp is not None and exp.report.smoke:
         head.blocks.append(_p("**A smoke run**: it checks that everything runs end to end; its numbers are not a result "
                               "(the problems below do not fail it)."))
+    note = _truth_note(result, exp)
+    if note:
+        head.blocks.append(_p(note))
     if paper is not None:
         head.blocks.append(_p(f"Reproduces: {paper.title} ({paper.source})."))
     if summary.get("error"):

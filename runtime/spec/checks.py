@@ -17,7 +17,7 @@ from . import data_file, per_feature
 from .issues import Issue, SpecValidationError  # noqa: F401  (public here too)
 from .experiment import DATA_MODES, ENDING, MAX_LAYERS, SCHEDULES, Experiment, FileTarget, Optimizer, Schedule, Target
 from .knots import Knots
-from .registry import METRICS, PLOTS, UnknownKind, applies, kind_spec, kinds_of, method_spec
+from .registry import METRICS, PLOTS, UnknownKind, applies, kind_spec, kinds_of, method_spec, unmet
 from .serial import target_from_dict
 from .target_file import read_target_meta, target_replicates
 
@@ -44,6 +44,8 @@ def resolve(exp: Experiment) -> Experiment:
         method = method_spec(exp.decompose.method)
     except (OSError, KeyError, ValueError, TypeError):
         return exp  # validate() reports the unreadable file or the unknown kind / method
+    if not isinstance(exp.target, FileTarget):
+        exp, arch, kind = _equivalent(exp, arch, kind)
     data = exp.data
     if data.values is None:
         data = dataclasses.replace(data, values=kind.default_values(arch))
@@ -67,12 +69,26 @@ def resolve(exp: Experiment) -> Experiment:
     dec = method.resolve(dec, arch, kind)
     report = exp.report
     if report.metrics is None:
-        report = dataclasses.replace(report, metrics=tuple(k for k in METRICS if applies(k, arch.kind, dec.method)))
+        report = dataclasses.replace(report, metrics=tuple(k for k in METRICS if applies(k, arch.kind, dec.method)
+                                                           and unmet(k, arch) is None))
     if report.plots is None:
         report = dataclasses.replace(report, plots=tuple(
             k for k, p in PLOTS.items()
             if applies(k, arch.kind, dec.method, "plots") and (p.requires is None or p.requires(arch) is None)))
     return dataclasses.replace(exp, data=data, train=train, decompose=dec, report=report)
+
+
+def _equivalent(exp: Experiment, arch: Target, kind: Any) -> tuple[Experiment, Target, Any]:
+    """The experiment with its target swapped for an equivalent one of a faster kind (a network
+    in the layer vocabulary that is a TMS runs as the tms kind), when that kind accepts its labels."""
+    other = kind.equivalent(arch)
+    if other is None:
+        return exp, arch, kind
+    other_kind = kind_spec(other.kind)
+    labels = exp.train.labels if exp.train is not None else None
+    if labels is not None and labels not in other_kind.labels:
+        return exp, arch, kind
+    return dataclasses.replace(exp, target=other), other, other_kind
 
 
 def in_choices(path: str, value: Any, choices: tuple[str, ...], issues: list[Issue]) -> None:
@@ -367,11 +383,18 @@ def unreachable(e: Any, exp: Experiment, arch: Target) -> str | None:
     return f"'{e.metric} {e.op} {v:g}' cannot hold: {e.metric} lies in [{lows}, {highs}] here ({why})"
 
 
+def _requirement(name: str, arch: Target, path: str, issues: list[Issue]) -> None:
+    why = unmet(name, arch)
+    if why is not None:
+        issues.append(Issue(path, f"metric {name!r}: {why[0]}", also=why[1]))
+
+
 def _report_issues(exp: Experiment, arch: Target, issues: list[Issue]) -> None:
     rp = exp.report
     kind, method = arch.kind, exp.decompose.method
     for name in rp.metrics or ():
-        _applicability(name, "metrics", kind, method, "report.metrics", "metric", issues)
+        if _applicability(name, "metrics", kind, method, "report.metrics", "metric", issues):
+            _requirement(name, arch, "report.metrics", issues)
     for name in rp.plots or ():
         if _applicability(name, "plots", kind, method, "report.plots", "plot", issues):
             plot = PLOTS[name]
@@ -381,6 +404,8 @@ def _report_issues(exp: Experiment, arch: Target, issues: list[Issue]) -> None:
     for i, e in enumerate(rp.expect):
         path = f"report.expect[{i}]"
         applies_here = _applicability(e.metric, "metrics", kind, method, path, "metric", issues)
+        if applies_here:
+            _requirement(e.metric, arch, path, issues)
         in_choices(path, e.op, (">=", "<=", ">", "<", "=="), issues)
         in_choices(path, e.reduce, ("all", "mean", "min", "max", "median"), issues)
         if e.at_least is not None and e.at_least > exp.replicates:

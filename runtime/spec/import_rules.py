@@ -22,6 +22,12 @@ class ImportRules:
     zero: dict[str, str] = field(default_factory=dict)  # source name -> why it must be zero (checked, dropped)
     derived: dict[str, tuple[str, Callable[[dict], np.ndarray]]] = field(default_factory=dict)
     # apdspec name -> (what it becomes when the source lacks it, how: arrays -> array)
+    function: str = ""  # what the kind computes, for refusing a state dict of another function
+    rename: Callable[[str], str | None] | None = None  # source name -> apdspec name, for kinds whose names are
+    # free (a network's layers); `names` then only documents the patterns
+
+
+LINEAR_ENTRY = re.compile(r".+\.(weight|bias)")  # nn.Linear-style state-dict names: fc1.weight, 0.bias
 
 
 def layer_count(params: dict, prefix: str, suffix: str) -> int:

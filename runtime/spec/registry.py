@@ -128,6 +128,20 @@ class KindSpec:
         """Rough seconds for metrics, plots, report and process start (`apdspec check`'s estimate)."""
         return 3.0
 
+    def equivalent(self, arch: Any) -> Any:
+        """An equivalent target of another kind that runs this architecture faster (a network
+        written in the layer vocabulary that is a TMS), or None; resolve() swaps it in."""
+        return None
+
+    def dense_matrices(self, arch: Any) -> tuple[str, ...]:
+        """Decomposed matrices that are one mechanism by design (a frozen identity): the generic
+        dense_share / dense_error metrics measure them."""
+        return ()
+
+    def truth_note(self, arch: Any) -> str | None:
+        """What the report says of the target's ground truth (None: its metrics say it)."""
+        return None
+
     def describe(self, arch: Any) -> str:
         """One line for `apdspec check`."""
         fields = ", ".join(f"{f.name} = {getattr(arch, f.name)}" for f in dataclasses.fields(arch) if f.init)
@@ -199,9 +213,10 @@ Bounds = Callable[[Any, Any], "tuple[float | None, float | None, str]"]
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric the runtime can report: where it applies (None: every kind / method), and
+    """A metric the runtime can report: where it applies (None: every kind / method);
     `bounds(exp, arch)` -> (lowest, highest, why): the values it can take in that experiment (None:
-    unbounded), so that the checker can refuse an expectation that cannot hold."""
+    unbounded), so that the checker can refuse an expectation that cannot hold; `requires(arch)`
+    says why it cannot be computed for that architecture, as Plot.requires does, or None."""
 
     name: str
     doc: str
@@ -209,6 +224,7 @@ class Metric:
     methods: tuple[str, ...] | None = None
     importance: str | None = None  # only methods with this MethodSpec.importance (None: any)
     bounds: Bounds | None = None
+    requires: Callable[[Any], tuple[str, tuple[str, ...]] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -251,17 +267,18 @@ def method_spec(method: str) -> MethodSpec:
 
 def declare_metric(name: str, doc: str, kinds: tuple[str, ...] | None = None,
                    methods: tuple[str, ...] | None = None, importance: str | None = None,
-                   bounds: Bounds | None = None) -> None:
+                   bounds: Bounds | None = None,
+                   requires: Callable[[Any], tuple[str, tuple[str, ...]] | None] | None = None) -> None:
     """Declare a metric; a second declaration of the same name adds its methods (a loss term several
     methods share) or its kinds (a ground-truth metric several kinds define) to the first."""
     old = METRICS.get(name)
     if old is not None and old.methods is not None and methods is not None:
         methods = old.methods + tuple(m for m in methods if m not in old.methods)
-        doc, kinds, bounds = old.doc, old.kinds, bounds or old.bounds
+        doc, kinds, bounds, requires = old.doc, old.kinds, bounds or old.bounds, requires or old.requires
     elif old is not None and old.kinds is not None and kinds is not None:
         kinds = old.kinds + tuple(k for k in kinds if k not in old.kinds)
-        doc, bounds = old.doc, bounds or old.bounds
-    METRICS[name] = Metric(name, doc, kinds, methods, importance, bounds)
+        doc, bounds, requires = old.doc, bounds or old.bounds, requires or old.requires
+    METRICS[name] = Metric(name, doc, kinds, methods, importance, bounds, requires)
 
 
 def count_of(what: str, n: Callable[[Any, Any], int]) -> Bounds:
@@ -277,6 +294,12 @@ def cosine(exp: Any, arch: Any) -> tuple[float, float, str]:
 def non_negative(exp: Any, arch: Any) -> tuple[float, None, str]:
     """Bounds of a loss, a norm ratio or a count without a known limit."""
     return 0.0, None, "it is never negative"
+
+
+def unmet(name: str, arch: Any, table: str = "metrics") -> tuple[str, tuple[str, ...]] | None:
+    """Why metric (plot) `name` cannot be computed for architecture `arch`, or None."""
+    entry = (METRICS if table == "metrics" else PLOTS).get(name)
+    return entry.requires(arch) if entry is not None and entry.requires is not None else None
 
 
 def declare_plot(name: str, doc: str, kinds: tuple[str, ...] | None = None, methods: tuple[str, ...] | None = None,
@@ -304,7 +327,14 @@ def declare_ci_truth_metrics(kind: str, dense: bool = False) -> None:
         declare_metric("dense_ci_error", "errors of the causal importances on one-hot probes against 'k subcomponents "
                                          "carry the matrix together' (k = the kind's block size: each of the k largest "
                                          "columns needs an entry >= 0.9, any other entry > 0.1 is an error), summed over "
-                                         "the kind's dense blocks; 0 = the ground truth", kinds=(kind,), importance="causal")
+                                         "the kind's dense blocks; 0 = the ground truth", kinds=(kind,), importance="causal",
+                       requires=_has_dense_truth)
+
+
+def _has_dense_truth(arch: Any):
+    if not any(t.form == "dense" for t in kind_spec(arch.kind).ci_truth(arch)):
+        return "the target states no dense block of causal importance (e.g. a frozen identity)", ("target",)
+    return None
 
 
 def applies(name: str, kind: str, method: str, table: str = "metrics") -> bool:
@@ -369,3 +399,17 @@ declare_metric("adv_recon", "output MSE vs the target under the evaluation adver
 declare_metric("clean_recon", "output MSE vs the target with the masks at the importances (sources 0) on the "
                               "adversary's eval batches (APD: the top-k model; SPD, VPD: the CI-masked model)")
 declare_metric("stoch_recon", "output MSE vs the target with uniform random sources on the adversary's eval batches")
+
+
+# Matrices that are one mechanism by design (KindSpec.dense_matrices: a frozen identity), for every method.
+def _has_dense(arch: Any):
+    if not kind_spec(arch.kind).dense_matrices(arch):
+        return "the target has no matrix that is one mechanism by design (a frozen identity)", ("target",)
+    return None
+
+
+declare_metric("dense_share", "per matrix that is one mechanism by design (a frozen identity), the share of its "
+                              "components' squared norm in the fewest components that can hold it (rank / component "
+                              "rank): 1 when it is one mechanism; mean over those matrices", requires=_has_dense)
+declare_metric("dense_error", "||sum of those fewest components - W||_F / ||W||_F per such matrix, mean: 0 when they "
+                              "are the whole matrix", requires=_has_dense)

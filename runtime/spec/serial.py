@@ -54,6 +54,11 @@ def nested_class(cls: type, name: str) -> type | None:
     return None
 
 
+def _field_meta(cls: type, name: str) -> dict:
+    f = cls.__dataclass_fields__.get(name) if dataclasses.is_dataclass(cls) else None
+    return dict(f.metadata) if f is not None else {}
+
+
 def _build(cls: type, d: dict) -> Any:
     init = {f.name for f in dataclasses.fields(cls) if f.init}
     kwargs = {k: _coerce(cls, k, v) for k, v in d.items() if k in init}
@@ -73,6 +78,10 @@ def _coerce(cls: type, name: str, v: Any) -> Any:
         return tuple(_build(Expectation, e) for e in v)
     if issubclass(cls, Sweep) and name == "axes":
         return tuple(SweepAxis(a["path"], tuple(a["values"]), a.get("group")) for a in v)
+    if isinstance(v, list) and _field_meta(cls, name).get("items"):
+        from .layers import as_items
+
+        return as_items(v)
     sub = nested_class(cls, name)
     if sub is not None and isinstance(v, dict):
         return _build(sub, v)

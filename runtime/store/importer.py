@@ -27,7 +27,7 @@ import re
 import numpy as np
 
 from ..spec import KINDS, Target
-from ..spec.import_rules import ImportRules
+from ..spec.import_rules import LINEAR_ENTRY, ImportRules
 from ..spec.target_file import META_KEY, stored_replicates
 from .files import load_npz, save_target
 
@@ -52,7 +52,7 @@ class TargetImportError(ValueError):
 
 def _is_matrix(name: str) -> bool:
     """Whether an apdspec entry is a weight matrix (transposed in the torch layout)."""
-    return not (name == "b" or ".b_" in name)
+    return not (name == "b" or ".b_" in name or name.endswith(".bias"))
 
 
 def _pattern(alias: str) -> re.Pattern:
@@ -96,8 +96,8 @@ def _rename(arrays: dict[str, np.ndarray], kind: str, ignore: tuple[str, ...]) -
             renames.append((name, "", "ignored"))
             continue
         a = np.asarray(a)
-        target = None
-        for dst, aliases in r.names.items():
+        target = r.rename(name) if r.rename is not None else None
+        for dst, aliases in ({} if r.rename is not None else r.names).items():
             for alias in aliases:
                 l = _match(alias, name)
                 if l is not None:
@@ -123,6 +123,12 @@ def _rename(arrays: dict[str, np.ndarray], kind: str, ignore: tuple[str, ...]) -
         out[target], source_of[target] = a, name
         renames.append((name, target, ""))
     if unknown:
+        if r.function and all(LINEAR_ENTRY.fullmatch(n) for n in unknown) and not out:
+            raise TargetImportError(
+                f"{', '.join(repr(n) for n in unknown[:4])}{', ...' if len(unknown) > 4 else ''} are the layers of a "
+                f"network of nn.Linear layers; a {kind} target computes {r.function}, which is not that network's "
+                "function, so it is not imported as one: import it as what it is, --kind mlp --activation relu (the "
+                "activations between its layers; gelu, identity, or a comma list, one per gap)")
         raise TargetImportError(f"no {kind} parameter is named {', '.join(repr(n) for n in unknown)}; known names: "
                            f"{', '.join(known_names(kind))} (skip an entry with --ignore NAME)")
     if not out:
@@ -146,7 +152,7 @@ def _candidate(params: dict, kind: str, layout: str, options: dict) -> tuple[Tar
             except KeyError:
                 pass  # what it is derived from is missing too: the architecture says so
     try:
-        arch = r.arch(p, options)
+        arch = options["arch"] if options.get("arch") is not None else r.arch(p, options)
     except ValueError as e:
         raise TargetImportError(str(e)) from None
     try:
@@ -157,17 +163,22 @@ def _candidate(params: dict, kind: str, layout: str, options: dict) -> tuple[Tar
 
 
 def import_arrays(arrays: dict[str, np.ndarray], kind: str, layout: str = "auto", ignore: tuple[str, ...] = (),
-                  activation: str | None = None, input_range: tuple[float, float] | None = None) -> Imported:
-    """Rename, orient and check a state dict's arrays as an apdspec target of `kind`.
+                  activation: str | None = None, input_range: tuple[float, float] | None = None,
+                  output_activation: str | None = None, arch: Target | None = None) -> Imported:
+    """Rename, orient and check a state dict's arrays as an apdspec target of `kind`; with `arch`
+    (a network declared in a spec), as that architecture: its shapes are checked, not read off.
 
     Raises TargetImportError (a ValueError) naming the entry and what is wrong."""
     rules(kind)  # an unknown kind is an error naming the known ones
+    if arch is not None and arch.kind != kind:
+        raise TargetImportError(f"the spec's target is a {arch.kind} target, not {kind}")
     if layout not in LAYOUTS:
         raise TargetImportError(f"unknown layout {layout!r}; one of: {', '.join(LAYOUTS)}")
     if META_KEY in arrays:
         raise TargetImportError("this is already an apdspec target file: use it directly, target file(\"...\")")
     params, renames, checks = _rename(arrays, kind, tuple(ignore))
-    options = {"activation": activation, "input_range": input_range}
+    options = {"activation": activation, "input_range": input_range, "output_activation": output_activation,
+               "arch": arch}
     tried: dict[str, tuple | str] = {}
     for lay in (("rows", "torch") if layout == "auto" else (layout,)):
         try:
@@ -176,6 +187,8 @@ def import_arrays(arrays: dict[str, np.ndarray], kind: str, layout: str = "auto"
             tried[lay] = str(e)
     fits = {lay: c for lay, c in tried.items() if not isinstance(c, str)}
     if not fits:
+        if len(set(tried.values())) == 1 and len(tried) > 1:  # not about the layout (a missing option)
+            raise TargetImportError(next(iter(tried.values())))
         if len(tried) == 1:
             (lay, why), = tried.items()
             raise TargetImportError(f"{why} (reading matrices as {_LAYOUT_TEXT[lay]})")
@@ -186,7 +199,8 @@ def import_arrays(arrays: dict[str, np.ndarray], kind: str, layout: str = "auto"
         same = a[0] == b[0] and all(np.array_equal(a[1][k], b[1][k]) for k in a[1])
         if not same:
             square = [k for k, v in params.items() if _is_matrix(k) and v.shape[-1] == v.shape[-2]]
-            raise TargetImportError(f"the matrices fit both layouts ({', '.join(square) or 'square shapes'}): say which "
+            why = f"square: {', '.join(square)}" if square else "their shapes chain either way"
+            raise TargetImportError(f"the matrices fit both layouts ({why}): say which "
                                "the source uses, --layout rows (x @ W: the original implementation, apdspec) or "
                                "--layout torch (nn.Linear: W @ x)")
         fits = {"rows": a}
@@ -198,6 +212,33 @@ def import_arrays(arrays: dict[str, np.ndarray], kind: str, layout: str = "auto"
         if name not in params:
             renames.append(("", name, what))
     return Imported(arch, p, R, lay, renames)
+
+
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def load_state_dict(src: str) -> dict[str, np.ndarray]:
+    """The arrays of a state dict: an .npz (no pickle), or a torch file (.pt / .pth) read with
+    torch.load(weights_only=True) when torch is importable (it is not a dependency of apdspec)."""
+    if not src.lower().endswith(TORCH_SUFFIXES):
+        return load_npz(src)
+    if not os.path.exists(src):
+        raise FileNotFoundError(f"no such file: {src!r}")
+    try:
+        import torch  # noqa: PLC0415  (optional: only for .pt / .pth sources)
+    except ImportError:
+        raise TargetImportError("reading a .pt / .pth file needs torch, which is not installed here; save the state "
+                                "dict as .npz instead: np.savez(\"sd.npz\", **{k: v.numpy() for k, v in "
+                                "model.state_dict().items()})") from None
+    try:
+        sd = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's own errors for a file it cannot read
+        raise TargetImportError(f"torch cannot read it as a state dict: {e}") from None
+    if hasattr(sd, "state_dict") and not isinstance(sd, dict):
+        sd = sd.state_dict()
+    if not isinstance(sd, dict) or not all(hasattr(v, "detach") for v in sd.values()):
+        raise TargetImportError("it does not hold a state dict (a dict of tensors): save model.state_dict()")
+    return {k: v.detach().cpu().numpy() for k, v in sd.items()}
 
 
 _LAYOUT_TEXT = {"rows": "stored (d_in, d_out), x @ W", "torch": "nn.Linear (d_out, d_in), W @ x"}
@@ -222,10 +263,13 @@ def _check_aside(checks: dict, arrays: dict, params: dict, kind: str, renames: l
 
 def import_file(src: str | os.PathLike, kind: str, out: str | os.PathLike, layout: str = "auto",
                 ignore: tuple[str, ...] = (), activation: str | None = None,
-                input_range: tuple[float, float] | None = None) -> Imported:
-    """Import `src` (.npz of a state dict) and write the apdspec target file `out` (atomically)."""
+                input_range: tuple[float, float] | None = None, output_activation: str | None = None,
+                arch: Target | None = None) -> Imported:
+    """Import `src` (.npz of a state dict; .pt / .pth when torch is installed) and write the
+    apdspec target file `out` (atomically)."""
     src = os.fspath(src)
-    imported = import_arrays(load_npz(src), kind, layout, ignore, activation, input_range)
+    imported = import_arrays(load_state_dict(src), kind, layout, ignore, activation, input_range, output_activation,
+                             arch)
     with open(src, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     meta = {"imported": {"source": os.path.abspath(src), "sha256": digest, "layout": imported.layout,

@@ -21,6 +21,22 @@ PAPER.update({
         ("Forty subcomponents of W match its columns; the other 160 have negligible norm.",
          "No shrinkage: ML2R ~ 1 (APD: 0.935)."),
         ("C = 200 per matrix (the authors' config); 40k steps at batch 4096.",)),
+    "spd_tms_5_2_id": PaperResult(
+        "spd_tms_5_2_id", "SPD on TMS 5-2 with a hidden identity (x^ = ReLU(W^T I W x + b))",
+        "SPD paper §TMS with hidden identity, Figs. 2-4, Table 1; App. training details",
+        (PaperValue("mmcs", 1.0, std=0.0, tolerance=0.01, text="MMCS 1.000 +- 0.000 (Table 1)"),
+         PaperValue("ml2r", 0.992, std=0.010, tolerance=0.03, text="ML2R 0.992 +- 0.010 (Table 1)")),
+        ("W: five subcomponents, one column of W each (Fig. 2).",
+         "The identity I: two subcomponents that sum to it, the others of negligible norm (Fig. 3); m_2 + m_1 = 7 "
+         "subcomponents of non-negligible norm in all (Fig. 4).",
+         "APD fails to learn the ground-truth mechanisms on this model."),
+        ("The settings are TMS 5-2's (the appendix gives them together).",)),
+    "spd_tms_40_10_id": PaperResult(
+        "spd_tms_40_10_id", "SPD on TMS 40-10 with a hidden identity", "SPD paper Table 1; App. training details",
+        (PaperValue("mmcs", 1.0, std=0.0, tolerance=0.01, text="MMCS 1.000 +- 0.000 (Table 1)"),
+         PaperValue("ml2r", 1.031, std=0.001, tolerance=0.03, text="ML2R 1.031 +- 0.001 (Table 1)")),
+        ("SPD decomposes the 10 x 10 identity into 10 subcomponents that sum to it.",),
+        ("The settings are TMS 40-10's (the appendix gives them together).",)),
     "spd_resid_mlp_1l": PaperResult(
         "spd_resid_mlp_1l", "SPD on compressed computation, 1-layer residual MLP",
         "SPD paper §3.3, Figs. 6-8; App. training details",

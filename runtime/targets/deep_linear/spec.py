@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ...spec import CiTruth, Issue, KINDS, KindSpec, Layer, MAX_LAYERS, Target, declare_metric, setting
 from ...spec.registry import declare_ci_truth_metrics
 from ...spec.checks import positive
+from ...spec.layers import PRESETS, Linear, NetworkView
 from ...spec.registry import cosine, count_of, non_negative
 
 
@@ -66,6 +67,30 @@ class DeepLinearKind(KindSpec):
 
 
 KINDS["deep_linear"] = DeepLinearKind()
+
+
+def as_network(arch: DeepLinearTarget) -> tuple[int, tuple, tuple[str, ...] | None]:
+    """(features, network, decomposed) of a deep linear network in the layer vocabulary (init_noise 0: its
+    network form has no noise)."""
+    d = arch.features
+    return d, tuple(Linear(f"layers.{l}.W", d, bias=False, init="identity") for l in range(arch.layers)), None
+
+
+def recognise(net: NetworkView) -> DeepLinearTarget | None:
+    """A chain of square, bias-free, trained layers that start at the identity, nothing else, all
+    decomposed, no stated truth (the kind measures its own)."""
+    items = net.flat()
+    if not items or not all(isinstance(x, Linear) for x in items):
+        return None
+    d = net.features
+    if any(x.bias or x.tied or x.frozen or x.init != "identity" or net.use(x).d_out != d for x in items):
+        return None
+    if not net.all_decomposed() or net.truth.stated():
+        return None
+    return DeepLinearTarget(features=d, layers=len(items))
+
+
+PRESETS["deep_linear"] = recognise
 
 _D = ("deep_linear",)
 declare_metric("layer_mmcs", "mean over layers of MMCS: for each layer and input dimension f, the best cosine between "

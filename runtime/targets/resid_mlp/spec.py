@@ -13,6 +13,7 @@ from ...spec import CiTruth, Issue, KINDS, KindSpec, MAX_LAYERS, Target, declare
 from ...spec.registry import declare_ci_truth_metrics
 from ...spec.checks import in_choices, positive
 from ...spec.import_rules import ImportRules, dims, layer_count, require
+from ...spec.layers import PRESETS, Activation, Linear, NetworkView, Residual
 from ...spec.networks import residual_matrices, residual_shapes
 from ...spec.registry import count_of, non_negative
 
@@ -41,8 +42,12 @@ def _arch(params: dict, options: dict) -> ResidMlpTarget:
     if layers == 0:
         raise ValueError("a resid_mlp target needs layers.0.W_in (source name: layers.0.mlp_in.weight)")
     d_mlp = dims(params["layers.0.W_in"], 2, "layers.0.W_in")[1]
-    return ResidMlpTarget(features=F, d_embed=D, d_mlp=d_mlp, layers=layers,
-                          activation=options.get("activation") or "relu",
+    act = options.get("activation") or "relu"
+    if act not in ("relu", "gelu"):
+        raise ValueError(f"a resid_mlp target's activation is relu or gelu, got --activation {act!r}")
+    if options.get("output_activation"):
+        raise ValueError("--output-activation applies to --kind mlp; a resid_mlp's output activation is its own")
+    return ResidMlpTarget(features=F, d_embed=D, d_mlp=d_mlp, layers=layers, activation=act,
                           in_bias=any(".b_in" in k for k in params), out_bias=any(".b_out" in k for k in params))
 
 
@@ -56,6 +61,7 @@ IMPORT = ImportRules(
         "layers.{l}.b_out": ("layers.{l}.b_out", "layers.{l}.bias2", "layers.{l}.mlp_out.bias"),
     },
     arch=_arch,
+    function="y = (r + MLP(r)) W_U with r = x W_E: a residual stream that adds the MLP's output to its input",
     derived={"W_U": ("W_E transposed (the original ties W_U = W_E^T)",
                      lambda p: np.swapaxes(p["W_E"], -1, -2).copy())},
 )
@@ -127,6 +133,69 @@ class ResidMlpKind(KindSpec):
 
 
 KINDS["resid_mlp"] = ResidMlpKind()
+
+
+# ------------------------------------------------------------------------------------------
+# The residual MLP as a network in the layer vocabulary
+
+
+def as_network(arch: ResidMlpTarget) -> tuple[int, tuple, tuple[str, ...] | None]:
+    """(features, network, decomposed) of a residual MLP written in the layer vocabulary (its preset form):
+    a frozen embedding, one residual block per layer, the tied unembedding. Its init_scale has no
+    network form (the vocabulary's default init is the kind's with init_scale 1)."""
+    D, act = arch.d_embed, arch.activation
+    embed = "identity" if arch.embedding == "identity" else "unit_rows"
+    blocks = tuple(Residual((Linear(f"layers.{l}.W_in", arch.d_mlp, bias=arch.in_bias), Activation(act),
+                             Linear(f"layers.{l}.W_out", bias=arch.out_bias))) for l in range(arch.layers))
+    out = (Activation(act),) if arch.output_activation else ()
+    return arch.features, (Linear("W_E", D, bias=False, init=embed, frozen=True), *blocks,
+                           Linear("W_U", tied="W_E", bias=False), *out), ("layers.*",)
+
+
+def recognise(net: NetworkView) -> ResidMlpTarget | None:
+    """The residual MLP a network is: a frozen bias-free embedding (unit_rows: random; identity),
+    L residual blocks linear(d_mlp) -> relu / gelu -> linear, all alike, W_U tied to the embedding,
+    then nothing or the same activation; exactly the blocks' matrices decomposed; no stated truth
+    (the kind measures its own)."""
+    items = net.flat()
+    if len(items) < 3 or not isinstance(items[0], Linear):
+        return None
+    embed, rest = items[0], items[1:]
+    if embed.bias or embed.tied or not embed.frozen or embed.init not in ("unit_rows", "identity"):
+        return None
+    blocks = []
+    while rest and isinstance(rest[0], Residual):
+        blocks.append(rest.pop(0))
+    if not blocks or not rest or not isinstance(rest[0], Linear):
+        return None
+    unembed, tail = rest[0], rest[1:]
+    if unembed.tied != embed.name or unembed.bias:
+        return None
+    shapes = set()
+    for b in blocks:
+        body = [x for x in b.body if not (isinstance(x, Activation) and x.fn == "identity")]
+        if len(body) != 3 or not isinstance(body[0], Linear) or not isinstance(body[1], Activation) \
+                or not isinstance(body[2], Linear) or body[1].fn not in ("relu", "gelu"):
+            return None
+        w_in, w_out = body[0], body[2]
+        if any(x.tied or x.frozen or x.init != "default" for x in (w_in, w_out)):
+            return None
+        shapes.add((net.use(w_in).d_out, body[1].fn, w_in.bias, w_out.bias))
+    if len(shapes) != 1:
+        return None
+    (d_mlp, act, in_bias, out_bias), = shapes
+    if len(tail) > 1 or (tail and (not isinstance(tail[0], Activation) or tail[0].fn != act)):
+        return None
+    mlp = {x.name for b in blocks for x in b.body if isinstance(x, Linear)}
+    if set(net.decomposed) != mlp or net.truth.stated():
+        return None
+    D = net.use(embed).d_out
+    embedding = "identity" if embed.init == "identity" else "random"
+    return ResidMlpTarget(features=net.features, d_embed=D, d_mlp=d_mlp, layers=len(blocks), activation=act,
+                          in_bias=in_bias, out_bias=out_bias, embedding=embedding, output_activation=bool(tail))
+
+
+PRESETS["resid_mlp"] = recognise
 
 _R = ("resid_mlp",)
 _FEATURES = count_of("features", lambda exp, arch: arch.features)

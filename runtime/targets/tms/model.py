@@ -29,18 +29,24 @@ class TmsModel(Model):
         return relu(z)
 
     def init(self, arch: TmsTarget, replicates: int, rng: np.random.Generator, dtype=np.float32) -> Params:
-        """xavier-normal W (fan rule on (1, F, H)) and hidden layers, zero bias (notes §1.1)."""
+        """xavier-normal W (fan rule on (1, F, H)), zero bias (notes §1.1); hidden layers the
+        identity (hidden_weights = identity) or xavier-normal like W (trained)."""
         I, F, H = replicates, arch.features, arch.hidden
         std = math.sqrt(2.0 / (F * H + H))  # xavier_normal_ on (1, F, H): fan_in F*H, fan_out 1*H
         p: Params = {"W": draws.normal(rng, 0.0, std, (I, F, H), dtype)}
         for k in range(arch.hidden_layers):
-            std_h = math.sqrt(2.0 / (H * H + H))
-            p[f"hidden.{k}"] = draws.normal(rng, 0.0, std_h, (I, H, H), dtype)
+            if arch.hidden_weights == "identity":
+                p[f"hidden.{k}"] = np.broadcast_to(np.eye(H, dtype=dtype), (I, H, H)).copy()
+            else:
+                std_h = math.sqrt(2.0 / (H * H + H))
+                p[f"hidden.{k}"] = draws.normal(rng, 0.0, std_h, (I, H, H), dtype)
         p["b"] = np.zeros((I, F), dtype=dtype)
         return p
 
     def trainable(self, arch: TmsTarget) -> tuple[str, ...]:
-        names = ["W"] + [f"hidden.{k}" for k in range(arch.hidden_layers)]
+        names = ["W"]
+        if arch.hidden_weights != "identity":
+            names += [f"hidden.{k}" for k in range(arch.hidden_layers)]
         return tuple(names + (["b"] if arch.bias else []))
 
     def labels(self, arch: TmsTarget, train, x: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
