@@ -25,6 +25,7 @@ import sys
 from typing import Any
 
 from ..spec import KINDS, METHODS, target_from_dict
+from ..spec.serial import from_dict, to_json
 from ..spec.target_file import read_target_meta
 from ..store.rundir import write_text
 
@@ -84,8 +85,12 @@ def _arch(spec: dict, run_dir: str | None) -> Any:
 
 
 def setting_key(spec: dict) -> str:
-    """The spec without its seeds, as canonical JSON: runs of one configuration share it."""
-    s = json.loads(json.dumps(spec))
+    """The spec without its seeds, as canonical JSON: runs of one configuration share it. The spec
+    is read and written back first, so a field added since a run was written counts at its default."""
+    try:
+        s = json.loads(to_json(from_dict(spec)))
+    except (KeyError, TypeError, ValueError, AttributeError):  # a spec.json this version cannot read: as saved
+        s = json.loads(json.dumps(spec))
     for path in SEED_PATHS:
         node = s
         for part in path[:-1]:
@@ -164,11 +169,18 @@ def row(label: str, method: str, runs: list[dict], setting: str = "") -> dict[st
     out: dict[str, Any] = {"target": label, "method": method, "setting": setting, "runs": len(runs), "replicates": n,
                            "seeds": sorted({r["spec"].get("seed") for r in runs}, key=str),
                            "success": sum(ok) / len(ok) if ok else None, "judged": len(ok), "bar": bars_text(runs[0]),
-                           "wall_min": sum(float(r["summary"].get("wall_time_s", 0)) for r in runs) / 60 / max(len(runs), 1)}
+                           "wall_min": _wall_minutes(runs)}
     for name in MEANS:
         vals = _per_replicate(runs, name)
         out[name] = sum(vals) / len(vals) if vals else None
     return out
+
+
+def _wall_minutes(runs: list[dict]) -> float | None:
+    """Mean wall time of the runs that ran in one go: a resumed run's summary times only its last
+    segment, so it is left out (None when every run was resumed)."""
+    whole = [float(r["summary"].get("wall_time_s", 0)) for r in runs if not r["summary"].get("resumed_from")]
+    return sum(whole) / 60 / len(whole) if whole else None
 
 
 def table(rows: list[dict]) -> str:
@@ -187,7 +199,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['target']} | {r['method'].upper()} | {r['setting']} | {r['runs']} ({seeds}) | "
                      f"{r['replicates']} | {pct(r)} | {r['bar']} | {num(r['mmcs'])} | {num(r['ml2r'], '{:.3f}')} | "
                      f"{num(r['identity_ci_error'], '{:.2f}')} | {num(r['dedicated_features'], '{:.1f}')} | {recon} | "
-                     f"{r['wall_min']:.1f} min |")
+                     f"{'- (resumed)' if r['wall_min'] is None else format(r['wall_min'], '.1f') + ' min'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -108,3 +108,20 @@ def test_other_configurations_and_selections_get_rows_of_their_own(tmp_path):
     assert "| TMS 5-2 | SPD | experiment, best of 2 inits | 1 (0) | 2 | 100% (2/2) |" in text
     assert "| TMS 5-2 | SPD | spd_variant | 1 (1) | 1 | 0% (0/1) |" in text
     assert "| TMS 5-2 | SPD | experiment [setting 2] | 1 (2) | 1 | 100% (1/1) |" in text
+
+
+def test_a_run_written_before_a_field_existed_pools_and_a_resumed_run_has_no_whole_time(tmp_path):
+    _run(tmp_path / "old", "vpd", 1, [1.0], [0.99], wall=600, identity_ci_error=[0])
+    _run(tmp_path / "new", "vpd", 2, [1.0], [0.5], wall=900, identity_ci_error=[0])
+    spec = json.loads((tmp_path / "old" / "spec.json").read_text())
+    del spec["target"]["hidden_weights"]  # a field added after this run was written: its default
+    (tmp_path / "old" / "spec.json").write_text(json.dumps(spec))
+    rows = _rows(tmp_path / "old", tmp_path / "new")
+    assert list(rows) == [("vpd", "experiment")] and rows[("vpd", "experiment")]["runs"] == 2
+    assert rows[("vpd", "experiment")]["wall_min"] == 12.5
+
+    summary = json.loads((tmp_path / "new" / "summary.json").read_text())
+    (tmp_path / "new" / "summary.json").write_text(json.dumps({**summary, "resumed_from": "checkpoints/step-1.npz"}))
+    assert _rows(tmp_path / "old", tmp_path / "new")[("vpd", "experiment")]["wall_min"] == 10.0  # the whole run only
+    assert _rows(tmp_path / "new")[("vpd", "experiment")]["wall_min"] is None
+    assert "| - (resumed) |" in compare.compare([str(tmp_path / "new")])
