@@ -172,7 +172,11 @@ def test_a_scheduler_without_workers_says_so(tmp_path, cluster):
         try:
             wait_for("the note about no workers", lambda: "no dask worker" in log.read_text(), timeout=60)
             p.send_signal(signal.SIGINT)
-            assert p.wait(timeout=60) == 130
+            try:
+                code = p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the driver did not exit within 60 s of SIGINT; its stderr:\n" + log.read_text())
+            assert code == 130
         finally:
             p.kill()
             p.wait()
