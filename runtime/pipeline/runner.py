@@ -158,6 +158,32 @@ def orphaned() -> bool:
 
 
 @contextlib.contextmanager
+def signal_flag(signals: tuple[int, ...]) -> Iterator[list[int]]:
+    """While the block lasts, each of `signals` only records itself in the yielded list (the code
+    acts on it at a point of its choosing); a second signal interrupts at once. Outside the main
+    thread (where handlers cannot be set) nothing changes and the list stays empty."""
+    import signal
+    import threading
+
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(signum, frame):
+        if got:  # asked twice: stop now
+            raise KeyboardInterrupt
+        got.append(signum)
+
+    old = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
 def _signals_stop() -> Iterator[Callable[[], int | None]]:
     """While the run lasts, SIGINT and SIGTERM only set a flag that the decomposition loop reads at
     each step boundary (it then checkpoints and stops); a second signal interrupts at once. Outside
@@ -165,28 +191,19 @@ def _signals_stop() -> Iterator[Callable[[], int | None]]:
     import signal
     import threading
 
-    got: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
-    def stop() -> int | None:
-        if got:
-            return got[0]
-        # a sweep worker whose driver is gone (killed outright) stops as if sent SIGTERM: orphans
-        # would otherwise train on and write into a directory that a new sweep may already be using
-        return signal.SIGTERM if orphaned() else None
 
-    def handler(signum, frame):
-        if got:  # asked twice: stop now
-            raise KeyboardInterrupt
-        got.append(signum)
+    with signal_flag((signal.SIGINT, signal.SIGTERM)) as got:
+        def stop() -> int | None:
+            if got:
+                return got[0]
+            # a sweep worker whose driver is gone (killed outright) stops as if sent SIGTERM: orphans
+            # would otherwise train on and write into a directory that a new sweep may already be using
+            return signal.SIGTERM if orphaned() else None
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
         yield stop
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _versions() -> dict:

@@ -575,6 +575,8 @@ class SchedulerLost(RuntimeError):
 
 def _execute_dask(todo: Todo, scheduler: str, report: bool, spec_files: tuple, out_dir: str, note: Note,
                   worker_wait: float) -> Iterator[tuple[SweepPoint, dict]]:
+    import signal
+
     try:
         from dask.distributed import Client, wait
     except ImportError as e:
@@ -582,14 +584,17 @@ def _execute_dask(todo: Todo, scheduler: str, report: bool, spec_files: tuple, o
             f"scheduler {scheduler!r} needs dask.distributed, which is not installed: "
             "pip install 'apdspec[distributed]'") from e
     lost = collections.Counter()
-    with _quiet_distributed(), Client(scheduler) as client, _signal_flag() as signalled:
+    with _quiet_distributed(), Client(scheduler) as client, \
+            runner.signal_flag((signal.SIGINT,)) as signalled:
         def submit(p: SweepPoint, d: str) -> Any:
             return client.submit(_run_point, to_dict(p.experiment), d, spec_files, False, report, True, pure=False)
 
         futures = {submit(p, d): (p, d) for p, d in todo}
         idle_since, told, asked = time.monotonic(), False, 0.0
         while futures:
-            if signalled:  # Ctrl-C between dask calls, never inside one (the client then closes cleanly)
+            # Ctrl-C is acted on between dask calls, never inside one: a KeyboardInterrupt in one of
+            # the client's blocking calls could leave its event loop mid-call and the exit hanging
+            if signalled:
                 raise KeyboardInterrupt
             try:
                 done = wait(list(futures), timeout=1.0, return_when="FIRST_COMPLETED").done
@@ -624,31 +629,6 @@ def _execute_dask(todo: Todo, scheduler: str, report: bool, spec_files: tuple, o
                 note(f"no dask worker has joined {scheduler} for {worker_wait:.0f} s; the points wait for one. "
                      f"Start workers with: OPENBLAS_NUM_THREADS=1 dask worker {scheduler} --nthreads 1{host} "
                      f"(Ctrl-C stops the sweep; resume it with: apdspec run --resume {out_dir})")
-
-
-@contextlib.contextmanager
-def _signal_flag() -> Iterator[list[int]]:
-    """While the dask driver waits, SIGINT only records itself (the loop raises KeyboardInterrupt at
-    its next turn, within a second); a second SIGINT interrupts at once. A KeyboardInterrupt inside
-    one of the client's blocking calls could leave its event loop mid-call and the exit hanging."""
-    import signal
-    import threading
-
-    got: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-
-    def handler(signum, frame):
-        if got:
-            raise KeyboardInterrupt
-        got.append(signum)
-
-    old = signal.signal(signal.SIGINT, handler)
-    try:
-        yield got
-    finally:
-        signal.signal(signal.SIGINT, old)
 
 
 def _scheduler_lost(scheduler: str, running: Todo) -> SchedulerLost:
