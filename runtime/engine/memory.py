@@ -40,3 +40,18 @@ class Part:
 
 def itemsize(exp: Any) -> int:
     return np.dtype(exp.dtype).itemsize
+
+
+def decomposition_parts(exp: Any, params: float, rows: float, sample_floats: float, n_inputs: int, *,
+                        params_what: str, grads_what: str, batch_what: str, restarts_what: str) -> list[Part]:
+    """The parts every method's decomposition holds: its `params` trainable floats per replicate
+    (through evaluation and report); while it trains, every restart's with a gradient and 2
+    optimiser moments each, one step's batch (every sample's `n_inputs` inputs and `sample_floats`
+    per row for `rows` rows), and the other restarts' parameters. The `*_what` name the parts."""
+    w, I, R = itemsize(exp), exp.replicates, exp.decompose.restarts
+    parts = [Part(params_what, w * I * params, AFTER_TRAINING),
+             Part(grads_what, 3 * w * I * R * params, ("decomposition",)),
+             Part(batch_what, w * I * R * (exp.decompose.batch * n_inputs + rows * sample_floats), ("decomposition",))]
+    if R > 1:
+        parts.append(Part(restarts_what, w * I * (R - 1) * params, ("decomposition",)))
+    return parts

@@ -421,23 +421,18 @@ class ApdEngine(MethodEngine):
     def memory_parts(self, exp: Experiment, arch: Target) -> list:
         """The components A, B (C*m*(d_in + d_out) per decomposed parameter and replicate); while
         training, every restart's, with a gradient and 2 Adam moments each, and one step's batch."""
-        from ...engine.memory import AFTER_TRAINING, Part, itemsize
+        from ...engine.memory import decomposition_parts
         from ...engine.models import n_inputs
 
         d = exp.decompose
-        w, I, R = itemsize(exp), exp.replicates, d.restarts
-        per = self.step_cost(exp, arch)["params"] / (I * R)
+        per = self.step_cost(exp, arch)["params"] / (exp.replicates * d.restarts)
         # every row: a step that drops the all-zero rows falls back to the full batch when the
         # top-k mask of the rest is ambiguous (Trainer.step_grads)
-        rows = d.batch
-        parts = [Part("APD components", w * I * per, AFTER_TRAINING),
-                 Part("gradients and 2 Adam moments of the components", 3 * w * I * R * per, ("decomposition",)),
-                 Part("one step's batch: inputs, activations, attributions, masks",
-                      w * I * R * (d.batch * n_inputs(arch) + rows * self.sample_floats(exp, arch)),
-                      ("decomposition",))]
-        if R > 1:
-            parts.append(Part("the components of the other restarts", w * I * (R - 1) * per, ("decomposition",)))
-        return parts
+        return decomposition_parts(exp, per, d.batch, self.sample_floats(exp, arch), n_inputs(arch),
+                                   params_what="APD components",
+                                   grads_what="gradients and 2 Adam moments of the components",
+                                   batch_what="one step's batch: inputs, activations, attributions, masks",
+                                   restarts_what="the components of the other restarts")
 
     def sample_floats(self, exp: Experiment, arch: Target) -> float:
         """ACTIVATIONS (AUTOGRAD_ACTIVATIONS where the fused kernels do not apply) x (every

@@ -244,20 +244,15 @@ class SpdEngine(MethodEngine):
         """The subcomponents and causal-importance MLPs; while training, every restart's, with a
         gradient and 2 Adam moments each, and one step's batch: the inputs, and per remaining row
         (all-zero rows are dropped where exact, model.expected_rows) `sample_floats`."""
-        from ...engine.memory import AFTER_TRAINING, Part, itemsize
+        from ...engine.memory import decomposition_parts
         from ...engine.models import n_inputs
 
-        d = exp.decompose
-        w, I, R = itemsize(exp), exp.replicates, d.restarts
         c = step_cost(exp, arch)
-        parts = [Part("SPD subcomponents and causal-importance MLPs", w * I * c["params"], AFTER_TRAINING),
-                 Part("gradients and 2 Adam moments of them", 3 * w * I * R * c["params"], ("decomposition",)),
-                 Part("one step's batch: inputs, causal importances, mask noise, masked passes",
-                      w * I * R * (d.batch * n_inputs(arch) + c["rows"] * self.sample_floats(exp, arch)),
-                      ("decomposition",))]
-        if R > 1:
-            parts.append(Part("the parameters of the other restarts", w * I * (R - 1) * c["params"], ("decomposition",)))
-        return parts
+        return decomposition_parts(exp, c["params"], c["rows"], self.sample_floats(exp, arch), n_inputs(arch),
+                                   params_what="SPD subcomponents and causal-importance MLPs",
+                                   grads_what="gradients and 2 Adam moments of them",
+                                   batch_what="one step's batch: inputs, causal importances, mask noise, masked passes",
+                                   restarts_what="the parameters of the other restarts")
 
     def sample_floats(self, exp: Experiment, arch: Target) -> float:
         """ACTIVATIONS x per row: the MLPs' stored G and P (2 C K per matrix), ~8 (row, C) arrays per

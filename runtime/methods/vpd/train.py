@@ -376,21 +376,19 @@ class VpdEngine(MethodEngine):
         """The subcomponents and CI MLPs; while training, every restart's, with a gradient and 2 AdamW
         moments each, the persistent sources with their 2 moments, and one step's batch: the inputs
         and per sample `sample_floats` (all samples: an upper bound where all-zero rows are dropped)."""
-        from ...engine.memory import AFTER_TRAINING, Part, itemsize
+        from ...engine.memory import Part, decomposition_parts, itemsize
         from ...engine.models import n_inputs
 
-        d = exp.decompose
-        w, I, R = itemsize(exp), exp.replicates, d.restarts
         c = step_cost(exp, arch)
-        parts = [Part("VPD subcomponents and causal-importance MLPs", w * I * c["params"], AFTER_TRAINING),
-                 Part("gradients and 2 AdamW moments of them", 3 * w * I * R * c["params"], ("decomposition",)),
-                 Part("one step's batch: inputs, causal importances, masks, masked passes",
-                      w * I * R * d.batch * (n_inputs(arch) + self.sample_floats(exp, arch)), ("decomposition",))]
+        parts = decomposition_parts(exp, c["params"], exp.decompose.batch, self.sample_floats(exp, arch), n_inputs(arch),
+                                    params_what="VPD subcomponents and causal-importance MLPs",
+                                    grads_what="gradients and 2 AdamW moments of them",
+                                    batch_what="one step's batch: inputs, causal importances, masks, masked passes",
+                                    restarts_what="the parameters of the other restarts")
         if c["sources"]:
-            parts.append(Part("persistent adversary sources and 2 Adam moments", 3 * w * I * R * c["sources"],
+            parts.append(Part("persistent adversary sources and 2 Adam moments",
+                              3 * itemsize(exp) * exp.replicates * exp.decompose.restarts * c["sources"],
                               ("decomposition",)))
-        if R > 1:
-            parts.append(Part("the parameters of the other restarts", w * I * (R - 1) * c["params"], ("decomposition",)))
         return parts
 
     def sample_floats(self, exp: Experiment, arch: Target) -> float:
